@@ -1,0 +1,154 @@
+# Pod-bearing workloads: where the pod spec lives, its containers, and the special cases of
+# issue 10 (Windows pods, bare Pod UPDATEs, the pods/ephemeralcontainers subresource),
+# encoded once for every policy that judges pods.
+#
+# API (all rules of package regate.lib.workload):
+#   pod_spec_kinds       object: kind -> path segments of its pod spec, e.g.
+#                        {"Deployment": ["spec", "template", "spec"], ...}
+#   is_workload          true when the request's kind is pod-bearing and its pod spec is an object
+#   segments             the pod spec's path segments, e.g. ["spec", "template", "spec"]
+#   pod_spec             the pod spec object
+#   pointer              JSON pointer of the pod spec, for patches: "/spec/template/spec"
+#   path                 dotted path of the pod spec, for messages: "spec.template.spec"
+#   pod_security_context the pod's securityContext ({} when unset)
+#   is_windows           spec.os.name is "windows"
+#   is_pod_update        a bare Pod UPDATE on the main resource (no subresource)
+#   is_ephemeral_update  an UPDATE of the pods/ephemeralcontainers subresource
+#   containers           set of every container (containers, initContainers, ephemeralContainers):
+#                        {"list": "initContainers", "index": 0, "name": "init",
+#                         "container": {...}, "security_context": {...},
+#                         "pointer": "/spec/template/spec/initContainers/0",
+#                         "path": "spec.template.spec.initContainers[0]"}
+#   pod_security_judged  the pod-* policies judge this request
+#   judged_containers    the containers the pod-* policies judge: every container, or only the
+#                        ephemeral ones for a pods/ephemeralcontainers UPDATE; empty when
+#                        pod_security_judged is false
+#   patchable            the pod-* policies may patch this request
+#   patch_containers     the containers the pod-* policies may patch (empty unless patchable)
+#   container_field_path(entry, field)    "spec.containers[0].securityContext.runAsNonRoot"
+#   container_field_pointer(entry, field) "/spec/containers/0/securityContext/runAsNonRoot"
+#                        (field is dotted for the path, slash-separated for the pointer)
+#   pod_field_path(field)    "spec.template.spec.securityContext.runAsNonRoot"
+#   pod_field_pointer(field) "/spec/template/spec/securityContext/runAsNonRoot"
+package regate.lib.workload
+
+import data.regate.lib.regate
+import rego.v1
+
+pod_spec_kinds := {
+	"Pod": ["spec"],
+	"Deployment": ["spec", "template", "spec"],
+	"StatefulSet": ["spec", "template", "spec"],
+	"DaemonSet": ["spec", "template", "spec"],
+	"ReplicaSet": ["spec", "template", "spec"],
+	"ReplicationController": ["spec", "template", "spec"],
+	"Job": ["spec", "template", "spec"],
+	"CronJob": ["spec", "jobTemplate", "spec", "template", "spec"],
+	"PodTemplate": ["template", "spec"],
+}
+
+container_lists := ["containers", "initContainers", "ephemeralContainers"]
+
+segments := pod_spec_kinds[regate.kind]
+
+pod_spec := spec if {
+	spec := object.get(regate.obj, segments, null)
+	is_object(spec)
+}
+
+is_workload if is_object(pod_spec)
+
+pointer := concat("", ["/", concat("/", segments)])
+
+path := concat(".", segments)
+
+pod_security_context := regate.object_or_empty(object.get(pod_spec, "securityContext", {}))
+
+is_windows if object.get(pod_spec, ["os", "name"], "") == "windows"
+
+is_ephemeral_subresource if regate.subresource in {"ephemeralcontainers", "pods/ephemeralcontainers"}
+
+is_pod_update if {
+	regate.kind == "Pod"
+	regate.operation == "UPDATE"
+	regate.subresource == ""
+}
+
+is_ephemeral_update if {
+	regate.kind == "Pod"
+	regate.operation == "UPDATE"
+	is_ephemeral_subresource
+}
+
+containers contains entry if {
+	some list in container_lists
+	some i, c in regate.array_or_empty(object.get(pod_spec, list, []))
+	is_object(c)
+	entry := {
+		"list": list,
+		"index": i,
+		"name": container_name(c, list, i),
+		"container": c,
+		"security_context": regate.object_or_empty(object.get(c, "securityContext", {})),
+		"pointer": sprintf("%s/%s/%d", [pointer, list, i]),
+		"path": sprintf("%s.%s[%d]", [path, list, i]),
+	}
+}
+
+# A container's name, or e.g. "containers[1]" when it has none (a template being written).
+container_name(c, list, i) := name if {
+	name := c.name
+	is_string(name)
+} else := sprintf("%s[%d]", [list, i])
+
+# A request on the main resource: CREATE of any workload, UPDATE of a controller or PodTemplate.
+# A bare Pod UPDATE is not judged (its security fields are immutable and were judged at
+# creation), nor is any subresource request other than pods/ephemeralcontainers.
+main_resource_judged if {
+	regate.subresource == ""
+	not is_pod_update
+}
+
+pod_security_judged if {
+	is_workload
+	not is_windows
+	main_resource_judged
+}
+
+pod_security_judged if {
+	is_workload
+	not is_windows
+	is_ephemeral_update
+}
+
+judged_containers contains entry if {
+	pod_security_judged
+	not is_ephemeral_update
+	some entry in containers
+}
+
+judged_containers contains entry if {
+	pod_security_judged
+	is_ephemeral_update
+	some entry in containers
+	entry.list == "ephemeralContainers"
+}
+
+patchable if {
+	is_workload
+	not is_windows
+	main_resource_judged
+}
+
+patch_containers contains entry if {
+	patchable
+	some entry in containers
+}
+
+container_field_path(entry, field) := concat(".", [entry.path, field])
+
+container_field_pointer(entry, field) := concat("/", [entry.pointer, field])
+
+pod_field_path(field) := concat(".", [path, field])
+
+pod_field_pointer(field) := concat("/", [pointer, field])

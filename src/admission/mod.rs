@@ -1,0 +1,9 @@
+//! The admission path: bytes → `Review` → `Decision` → `AdmissionResponse`.
+
+pub mod decision;
+pub mod respond;
+pub mod review;
+
+pub use decision::{judge, Decision, Violation};
+pub use respond::{respond, Endpoint};
+pub use review::{ManifestRequest, Review, ReviewError};

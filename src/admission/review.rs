@@ -1,0 +1,333 @@
+//! Bytes or manifests → a `Review`: kube-core's `AdmissionRequest` for the request's attributes,
+//! plus the AdmissionReview JSON that policies see as `input`. The webhook, `eval`, `test` and
+//! `audit` all build their reviews here, so a manifest is judged exactly like the apiserver's call.
+
+use kube::core::admission::{AdmissionRequest, Operation};
+use kube::core::DynamicObject;
+use serde_json::{json, Map, Value};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Why a body is not an AdmissionReview we can judge.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("request body is not a JSON object: an AdmissionReview is expected")]
+    NotObject,
+    #[error("apiVersion must be \"admission.k8s.io/v1\", got {0}")]
+    WrongApiVersion(String),
+    #[error("kind must be \"AdmissionReview\", got {0}")]
+    WrongKind(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has no uid (request.uid)")]
+    MissingUid,
+    #[error("AdmissionReview request is invalid: {message}")]
+    InvalidRequest { uid: String, message: String },
+}
+
+impl ReviewError {
+    /// The request uid when the body had one, so the answer can still echo it.
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            ReviewError::InvalidRequest { uid, .. } => Some(uid),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed admission request.
+#[derive(Debug, Clone)]
+pub struct Review {
+    /// The request's attributes (object and oldObject are left in `input`, not copied here).
+    pub request: AdmissionRequest<DynamicObject>,
+    /// The whole AdmissionReview as JSON: the policies' `input`.
+    pub input: Value,
+}
+
+impl Review {
+    /// Parses a webhook request body.
+    pub fn from_slice(body: &[u8]) -> Result<Review, ReviewError> {
+        let value: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
+        Self::from_value(value)
+    }
+
+    /// Validates an AdmissionReview already parsed as JSON.
+    pub fn from_value(value: Value) -> Result<Review, ReviewError> {
+        let Value::Object(top) = &value else {
+            return Err(ReviewError::NotObject);
+        };
+        match top.get("apiVersion") {
+            Some(Value::String(v)) if v == API_VERSION => {}
+            Some(other) => return Err(ReviewError::WrongApiVersion(other.to_string())),
+            None => return Err(ReviewError::WrongApiVersion("nothing".to_string())),
+        }
+        match top.get("kind") {
+            Some(Value::String(k)) if k == "AdmissionReview" => {}
+            Some(other) => return Err(ReviewError::WrongKind(other.to_string())),
+            None => return Err(ReviewError::WrongKind("nothing".to_string())),
+        }
+        let request = match top.get("request") {
+            Some(Value::Object(r)) => r,
+            Some(Value::Null) | None => return Err(ReviewError::MissingRequest),
+            Some(_) => return Err(ReviewError::MissingRequest),
+        };
+        let uid = match request.get("uid") {
+            Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
+            _ => return Err(ReviewError::MissingUid),
+        };
+        let invalid = |message: String| ReviewError::InvalidRequest {
+            uid: uid.clone(),
+            message,
+        };
+        // Deserialize the attributes without the (possibly large) objects; they stay in `input`.
+        let mut attributes = Map::with_capacity(request.len());
+        for (k, v) in request {
+            if k != "object" && k != "oldObject" && k != "options" {
+                attributes.insert(k.clone(), v.clone());
+            }
+        }
+        attributes
+            .entry("userInfo")
+            .or_insert_with(|| Value::Object(Map::new()));
+        for field in ["kind", "resource", "operation"] {
+            if !attributes.contains_key(field) {
+                return Err(invalid(format!("request.{field} is missing")));
+            }
+        }
+        for field in ["object", "oldObject"] {
+            match request.get(field) {
+                None | Some(Value::Null) | Some(Value::Object(_)) => {}
+                Some(_) => return Err(invalid(format!("request.{field} must be an object or null"))),
+            }
+        }
+        let parsed: AdmissionRequest<DynamicObject> =
+            serde_json::from_value(Value::Object(attributes))
+                .map_err(|e| invalid(format!("request: {e}")))?;
+        Ok(Review {
+            request: parsed,
+            input: value,
+        })
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.request.uid
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.request.kind.kind
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.request.namespace.as_deref().filter(|n| !n.is_empty())
+    }
+
+    pub fn name(&self) -> &str {
+        if !self.request.name.is_empty() {
+            return &self.request.name;
+        }
+        self.object()
+            .and_then(|o| o.pointer("/metadata/name").or_else(|| o.pointer("/metadata/generateName")))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn operation(&self) -> &'static str {
+        match self.request.operation {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+
+    pub fn sub_resource(&self) -> Option<&str> {
+        self.request.sub_resource.as_deref().filter(|s| !s.is_empty())
+    }
+
+    pub fn object(&self) -> Option<&Value> {
+        self.input
+            .get("request")
+            .and_then(|r| r.get("object"))
+            .filter(|o| o.is_object())
+    }
+
+    pub fn user(&self) -> &str {
+        self.request.user_info.username.as_deref().unwrap_or("")
+    }
+}
+
+/// How to present a manifest object as an admission request.
+#[derive(Debug, Clone)]
+pub struct ManifestRequest {
+    pub namespace: Option<String>,
+    pub operation: String,
+    pub old_object: Option<Value>,
+    pub sub_resource: Option<String>,
+    pub username: String,
+    pub uid: String,
+}
+
+impl Default for ManifestRequest {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            operation: "CREATE".to_string(),
+            old_object: None,
+            sub_resource: None,
+            username: "regate-cli".to_string(),
+            uid: "00000000-0000-0000-0000-000000000000".to_string(),
+        }
+    }
+}
+
+/// Kinds that live outside namespaces: their requests carry no namespace.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "StorageClass",
+    "PriorityClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "IngressClass",
+    "RuntimeClass",
+    "VolumeAttachment",
+    "ClusterPolicyReport",
+    "CertificateSigningRequest",
+];
+
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    CLUSTER_SCOPED.contains(&kind)
+}
+
+/// The resource name of a kind, as the apiserver would put it in `request.resource`.
+pub fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    match lower.as_str() {
+        "endpoints" => lower,
+        "networkpolicy" | "podsecuritypolicy" | "policy" => format!("{}ies", &lower[..lower.len() - 1]),
+        "ingress" => "ingresses".to_string(),
+        _ if lower.ends_with('s') => format!("{lower}es"),
+        _ if lower.ends_with('y') && !lower.ends_with("ay") && !lower.ends_with("ey") => {
+            format!("{}ies", &lower[..lower.len() - 1])
+        }
+        _ => format!("{lower}s"),
+    }
+}
+
+impl Review {
+    /// Wraps a manifest object (or passes an AdmissionReview through) as the apiserver would send it.
+    pub fn from_manifest(object: Value, opts: &ManifestRequest) -> Result<Review, ReviewError> {
+        if object.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
+            return Self::from_value(object);
+        }
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("v1")
+            .to_string();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.clone()),
+        };
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let namespace = if is_cluster_scoped(&kind) {
+            None
+        } else {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| opts.namespace.clone())
+                .or_else(|| Some("default".to_string()))
+        };
+        let mut object = object;
+        if let (Some(ns), Some(meta)) = (&namespace, object.get_mut("metadata").and_then(Value::as_object_mut)) {
+            meta.entry("namespace").or_insert_with(|| Value::String(ns.clone()));
+        }
+        let gvk = json!({"group": group, "version": version, "kind": kind});
+        let gvr = json!({"group": group, "version": version, "resource": plural(&kind)});
+        let mut request = json!({
+            "uid": opts.uid,
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "name": name,
+            "operation": opts.operation,
+            "userInfo": {"username": opts.username, "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": opts.old_object.clone().unwrap_or(Value::Null),
+            "dryRun": false,
+            "options": {"kind": format!("{}Options", title_case(&opts.operation)), "apiVersion": "meta.k8s.io/v1"},
+        });
+        if let Some(map) = request.as_object_mut() {
+            if let Some(ns) = namespace {
+                map.insert("namespace".into(), Value::String(ns));
+            }
+            if let Some(sr) = &opts.sub_resource {
+                map.insert("subResource".into(), Value::String(sr.clone()));
+                map.insert("requestSubResource".into(), Value::String(sr.clone()));
+            }
+        }
+        Self::from_value(json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}))
+    }
+}
+
+fn title_case(op: &str) -> String {
+    let lower = op.to_ascii_lowercase();
+    let mut chars = lower.chars();
+    match chars.next() {
+        Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural("NetworkPolicy"), "networkpolicies");
+        assert_eq!(plural("Deployment"), "deployments");
+        assert_eq!(plural("Ingress"), "ingresses");
+        assert_eq!(plural("ConfigMap"), "configmaps");
+    }
+
+    #[test]
+    fn missing_uid_is_named() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#;
+        let err = Review::from_slice(body).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("AdmissionReview request has no uid (request.uid)"));
+    }
+
+    #[test]
+    fn manifest_becomes_review() -> Result<(), ReviewError> {
+        let obj = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {}});
+        let review = Review::from_manifest(obj, &ManifestRequest::default())?;
+        assert_eq!(review.kind(), "Deployment");
+        assert_eq!(review.namespace(), Some("default"));
+        assert_eq!(review.request.resource.resource, "deployments");
+        Ok(())
+    }
+}

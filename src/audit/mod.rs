@@ -1,0 +1,1 @@
+//! Audit: judging existing objects (files or a live cluster) and reporting every violation.

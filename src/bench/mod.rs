@@ -1,0 +1,1 @@
+//! Benchmarks: in-process policy timing, the load generator and the echo floor.

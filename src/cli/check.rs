@@ -1,0 +1,102 @@
+//! `regate check` and `regate policies`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::config::{Config, Environment};
+use crate::environment::NamespaceLabels;
+use crate::policy::set::PolicySet;
+use crate::policy::source;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy directories (default: policies/, or the embedded defaults when it does not exist).
+    pub paths: Vec<PathBuf>,
+    /// regate.yaml to validate with the policies.
+    #[arg(long, env = "REGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Check the embedded defaults together with the given directories.
+    #[arg(long, default_value_t = false)]
+    pub include_defaults: bool,
+    /// List the loaded policies (as `regate policies` does).
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(1);
+            }
+        },
+        None => Config::default(),
+    };
+    let dirs = if args.paths.is_empty() {
+        vec![PathBuf::from("policies")]
+    } else {
+        args.paths.clone()
+    };
+    let mut sources = Vec::new();
+    let mut embedded = false;
+    for dir in &dirs {
+        let (mut s, e) = source::resolve(dir, args.include_defaults)?;
+        embedded |= e;
+        sources.append(&mut s);
+    }
+    let mut problems = 0;
+    let now = time::OffsetDateTime::now_utc();
+    for ex in &config.exceptions {
+        if let Ok(expires) = crate::config::parse_rfc3339(&ex.expires) {
+            if expires <= now {
+                eprintln!(
+                    "{}: exception {:?} expired at {}: it no longer applies; remove it or extend it",
+                    args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    ex.name,
+                    ex.expires
+                );
+                problems += 1;
+            }
+        }
+    }
+    let set = match PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default()) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.0.len() + problems);
+            return Ok(1);
+        }
+    };
+    if list_only || args.list {
+        print_policies(&set);
+    } else {
+        let source = if embedded { " (embedded defaults)" } else { "" };
+        println!("{} policies OK{source}", set.policies.len());
+    }
+    Ok(if problems > 0 { 1 } else { 0 })
+}
+
+fn print_policies(set: &PolicySet) {
+    println!(
+        "{:<32} {:<9} {:<11} {:<11} {:<11} {}",
+        "ID", "SEVERITY", "DEVELOPMENT", "STAGING", "PRODUCTION", "KINDS"
+    );
+    for p in &set.policies {
+        println!(
+            "{:<32} {:<9} {:<11} {:<11} {:<11} {}",
+            p.meta.id,
+            p.meta.severity,
+            p.action(Environment::Development).to_string(),
+            p.action(Environment::Staging).to_string(),
+            p.action(Environment::Production).to_string(),
+            p.meta.kinds.join(",")
+        );
+        println!("    {}", p.meta.title);
+    }
+}

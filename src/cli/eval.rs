@@ -1,0 +1,173 @@
+//! `regate eval`: judges manifests with the same path as the webhook.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::admission::decision::{judge, Decision};
+use crate::admission::review::{ManifestRequest, Review};
+use crate::cli::PolicyArgs;
+use crate::config::{Action, Environment};
+use crate::manifest::{self, ManifestObject};
+use crate::policy::eval::Wants;
+use crate::policy::set::PolicySet;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Manifest files or directories (recursive); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Namespace for objects that name none.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Judge every object in this environment, whatever its namespace.
+    #[arg(long, value_parser = super::parse_environment)]
+    pub environment: Option<Environment>,
+    /// Operation to present (CREATE or UPDATE).
+    #[arg(long, default_value = "CREATE")]
+    pub operation: String,
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// One judged object, as `-o json` prints it.
+#[derive(Debug, Serialize)]
+pub struct EvalResult {
+    pub source: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Judges each object as an admission request; shared by `eval`, `audit -f` and the chart test.
+pub fn evaluate_objects(
+    set: &PolicySet,
+    objects: Vec<ManifestObject>,
+    namespace: Option<&str>,
+    operation: &str,
+) -> Vec<EvalResult> {
+    let mut out = Vec::with_capacity(objects.len());
+    for (i, m) in objects.into_iter().enumerate() {
+        let source = m.location();
+        let opts = ManifestRequest {
+            namespace: namespace.map(str::to_string),
+            operation: operation.to_ascii_uppercase(),
+            uid: format!("eval-{i:06}"),
+            ..ManifestRequest::default()
+        };
+        match Review::from_manifest(m.object, &opts) {
+            Ok(review) => {
+                let decision = judge(set, &review, Wants::ALL);
+                out.push(EvalResult {
+                    source,
+                    kind: review.kind().to_string(),
+                    namespace: review.namespace().map(str::to_string),
+                    name: review.name().to_string(),
+                    warnings: decision.warnings(),
+                    decision,
+                    error: None,
+                });
+            }
+            Err(e) => out.push(EvalResult {
+                source,
+                kind: String::new(),
+                namespace: None,
+                name: String::new(),
+                warnings: Vec::new(),
+                decision: Decision {
+                    uid: String::new(),
+                    allowed: false,
+                    environment: Environment::Production,
+                    violations: Vec::new(),
+                    warn_results: Vec::new(),
+                    failures: Vec::new(),
+                    waivers: Vec::new(),
+                    patch: None,
+                    evaluated: Vec::new(),
+                    skipped: None,
+                    timings: Vec::new(),
+                    failure_policy: Default::default(),
+                },
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    out
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
+    let set = args.policy.build_set(args.environment)?;
+    let objects = manifest::read_paths(&args.files)?;
+    let results = evaluate_objects(&set, objects, args.namespace.as_deref(), &args.operation);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Output::Text => print_text(&results),
+    }
+    let denied = results.iter().any(|r| !r.decision.allowed);
+    Ok(if denied { 1 } else { 0 })
+}
+
+fn print_text(results: &[EvalResult]) {
+    let mut denied = 0;
+    for r in results {
+        if let Some(error) = &r.error {
+            println!("INVALID  {}: {error}", r.source);
+            denied += 1;
+            continue;
+        }
+        let verdict = if !r.decision.allowed {
+            denied += 1;
+            "DENIED "
+        } else if !r.warnings.is_empty() {
+            "WARNED "
+        } else {
+            "ALLOWED"
+        };
+        let ns = r.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+        println!(
+            "{verdict}  {} {ns}{}  [{}]  {}",
+            r.kind, r.name, r.decision.environment, r.source
+        );
+        for v in &r.decision.violations {
+            let mark = match v.action {
+                Action::Deny => "deny ",
+                Action::Warn => "warn ",
+                Action::Audit => "audit",
+            };
+            let path = v.path.as_deref().map(|p| format!("  (at {p})")).unwrap_or_default();
+            println!("  {mark} [{}] {}{path}", v.policy, v.message);
+        }
+        for w in &r.decision.warn_results {
+            println!("  warn  [{}] {}", w.policy, w.message);
+        }
+        for w in &r.decision.waivers {
+            println!("  waived [{}] by exception {:?}: {}", w.policy, w.exception, w.reason);
+        }
+        for f in &r.decision.failures {
+            println!("  error [{}] {}", f.policy, f.reason.describe());
+        }
+        if let Some(patch) = &r.decision.patch {
+            println!("  patch {}", serde_json::to_string(patch).unwrap_or_default());
+        }
+    }
+    println!(
+        "{} objects: {} denied, {} allowed",
+        results.len(),
+        denied,
+        results.len() - denied
+    );
+}

@@ -1,0 +1,568 @@
+//! `regate.yaml`: the operator's configuration, shared by `serve`, `eval`, `test` and `audit`.
+//!
+//! Unknown keys and wrong types are errors that name the key and its line, because a typo in an
+//! admission controller's config silently weakens enforcement.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The three environments every namespace belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 3] = [
+        Environment::Development,
+        Environment::Staging,
+        Environment::Production,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Environment::Development),
+            "staging" | "stage" => Ok(Environment::Staging),
+            "production" | "prod" => Ok(Environment::Production),
+            other => Err(format!(
+                "unknown environment {other:?}: expected development, staging or production"
+            )),
+        }
+    }
+}
+
+/// What a policy's `deny` results do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Deny,
+    Warn,
+    Audit,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deny => "deny",
+            Action::Warn => "warn",
+            Action::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "deny" => Ok(Action::Deny),
+            "warn" => Ok(Action::Warn),
+            "audit" => Ok(Action::Audit),
+            other => Err(format!("unknown action {other:?}: expected deny, warn or audit")),
+        }
+    }
+}
+
+/// A value given once for every environment, or once per environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerEnvironment<T> {
+    PerEnv(PerEnvMap<T>),
+    Single(T),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerEnvMap<T> {
+    pub development: Option<T>,
+    pub staging: Option<T>,
+    pub production: Option<T>,
+}
+
+impl<T: Clone> PerEnvironment<T> {
+    pub fn get(&self, env: Environment) -> Option<T> {
+        match self {
+            PerEnvironment::Single(v) => Some(v.clone()),
+            PerEnvironment::PerEnv(m) => match env {
+                Environment::Development => m.development.clone(),
+                Environment::Staging => m.staging.clone(),
+                Environment::Production => m.production.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// What happens when a policy fails at evaluation time (runtime error or time limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Closed,
+    Open,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Environments {
+    #[serde(default = "default_environment")]
+    pub default: Environment,
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// Namespace name or glob → environment, in the order written.
+    #[serde(default)]
+    pub namespaces: indexmap_like::OrderedMap<Environment>,
+}
+
+fn default_environment() -> Environment {
+    Environment::Production
+}
+
+fn default_label() -> String {
+    "environment".to_string()
+}
+
+impl Default for Environments {
+    fn default() -> Self {
+        Self {
+            default: default_environment(),
+            label: default_label(),
+            namespaces: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyOverride {
+    pub action: Option<PerEnvironment<Action>>,
+    /// Parameter name → value, or value per environment.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// Turn a policy off entirely.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A time-bound waiver of some policies for matching objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exception {
+    pub name: String,
+    pub policies: Vec<String>,
+    #[serde(rename = "match", default)]
+    pub matches: ExceptionMatch,
+    pub reason: String,
+    /// RFC 3339 timestamp after which the exception no longer applies.
+    pub expires: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExceptionMatch {
+    pub namespace: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Per-request evaluation time limit, in milliseconds.
+    #[serde(default = "default_eval_timeout_ms")]
+    pub evaluation_timeout_ms: u64,
+    /// Evaluations running at once; further requests wait.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// How long a request may wait for an evaluation slot, in milliseconds.
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Open TLS connections at once on the webhook port.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time allowed for a client to send request headers, in milliseconds.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time allowed for a client to send the whole body, in milliseconds.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// How long SIGTERM waits for requests in flight, in milliseconds.
+    #[serde(default = "default_drain_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+fn default_eval_timeout_ms() -> u64 {
+    2_000
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_queue_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_connections() -> usize {
+    1_024
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_drain_ms() -> u64 {
+    20_000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            evaluation_timeout_ms: default_eval_timeout_ms(),
+            max_in_flight: default_max_in_flight(),
+            queue_timeout_ms: default_queue_timeout_ms(),
+            max_connections: default_max_connections(),
+            header_read_timeout_ms: default_header_timeout_ms(),
+            body_read_timeout_ms: default_body_timeout_ms(),
+            drain_timeout_ms: default_drain_ms(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn evaluation_timeout(&self) -> Duration {
+        Duration::from_millis(self.evaluation_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditConfig {
+    /// How often the background audit runs in `serve` (e.g. `1h`, `15m`); off when absent.
+    pub interval: Option<String>,
+    /// Objects per list page.
+    pub page_size: Option<u32>,
+}
+
+/// The whole of `regate.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub environments: Environments,
+    #[serde(default = "default_exempt")]
+    pub exempt_namespaces: Vec<String>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyOverride>,
+    #[serde(default)]
+    pub policy_failure: FailurePolicy,
+    #[serde(default)]
+    pub exceptions: Vec<Exception>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+fn default_exempt() -> Vec<String> {
+    vec![
+        "kube-system".to_string(),
+        "kube-public".to_string(),
+        "kube-node-lease".to_string(),
+    ]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            environments: Environments::default(),
+            exempt_namespaces: default_exempt(),
+            policies: BTreeMap::new(),
+            policy_failure: FailurePolicy::default(),
+            exceptions: Vec::new(),
+            limits: Limits::default(),
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `regate.yaml` text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: strip_location(&e.to_string()),
+            }
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for pattern in self.environments.namespaces.keys() {
+            globset::Glob::new(pattern).map_err(|e| {
+                format!("environments.namespaces: invalid pattern {pattern:?}: {e}")
+            })?;
+        }
+        for (i, exception) in self.exceptions.iter().enumerate() {
+            parse_rfc3339(&exception.expires).map_err(|e| {
+                format!(
+                    "exceptions[{i}] ({}): expires {:?} is not an RFC 3339 time: {e}",
+                    exception.name, exception.expires
+                )
+            })?;
+            if exception.policies.is_empty() {
+                return Err(format!(
+                    "exceptions[{i}] ({}): policies must list at least one policy id",
+                    exception.name
+                ));
+            }
+        }
+        if let Some(interval) = &self.audit.interval {
+            parse_duration(interval).map_err(|e| format!("audit.interval: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The environment-independent exemption check: these namespaces are never judged.
+    pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
+        self.exempt_namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the location is printed by us in front.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(idx) => message[..idx].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `2d` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 15m or 1h"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?} is not a duration like 30s, 15m or 1h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn parse_rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())
+}
+
+/// A string-keyed map that keeps the order of the YAML source, so that the first matching
+/// namespace pattern wins as written.
+pub mod indexmap_like {
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+    impl<V> Default for OrderedMap<V> {
+        fn default() -> Self {
+            Self(Vec::new())
+        }
+    }
+
+    impl<V> OrderedMap<V> {
+        pub fn keys(&self) -> impl Iterator<Item = &String> {
+            self.0.iter().map(|(k, _)| k)
+        }
+        pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+            self.0.iter().map(|(k, v)| (k, v))
+        }
+    }
+
+    impl<V: Serialize> Serialize for OrderedMap<V> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct OrderedVisitor<V>(PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
+                type Value = OrderedMap<V>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some((k, v)) = access.next_entry::<String, V>()? {
+                        entries.push((k, v));
+                    }
+                    Ok(OrderedMap(entries))
+                }
+            }
+            deserializer.deserialize_map(OrderedVisitor(PhantomData))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() -> Result<(), ConfigError> {
+        let text = r#"
+mode: enforce
+environments:
+  default: production
+  label: environment
+  namespaces: { dev: development, "*-staging": staging, prod: production }
+exemptNamespaces: [kube-system, kube-public, kube-node-lease]
+policies:
+  pod-run-as-non-root:
+    action: { development: warn, staging: deny, production: deny }
+  secret-min-length:
+    parameters: { min_length: { development: 32, staging: 32, production: 64 } }
+"#;
+        let config = Config::parse(text, Path::new("regate.yaml"))?;
+        let action = config.policies["pod-run-as-non-root"].action.clone();
+        assert_eq!(
+            action.and_then(|a| a.get(Environment::Development)),
+            Some(Action::Warn)
+        );
+        assert_eq!(config.environments.namespaces.0.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "mode: enforce\nenvironments:\n  defualt: staging\n";
+        let err = Config::parse(text, Path::new("regate.yaml")).map(|_| ());
+        let msg = format!("{}", err.err().map(|e| e.to_string()).unwrap_or_default());
+        assert!(msg.contains("regate.yaml:3:"), "{msg}");
+        assert!(msg.contains("defualt"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let text = "mode: enforce\nlimits:\n  maxBodyBytes: lots\n";
+        let msg = Config::parse(text, Path::new("c.yaml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("c.yaml:3:"), "{msg}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Gatekeeper compatibility: ConstraintTemplates, Constraints and `verify` suites.

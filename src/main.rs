@@ -1,0 +1,40 @@
+//! Wiring only: install the rustls provider, parse the CLI, init tracing, dispatch.
+
+use clap::Parser;
+use mimalloc::MiMalloc;
+
+use regate::cli::{self, Cli, Command};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    regate::telemetry::init(cli.log_format, cli.log_level.as_deref());
+    let result = run(cli);
+    match result {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(cli::serve::run(args))
+        }
+        Command::Eval(args) => cli::eval::run(args),
+        Command::Check(args) => cli::check::run(args, false),
+        Command::Policies(args) => cli::check::run(args, true),
+        Command::Certs(args) => cli::certs::run(args),
+        Command::Test(args) => cli::test::run(args),
+        Command::Audit(args) => cli::audit::run(args),
+        Command::Verify(args) => cli::verify::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+    }
+}

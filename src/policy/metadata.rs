@@ -1,0 +1,357 @@
+//! The `# METADATA` block at the top of a policy file (OPA's annotation syntax). regorus does not
+//! parse annotations, so regate reads the YAML inside the comment itself and maps its errors
+//! back to the file's own line numbers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Action, Environment, PerEnvironment};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            other => Err(format!(
+                "unknown severity {other:?}: expected low, medium, high or critical"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Array,
+    Object,
+}
+
+impl ParameterType {
+    pub fn accepts(self, value: &serde_json::Value) -> bool {
+        match self {
+            ParameterType::String => value.is_string(),
+            ParameterType::Integer => value.is_i64() || value.is_u64(),
+            ParameterType::Number => value.is_number(),
+            ParameterType::Boolean => value.is_boolean(),
+            ParameterType::Array => value.is_array(),
+            ParameterType::Object => value.is_object(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParameterType::String => "string",
+            ParameterType::Integer => "integer",
+            ParameterType::Number => "number",
+            ParameterType::Boolean => "boolean",
+            ParameterType::Array => "array",
+            ParameterType::Object => "object",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterSpec {
+    #[serde(rename = "type")]
+    pub kind: ParameterType,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A value, or a map with one value per environment.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+}
+
+impl ParameterSpec {
+    /// Resolves a declared default or a configured value for one environment: a map whose keys are
+    /// all environment names gives one value per environment.
+    pub fn resolve(&self, value: &serde_json::Value, env: Environment) -> Option<serde_json::Value> {
+        resolve_per_environment(value, env, self.kind)
+    }
+}
+
+pub fn resolve_per_environment(
+    value: &serde_json::Value,
+    env: Environment,
+    _kind: ParameterType,
+) -> Option<serde_json::Value> {
+    if let serde_json::Value::Object(map) = value {
+        let per_env = !map.is_empty()
+            && map
+                .keys()
+                .all(|k| matches!(k.as_str(), "development" | "staging" | "production"));
+        // An object keyed only by environment names is read as one value per environment, for
+        // object-typed parameters too: give such a parameter other keys.
+        if per_env {
+            return map.get(env.as_str()).cloned();
+        }
+    }
+    Some(value.clone())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustom {
+    id: String,
+    severity: Severity,
+    kinds: Vec<String>,
+    #[serde(default)]
+    action: Option<PerEnvironment<Action>>,
+    #[serde(default)]
+    operations: Option<Vec<String>>,
+    #[serde(default)]
+    subresources: Vec<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, ParameterSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawMetadata {
+    title: Option<String>,
+    description: Option<String>,
+    custom: Option<RawCustom>,
+}
+
+/// What a policy declares about itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyMeta {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub kinds: Vec<String>,
+    pub action: PerEnvironment<Action>,
+    pub operations: Vec<String>,
+    pub subresources: Vec<String>,
+    pub parameters: BTreeMap<String, ParameterSpec>,
+}
+
+impl PolicyMeta {
+    pub fn default_action(&self, env: Environment) -> Action {
+        self.action.get(env).unwrap_or(Action::Deny)
+    }
+
+    /// The Rego package the policy must declare.
+    pub fn package(&self) -> String {
+        format!("regate.policies.{}", self.id.replace('-', "_"))
+    }
+}
+
+/// A metadata problem, located in the policy file (1-based line and column).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct MetadataError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+const VALID_OPERATIONS: [&str; 2] = ["CREATE", "UPDATE"];
+
+/// Finds and parses the `# METADATA` block. `Ok(None)` when the file has none (a library file).
+pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
+    let lines: Vec<&str> = source.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.trim() == "# METADATA") else {
+        return Ok(None);
+    };
+    let mut yaml = String::new();
+    for line in &lines[start + 1..] {
+        let trimmed = line.trim_start();
+        let Some(rest) = trimmed.strip_prefix('#') else {
+            break;
+        };
+        yaml.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+        yaml.push('\n');
+    }
+    let first_yaml_line = start + 2;
+    let raw: RawMetadata = serde_yaml::from_str(&yaml).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column() + 2))
+            .unwrap_or((1, 1));
+        MetadataError {
+            line: first_yaml_line + line.saturating_sub(1),
+            column,
+            message: format!("METADATA: {}", strip_location(&e.to_string())),
+        }
+    })?;
+    let at_block = |message: String| MetadataError {
+        line: start + 1,
+        column: 1,
+        message,
+    };
+    let custom = raw
+        .custom
+        .ok_or_else(|| at_block("METADATA has no `custom:` section with the policy's id, severity and kinds".into()))?;
+    if custom.id.is_empty()
+        || !custom
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(at_block(format!(
+            "custom.id {:?} must be lower-case letters, digits and dashes",
+            custom.id
+        )));
+    }
+    if custom.kinds.is_empty() {
+        return Err(at_block(format!(
+            "policy {}: custom.kinds must list at least one kind",
+            custom.id
+        )));
+    }
+    for kind in &custom.kinds {
+        let known = kind == "*"
+            || kind
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase())
+                && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        if !known {
+            return Err(at_block(format!(
+                "policy {}: kind {kind:?} is not a Kubernetes kind (e.g. Pod, Deployment)",
+                custom.id
+            )));
+        }
+    }
+    let operations = custom
+        .operations
+        .unwrap_or_else(|| VALID_OPERATIONS.iter().map(|s| s.to_string()).collect());
+    for op in &operations {
+        if !VALID_OPERATIONS.contains(&op.as_str()) {
+            return Err(at_block(format!(
+                "policy {}: operation {op:?} is not judged; use CREATE and/or UPDATE",
+                custom.id
+            )));
+        }
+    }
+    for (name, spec) in &custom.parameters {
+        if let Some(default) = &spec.default {
+            for env in Environment::ALL {
+                if let Some(v) = spec.resolve(default, env) {
+                    if !spec.kind.accepts(&v) {
+                        return Err(at_block(format!(
+                            "policy {}: parameter {name} default for {env} is {v}, not of type {}",
+                            custom.id,
+                            spec.kind.as_str()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(PolicyMeta {
+        title: raw.title.unwrap_or_else(|| custom.id.clone()),
+        description: raw.description.unwrap_or_default(),
+        id: custom.id,
+        severity: custom.severity,
+        kinds: custom.kinds,
+        action: custom.action.unwrap_or(PerEnvironment::Single(Action::Deny)),
+        operations,
+        subresources: custom.subresources,
+        parameters: custom.parameters,
+    }))
+}
+
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(idx) => message[..idx].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The line (1-based) of `package …` in a Rego source, and the package path.
+pub fn package_of(source: &str) -> Option<(usize, String)> {
+    source.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.trim().strip_prefix("package ")?;
+        Some((i + 1, rest.trim().to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"# METADATA
+# title: Containers run as non-root
+# description: Every container must run as non-root.
+# custom:
+#   id: pod-run-as-non-root
+#   severity: high
+#   kinds: [Pod, Deployment]
+#   action: {development: warn, staging: deny, production: deny}
+#   parameters:
+#     min_length:
+#       type: integer
+#       default: {development: 32, staging: 32, production: 64}
+package regate.policies.pod_run_as_non_root
+"#;
+
+    #[test]
+    fn parses_block() -> Result<(), MetadataError> {
+        let meta = parse(POLICY)?.ok_or(MetadataError {
+            line: 0,
+            column: 0,
+            message: "none".into(),
+        })?;
+        assert_eq!(meta.id, "pod-run-as-non-root");
+        assert_eq!(meta.default_action(Environment::Development), Action::Warn);
+        assert_eq!(meta.severity, Severity::High);
+        let p = &meta.parameters["min_length"];
+        let default = p.default.clone().unwrap_or_default();
+        assert_eq!(
+            p.resolve(&default, Environment::Production),
+            Some(serde_json::json!(64))
+        );
+        assert_eq!(package_of(POLICY).map(|p| p.0), Some(13));
+        Ok(())
+    }
+
+    #[test]
+    fn error_points_at_file_line() {
+        let bad = POLICY.replace("severity: high", "severity: hihg");
+        let err = parse(&bad).err();
+        assert_eq!(err.as_ref().map(|e| e.line), Some(6), "{err:?}");
+    }
+
+    #[test]
+    fn library_file_has_none() {
+        assert_eq!(parse("package regate.lib.x\n"), Ok(None));
+    }
+}

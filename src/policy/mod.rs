@@ -1,0 +1,13 @@
+//! The policy engine: loading and metadata, the kinds index, evaluation with regorus, patches.
+
+pub mod eval;
+pub mod metadata;
+pub mod patch;
+pub mod reload;
+pub mod set;
+pub mod source;
+
+pub use eval::Wants;
+pub use metadata::{PolicyMeta, Severity};
+pub use set::{CompiledPolicy, LoadError, LoadErrors, PolicySet};
+pub use source::PolicySource;

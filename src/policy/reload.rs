@@ -1,0 +1,189 @@
+//! The live policy set: built off the request path, swapped whole, and kept when a new one fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::environment::NamespaceLabels;
+use crate::metrics::Metrics;
+use crate::policy::set::{LoadErrors, PolicySet};
+use crate::policy::source::{self, SourceError};
+
+/// Where a set comes from; rebuilt from the same places on every reload.
+#[derive(Debug, Clone)]
+pub struct PolicySources {
+    pub dir: PathBuf,
+    pub include_defaults: bool,
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Policies(#[from] LoadErrors),
+}
+
+impl PolicySources {
+    /// Reads config and policies and builds a complete set, or says everything that is wrong.
+    pub fn build(&self, labels: NamespaceLabels) -> Result<PolicySet, BuildError> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let (sources, _) = source::resolve(&self.dir, self.include_defaults)?;
+        Ok(PolicySet::build(&sources, Arc::new(config), labels)?)
+    }
+}
+
+/// The current set, shared by every request, and the outcome of the last reload.
+pub struct PolicyStore {
+    current: ArcSwap<PolicySet>,
+    pub sources: PolicySources,
+    labels: NamespaceLabels,
+    last_error: Mutex<Option<String>>,
+    metrics: Option<Metrics>,
+    /// Serialises reloads, so two file events never race to swap.
+    reload_lock: Mutex<()>,
+}
+
+impl PolicyStore {
+    pub fn new(
+        sources: PolicySources,
+        labels: NamespaceLabels,
+        metrics: Option<Metrics>,
+    ) -> Result<PolicyStore, BuildError> {
+        let set = sources.build(labels.clone())?;
+        let store = PolicyStore {
+            current: ArcSwap::from_pointee(set),
+            sources,
+            labels,
+            last_error: Mutex::new(None),
+            metrics,
+            reload_lock: Mutex::new(()),
+        };
+        store.record_success();
+        Ok(store)
+    }
+
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    pub fn labels(&self) -> &NamespaceLabels {
+        &self.labels
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Rebuilds from the sources; swaps only a complete, valid set. Blocking: call it off the
+    /// async workers.
+    pub fn reload(&self, trigger: &str) -> Result<(), String> {
+        let _guard = self.reload_lock.lock();
+        match self.sources.build(self.labels.clone()) {
+            Ok(set) => {
+                let count = set.policies.len();
+                self.current.store(Arc::new(set));
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = None;
+                }
+                self.record_success();
+                info!(trigger, policies = count, "policies reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                error!(trigger, error = %message, "policy reload failed; keeping the last good policy set");
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(message.clone());
+                }
+                if let Some(m) = &self.metrics {
+                    m.policy_reloads.with_label_values(&["failure"]).inc();
+                }
+                Err(message)
+            }
+        }
+    }
+
+    fn record_success(&self) {
+        if let Some(m) = &self.metrics {
+            let set = self.current();
+            m.policies_loaded.set(set.policies.len() as i64);
+            m.policy_reloads.with_label_values(&["success"]).inc();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            m.policy_last_reload.set(now);
+        }
+    }
+}
+
+/// Watches the policy directory and the config file; after changes settle, reloads off the
+/// request path. Returns the watcher, which stops watching when dropped.
+pub fn watch(store: Arc<PolicyStore>, debounce: Duration) -> Result<notify::RecommendedWatcher, notify::Error> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let dir = store.sources.dir.clone();
+    let config_name = store
+        .sources
+        .config
+        .as_ref()
+        .and_then(|c| c.file_name())
+        .map(|n| n.to_os_string());
+    let relevant = move |path: &Path| {
+        if path.starts_with(&dir) {
+            return true;
+        }
+        // A mounted ConfigMap swaps its `..data` symlink rather than writing the file.
+        path.file_name().is_some_and(|n| {
+            Some(n.to_os_string()) == config_name || n.to_string_lossy().starts_with("..")
+        })
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(|p| relevant(p))
+            {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    let mut watched = Vec::new();
+    if store.sources.dir.exists() {
+        watcher.watch(&store.sources.dir, RecursiveMode::Recursive)?;
+        watched.push(store.sources.dir.clone());
+    }
+    if let Some(config) = &store.sources.config {
+        // Watch the folder: editors and ConfigMap mounts replace the file rather than write it.
+        let parent = config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !watched.iter().any(|w| parent.starts_with(w)) {
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+    }
+    std::thread::Builder::new()
+        .name("regate-policy-watch".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                // Let a burst of writes settle: the reload sees the final state.
+                while rx.recv_timeout(debounce).is_ok() {}
+                if store.reload("file change").is_err() {
+                    warn!("serving the last good policy set until the files are fixed");
+                }
+            }
+        })
+        .map_err(|e| notify::Error::generic(&e.to_string()))?;
+    Ok(watcher)
+}

@@ -1,0 +1,547 @@
+//! A `PolicySet`: every policy compiled for every environment, the kinds index, the config they
+//! were built with. Immutable once built; hot reload builds a new one and swaps it whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::Engine;
+use serde_json::json;
+
+use crate::config::{Action, Config, Environment, Mode};
+use crate::environment::{EnvironmentResolver, NamespaceLabels};
+use crate::policy::metadata::{self, PolicyMeta};
+use crate::policy::source::{PolicySource, SourceRole};
+
+/// A load or compile problem, located in its file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct LoadError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl LoadError {
+    pub fn new(file: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// All the problems found while building a set: a set is built whole or not at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} error(s) in policies:\n{}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+/// Which output rules a policy defines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub deny: bool,
+    pub warn: bool,
+    pub patch: bool,
+}
+
+/// One policy, compiled once per environment (each engine already holds that environment's
+/// `data.regate`, and has evaluated once so that clones start warm).
+#[derive(Clone)]
+pub struct CompiledPolicy {
+    pub meta: PolicyMeta,
+    pub file: String,
+    pub package: String,
+    pub rules: Rules,
+    pub(crate) engines: [Engine; 3],
+    /// Effective action per environment, after config overrides and `mode: audit`.
+    pub actions: [Action; 3],
+    /// Parameters per environment, defaults overridden by config.
+    pub parameters: [serde_json::Value; 3],
+}
+
+impl std::fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("id", &self.meta.id)
+            .field("file", &self.file)
+            .field("actions", &self.actions)
+            .finish()
+    }
+}
+
+impl CompiledPolicy {
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    pub fn action(&self, env: Environment) -> Action {
+        self.actions[env.index()]
+    }
+
+    pub fn engine(&self, env: Environment) -> &Engine {
+        &self.engines[env.index()]
+    }
+}
+
+/// An exception from config, with its patterns compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledException {
+    pub name: String,
+    pub policies: Vec<String>,
+    pub reason: String,
+    pub expires: time::OffsetDateTime,
+    pub expires_text: String,
+    namespace: Option<globset::GlobMatcher>,
+    kind: Option<globset::GlobMatcher>,
+    name_glob: Option<globset::GlobMatcher>,
+}
+
+impl CompiledException {
+    pub fn is_expired(&self, now: time::OffsetDateTime) -> bool {
+        now >= self.expires
+    }
+
+    pub fn matches(&self, policy: &str, namespace: &str, kind: &str, name: &str) -> bool {
+        let hit = |m: &Option<globset::GlobMatcher>, v: &str| m.as_ref().is_none_or(|m| m.is_match(v));
+        self.policies.iter().any(|p| p == policy)
+            && hit(&self.namespace, namespace)
+            && hit(&self.kind, kind)
+            && hit(&self.name_glob, name)
+    }
+}
+
+/// Everything one decision needs, built once and shared by every request until the next reload.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub policies: Vec<CompiledPolicy>,
+    by_kind: HashMap<String, Vec<usize>>,
+    all_kinds: Vec<usize>,
+    pub config: Arc<Config>,
+    pub resolver: EnvironmentResolver,
+    pub exceptions: Vec<CompiledException>,
+    pub evaluation_timeout: Duration,
+    /// Whether any policy mentions `managedFields`; when none does it is dropped from the input.
+    pub reads_managed_fields: bool,
+    pub built_at: SystemTime,
+    /// Whether the embedded defaults are part of this set.
+    pub uses_embedded: bool,
+}
+
+impl PolicySet {
+    /// Builds a set from sources, or reports every problem found.
+    pub fn build(
+        sources: &[PolicySource],
+        config: Arc<Config>,
+        labels: NamespaceLabels,
+    ) -> Result<PolicySet, LoadErrors> {
+        let mut errors = Vec::new();
+        let sources = dedupe_overrides(sources);
+        let libraries: Vec<&PolicySource> = sources
+            .iter()
+            .filter(|s| s.role() == SourceRole::Library)
+            .collect();
+        let evaluation_timeout = config.limits.evaluation_timeout();
+        let mut policies: Vec<CompiledPolicy> = Vec::new();
+        for source in sources.iter().filter(|s| s.role() == SourceRole::Policy) {
+            match compile_policy(source, &libraries, &config, evaluation_timeout) {
+                Ok(policy) => {
+                    if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
+                        errors.push(LoadError::new(
+                            &source.name,
+                            1,
+                            1,
+                            format!(
+                                "policy id {:?} is already declared in {}",
+                                policy.meta.id, other.file
+                            ),
+                        ));
+                    } else {
+                        policies.push(policy);
+                    }
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        for id in config.policies.keys() {
+            if !policies.iter().any(|p| &p.meta.id == id) {
+                errors.push(LoadError::new(
+                    "regate.yaml",
+                    1,
+                    1,
+                    format!("policies.{id}: no loaded policy has this id"),
+                ));
+            }
+        }
+        let exceptions = compile_exceptions(&config, &mut errors);
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+        policies.retain(|p| {
+            !config
+                .policies
+                .get(&p.meta.id)
+                .is_some_and(|o| o.disabled)
+        });
+        let uses_embedded = sources.iter().any(|s| s.name.starts_with("embedded:"));
+        let mut set = Self::assemble(policies, config, labels, exceptions, uses_embedded);
+        set.reads_managed_fields = sources.iter().any(|s| s.text.contains("managedFields"));
+        Ok(set)
+    }
+
+    /// Builds the index over already compiled policies (Gatekeeper constraints join here too).
+    pub fn assemble(
+        policies: Vec<CompiledPolicy>,
+        config: Arc<Config>,
+        labels: NamespaceLabels,
+        exceptions: Vec<CompiledException>,
+        uses_embedded: bool,
+    ) -> PolicySet {
+        let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut all_kinds = Vec::new();
+        for (i, p) in policies.iter().enumerate() {
+            for kind in &p.meta.kinds {
+                if kind == "*" {
+                    all_kinds.push(i);
+                } else {
+                    by_kind.entry(kind.clone()).or_default().push(i);
+                }
+            }
+        }
+        let reads_managed_fields = false;
+        PolicySet {
+            resolver: EnvironmentResolver::new(&config, labels),
+            evaluation_timeout: config.limits.evaluation_timeout(),
+            policies,
+            by_kind,
+            all_kinds,
+            config,
+            exceptions,
+            reads_managed_fields,
+            built_at: SystemTime::now(),
+            uses_embedded,
+        }
+    }
+
+    /// Indices of the policies that judge `kind`, in load order.
+    pub fn for_kind(&self, kind: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self.by_kind.get(kind).cloned().unwrap_or_default();
+        if !self.all_kinds.is_empty() {
+            out.extend(self.all_kinds.iter().copied());
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
+
+    /// Every kind some policy names (for the webhook rules, the audit's lists).
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.by_kind.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+
+    pub fn get(&self, id: &str) -> Option<&CompiledPolicy> {
+        self.policies.iter().find(|p| p.meta.id == id)
+    }
+}
+
+/// With embedded defaults and a directory together, a directory file replaces the embedded
+/// policy with the same id, or the embedded library with the same file name.
+fn dedupe_overrides(sources: &[PolicySource]) -> Vec<PolicySource> {
+    let key = |s: &PolicySource| -> Option<String> {
+        match s.role() {
+            SourceRole::Policy => metadata::parse(&s.text)
+                .ok()
+                .flatten()
+                .map(|m| format!("policy:{}", m.id)),
+            SourceRole::Library | SourceRole::Test => s
+                .name
+                .rsplit('/')
+                .next()
+                .map(|f| format!("file:{f}")),
+            SourceRole::Yaml => None,
+        }
+    };
+    let mut out: Vec<PolicySource> = Vec::new();
+    for s in sources {
+        let k = key(s);
+        if let Some(k) = &k {
+            if !s.name.starts_with("embedded:") {
+                out.retain(|o| !(o.name.starts_with("embedded:") && key(o).as_ref() == Some(k)));
+            } else if out.iter().any(|o| !o.name.starts_with("embedded:") && key(o).as_ref() == Some(k)) {
+                continue;
+            }
+        }
+        out.push(s.clone());
+    }
+    out
+}
+
+fn timer(limit: Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::MIN,
+    }
+}
+
+/// Parses a regorus error message for `file:line:col`, so load errors point at the right place.
+pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
+    // regorus formats parse errors as "<file>:<line>:<col>: error: ...".
+    let first = message.lines().next().unwrap_or(message);
+    if let Some(rest) = first.strip_prefix(file).and_then(|r| r.strip_prefix(':')) {
+        let mut parts = rest.splitn(3, ':');
+        let line = parts.next().and_then(|l| l.trim().parse().ok());
+        let col = parts.next().and_then(|c| c.trim().parse().ok());
+        if let (Some(line), Some(col)) = (line, col) {
+            let text = parts.next().unwrap_or("").trim();
+            let detail: Vec<&str> = message.lines().skip(1).collect();
+            let mut msg = text.trim_start_matches("error:").trim().to_string();
+            if !detail.is_empty() {
+                msg.push('\n');
+                msg.push_str(&detail.join("\n"));
+            }
+            return LoadError::new(file, line, col, msg);
+        }
+    }
+    LoadError::new(file, 1, 1, message.to_string())
+}
+
+pub(crate) fn new_engine(timeout: Duration, libraries: &[&PolicySource]) -> Result<Engine, Vec<LoadError>> {
+    let mut engine = Engine::new();
+    engine.set_execution_timer_config(timer(timeout));
+    engine.set_gather_prints(false);
+    let mut errors = Vec::new();
+    for lib in libraries {
+        if let Err(e) = engine.add_policy(lib.name.clone(), lib.text.clone()) {
+            errors.push(locate_regorus_error(&lib.name, &e.to_string()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(engine)
+    } else {
+        Err(errors)
+    }
+}
+
+fn compile_policy(
+    source: &PolicySource,
+    libraries: &[&PolicySource],
+    config: &Config,
+    timeout: Duration,
+) -> Result<CompiledPolicy, Vec<LoadError>> {
+    let meta = match metadata::parse(&source.text) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            return Err(vec![LoadError::new(&source.name, 1, 1, "no # METADATA block")]);
+        }
+        Err(e) => return Err(vec![LoadError::new(&source.name, e.line, e.column, e.message)]),
+    };
+    let expected = meta.package();
+    match metadata::package_of(&source.text) {
+        Some((_, pkg)) if pkg == expected => {}
+        Some((line, pkg)) => {
+            return Err(vec![LoadError::new(
+                &source.name,
+                line,
+                9,
+                format!("package is {pkg:?}; policy {} must declare `package {expected}`", meta.id),
+            )]);
+        }
+        None => {
+            return Err(vec![LoadError::new(
+                &source.name,
+                1,
+                1,
+                format!("no package declaration; expected `package {expected}`"),
+            )]);
+        }
+    }
+    let mut base = new_engine(timeout, libraries)?;
+    if let Err(e) = base.add_policy(source.name.clone(), source.text.clone()) {
+        return Err(vec![locate_regorus_error(&source.name, &e.to_string())]);
+    }
+    let has = |engine: &Engine, rule: &str| {
+        engine
+            .has_declared_rule_rooted_at(&source.name, rule)
+            .unwrap_or(false)
+    };
+    let rules = Rules {
+        deny: has(&base, "deny"),
+        warn: has(&base, "warn"),
+        patch: has(&base, "patch"),
+    };
+    if !(rules.deny || rules.warn || rules.patch) {
+        return Err(vec![LoadError::new(
+            &source.name,
+            1,
+            1,
+            format!("policy {} defines none of deny, warn or patch", meta.id),
+        )]);
+    }
+
+    let overrides = config.policies.get(&meta.id);
+    let mut errors = Vec::new();
+    let mut actions = [Action::Deny; 3];
+    let mut parameters: [serde_json::Value; 3] = [json!({}), json!({}), json!({})];
+    for env in Environment::ALL {
+        let mut action = overrides
+            .and_then(|o| o.action.as_ref())
+            .and_then(|a| a.get(env))
+            .unwrap_or_else(|| meta.default_action(env));
+        if config.mode == Mode::Audit && action == Action::Deny {
+            action = Action::Audit;
+        }
+        actions[env.index()] = action;
+        let mut params = serde_json::Map::new();
+        for (name, spec) in &meta.parameters {
+            let configured = overrides.and_then(|o| o.parameters.get(name));
+            let value = configured
+                .or(spec.default.as_ref())
+                .and_then(|v| spec.resolve(v, env));
+            if let Some(value) = value {
+                if !spec.kind.accepts(&value) {
+                    errors.push(LoadError::new(
+                        "regate.yaml",
+                        1,
+                        1,
+                        format!(
+                            "policies.{}.parameters.{name}: {value} is not of type {} (for {env})",
+                            meta.id,
+                            spec.kind.as_str()
+                        ),
+                    ));
+                }
+                params.insert(name.clone(), value);
+            }
+        }
+        if let Some(o) = overrides {
+            for name in o.parameters.keys() {
+                if !meta.parameters.contains_key(name) && env == Environment::Production {
+                    errors.push(LoadError::new(
+                        "regate.yaml",
+                        1,
+                        1,
+                        format!(
+                            "policies.{}.parameters.{name}: the policy declares no such parameter (it has: {})",
+                            meta.id,
+                            meta.parameters.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        parameters[env.index()] = serde_json::Value::Object(params);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut engines: Vec<Engine> = Vec::with_capacity(3);
+    for env in Environment::ALL {
+        let mut engine = base.clone();
+        let data = json!({"regate": {
+            "environment": env.as_str(),
+            "parameters": parameters[env.index()].clone(),
+        }});
+        if let Err(e) = engine.add_data(regorus::Value::from(data)) {
+            return Err(vec![LoadError::new(&source.name, 1, 1, format!("cannot add data: {e}"))]);
+        }
+        prime(&mut engine, &expected, rules, &meta);
+        engines.push(engine);
+    }
+    let engines: [Engine; 3] = match engines.try_into() {
+        Ok(e) => e,
+        Err(_) => return Err(vec![LoadError::new(&source.name, 1, 1, "internal: engine count")]),
+    };
+    let package = format!("data.{expected}");
+    Ok(CompiledPolicy {
+        meta,
+        file: source.name.clone(),
+        package,
+        rules,
+        engines,
+        actions,
+        parameters,
+    })
+}
+
+/// One evaluation on a representative input, so that engines cloned from this one skip the
+/// first-use preparation on the request path.
+fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &PolicyMeta) {
+    let kind = meta.kinds.first().cloned().unwrap_or_else(|| "Pod".to_string());
+    let input = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "prime",
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "operation": "CREATE",
+            "namespace": "default",
+            "userInfo": {},
+            "object": {"kind": kind, "metadata": {"name": "prime"}, "spec": {}},
+        }
+    });
+    engine.set_input(regorus::Value::from(input));
+    for (present, rule) in [(rules.deny, "deny"), (rules.warn, "warn"), (rules.patch, "patch")] {
+        if present {
+            let _ = engine.eval_rule(format!("data.{package}.{rule}"));
+        }
+    }
+}
+
+fn compile_exceptions(config: &Config, errors: &mut Vec<LoadError>) -> Vec<CompiledException> {
+    let glob = |p: &Option<String>, errors: &mut Vec<LoadError>, what: &str| -> Option<globset::GlobMatcher> {
+        let p = p.as_ref()?;
+        match globset::Glob::new(p) {
+            Ok(g) => Some(g.compile_matcher()),
+            Err(e) => {
+                errors.push(LoadError::new("regate.yaml", 1, 1, format!("exceptions: {what} {p:?}: {e}")));
+                None
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for ex in &config.exceptions {
+        let Ok(expires) = crate::config::parse_rfc3339(&ex.expires) else {
+            continue;
+        };
+        out.push(CompiledException {
+            name: ex.name.clone(),
+            policies: ex.policies.clone(),
+            reason: ex.reason.clone(),
+            expires,
+            expires_text: ex.expires.clone(),
+            namespace: glob(&ex.matches.namespace, errors, "namespace"),
+            kind: glob(&ex.matches.kind, errors, "kind"),
+            name_glob: glob(&ex.matches.name, errors, "name"),
+        });
+    }
+    out
+}
+
+/// A summary of each policy's effective action per environment, for startup logs and `regate policies`.
+pub fn describe(set: &PolicySet) -> Vec<BTreeMap<&'static str, String>> {
+    set.policies
+        .iter()
+        .map(|p| {
+            let mut m = BTreeMap::new();
+            m.insert("id", p.meta.id.clone());
+            m.insert("severity", p.meta.severity.to_string());
+            m.insert("kinds", p.meta.kinds.join(","));
+            for env in Environment::ALL {
+                let key = match env {
+                    Environment::Development => "development",
+                    Environment::Staging => "staging",
+                    Environment::Production => "production",
+                };
+                m.insert(key, p.action(env).to_string());
+            }
+            m
+        })
+        .collect()
+}

@@ -1,0 +1,291 @@
+//! `regate serve`: the TLS webhook listener, the metrics listener, hot reload, graceful shutdown.
+
+pub mod app;
+mod namespaces;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info, warn};
+
+use crate::environment::NamespaceLabels;
+use crate::metrics::Metrics;
+use crate::policy::reload::{self, BuildError, PolicySources, PolicyStore};
+use crate::tls::{self, CertStore, TlsError};
+
+pub use app::{app, metrics_app, AppState};
+
+/// Everything `serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub sources: PolicySources,
+    /// Watch the policy, config and certificate files.
+    pub watch: bool,
+    /// Follow namespace labels from the cluster (in-cluster or kubeconfig).
+    pub watch_namespaces: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot load policies: {0}")]
+    Policies(#[from] BuildError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A server whose listeners are bound, ready to `run`.
+pub struct Server {
+    pub state: AppState,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    tls: TlsAcceptor,
+    config: ServerConfig,
+    shutdown_tx: watch::Sender<bool>,
+    _watchers: Vec<notify::RecommendedWatcher>,
+}
+
+impl Server {
+    /// Loads policies and certificates and binds the listeners. Every failure here names what to fix.
+    pub async fn new(config: ServerConfig) -> Result<Server, ServerError> {
+        let metrics = Metrics::new()?;
+        let labels = NamespaceLabels::default();
+        let sources = config.sources.clone();
+        let metrics2 = metrics.clone();
+        let labels2 = labels.clone();
+        let store = tokio::task::spawn_blocking(move || PolicyStore::new(sources, labels2, Some(metrics2)))
+            .await
+            .map_err(|e| ServerError::Tls(TlsError::Config(e.to_string())))??;
+        let store = Arc::new(store);
+        let certs = Arc::new(CertStore::load(&config.tls_cert, &config.tls_key, Some(metrics.clone())).map_err(TlsError::from)?);
+        let tls_config = tls::server_config(certs.clone(), config.client_ca.as_deref())?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    // Admission matters more than metrics: serve on without them.
+                    error!(%addr, error = %e, "cannot bind the metrics port; serving admission without /metrics");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut watchers = Vec::new();
+        if config.watch {
+            match reload::watch(store.clone(), Duration::from_millis(150)) {
+                Ok(w) => watchers.push(w),
+                Err(e) => warn!(error = %e, "cannot watch policy files; use SIGHUP to reload"),
+            }
+            match tls::watch(certs.clone(), Duration::from_millis(300)) {
+                Ok(w) => watchers.push(w),
+                Err(e) => warn!(error = %e, "cannot watch certificate files; restart to rotate"),
+            }
+        }
+        if config.watch_namespaces {
+            namespaces::spawn(labels.clone());
+        }
+        let state = AppState::new(store, metrics, Some(certs));
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Server {
+            state,
+            listener,
+            metrics_listener,
+            tls: TlsAcceptor::from(Arc::new(tls_config)),
+            config,
+            shutdown_tx,
+            _watchers: watchers,
+        })
+    }
+
+    /// The bound webhook address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle that stops the server when sent `true` (tests; `run` also listens for SIGTERM).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown_tx.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT or the shutdown handle; then stops accepting, drains requests
+    /// in flight (bounded by the drain timeout) and returns.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let Server {
+            state,
+            listener,
+            metrics_listener,
+            tls,
+            config,
+            shutdown_tx,
+            _watchers,
+        } = self;
+        let limits = state.limits.clone();
+        let set = state.store.current();
+        info!(
+            listen = %config.listen,
+            metrics_listen = ?config.metrics_listen,
+            policies = set.policies.len(),
+            embedded_defaults = set.uses_embedded,
+            mode = ?set.config.mode,
+            default_environment = %set.config.environments.default,
+            "regate serving"
+        );
+        for p in &set.policies {
+            info!(
+                policy = %p.meta.id,
+                severity = %p.meta.severity,
+                kinds = %p.meta.kinds.join(","),
+                development = %p.actions[0],
+                staging = %p.actions[1],
+                production = %p.actions[2],
+                "policy loaded"
+            );
+        }
+        spawn_signal_handlers(shutdown_tx.clone(), state.store.clone());
+
+        if let Some(ml) = metrics_listener {
+            let router = metrics_app(state.clone());
+            let mut rx = shutdown_tx.subscribe();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                };
+                if let Err(e) = axum::serve(ml, router).with_graceful_shutdown(shutdown).await {
+                    error!(error = %e, "metrics listener stopped");
+                }
+            });
+        }
+
+        let router = app(state.clone());
+        let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let mut shutdown_rx = shutdown_tx.subscribe();
+        let handshake_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown_rx.wait_for(|v| *v) => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                debug!(%peer, "connection limit reached; closing new connection");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = tls.clone();
+            let service = TowerToHyperService::new(router.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        info!("shutting down: no new connections; draining requests in flight");
+        let drain = Duration::from_millis(limits.drain_timeout_ms);
+        match tokio::time::timeout(drain, graceful.shutdown()).await {
+            Ok(()) => info!("all connections drained"),
+            Err(_) => warn!(timeout_ms = limits.drain_timeout_ms, "drain timeout reached; closing remaining connections"),
+        }
+        Ok(())
+    }
+}
+
+fn spawn_signal_handlers(shutdown: watch::Sender<bool>, store: Arc<PolicyStore>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        tokio::spawn(async move {
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                error!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
+            let _ = shutdown.send(true);
+        });
+        tokio::spawn(async move {
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = store;
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = shutdown.send(true);
+        });
+    }
+}

@@ -1,0 +1,200 @@
+//! Certificates: generating a development CA and server certificate (`regate certs generate` and
+//! `serve`'s fallback), and reading a PEM pair with its expiry.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key")]
+    NoKey { path: PathBuf },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate in {cert} does not match the key in {key}: {message}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
+}
+
+/// What `certs generate` wrote.
+#[derive(Debug, Clone)]
+pub struct GeneratedCerts {
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The CA certificate, base64-encoded PEM, as a webhook configuration's `caBundle` wants it.
+    pub ca_bundle: String,
+}
+
+/// Generates a CA and a server certificate (ECDSA P-256, server auth) for `dns_names` and writes
+/// `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `out`.
+pub fn generate(dns_names: &[String], out: &Path, validity_days: i64) -> Result<GeneratedCerts, CertError> {
+    std::fs::create_dir_all(out).map_err(|source| CertError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let now = time::OffsetDateTime::now_utc();
+    let not_before = now - time::Duration::hours(1);
+    let not_after = now + time::Duration::days(validity_days);
+
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "regate development CA");
+    ca_params.distinguished_name.push(DnType::OrganizationName, "regate");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut names: Vec<String> = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    for n in dns_names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(names.clone())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.get(2).cloned().unwrap_or_else(|| "localhost".into()));
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let server_cert = params.signed_by(&server_key, &issuer)?;
+
+    let ca_path = out.join("ca.crt");
+    let cert_path = out.join("tls.crt");
+    let key_path = out.join("tls.key");
+    write_file(&ca_path, ca_cert.pem().as_bytes(), 0o644)?;
+    // The chain lets clients that only trust the CA verify without extra configuration.
+    write_file(&cert_path, server_cert.pem().as_bytes(), 0o644)?;
+    write_file(&key_path, server_key.serialize_pem().as_bytes(), 0o600)?;
+    Ok(GeneratedCerts {
+        ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+        ca_path,
+        cert_path,
+        key_path,
+    })
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+    let err = |source| CertError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Write beside the target and rename, so a watcher never sees a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// A certificate chain and key read from PEM files, with the leaf's expiry.
+#[derive(Debug)]
+pub struct CertPair {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub not_after: i64,
+}
+
+pub fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertPair, CertError> {
+    let cert_pem = std::fs::read(cert_path).map_err(|source| CertError::Read {
+        path: cert_path.to_path_buf(),
+        source,
+    })?;
+    let key_pem = std::fs::read(key_path).map_err(|source| CertError::Read {
+        path: key_path.to_path_buf(),
+        source,
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Invalid {
+            path: cert_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let Some(leaf) = chain.first() else {
+        return Err(CertError::NoCertificate {
+            path: cert_path.to_path_buf(),
+        });
+    };
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoKey {
+        path: key_path.to_path_buf(),
+    })?;
+    let not_after = not_after_of(leaf).map_err(|message| CertError::Invalid {
+        path: cert_path.to_path_buf(),
+        message,
+    })?;
+    Ok(CertPair {
+        chain,
+        key,
+        not_after,
+    })
+}
+
+/// Unix time at which a DER certificate expires.
+pub fn not_after_of(der: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Reads every certificate of a PEM bundle (for `--client-ca`).
+pub fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let pem = std::fs::read(path).map_err(|source| CertError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
