@@ -34,7 +34,8 @@ deny contains {
 	"path": workload.container_field_path(entry, sprintf("resources.%s.%s", [group, resource])),
 } if {
 	some entry in app_containers
-	some [group, resource] in resource_fields
+	some field in resource_fields
+	[group, resource] := field
 	object.get(entry.container, ["resources", group, resource], null) == null
 }
 

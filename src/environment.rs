@@ -66,6 +66,11 @@ impl EnvironmentResolver {
         }
     }
 
+    /// The labels of a namespace as last seen, for Gatekeeper's `namespaceSelector`.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<HashMap<String, String>> {
+        self.labels.labels(namespace)
+    }
+
     pub fn resolve(&self, namespace: Option<&str>) -> Environment {
         let Some(namespace) = namespace.filter(|n| !n.is_empty()) else {
             return self.default;

@@ -5,6 +5,19 @@
 # error (e.g. `lower(5)`) aborts the whole evaluation instead of making one expression
 # undefined. Everything here therefore reads the request through `object.get` with a default,
 # and the policies check `is_string` before any string builtin touches user data.
+#
+# API (package regate.lib.regate):
+#   environment            "development" | "staging" | "production" (default "production")
+#   parameters             this policy's resolved parameters ({} by default)
+#   param(name, fallback)  one parameter, or fallback
+#   request                input.request ({} when missing)
+#   obj                    the object under review ({} for a DELETE or a missing object)
+#   kind                   request.kind.kind, else the object's kind
+#   operation              request.operation ("CREATE" when missing)
+#   subresource            request.subResource ("" for the main resource)
+#   object_or_empty(x), array_or_empty(x)  x, or {} / [] when x is not an object / array
+#   str(x)                 a scalar as text ("8080" for 8080, "true" for true); undefined otherwise
+#   char_count(s)          characters (code points) of s
 package regate.lib.regate
 
 import rego.v1

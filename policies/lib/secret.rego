@@ -73,15 +73,16 @@ entries contains entry if {
 	some k, v in data_values
 	not k in object.keys(string_data)
 	valid_base64(v)
-	text := base64.decode(v)
-	utf8 := base64.encode(text) == v
+	b64 := unwrapped(v)
+	text := base64.decode(b64)
+	utf8 := base64.encode(text) == b64
 	entry := {
 		"key": k,
 		"source": "data",
 		"valid": true,
 		"text": text,
 		"utf8": utf8,
-		"length": decoded_length(v, text, utf8),
+		"length": decoded_length(b64, text, utf8),
 	}
 }
 
@@ -93,11 +94,15 @@ entries contains entry if {
 	entry := {"key": k, "source": "data", "valid": false}
 }
 
-# base64.is_valid errors (aborting the evaluation in regorus) on a non-string: check first.
+# Standard, padded base64, as the API server decodes it: line breaks (a manifest's wrapped
+# `base64` output) are ignored, any other whitespace is invalid.
+# (base64.is_valid errors, aborting the evaluation in regorus, on a non-string: check first.)
 valid_base64(v) if {
 	is_string(v)
-	base64.is_valid(v)
+	base64.is_valid(unwrapped(v))
 }
+
+unwrapped(v) := replace(replace(v, "\n", ""), "\r", "")
 
 # UTF-8 text: its characters. Binary: its bytes, from the length of the base64 text.
 # (regorus decodes binary lossily, replacing invalid bytes; that the decoded text

@@ -56,6 +56,8 @@ pod_spec := spec if {
 	is_object(spec)
 }
 
+default is_workload := false
+
 is_workload if is_object(pod_spec)
 
 pointer := concat("", ["/", concat("/", segments)])
@@ -64,15 +66,23 @@ path := concat(".", segments)
 
 pod_security_context := regate.object_or_empty(object.get(pod_spec, "securityContext", {}))
 
+default is_windows := false
+
 is_windows if object.get(pod_spec, ["os", "name"], "") == "windows"
 
+default is_ephemeral_subresource := false
+
 is_ephemeral_subresource if regate.subresource in {"ephemeralcontainers", "pods/ephemeralcontainers"}
+
+default is_pod_update := false
 
 is_pod_update if {
 	regate.kind == "Pod"
 	regate.operation == "UPDATE"
 	regate.subresource == ""
 }
+
+default is_ephemeral_update := false
 
 is_ephemeral_update if {
 	regate.kind == "Pod"
@@ -104,10 +114,14 @@ container_name(c, list, i) := name if {
 # A request on the main resource: CREATE of any workload, UPDATE of a controller or PodTemplate.
 # A bare Pod UPDATE is not judged (its security fields are immutable and were judged at
 # creation), nor is any subresource request other than pods/ephemeralcontainers.
+default main_resource_judged := false
+
 main_resource_judged if {
 	regate.subresource == ""
 	not is_pod_update
 }
+
+default pod_security_judged := false
 
 pod_security_judged if {
 	is_workload
@@ -133,6 +147,8 @@ judged_containers contains entry if {
 	some entry in containers
 	entry.list == "ephemeralContainers"
 }
+
+default patchable := false
 
 patchable if {
 	is_workload

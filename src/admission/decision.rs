@@ -11,7 +11,8 @@ use crate::config::{Action, Environment, FailurePolicy};
 use crate::policy::eval::{self, FailureReason, Wants};
 use crate::policy::metadata::Severity;
 use crate::policy::patch;
-use crate::policy::set::PolicySet;
+use crate::gatekeeper;
+use crate::policy::set::{Flavor, PolicySet};
 
 /// One `deny` result with the action it carries in this request's environment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -199,6 +200,7 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
                 && sub_resource
                     .as_ref()
                     .is_none_or(|sr| meta.subresources.iter().any(|s| s == sr))
+                && gatekeeper::applies(&set.policies[i], review, &set.resolver)
         })
         .collect();
     if candidates.is_empty() {
@@ -214,6 +216,8 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
     };
 
     let input = policy_input(set, review);
+    // Gatekeeper constraints judge a bare object as Gatekeeper's audit does; built on first use.
+    let bare_input = std::cell::OnceCell::new();
     let redact = review.kind() == "Secret";
     let namespace = review.namespace().unwrap_or("");
     let name = review.name();
@@ -260,7 +264,13 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
             });
             continue;
         }
-        let output = eval::evaluate(policy, environment, &input, wants, redact);
+        let input = match policy.flavor {
+            Flavor::Gatekeeper(_) if review.synthesized => {
+                bare_input.get_or_init(|| gatekeeper::bare_object_input(&input))
+            }
+            _ => &input,
+        };
+        let output = set.evaluate(i, environment, input, wants, redact);
         decision.evaluated.push(id.to_string());
         decision.timings.push((id.to_string(), output.duration));
         let action = policy.action(environment);

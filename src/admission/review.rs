@@ -3,7 +3,7 @@
 //! `audit` all build their reviews here, so a manifest is judged exactly like the apiserver's call.
 
 use kube::core::admission::{AdmissionRequest, Operation};
-use kube::core::DynamicObject;
+use kube::core::{DynamicObject, TypeMeta};
 use serde_json::{json, Map, Value};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -44,6 +44,9 @@ pub struct Review {
     pub request: AdmissionRequest<DynamicObject>,
     /// The whole AdmissionReview as JSON: the policies' `input`.
     pub input: Value,
+    /// Built by regate around a bare object (`eval`, `audit`, `verify`), not sent by an
+    /// apiserver: Gatekeeper constraints then see Gatekeeper's bare-object review.
+    pub synthesized: bool,
 }
 
 impl Review {
@@ -102,12 +105,19 @@ impl Review {
                 Some(_) => return Err(invalid(format!("request.{field} must be an object or null"))),
             }
         }
-        let parsed: AdmissionRequest<DynamicObject> =
+        let mut parsed: AdmissionRequest<DynamicObject> =
             serde_json::from_value(Value::Object(attributes))
                 .map_err(|e| invalid(format!("request: {e}")))?;
+        // The response copies these from the request (kube-core fills them when converting a
+        // whole review; here only the request is deserialised).
+        parsed.types = TypeMeta {
+            api_version: API_VERSION.to_string(),
+            kind: "AdmissionReview".to_string(),
+        };
         Ok(Review {
             request: parsed,
             input: value,
+            synthesized: false,
         })
     }
 
@@ -289,7 +299,10 @@ impl Review {
                 map.insert("requestSubResource".into(), Value::String(sr.clone()));
             }
         }
-        Self::from_value(json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}))
+        let mut review =
+            Self::from_value(json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}))?;
+        review.synthesized = true;
+        Ok(review)
     }
 }
 

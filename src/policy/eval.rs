@@ -7,7 +7,7 @@ use regorus::{LimitError, Value};
 
 use crate::config::Environment;
 use crate::policy::patch::AddOp;
-use crate::policy::set::CompiledPolicy;
+use crate::policy::set::{CompiledPolicy, Flavor};
 
 /// Which output rules the caller needs: `/validate` needs no patch, `/mutate` no deny or warn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +95,50 @@ pub fn evaluate(
 ) -> PolicyOutput {
     let started = Instant::now();
     let mut engine = policy.engine(env).clone();
-    engine.set_input(input.clone());
+    evaluate_with(&mut engine, policy, input, wants, redact, started)
+}
+
+/// What evaluation needs from an engine: the interpreter (`regorus::Engine`), or a compiled
+/// program on regorus's VM (`crate::policy::fast`).
+pub(crate) trait Evaluator {
+    fn set_input(&mut self, input: Value);
+    fn eval_rule(&mut self, path: String) -> anyhow::Result<Value>;
+}
+
+impl Evaluator for regorus::Engine {
+    fn set_input(&mut self, input: Value) {
+        regorus::Engine::set_input(self, input)
+    }
+
+    fn eval_rule(&mut self, path: String) -> anyhow::Result<Value> {
+        regorus::Engine::eval_rule(self, path)
+    }
+}
+
+/// [`evaluate`] on a given engine; `started` is when the caller began (its duration counts).
+pub(crate) fn evaluate_with<E: Evaluator>(
+    engine: &mut E,
+    policy: &CompiledPolicy,
+    input: &Value,
+    wants: Wants,
+    redact: bool,
+    started: Instant,
+) -> PolicyOutput {
+    // A Gatekeeper constraint reads `input.review`/`input.parameters` and answers in `violation`.
+    let deny_rule = match &policy.flavor {
+        Flavor::Native => {
+            engine.set_input(input.clone());
+            "deny"
+        }
+        Flavor::Gatekeeper(gk) => {
+            engine.set_input(gk.input(input));
+            "violation"
+        }
+    };
     let mut out = PolicyOutput::default();
     let mut rules: Vec<&str> = Vec::with_capacity(3);
     if wants.validate && policy.rules.deny {
-        rules.push("deny");
+        rules.push(deny_rule);
     }
     if wants.validate && policy.rules.warn {
         rules.push("warn");
@@ -130,10 +169,10 @@ pub fn evaluate(
                 parse_patch(item).map(|op| out.patch.push(op))
             } else {
                 parse_item(item).map(|i| {
-                    if rule == "deny" {
-                        out.deny.push(i)
-                    } else {
+                    if rule == "warn" {
                         out.warn.push(i)
+                    } else {
+                        out.deny.push(i)
                     }
                 })
             };

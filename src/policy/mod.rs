@@ -1,6 +1,7 @@
 //! The policy engine: loading and metadata, the kinds index, evaluation with regorus, patches.
 
 pub mod eval;
+pub mod fast;
 pub mod metadata;
 pub mod patch;
 pub mod reload;

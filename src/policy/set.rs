@@ -49,6 +49,15 @@ pub struct Rules {
     pub patch: bool,
 }
 
+/// Where a policy comes from: regate's own Rego, or a Gatekeeper constraint (whose input,
+/// rule and `spec.match` differ; see `crate::gatekeeper`).
+#[derive(Debug, Clone, Default)]
+pub enum Flavor {
+    #[default]
+    Native,
+    Gatekeeper(Arc<crate::gatekeeper::GatekeeperPolicy>),
+}
+
 /// One policy, compiled once per environment (each engine already holds that environment's
 /// `data.regate`, and has evaluated once so that clones start warm).
 #[derive(Clone)]
@@ -62,6 +71,7 @@ pub struct CompiledPolicy {
     pub actions: [Action; 3],
     /// Parameters per environment, defaults overridden by config.
     pub parameters: [serde_json::Value; 3],
+    pub flavor: Flavor,
 }
 
 impl std::fmt::Debug for CompiledPolicy {
@@ -130,6 +140,8 @@ pub struct PolicySet {
     pub built_at: SystemTime,
     /// Whether the embedded defaults are part of this set.
     pub uses_embedded: bool,
+    /// This set's identity for per-thread caches, and its compiled programs (`policy::fast`).
+    pub(crate) accel: crate::policy::fast::Accel,
 }
 
 impl PolicySet {
@@ -165,6 +177,27 @@ impl PolicySet {
                     }
                 }
                 Err(mut e) => errors.append(&mut e),
+            }
+        }
+        let yaml: Vec<&PolicySource> = sources.iter().filter(|s| s.role() == SourceRole::Yaml).collect();
+        if !yaml.is_empty() {
+            let (constraints, mut gk_errors) =
+                crate::gatekeeper::compile_sources(&yaml, &config, evaluation_timeout);
+            errors.append(&mut gk_errors);
+            for policy in constraints {
+                if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
+                    errors.push(LoadError::new(
+                        &policy.file,
+                        1,
+                        1,
+                        format!(
+                            "constraint {:?}: a policy with this id is already declared in {}",
+                            policy.meta.id, other.file
+                        ),
+                    ));
+                } else {
+                    policies.push(policy);
+                }
             }
         }
         for id in config.policies.keys() {
@@ -213,7 +246,9 @@ impl PolicySet {
             }
         }
         let reads_managed_fields = false;
+        let accel = crate::policy::fast::Accel::build(&policies, config.limits.evaluation_timeout());
         PolicySet {
+            accel,
             resolver: EnvironmentResolver::new(&config, labels),
             evaluation_timeout: config.limits.evaluation_timeout(),
             policies,
@@ -467,6 +502,7 @@ fn compile_policy(
         engines,
         actions,
         parameters,
+        flavor: Flavor::Native,
     })
 }
 

@@ -172,13 +172,15 @@ impl Server {
             );
         }
         spawn_signal_handlers(shutdown_tx.clone(), state.store.clone());
+        // Background audit (issue 6): idle unless `audit.interval` is configured.
+        crate::audit::background::spawn(state.store.clone(), state.metrics.clone(), shutdown_tx.subscribe());
 
         if let Some(ml) = metrics_listener {
             let router = metrics_app(state.clone());
             let mut rx = shutdown_tx.subscribe();
             tokio::spawn(async move {
                 let shutdown = async move {
-                    let _ = rx.wait_for(|v| *v).await;
+                    let _ = rx.wait_for(|v| *v).await.map(|_| ());
                 };
                 if let Err(e) = axum::serve(ml, router).with_graceful_shutdown(shutdown).await {
                     error!(error = %e, "metrics listener stopped");
@@ -213,7 +215,7 @@ impl Server {
                         continue;
                     }
                 },
-                _ = shutdown_rx.wait_for(|v| *v) => break,
+                _ = async { let _ = shutdown_rx.wait_for(|v| *v).await; } => break,
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 debug!(%peer, "connection limit reached; closing new connection");

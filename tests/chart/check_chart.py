@@ -62,6 +62,25 @@ FAKE_CA_BUNDLE = base64.b64encode(
     b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 ).decode()
 
+USER_POLICY = r"""# METADATA
+# title: Workloads carry a team label
+# description: Every Deployment names its owning team in the label "team".
+# custom:
+#   id: require-team-label
+#   severity: low
+#   kinds: [Deployment]
+#   action: warn
+package regate.policies.require_team_label
+
+import data.regate.lib.strings
+import rego.v1
+
+deny contains msg if {
+	not strings.non_empty(object.get(input.request.object.metadata, ["labels", "team"], ""))
+	msg := "label \"team\" is required"
+}
+"""
+
 # name -> values. Every scenario is schema-checked, linted, rendered, validated and evaluated.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -89,15 +108,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "user-policies": {
         "policies": {
             "files": {
-                "require-team-label.rego": "# METADATA\n# custom:\n#   id: require-team-label\n"
-                "package regate.policies.require_team_label\n",
-                "lib/strings.rego": "package regate.lib.strings\n",
+                "require-team-label.rego": USER_POLICY,
+                "lib/strings.rego": "package regate.lib.strings\n\nimport rego.v1\n\n"
+                "non_empty(s) if count(trim_space(s)) > 0\n",
             }
         },
         "config": {
             "environments": {"namespaces": {"*-dev": "development"}},
-            "policies": {"workload-best-practices": {"action": "audit"}},
+            "policies": {"require-team-label": {"action": {"development": "audit", "staging": "warn",
+                                                           "production": "warn"}}},
             "exemptNamespaces": ["kube-system", "istio-system"],
+            "exceptions": [{"name": "legacy-billing", "policies": ["require-team-label"],
+                            "match": {"namespace": "billing", "kind": "Deployment"},
+                            "reason": "owned by an external vendor until migration", "expires": "2027-06-30T00:00:00Z"}],
+            "limits": {"evaluationTimeoutMs": 1500, "maxInFlight": 128},
         },
     },
     "client-ca-webhook-probes": {
@@ -385,7 +409,8 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
     def config() -> str:
         cm = one(objects, "ConfigMap", f"{fullname()}-config")
         cfg = yaml.safe_load(cm["data"]["regate.yaml"])
-        allowed = {"mode", "environments", "exemptNamespaces", "policies", "policyFailure", "exceptions", "audit"}
+        allowed = {"mode", "environments", "exemptNamespaces", "policies", "policyFailure", "exceptions", "limits",
+                   "audit"}
         assert set(cfg) <= allowed, f"unknown regate.yaml keys {sorted(set(cfg) - allowed)}"
         assert NAMESPACE in cfg["exemptNamespaces"] and "kube-system" in cfg["exemptNamespaces"], "exempt namespaces"
         assert cfg["mode"] == merged["config"]["mode"], "mode"
@@ -654,6 +679,69 @@ def regate_eval(name: str, values: dict[str, Any]) -> None:
     R.check(f"[{name}] regate eval", run)
 
 
+# --------------------------------------------------------------------------- regate check
+
+def regate_check(name: str, objects: list[dict[str, Any]]) -> None:
+    """`regate check` on regate.yaml and the policy files exactly as the pod mounts them."""
+    b = regate_bin()
+    if not (b.is_file() and os.access(b, os.X_OK)):
+        R.skip(f"[{name}] regate check", f"{b} not built yet (cargo build, or set REGATE_BIN)")
+        return
+
+    def run() -> str:
+        dep = one(objects, "Deployment")
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        cfg = one(objects, "ConfigMap", f"{fullname()}-config")["data"]["regate.yaml"]
+        pol = one(objects, "ConfigMap", f"{fullname()}-policies").get("data") or {}
+        vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "policies")["configMap"]
+        paths = {i["key"]: i["path"] for i in vol.get("items", [])} or {k: k for k in pol}
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "regate.yaml").write_text(cfg)
+            pdir = Path(d) / "policies"
+            pdir.mkdir()
+            for key, rel in paths.items():
+                (pdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (pdir / rel).write_text(pol[key])
+            cmd = [str(b), "check", "--config", str(Path(d) / "regate.yaml")]
+            if "--include-defaults" in args:
+                cmd.append("--include-defaults")
+            r = subprocess.run([*cmd, str(pdir)], capture_output=True, text=True, timeout=120, check=False)
+        if r.returncode == 2 and "unrecognized subcommand" in r.stderr:
+            return "regate has no `check` subcommand yet: not checked"
+        assert r.returncode == 0, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[:1500]}"
+        return f"regate.yaml and {len(paths)} policy file(s) load{' with the embedded defaults' if '--include-defaults' in args else ''}"
+
+    R.check(f"[{name}] regate check (config + policies as mounted)", run)
+
+
+def existing_secret_flow() -> None:
+    """docs/install.md's third mode: `regate certs generate`, then tls.existingSecret + tls.caBundle."""
+    b = regate_bin()
+    if not (b.is_file() and os.access(b, os.X_OK)):
+        R.skip("[existing-secret] regate certs generate flow", f"{b} not built yet")
+        return
+
+    def run() -> str:
+        svc = f"{fullname()}.{NAMESPACE}.svc"
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run([str(b), "certs", "generate", "--dns", svc, "--dns", f"{svc}.cluster.local",
+                                "--out", d], capture_output=True, text=True, timeout=60, check=False)
+            if r.returncode == 2 and "unrecognized subcommand" in r.stderr:
+                return "regate has no `certs generate` yet: not checked"
+            assert r.returncode == 0, f"regate certs generate: {(r.stdout + r.stderr).strip()[:800]}"
+            ca = (Path(d) / "ca.crt").read_text()
+            secret = {"data": {k: base64.b64encode((Path(d) / k).read_bytes()).decode()
+                               for k in ("tls.crt", "tls.key")}}
+        bundle = base64.b64encode(ca.encode()).decode()
+        objects, _ = render({"tls": {"existingSecret": "regate-serving-cert", "caBundle": bundle}})
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            assert one(objects, kind)["webhooks"][0]["clientConfig"]["caBundle"] == bundle, f"{kind} caBundle"
+        verify_pair(secret, dns=[svc], ca_pem=b64(bundle))
+        return "the certificate verifies against the caBundle the chart puts in both webhooks"
+
+    R.check("[existing-secret] regate certs generate flow", run)
+
+
 # --------------------------------------------------------------------------- upgrade stability
 
 class FakeAPIServer:
@@ -896,6 +984,7 @@ def main() -> int:
         R.check(f"[{name}] NOTES.txt", notes_ok)
         check_structure(name, values, objects)
         validate_objects(name, objects)
+        regate_check(name, objects)
         regate_eval(name, values)
 
     for label, values, where in INVALID:
@@ -916,6 +1005,7 @@ def main() -> int:
 
     R.check("[invalid] helm lint --strict reports a bad value", lint_refuses)
     R.check("[eval] eval_verdict self-test", eval_verdict_selftest)
+    existing_secret_flow()
     upgrade_stability()
     dockerfile_checks()
 

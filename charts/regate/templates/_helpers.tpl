@@ -232,6 +232,9 @@ namespaceSelector:
 {{- if $c.exceptions }}
 {{- $_ := set $out "exceptions" $c.exceptions }}
 {{- end }}
+{{- if $c.limits }}
+{{- $_ := set $out "limits" $c.limits }}
+{{- end }}
 {{- if include "regate.auditEnabled" . }}
 {{- $audit := dict "interval" $c.audit.interval }}
 {{- if $c.audit.pageSize }}
