@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod telemetry;
+pub mod testing;
 pub mod tls;
