@@ -158,6 +158,28 @@ impl PolicySet {
             .filter(|s| s.role() == SourceRole::Library)
             .collect();
         let evaluation_timeout = config.limits.evaluation_timeout();
+        // Libraries are checked on their own, so a broken one is reported even when no policy
+        // would compile with it (for example after its only policy was deleted).
+        for lib in &libraries {
+            if let Some((line, pkg)) = metadata::package_of(&lib.text) {
+                if pkg.starts_with("regate.policies.") {
+                    errors.push(LoadError::new(
+                        &lib.name,
+                        line,
+                        1,
+                        format!("package {pkg} is a policy package but the file has no # METADATA block"),
+                    ));
+                    continue;
+                }
+            }
+            let mut engine = Engine::new();
+            if let Err(e) = engine.add_policy(lib.name.clone(), lib.text.clone()) {
+                errors.push(locate_regorus_error(&lib.name, &e.to_string()));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
         let mut policies: Vec<CompiledPolicy> = Vec::new();
         for source in sources.iter().filter(|s| s.role() == SourceRole::Policy) {
             match compile_policy(source, &libraries, &config, evaluation_timeout) {

@@ -1,0 +1,225 @@
+//! Hot reload and exceptions: a running server picks up policy and config edits, keeps its last
+//! good set when an edit is broken, never fails a request during a reload, and honours
+//! time-bound exceptions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn policy(key: &str) -> String {
+    format!(
+        r#"# METADATA
+# title: Forbidden key
+# custom:
+#   id: forbidden-key
+#   severity: medium
+#   kinds: [ConfigMap]
+#   action: deny
+package regate.policies.forbidden_key
+
+deny contains sprintf("key %q is forbidden", [k]) if {{
+  some k, _ in input.request.object.data
+  k == "{key}"
+}}
+"#
+    )
+}
+
+fn configmap(uid: &str, key: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": "settings", "namespace": "shop", "operation": "CREATE", "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}, "data": {key: "1"}},
+            "oldObject": null
+        }
+    }))
+    .unwrap()
+}
+
+async fn allowed(client: &reqwest::Client, server: &TestServer, key: &str) -> (bool, Value) {
+    let (status, _, body) = post(client, &server.url("/validate"), configmap("u", key)).await;
+    assert_eq!(status, 200, "{body}");
+    (response(&body)["allowed"] == true, body)
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached within 10 s");
+}
+
+#[tokio::test]
+async fn policy_edits_are_picked_up_and_broken_edits_are_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("forbidden-key.rego");
+    std::fs::write(&file, policy("DEBUG")).unwrap();
+    let server = TestServer::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        config: Some(String::new()),
+        include_defaults: false,
+    })
+    .await;
+    let client = server.http1();
+    assert!(!allowed(&client, &server, "DEBUG").await.0);
+    assert!(allowed(&client, &server, "TRACE").await.0);
+
+    // Requests keep flowing during every reload below; none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let background = {
+        let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
+        let client = server.http1();
+        let url = server.url("/validate");
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _, body) = post(&client, &url, configmap("bg", "OTHER")).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if status != 200 || response(&body)["allowed"] != true {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    // An edit takes effect without a restart.
+    std::fs::write(&file, policy("TRACE")).unwrap();
+    let took = wait_until(|| {
+        let client = client.clone();
+        let server = &server;
+        async move { !allowed(&client, server, "TRACE").await.0 }
+    })
+    .await;
+    println!("reload took effect {took:?} after the write");
+    assert!(allowed(&client, &server, "DEBUG").await.0);
+
+    // Garbage: the last good set keeps serving; readiness detail and metrics say what broke.
+    std::fs::write(&file, "package regate.policies.forbidden_key\n\ndeny contains if {{{ garbage").unwrap();
+    let metrics_url = format!("http://{}/readyz?verbose", server.metrics_addr.unwrap());
+    wait_until(|| {
+        let url = metrics_url.clone();
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap().contains("failed, serving the last good set") }
+    })
+    .await;
+    let detail = reqwest::get(&metrics_url).await.unwrap();
+    assert_eq!(detail.status().as_u16(), 200, "a failed reload does not make the server unready");
+    let detail = detail.text().await.unwrap();
+    assert!(detail.contains("forbidden-key.rego"), "the error names the file: {detail}");
+    assert!(!allowed(&client, &server, "TRACE").await.0, "last good set still judges");
+    let metrics = server.metrics().await;
+    assert!(!metrics.contains(r#"regate_policy_reload_total{result="failure"} 0"#), "{metrics}");
+
+    // Deleted, then restored: a set without the policy, then with it again.
+    std::fs::remove_file(&file).unwrap();
+    wait_until(|| {
+        let client = client.clone();
+        let server = &server;
+        async move { allowed(&client, server, "TRACE").await.0 }
+    })
+    .await;
+    std::fs::write(&file, policy("DEBUG")).unwrap();
+    wait_until(|| {
+        let client = client.clone();
+        let server = &server;
+        async move { !allowed(&client, server, "DEBUG").await.0 }
+    })
+    .await;
+
+    // A broken config is survived the same way.
+    std::fs::write(server.config_path(), "mode: enforce\nnot_a_key: 1\n").unwrap();
+    wait_until(|| {
+        let url = metrics_url.clone();
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap().contains("not_a_key") }
+    })
+    .await;
+    assert!(!allowed(&client, &server, "DEBUG").await.0);
+    // A valid config edit applies: audit mode turns the deny into an audit annotation.
+    std::fs::write(server.config_path(), "mode: audit\n").unwrap();
+    wait_until(|| {
+        let client = client.clone();
+        let server = &server;
+        async move { allowed(&client, server, "DEBUG").await.0 }
+    })
+    .await;
+    let (_, body) = allowed(&client, &server, "DEBUG").await;
+    assert_eq!(
+        response(&body)["auditAnnotations"]["regate.dev/forbidden-key"],
+        "key \"DEBUG\" is forbidden"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    background.await.unwrap();
+    println!(
+        "requests during reloads: {} sent, {} failed",
+        sent.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    assert!(sent.load(Ordering::Relaxed) > 0);
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn exceptions_waive_policies_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("forbidden-key.rego"), policy("DEBUG")).unwrap();
+    let config = r#"
+exceptions:
+  - name: shop-debug
+    policies: [forbidden-key]
+    match: { namespace: "sho*", kind: ConfigMap, name: "sett*" }
+    reason: debugging the checkout (OPS-42)
+    expires: "2999-01-01T00:00:00Z"
+  - name: old-one
+    policies: [forbidden-key]
+    match: { namespace: "other" }
+    reason: long gone
+    expires: "2001-01-01T00:00:00Z"
+"#;
+    let server = TestServer::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        config: Some(config.to_string()),
+        include_defaults: false,
+    })
+    .await;
+    let client = server.http1();
+    let (ok, body) = allowed(&client, &server, "DEBUG").await;
+    assert!(ok, "{body}");
+    let w = warnings(&body).join("\n");
+    assert!(w.contains("[forbidden-key] waived by exception \"shop-debug\""), "{w}");
+    assert!(w.contains("OPS-42"), "{w}");
+
+    // The expired exception for namespace "other" no longer applies.
+    let mut review: Value = serde_json::from_slice(&configmap("u2", "DEBUG")).unwrap();
+    review["request"]["namespace"] = json!("other");
+    let (_, _, body) = post(&client, &server.url("/validate"), serde_json::to_vec(&review).unwrap()).await;
+    assert_eq!(response(&body)["allowed"], false, "{body}");
+    server.stop().await;
+
+    // `regate check` reports the expired exception.
+    let config_path = dir.path().join("regate.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+        .args(["check", "--config"])
+        .arg(&config_path)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exception \"old-one\" expired"), "{stderr}");
+}
