@@ -139,6 +139,13 @@ pub fn parse_text(text: &str, file: &str) -> Result<Vec<ManifestObject>, Manifes
 }
 
 fn push_object(out: &mut Vec<ManifestObject>, file: &str, index: usize, line: usize, value: Value) {
+    // Directories hold more than manifests (kustomization files, Helm values, expectations):
+    // only documents with an apiVersion and a kind are objects.
+    let is_object = value.get("kind").is_some_and(Value::is_string) && value.get("apiVersion").is_some_and(Value::is_string);
+    if !is_object {
+        tracing::debug!(file, line, "skipping a document that is not a Kubernetes object (no apiVersion and kind)");
+        return;
+    }
     let is_list = value
         .get("kind")
         .and_then(Value::as_str)
