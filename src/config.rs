@@ -92,7 +92,9 @@ impl FromStr for Action {
             "deny" => Ok(Action::Deny),
             "warn" => Ok(Action::Warn),
             "audit" => Ok(Action::Audit),
-            other => Err(format!("unknown action {other:?}: expected deny, warn or audit")),
+            other => Err(format!(
+                "unknown action {other:?}: expected deny, warn or audit"
+            )),
         }
     }
 }
@@ -498,7 +500,10 @@ pub mod indexmap_like {
                 fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                     f.write_str("a map")
                 }
-                fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut access: A,
+                ) -> Result<Self::Value, A::Error> {
                     let mut entries = Vec::new();
                     while let Some((k, v)) = access.next_entry::<String, V>()? {
                         entries.push((k, v));
@@ -544,7 +549,7 @@ policies:
     fn unknown_key_names_key_and_line() {
         let text = "mode: enforce\nenvironments:\n  defualt: staging\n";
         let err = Config::parse(text, Path::new("regate.yaml")).map(|_| ());
-        let msg = format!("{}", err.err().map(|e| e.to_string()).unwrap_or_default());
+        let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("regate.yaml:3:"), "{msg}");
         assert!(msg.contains("defualt"), "{msg}");
     }

@@ -121,7 +121,10 @@ mod tests {
             "shop-staging",
             HashMap::from([("environment".to_string(), "development".to_string())]),
         );
-        assert_eq!(resolver.resolve(Some("shop-staging")), Environment::Development);
+        assert_eq!(
+            resolver.resolve(Some("shop-staging")),
+            Environment::Development
+        );
         Ok(())
     }
 }

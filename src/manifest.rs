@@ -127,7 +127,11 @@ pub fn parse_text(text: &str, file: &str) -> Result<Vec<ManifestObject>, Manifes
         }
         let value: Value = serde_yaml::from_str(&chunk).map_err(|e| ManifestError::Parse {
             file: file.to_string(),
-            line: start_line + e.location().map(|l| l.line()).unwrap_or(1).saturating_sub(1),
+            line: start_line
+                + e.location()
+                    .map(|l| l.line())
+                    .unwrap_or(1)
+                    .saturating_sub(1),
             message: format!("invalid YAML: {e}"),
         })?;
         if !value.is_null() {
@@ -141,9 +145,14 @@ pub fn parse_text(text: &str, file: &str) -> Result<Vec<ManifestObject>, Manifes
 fn push_object(out: &mut Vec<ManifestObject>, file: &str, index: usize, line: usize, value: Value) {
     // Directories hold more than manifests (kustomization files, Helm values, expectations):
     // only documents with an apiVersion and a kind are objects.
-    let is_object = value.get("kind").is_some_and(Value::is_string) && value.get("apiVersion").is_some_and(Value::is_string);
+    let is_object = value.get("kind").is_some_and(Value::is_string)
+        && value.get("apiVersion").is_some_and(Value::is_string);
     if !is_object {
-        tracing::debug!(file, line, "skipping a document that is not a Kubernetes object (no apiVersion and kind)");
+        tracing::debug!(
+            file,
+            line,
+            "skipping a document that is not a Kubernetes object (no apiVersion and kind)"
+        );
         return;
     }
     let is_list = value

@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::admission::decision::Decision;
+use crate::admission::review::Review;
 use crate::policy::set::PolicySet;
 
 #[derive(Clone)]
@@ -41,8 +42,8 @@ impl std::fmt::Debug for Metrics {
 /// Buckets from 100 µs to 10 s.
 fn latency_buckets() -> Vec<f64> {
     vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 10.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
     ]
 }
 
@@ -89,7 +90,8 @@ impl Metrics {
             ),
             &["policy", "reason"],
         )?;
-        let policies_loaded = IntGauge::new("regate_policies_loaded", "Policies in the active set.")?;
+        let policies_loaded =
+            IntGauge::new("regate_policies_loaded", "Policies in the active set.")?;
         let policy_reloads = IntCounterVec::new(
             Opts::new(
                 "regate_policy_reload_total",
@@ -106,7 +108,10 @@ impl Metrics {
             "Unix time at which the serving certificate expires.",
         )?;
         let build_info = IntCounterVec::new(
-            Opts::new("regate_build_info", "Always 1; the version label says which build runs."),
+            Opts::new(
+                "regate_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
             &["version"],
         )?;
         let audit_violations = GaugeVec::new(
@@ -191,13 +196,13 @@ impl Metrics {
         &self,
         set: &PolicySet,
         endpoint: &str,
-        kind: &str,
-        operation: &str,
+        review: &Review,
         decision: &Decision,
         label: &str,
         elapsed: Duration,
     ) {
-        let kind = bounded_kind(set, kind);
+        let kind = bounded_kind(set, review.kind());
+        let operation = review.operation();
         self.admission_requests
             .with_label_values(&[endpoint, kind, bounded_operation(operation), label])
             .inc();

@@ -21,34 +21,76 @@ use regate::server::{Server, ServerConfig};
 fn certs_generate_writes_a_ca_and_a_server_pair() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_regate"))
-        .args(["certs", "generate", "--dns", "regate.regate-system.svc", "--dns", "regate.regate-system.svc.cluster.local", "--out"])
+        .args([
+            "certs",
+            "generate",
+            "--dns",
+            "regate.regate-system.svc",
+            "--dns",
+            "regate.regate-system.svc.cluster.local",
+            "--out",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let bundle = stdout.lines().find_map(|l| l.strip_prefix("caBundle: ")).unwrap();
+    let bundle = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("caBundle: "))
+        .unwrap();
     use base64::Engine as _;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(bundle).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(bundle)
+        .unwrap();
     assert_eq!(decoded, std::fs::read(dir.path().join("ca.crt")).unwrap());
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("tls.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     let pem = std::fs::read(dir.path().join("tls.crt")).unwrap();
     let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
     let cert = pem.parse_x509().unwrap();
     let spki = cert.public_key();
-    assert_eq!(spki.algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1", "ECDSA");
-    let curve = spki.algorithm.parameters.as_ref().unwrap().as_oid().unwrap();
+    assert_eq!(
+        spki.algorithm.algorithm.to_id_string(),
+        "1.2.840.10045.2.1",
+        "ECDSA"
+    );
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .unwrap()
+        .as_oid()
+        .unwrap();
     assert_eq!(curve.to_id_string(), "1.2.840.10045.3.1.7", "P-256");
     let eku = cert.extended_key_usage().unwrap().unwrap();
     assert!(eku.value.server_auth);
     let san = cert.subject_alternative_name().unwrap().unwrap();
-    let names: Vec<String> = san.value.general_names.iter().map(|n| n.to_string()).collect();
-    for want in ["localhost", "regate.regate-system.svc", "regate.regate-system.svc.cluster.local"] {
-        assert!(names.iter().any(|n| n.contains(want)), "{want} in {names:?}");
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    for want in [
+        "localhost",
+        "regate.regate-system.svc",
+        "regate.regate-system.svc.cluster.local",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(want)),
+            "{want} in {names:?}"
+        );
     }
 }
 
@@ -63,9 +105,15 @@ fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
     (cert, Issuer::new(params, key))
 }
 
-fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str], eku: ExtendedKeyUsagePurpose, days: (i64, i64)) -> (String, String) {
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    names: &[&str],
+    eku: ExtendedKeyUsagePurpose,
+    days: (i64, i64),
+) -> (String, String) {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.extended_key_usages = vec![eku];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now + time::Duration::days(days.0);
@@ -81,7 +129,11 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn start(cert: &Path, key: &Path, client_ca: Option<PathBuf>) -> (Server, tokio::sync::watch::Sender<bool>) {
+async fn start(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<PathBuf>,
+) -> (Server, tokio::sync::watch::Sender<bool>) {
     install_crypto();
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -103,15 +155,24 @@ async fn start(cert: &Path, key: &Path, client_ca: Option<PathBuf>) -> (Server, 
 }
 
 fn trusting(cas: &[&rcgen::Certificate]) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).http1_only();
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .http1_only();
     for ca in cas {
-        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap());
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap());
     }
     builder.build().unwrap()
 }
 
 async fn not_after_metric(addr: std::net::SocketAddr) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("regate_tls_certificate_not_after_timestamp_seconds "))
         .unwrap()
@@ -126,7 +187,12 @@ async fn rotation_keeps_serving_and_rejects_a_bad_pair() {
     let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let (ca1, issuer1) = ca("ca one");
     let (ca2, issuer2) = ca("ca two");
-    let (c, k) = leaf(&issuer1, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, (-1, 10));
+    let (c, k) = leaf(
+        &issuer1,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-1, 10),
+    );
     std::fs::write(&cert_path, c).unwrap();
     std::fs::write(&key_path, k).unwrap();
     let (server, shutdown) = start(&cert_path, &key_path, None).await;
@@ -140,7 +206,13 @@ async fn rotation_keeps_serving_and_rejects_a_bad_pair() {
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let body = std::fs::read(repo().join("fixtures/admission/deployment-secure.json")).unwrap();
     let background = {
-        let (stop, sent, failed, url, body) = (stop.clone(), sent.clone(), failed.clone(), url.clone(), body.clone());
+        let (stop, sent, failed, url, body) = (
+            stop.clone(),
+            sent.clone(),
+            failed.clone(),
+            url.clone(),
+            body.clone(),
+        );
         let client = trusting(&[&ca1, &ca2]);
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -154,7 +226,12 @@ async fn rotation_keeps_serving_and_rejects_a_bad_pair() {
     };
 
     // Rotate to a pair from another CA: new connections get it.
-    let (c, k) = leaf(&issuer2, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, (-1, 40));
+    let (c, k) = leaf(
+        &issuer2,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-1, 40),
+    );
     replace(&key_path, &k);
     replace(&cert_path, &c);
     let only_new = trusting(&[&ca2]);
@@ -167,21 +244,50 @@ async fn rotation_keeps_serving_and_rejects_a_bad_pair() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(rotated, "the new certificate is served to new connections");
-    assert!(trusting(&[&ca1]).post(&url).body(body.clone()).send().await.is_err(), "the old one is gone");
+    assert!(
+        trusting(&[&ca1])
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .is_err(),
+        "the old one is gone"
+    );
     assert!(not_after_metric(metrics).await > first_expiry + 20.0 * 86_400.0);
 
     // A certificate that does not match its key is rejected; the current pair stays.
-    let (other_cert, _) = leaf(&issuer1, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, (-1, 5));
+    let (other_cert, _) = leaf(
+        &issuer1,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-1, 5),
+    );
     replace(&cert_path, &other_cert);
     tokio::time::sleep(Duration::from_millis(800)).await;
     replace(&cert_path, "not a certificate");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(only_new.post(&url).body(body.clone()).send().await.unwrap().status().is_success());
-    assert!(trusting(&[&ca1]).post(&url).body(body.clone()).send().await.is_err());
+    assert!(only_new
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    assert!(trusting(&[&ca1])
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await
+        .is_err());
 
     stop.store(true, Ordering::Relaxed);
     background.await.unwrap();
-    println!("requests during rotation: {} sent, {} failed", sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "requests during rotation: {} sent, {} failed",
+        sent.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
     assert!(sent.load(Ordering::Relaxed) > 0);
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     let _ = shutdown.send(true);
@@ -193,8 +299,17 @@ async fn client_ca_rejects_callers_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (server_ca, server_issuer) = ca("server ca");
     let (client_ca, client_issuer) = ca("apiserver client ca");
-    let (c, k) = leaf(&server_issuer, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, (-1, 10));
-    let (cert_path, key_path, client_ca_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("client-ca.crt"));
+    let (c, k) = leaf(
+        &server_issuer,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-1, 10),
+    );
+    let (cert_path, key_path, client_ca_path) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("client-ca.crt"),
+    );
     std::fs::write(&cert_path, c).unwrap();
     std::fs::write(&key_path, k).unwrap();
     std::fs::write(&client_ca_path, client_ca.pem()).unwrap();
@@ -203,9 +318,17 @@ async fn client_ca_rejects_callers_without_a_certificate() {
     let task = tokio::spawn(server.run());
     let url = format!("https://localhost:{}/healthz", addr.port());
 
-    assert!(trusting(&[&server_ca]).get(&url).send().await.is_err(), "no client certificate: refused");
+    assert!(
+        trusting(&[&server_ca]).get(&url).send().await.is_err(),
+        "no client certificate: refused"
+    );
 
-    let (cc, ck) = leaf(&client_issuer, &["kube-apiserver"], ExtendedKeyUsagePurpose::ClientAuth, (-1, 10));
+    let (cc, ck) = leaf(
+        &client_issuer,
+        &["kube-apiserver"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        (-1, 10),
+    );
     let identity = reqwest::Identity::from_pem(format!("{cc}{ck}").as_bytes()).unwrap();
     let with_cert = reqwest::Client::builder()
         .use_rustls_tls()
@@ -214,11 +337,19 @@ async fn client_ca_rejects_callers_without_a_certificate() {
         .identity(identity)
         .build()
         .unwrap();
-    assert_eq!(with_cert.get(&url).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        with_cert.get(&url).send().await.unwrap().status().as_u16(),
+        200
+    );
 
     // A certificate from another CA is refused too.
     let (_, stranger_issuer) = ca("stranger");
-    let (sc, sk) = leaf(&stranger_issuer, &["mallory"], ExtendedKeyUsagePurpose::ClientAuth, (-1, 10));
+    let (sc, sk) = leaf(
+        &stranger_issuer,
+        &["mallory"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        (-1, 10),
+    );
     let stranger = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -235,18 +366,27 @@ async fn client_ca_rejects_callers_without_a_certificate() {
 async fn an_expired_certificate_makes_the_server_unready() {
     let dir = tempfile::tempdir().unwrap();
     let (_, issuer) = ca("ca");
-    let (c, k) = leaf(&issuer, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, (-10, -1));
+    let (c, k) = leaf(
+        &issuer,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-10, -1),
+    );
     let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&cert_path, c).unwrap();
     std::fs::write(&key_path, k).unwrap();
     let (server, shutdown) = start(&cert_path, &key_path, None).await;
     let metrics = server.metrics_addr().unwrap();
     let task = tokio::spawn(server.run());
-    let r = reqwest::get(format!("http://{metrics}/readyz?verbose")).await.unwrap();
+    let r = reqwest::get(format!("http://{metrics}/readyz?verbose"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let text = r.text().await.unwrap();
     assert!(text.contains("[-]certificate"), "{text}");
-    assert!(not_after_metric(metrics).await < time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+    assert!(
+        not_after_metric(metrics).await < time::OffsetDateTime::now_utc().unix_timestamp() as f64
+    );
     let _ = shutdown.send(true);
     let _ = task.await;
 }
@@ -254,7 +394,17 @@ async fn an_expired_certificate_makes_the_server_unready() {
 #[test]
 fn missing_certificate_flag_is_a_startup_error_naming_the_file() {
     let out = Command::new(env!("CARGO_BIN_EXE_regate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--tls-cert",
+            "/nonexistent/tls.crt",
+            "--tls-key",
+            "/nonexistent/tls.key",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -25,7 +25,12 @@ fn corpora() -> PathBuf {
 
 fn default_set() -> PolicySet {
     let (sources, _) = source::resolve(&repo().join("policies"), false).unwrap();
-    PolicySet::build(&sources, Arc::new(Config::default()), NamespaceLabels::default()).unwrap()
+    PolicySet::build(
+        &sources,
+        Arc::new(Config::default()),
+        NamespaceLabels::default(),
+    )
+    .unwrap()
 }
 
 fn judge_object(set: &PolicySet, object: Value) -> Decision {
@@ -80,14 +85,16 @@ fn pod_security_admission_restricted() {
             files.sort();
             for file in files {
                 let name = file.file_name().unwrap().to_string_lossy().to_string();
-                let should_deny = folder == "fail" && failing_checks.iter().any(|c| name.starts_with(c));
+                let should_deny =
+                    folder == "fail" && failing_checks.iter().any(|c| name.starts_with(c));
                 for object in read_objects(&file) {
                     total += 1;
                     let denied = !denied_by(&judge_object(&set, object), policy).is_empty();
                     if denied == should_deny {
                         agree += 1;
                     } else {
-                        disagreements.push(format!("{folder}/{name}: expected denied={should_deny}"));
+                        disagreements
+                            .push(format!("{folder}/{name}: expected denied={should_deny}"));
                     }
                 }
             }
@@ -121,7 +128,10 @@ fn kyverno_cli_verdicts() {
     let pairs = [
         ("require-run-as-nonroot", "pod-run-as-non-root"),
         ("require-ro-rootfs", "pod-read-only-root-filesystem"),
-        ("disallow-privilege-escalation", "pod-no-privilege-escalation"),
+        (
+            "disallow-privilege-escalation",
+            "pod-no-privilege-escalation",
+        ),
     ];
     let text = std::fs::read_to_string(&manifest).unwrap();
     for (kyverno, ours) in pairs {
@@ -136,7 +146,9 @@ fn kyverno_cli_verdicts() {
             let object = objects
                 .into_iter()
                 .find(|o| o["kind"] == case.kind && o["metadata"]["name"] == case.name)
-                .unwrap_or_else(|| panic!("{} {} not in {}", case.kind, case.name, case.resource_file));
+                .unwrap_or_else(|| {
+                    panic!("{} {} not in {}", case.kind, case.name, case.resource_file)
+                });
             total += 1;
             let messages = denied_by(&judge_object(&set, object), ours);
             let kyverno_fails = case.expect == "fail";
@@ -144,7 +156,9 @@ fn kyverno_cli_verdicts() {
                 agree += 1;
             } else if !kyverno_fails
                 && ours == "pod-no-privilege-escalation"
-                && messages.iter().all(|m| m.contains("must drop ALL capabilities"))
+                && messages
+                    .iter()
+                    .all(|m| m.contains("must drop ALL capabilities"))
             {
                 explained += 1;
             } else {

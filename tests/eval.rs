@@ -45,7 +45,10 @@ async fn eval_agrees_with_the_server_on_every_fixture() {
     std::fs::write(&config, TEST_CONFIG).unwrap();
     let (code, results) = eval_json(&["-f", "fixtures/admission"], &config);
     assert_eq!(code, 1, "some fixtures are denied, so eval exits 1");
-    let by_uid: BTreeMap<String, &Value> = results.iter().map(|r| (r["uid"].as_str().unwrap().to_string(), r)).collect();
+    let by_uid: BTreeMap<String, &Value> = results
+        .iter()
+        .map(|r| (r["uid"].as_str().unwrap().to_string(), r))
+        .collect();
 
     let server = TestServer::start().await;
     let client = server.http1();
@@ -60,13 +63,22 @@ async fn eval_agrees_with_the_server_on_every_fixture() {
         let body = std::fs::read(path).unwrap();
         let review: Value = serde_json::from_slice(&body).unwrap();
         let uid = review["request"]["uid"].as_str().unwrap();
-        let ours = by_uid.get(uid).unwrap_or_else(|| panic!("{} missing from eval output", path.display()));
+        let ours = by_uid
+            .get(uid)
+            .unwrap_or_else(|| panic!("{} missing from eval output", path.display()));
         let (_, _, validated) = post(&client, &server.url("/validate"), body.clone()).await;
         let (_, _, mutated) = post(&client, &server.url("/mutate"), body).await;
         let name = path.file_name().unwrap().to_string_lossy();
         assert_eq!(ours["allowed"], response(&validated)["allowed"], "{name}");
-        let message = response(&validated)["status"]["message"].as_str().unwrap_or("").to_string();
-        let server_denied = if response(&validated)["allowed"] == true { vec![] } else { ids_in(&[message]) };
+        let message = response(&validated)["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let server_denied = if response(&validated)["allowed"] == true {
+            vec![]
+        } else {
+            ids_in(&[message])
+        };
         let eval_denied = {
             let mut ids = denied_ids(ours);
             for f in ours["failures"].as_array().unwrap() {
@@ -77,7 +89,12 @@ async fn eval_agrees_with_the_server_on_every_fixture() {
             ids
         };
         assert_eq!(eval_denied, server_denied, "{name}");
-        let eval_warnings: Vec<String> = ours["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
+        let eval_warnings: Vec<String> = ours["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(eval_warnings, warnings(&validated), "{name}");
         let server_patch = patch_of(&mutated).map(|p| serde_json::to_value(p).unwrap());
         assert_eq!(ours.get("patch").cloned(), server_patch, "{name}");
@@ -104,28 +121,58 @@ fn manifests_judged_as_expected() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("regate.yaml");
     std::fs::write(&config, "").unwrap();
-    let expected: BTreeMap<String, Expected> =
-        serde_yaml::from_str(&std::fs::read_to_string(repo().join("fixtures/manifests/expected.yaml")).unwrap()).unwrap();
+    let expected: BTreeMap<String, Expected> = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("fixtures/manifests/expected.yaml")).unwrap(),
+    )
+    .unwrap();
     let (_, results) = eval_json(&["-f", "fixtures/manifests"], &config);
-    assert_eq!(results.len(), expected.len(), "one result per expected object");
+    assert_eq!(
+        results.len(),
+        expected.len(),
+        "one result per expected object"
+    );
     for r in &results {
-        let file = r["source"].as_str().unwrap().split(':').next().unwrap().rsplit('/').next().unwrap().to_string();
-        let key = format!("{file}/{}/{}", r["kind"].as_str().unwrap(), r["name"].as_str().unwrap());
-        let want = expected.get(&key).unwrap_or_else(|| panic!("{key} not in expected.yaml"));
+        let file = r["source"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let key = format!(
+            "{file}/{}/{}",
+            r["kind"].as_str().unwrap(),
+            r["name"].as_str().unwrap()
+        );
+        let want = expected
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} not in expected.yaml"));
         assert_eq!(r["allowed"], want.allowed, "{key}: {r}");
         assert_eq!(denied_ids(r), want.deny, "{key}");
         let mut warned: Vec<String> = r["warnings"]
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|w| w.as_str().unwrap().strip_prefix('[').and_then(|s| s.split_once(']')).map(|(id, _)| id.to_string()))
+            .filter_map(|w| {
+                w.as_str()
+                    .unwrap()
+                    .strip_prefix('[')
+                    .and_then(|s| s.split_once(']'))
+                    .map(|(id, _)| id.to_string())
+            })
             .collect();
         warned.sort();
         warned.dedup();
         assert_eq!(warned, want.warn, "{key}");
         assert_eq!(r.get("patch").is_some(), want.patch, "{key}");
         let text = r.to_string();
-        assert!(!text.contains("CANARY"), "{key}: a Secret value leaked into eval output");
+        assert!(
+            !text.contains("CANARY"),
+            "{key}: a Secret value leaked into eval output"
+        );
     }
 }
 
@@ -139,12 +186,23 @@ fn eval_text_output_and_exit_codes() {
     assert_eq!(out.status.code(), Some(0));
     let out = Command::new(env!("CARGO_BIN_EXE_regate"))
         .current_dir(repo())
-        .args(["eval", "-f", "-", "-n", "shop", "--environment", "development"])
+        .args([
+            "eval",
+            "-f",
+            "-",
+            "-n",
+            "shop",
+            "--environment",
+            "development",
+        ])
         .stdin(std::fs::File::open(repo().join("fixtures/manifests/chat-ws.yaml")).unwrap())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("[development]"), "{stdout}");
     assert!(stdout.contains("shop/"), "{stdout}");
-    assert!(stdout.lines().last().unwrap().contains("objects:"), "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().contains("objects:"),
+        "{stdout}"
+    );
 }

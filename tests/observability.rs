@@ -21,16 +21,31 @@ fn fixture(name: &str) -> Vec<u8> {
 fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
 const MIX: &[(&str, &str, &str)] = &[
     // (fixture, kind, expected /validate decision label)
     ("deployment-secure.json", "Deployment", "allowed"),
-    ("deployment-missing-run-as-non-root.json", "Deployment", "denied"),
-    ("deployment-no-security-context.json", "Deployment", "denied"),
-    ("deployment-best-practices-warning.json", "Deployment", "warned"),
+    (
+        "deployment-missing-run-as-non-root.json",
+        "Deployment",
+        "denied",
+    ),
+    (
+        "deployment-no-security-context.json",
+        "Deployment",
+        "denied",
+    ),
+    (
+        "deployment-best-practices-warning.json",
+        "Deployment",
+        "warned",
+    ),
     ("secret-jwt-short-prod.json", "Secret", "denied"),
     ("secret-jwt-long-prod.json", "Secret", "allowed"),
     ("configmap-origins-star-dev.json", "ConfigMap", "warned"),
@@ -51,7 +66,10 @@ async fn metrics_count_a_known_mix() {
             ))
             .or_default() += 1.0;
     }
-    for file in ["deployment-no-security-context.json", "deployment-secure.json"] {
+    for file in [
+        "deployment-no-security-context.json",
+        "deployment-secure.json",
+    ] {
         post(&client, &server.url("/mutate"), fixture(file)).await;
     }
     let (status, _, _) = post(&client, &server.url("/validate"), "garbage").await;
@@ -62,44 +80,90 @@ async fn metrics_count_a_known_mix() {
         assert_eq!(sample(&metrics, line), *count, "{line}\n{metrics}");
     }
     assert_eq!(
-        sample(&metrics, r#"regate_admission_requests_total{decision="mutated",endpoint="mutate",kind="Deployment",operation="CREATE"}"#),
+        sample(
+            &metrics,
+            r#"regate_admission_requests_total{decision="mutated",endpoint="mutate",kind="Deployment",operation="CREATE"}"#
+        ),
         1.0
     );
     assert_eq!(
-        sample(&metrics, r#"regate_admission_requests_total{decision="allowed",endpoint="mutate",kind="Deployment",operation="CREATE"}"#),
+        sample(
+            &metrics,
+            r#"regate_admission_requests_total{decision="allowed",endpoint="mutate",kind="Deployment",operation="CREATE"}"#
+        ),
         1.0
     );
     assert_eq!(
-        sample(&metrics, r#"regate_admission_requests_total{decision="invalid",endpoint="validate",kind="other",operation="other"}"#),
+        sample(
+            &metrics,
+            r#"regate_admission_requests_total{decision="invalid",endpoint="validate",kind="other",operation="other"}"#
+        ),
         1.0
     );
     // Every answered request is in the latency histogram.
     assert_eq!(
-        sample(&metrics, r#"regate_admission_duration_seconds_count{endpoint="validate"}"#),
+        sample(
+            &metrics,
+            r#"regate_admission_duration_seconds_count{endpoint="validate"}"#
+        ),
         MIX.len() as f64 + 1.0
     );
-    assert_eq!(sample(&metrics, r#"regate_admission_duration_seconds_count{endpoint="mutate"}"#), 2.0);
-    assert!(metrics.contains(r#"regate_admission_duration_seconds_bucket{endpoint="validate",le="0.0001"}"#));
-    assert!(metrics.contains(r#"regate_admission_duration_seconds_bucket{endpoint="validate",le="10"}"#));
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"regate_admission_duration_seconds_count{endpoint="mutate"}"#
+        ),
+        2.0
+    );
+    assert!(metrics
+        .contains(r#"regate_admission_duration_seconds_bucket{endpoint="validate",le="0.0001"}"#));
+    assert!(metrics
+        .contains(r#"regate_admission_duration_seconds_bucket{endpoint="validate",le="10"}"#));
     // Violations by policy, action and severity.
     assert_eq!(
-        sample(&metrics, r#"regate_policy_violations_total{action="deny",policy="secret-min-length",severity="high"}"#),
+        sample(
+            &metrics,
+            r#"regate_policy_violations_total{action="deny",policy="secret-min-length",severity="high"}"#
+        ),
         1.0,
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, r#"regate_policy_violations_total{action="deny",policy="configmap-production-flags",severity="medium"}"#)
-            + sample(&metrics, r#"regate_policy_violations_total{action="deny",policy="configmap-production-flags",severity="high"}"#)
-            + sample(&metrics, r#"regate_policy_violations_total{action="deny",policy="configmap-production-flags",severity="low"}"#),
+        sample(
+            &metrics,
+            r#"regate_policy_violations_total{action="deny",policy="configmap-production-flags",severity="medium"}"#
+        ) + sample(
+            &metrics,
+            r#"regate_policy_violations_total{action="deny",policy="configmap-production-flags",severity="high"}"#
+        ) + sample(
+            &metrics,
+            r#"regate_policy_violations_total{action="deny",policy="configmap-production-flags",severity="low"}"#
+        ),
         1.0,
         "{metrics}"
     );
-    assert!(sample(&metrics, r#"regate_policy_evaluation_duration_seconds_count{policy="pod-run-as-non-root"}"#) >= 6.0);
+    assert!(
+        sample(
+            &metrics,
+            r#"regate_policy_evaluation_duration_seconds_count{policy="pod-run-as-non-root"}"#
+        ) >= 6.0
+    );
     assert_eq!(sample(&metrics, "regate_policies_loaded"), 9.0);
-    assert_eq!(sample(&metrics, r#"regate_policy_reload_total{result="success"}"#), 1.0);
+    assert_eq!(
+        sample(&metrics, r#"regate_policy_reload_total{result="success"}"#),
+        1.0
+    );
     assert!(sample(&metrics, "regate_policy_last_reload_timestamp_seconds") > 1.7e9);
-    assert!(sample(&metrics, "regate_tls_certificate_not_after_timestamp_seconds") > 1.7e9);
-    assert!(metrics.contains(&format!("regate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    assert!(
+        sample(
+            &metrics,
+            "regate_tls_certificate_not_after_timestamp_seconds"
+        ) > 1.7e9
+    );
+    assert!(metrics.contains(&format!(
+        "regate_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
     // Bounded labels: no object names or namespaces anywhere in the exposition.
     for forbidden in ["namespace=\"prod\"", "name=\"", "web-"] {
         assert!(!metrics.contains(forbidden), "{forbidden} in metrics");
@@ -115,15 +179,29 @@ async fn metrics_count_a_known_mix() {
         let r = reqwest::get(format!("http://{m}{path}")).await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
-    let verbose = client.get(server.url("/readyz?verbose")).send().await.unwrap().text().await.unwrap();
-    assert!(verbose.contains("[+]policies 9 policies loaded"), "{verbose}");
+    let verbose = client
+        .get(server.url("/readyz?verbose"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        verbose.contains("[+]policies 9 policies loaded"),
+        "{verbose}"
+    );
     assert!(verbose.contains("[+]certificate"), "{verbose}");
     assert!(verbose.contains("[+]last-reload ok"), "{verbose}");
     server.stop().await;
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A real `regate serve` with JSON logs at trace level: one decision line per request with
@@ -181,15 +259,29 @@ async fn decision_logs_are_complete_and_never_carry_secrets() {
         let (_, _, body) = post(&client, &format!("{base}/mutate"), fixture(file)).await;
         bodies.push_str(&body.to_string());
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
 
     // SIGTERM: graceful stop, exit 0.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();
         let mut stderr = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         (status, stderr)
     })
     .await
@@ -197,11 +289,18 @@ async fn decision_logs_are_complete_and_never_carry_secrets() {
     let (status, logs) = status;
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM\n{logs}");
 
-    let lines: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     assert!(lines.len() > 10, "JSON log lines: {}", logs.lines().count());
-    assert!(lines.iter().any(|l| l["message"] == "regate serving" && l["policies"] == 9));
+    assert!(lines
+        .iter()
+        .any(|l| l["message"] == "regate serving" && l["policies"] == 9));
     assert!(
-        lines.iter().any(|l| l["message"] == "policy loaded" && l["policy"] == "pod-run-as-non-root" && l["production"] == "deny"),
+        lines.iter().any(|l| l["message"] == "policy loaded"
+            && l["policy"] == "pod-run-as-non-root"
+            && l["production"] == "deny"),
         "startup logs the policies with their actions"
     );
     let decisions: Vec<&Value> = lines
@@ -217,14 +316,31 @@ async fn decision_logs_are_complete_and_never_carry_secrets() {
             .find(|l| l["uid"] == uid)
             .unwrap_or_else(|| panic!("no decision line for {file}"));
         assert_eq!(line["decision"], decision, "{file}: {line}");
-        for field in ["kind", "namespace", "name", "operation", "user", "dry_run", "policies", "patch_bytes", "duration_us", "environment"] {
-            assert!(line.get(field).is_some(), "{file}: decision line lacks {field}: {line}");
+        for field in [
+            "kind",
+            "namespace",
+            "name",
+            "operation",
+            "user",
+            "dry_run",
+            "policies",
+            "patch_bytes",
+            "duration_us",
+            "environment",
+        ] {
+            assert!(
+                line.get(field).is_some(),
+                "{file}: decision line lacks {field}: {line}"
+            );
         }
         assert_eq!(line["kind"], review["request"]["kind"]["kind"]);
         assert_eq!(line["namespace"], review["request"]["namespace"]);
         assert_eq!(line["user"], review["request"]["userInfo"]["username"]);
         if decision == "denied" {
-            assert!(line["policies"].as_str().unwrap().contains(":deny"), "{line}");
+            assert!(
+                line["policies"].as_str().unwrap().contains(":deny"),
+                "{line}"
+            );
         }
     }
     // The canaries: not in any response, log line (trace level included) or metric, nor their

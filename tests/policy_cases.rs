@@ -30,8 +30,15 @@ fn rego_unit_tests() {
         coverage: false,
     };
     let report = testing::run(&plan).unwrap();
-    println!("rego unit tests: {} passed, {} failed", report.passed(), report.failed());
-    assert!(report.passed() > 100, "the default policies have their unit tests");
+    println!(
+        "rego unit tests: {} passed, {} failed",
+        report.passed(),
+        report.failed()
+    );
+    assert!(
+        report.passed() > 100,
+        "the default policies have their unit tests"
+    );
     assert_eq!(report_failures(&report), Vec::<String>::new());
 }
 
@@ -44,7 +51,12 @@ fn yaml_cases(#[files("tests/policies/*.yaml")] path: PathBuf) {
         coverage: vec![],
     };
     assert!(!report.results.is_empty(), "{} holds cases", path.display());
-    println!("{}: {} passed, {} failed", path.display(), report.passed(), report.failed());
+    println!(
+        "{}: {} passed, {} failed",
+        path.display(),
+        report.passed(),
+        report.failed()
+    );
     assert_eq!(report_failures(&report), Vec::<String>::new());
 }
 

@@ -51,7 +51,9 @@ async fn allowed(client: &reqwest::Client, server: &TestServer, key: &str) -> (b
     (response(&body)["allowed"] == true, body)
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> Duration {
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    mut check: impl FnMut() -> F,
+) -> Duration {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         if check().await {
@@ -108,20 +110,45 @@ async fn policy_edits_are_picked_up_and_broken_edits_are_survived() {
     assert!(allowed(&client, &server, "DEBUG").await.0);
 
     // Garbage: the last good set keeps serving; readiness detail and metrics say what broke.
-    std::fs::write(&file, "package regate.policies.forbidden_key\n\ndeny contains if {{{ garbage").unwrap();
+    std::fs::write(
+        &file,
+        "package regate.policies.forbidden_key\n\ndeny contains if {{{ garbage",
+    )
+    .unwrap();
     let metrics_url = format!("http://{}/readyz?verbose", server.metrics_addr.unwrap());
     wait_until(|| {
         let url = metrics_url.clone();
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap().contains("failed, serving the last good set") }
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("failed, serving the last good set")
+        }
     })
     .await;
     let detail = reqwest::get(&metrics_url).await.unwrap();
-    assert_eq!(detail.status().as_u16(), 200, "a failed reload does not make the server unready");
+    assert_eq!(
+        detail.status().as_u16(),
+        200,
+        "a failed reload does not make the server unready"
+    );
     let detail = detail.text().await.unwrap();
-    assert!(detail.contains("forbidden-key.rego"), "the error names the file: {detail}");
-    assert!(!allowed(&client, &server, "TRACE").await.0, "last good set still judges");
+    assert!(
+        detail.contains("forbidden-key.rego"),
+        "the error names the file: {detail}"
+    );
+    assert!(
+        !allowed(&client, &server, "TRACE").await.0,
+        "last good set still judges"
+    );
     let metrics = server.metrics().await;
-    assert!(!metrics.contains(r#"regate_policy_reload_total{result="failure"} 0"#), "{metrics}");
+    assert!(
+        !metrics.contains(r#"regate_policy_reload_total{result="failure"} 0"#),
+        "{metrics}"
+    );
 
     // Deleted, then restored: a set without the policy, then with it again.
     std::fs::remove_file(&file).unwrap();
@@ -143,7 +170,15 @@ async fn policy_edits_are_picked_up_and_broken_edits_are_survived() {
     std::fs::write(server.config_path(), "mode: enforce\nnot_a_key: 1\n").unwrap();
     wait_until(|| {
         let url = metrics_url.clone();
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap().contains("not_a_key") }
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("not_a_key")
+        }
     })
     .await;
     assert!(!allowed(&client, &server, "DEBUG").await.0);
@@ -200,13 +235,21 @@ exceptions:
     let (ok, body) = allowed(&client, &server, "DEBUG").await;
     assert!(ok, "{body}");
     let w = warnings(&body).join("\n");
-    assert!(w.contains("[forbidden-key] waived by exception \"shop-debug\""), "{w}");
+    assert!(
+        w.contains("[forbidden-key] waived by exception \"shop-debug\""),
+        "{w}"
+    );
     assert!(w.contains("OPS-42"), "{w}");
 
     // The expired exception for namespace "other" no longer applies.
     let mut review: Value = serde_json::from_slice(&configmap("u2", "DEBUG")).unwrap();
     review["request"]["namespace"] = json!("other");
-    let (_, _, body) = post(&client, &server.url("/validate"), serde_json::to_vec(&review).unwrap()).await;
+    let (_, _, body) = post(
+        &client,
+        &server.url("/validate"),
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
     assert_eq!(response(&body)["allowed"], false, "{body}");
     server.stop().await;
 

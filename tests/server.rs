@@ -51,34 +51,64 @@ async fn fixture(#[files("fixtures/admission/*.json")] path: PathBuf) {
     assert_eq!(r["uid"], uid, "{name}: uid echoed");
     assert_eq!(r["allowed"], expected.allowed, "{name}: {validated}");
     let message = r["status"]["message"].as_str().unwrap_or("").to_string();
-    let denied_ids = if expected.allowed { vec![] } else { ids_in(&[message.clone()]) };
-    assert_eq!(denied_ids, expected.deny, "{name}: deny message {message:?}");
+    let denied_ids = if expected.allowed {
+        vec![]
+    } else {
+        ids_in(&[message.clone()])
+    };
+    assert_eq!(
+        denied_ids, expected.deny,
+        "{name}: deny message {message:?}"
+    );
     if !expected.allowed {
         assert_eq!(r["status"]["code"], 403, "{name}");
     }
     let warned = ids_in(&warnings(&validated));
-    assert_eq!(warned, expected.warn, "{name}: warnings {:?}", warnings(&validated));
+    assert_eq!(
+        warned,
+        expected.warn,
+        "{name}: warnings {:?}",
+        warnings(&validated)
+    );
 
     let (status, _, mutated) = post(&client, &server.url("/mutate"), body.clone()).await;
     assert_eq!(status, 200);
     assert_eq!(response(&mutated)["uid"], uid);
     assert_eq!(response(&mutated)["allowed"], true, "/mutate never denies");
     let patch = patch_of(&mutated);
-    assert_eq!(patch.is_some(), expected.patch, "{name}: /mutate patch {mutated}");
+    assert_eq!(
+        patch.is_some(),
+        expected.patch,
+        "{name}: /mutate patch {mutated}"
+    );
     if let Some(patch) = patch {
         assert_eq!(response(&mutated)["patchType"], "JSONPatch");
         let mut object = review["request"]["object"].clone();
-        json_patch::patch(&mut object, &patch).unwrap_or_else(|e| panic!("{name}: patch does not apply: {e}"));
+        json_patch::patch(&mut object, &patch)
+            .unwrap_or_else(|e| panic!("{name}: patch does not apply: {e}"));
         let mut again = review.clone();
         again["request"]["object"] = object;
         let again_bytes = serde_json::to_vec(&again).unwrap();
         let (_, _, remutated) = post(&client, &server.url("/mutate"), again_bytes.clone()).await;
-        assert!(patch_of(&remutated).is_none(), "{name}: patch is idempotent");
+        assert!(
+            patch_of(&remutated).is_none(),
+            "{name}: patch is idempotent"
+        );
         let (_, _, revalidated) = post(&client, &server.url("/validate"), again_bytes).await;
-        let message = response(&revalidated)["status"]["message"].as_str().unwrap_or("").to_string();
-        let still = if response(&revalidated)["allowed"] == true { vec![] } else { ids_in(&[message]) };
+        let message = response(&revalidated)["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let still = if response(&revalidated)["allowed"] == true {
+            vec![]
+        } else {
+            ids_in(&[message])
+        };
         for id in &still {
-            assert!(expected.deny.contains(id), "{name}: patching introduced a denial by {id}");
+            assert!(
+                expected.deny.contains(id),
+                "{name}: patching introduced a denial by {id}"
+            );
         }
     }
     server.stop().await;
@@ -112,7 +142,12 @@ async fn apiserver_payload(#[files("../shared/corpora/admissionreview/*.json")] 
     let server = TestServer::start().await;
     let client = server.http1();
     for endpoint in ["/validate", "/mutate"] {
-        let (status, _, body) = post(&client, &server.url(endpoint), serde_json::to_vec(&value).unwrap()).await;
+        let (status, _, body) = post(
+            &client,
+            &server.url(endpoint),
+            serde_json::to_vec(&value).unwrap(),
+        )
+        .await;
         assert_eq!(status, 200, "{}: {body}", path.display());
         assert_eq!(response(&body)["uid"], uid);
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
@@ -120,7 +155,12 @@ async fn apiserver_payload(#[files("../shared/corpora/admissionreview/*.json")] 
     }
     let op = value["request"]["operation"].as_str().unwrap();
     let sub = value["request"]["subResource"].as_str().unwrap_or("");
-    let (_, _, body) = post(&client, &server.url("/validate"), serde_json::to_vec(&value).unwrap()).await;
+    let (_, _, body) = post(
+        &client,
+        &server.url("/validate"),
+        serde_json::to_vec(&value).unwrap(),
+    )
+    .await;
     if op == "DELETE" || !sub.is_empty() {
         assert_eq!(response(&body)["allowed"], true, "{}", path.display());
     }
@@ -135,28 +175,71 @@ async fn bad_input_gets_clear_errors() {
 
     let (status, _, body) = post(&client, &url, "this is not json").await;
     assert_eq!(status, 400);
-    assert!(response(&body)["status"]["message"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    assert!(
+        response(&body)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{body}"
+    );
 
     let (status, _, body) = post(&client, &url, r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#).await;
     assert_eq!(status, 400);
-    assert!(response(&body)["status"]["message"].as_str().unwrap().contains("apiVersion must be"), "{body}");
+    assert!(
+        response(&body)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("apiVersion must be"),
+        "{body}"
+    );
 
-    let (status, _, body) = post(&client, &url, r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).await;
+    let (status, _, body) = post(
+        &client,
+        &url,
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(response(&body)["status"]["message"].as_str().unwrap().contains("has no request"), "{body}");
+    assert!(
+        response(&body)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no request"),
+        "{body}"
+    );
 
-    let (status, _, body) = post(&client, &url, r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"kind":{}}}"#).await;
+    let (status, _, body) = post(
+        &client,
+        &url,
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"kind":{}}}"#,
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(response(&body)["status"]["message"].as_str().unwrap().contains("request.uid"), "{body}");
+    assert!(
+        response(&body)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request.uid"),
+        "{body}"
+    );
 
     // A uid but a broken request: the answer still echoes the uid.
     let (status, _, body) = post(&client, &url, r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","operation":"CREATE"}}"#).await;
     assert_eq!(status, 400);
     assert_eq!(response(&body)["uid"], "u-1");
-    assert!(response(&body)["status"]["message"].as_str().unwrap().contains("request.kind is missing"), "{body}");
+    assert!(
+        response(&body)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request.kind is missing"),
+        "{body}"
+    );
 
     // Over the 8 MiB default limit.
-    let huge = format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"big","pad":"{}"}}}}"#, "x".repeat(9 * 1024 * 1024));
+    let huge = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"big","pad":"{}"}}}}"#,
+        "x".repeat(9 * 1024 * 1024)
+    );
     let (status, _, body) = post(&client, &url, huge).await;
     assert_eq!(status, 413, "{body}");
 
@@ -232,16 +315,26 @@ fn configmap_review(uid: &str, data: Value) -> Vec<u8> {
 /// policy and the reason) and open with a warning when configured; the server keeps serving.
 #[tokio::test]
 async fn failing_policies_fail_closed_or_open() {
-    let dir = policy_dir(&[("slow.rego", SLOW_POLICY), ("broken.rego", BROKEN_AT_RUNTIME)]);
+    let dir = policy_dir(&[
+        ("slow.rego", SLOW_POLICY),
+        ("broken.rego", BROKEN_AT_RUNTIME),
+    ]);
     for (failure, allowed) in [("closed", false), ("open", true)] {
         let server = TestServer::start_with(Options {
             policies: dir.path().to_path_buf(),
-            config: Some(format!("policyFailure: {failure}\nlimits:\n  evaluationTimeoutMs: 200\n")),
+            config: Some(format!(
+                "policyFailure: {failure}\nlimits:\n  evaluationTimeoutMs: 200\n"
+            )),
             include_defaults: false,
         })
         .await;
         let client = server.http1();
-        let (status, _, body) = post(&client, &server.url("/validate"), configmap_review("t-1", json!({"A": "x", "B": "y"}))).await;
+        let (status, _, body) = post(
+            &client,
+            &server.url("/validate"),
+            configmap_review("t-1", json!({"A": "x", "B": "y"})),
+        )
+        .await;
         assert_eq!(status, 200);
         let r = response(&body);
         assert_eq!(r["allowed"], allowed, "{failure}: {body}");
@@ -250,10 +343,19 @@ async fn failing_policies_fail_closed_or_open() {
         } else {
             r["status"]["message"].as_str().unwrap().to_string()
         };
-        assert!(text.contains("[slow] policy evaluation failed: evaluation time limit exceeded"), "{failure}: {text}");
-        assert!(text.contains("[broken] policy evaluation failed"), "{failure}: {text}");
+        assert!(
+            text.contains("[slow] policy evaluation failed: evaluation time limit exceeded"),
+            "{failure}: {text}"
+        );
+        assert!(
+            text.contains("[broken] policy evaluation failed"),
+            "{failure}: {text}"
+        );
         let metrics = server.metrics().await;
-        assert!(metrics.contains(r#"regate_policy_errors_total{policy="slow",reason="time_limit"} 1"#), "{metrics}");
+        assert!(
+            metrics.contains(r#"regate_policy_errors_total{policy="slow",reason="time_limit"} 1"#),
+            "{metrics}"
+        );
         let ok = client.get(server.url("/readyz")).send().await.unwrap();
         assert_eq!(ok.status().as_u16(), 200);
         server.stop().await;

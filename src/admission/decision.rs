@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use crate::admission::review::Review;
 use crate::config::{Action, Environment, FailurePolicy};
-use crate::policy::eval::{self, FailureReason, Wants};
+use crate::gatekeeper;
+use crate::policy::eval::{FailureReason, Wants};
 use crate::policy::metadata::Severity;
 use crate::policy::patch;
-use crate::gatekeeper;
 use crate::policy::set::{Flavor, PolicySet};
 
 /// One `deny` result with the action it carries in this request's environment.
@@ -137,7 +137,11 @@ impl Decision {
             ));
         }
         if self.failure_policy == FailurePolicy::Open {
-            out.extend(self.failures.iter().map(|f| format!("{} (failing open)", failure_text(f))));
+            out.extend(
+                self.failures
+                    .iter()
+                    .map(|f| format!("{} (failing open)", failure_text(f))),
+            );
         }
         out.dedup();
         out
@@ -162,7 +166,11 @@ impl Decision {
 
 fn failure_text(f: &PolicyFailure) -> String {
     if f.detail.is_empty() {
-        format!("[{}] policy evaluation failed: {}", f.policy, f.reason.describe())
+        format!(
+            "[{}] policy evaluation failed: {}",
+            f.policy,
+            f.reason.describe()
+        )
     } else {
         format!(
             "[{}] policy evaluation failed: {}: {}",

@@ -11,14 +11,18 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// Why a body is not an AdmissionReview we can judge.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
-    #[error("request body is not valid JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
+    #[error("request body is not valid JSON: {source}")]
+    NotJson {
+        #[source]
+        source: serde_json::Error,
+        uid: Option<String>,
+    },
     #[error("request body is not a JSON object: an AdmissionReview is expected")]
     NotObject,
-    #[error("apiVersion must be \"admission.k8s.io/v1\", got {0}")]
-    WrongApiVersion(String),
-    #[error("kind must be \"AdmissionReview\", got {0}")]
-    WrongKind(String),
+    #[error("apiVersion must be \"admission.k8s.io/v1\", got {got}")]
+    WrongApiVersion { got: String, uid: Option<String> },
+    #[error("kind must be \"AdmissionReview\", got {got}")]
+    WrongKind { got: String, uid: Option<String> },
     #[error("AdmissionReview has no request")]
     MissingRequest,
     #[error("AdmissionReview request has no uid (request.uid)")]
@@ -32,9 +36,47 @@ impl ReviewError {
     pub fn uid(&self) -> Option<&str> {
         match self {
             ReviewError::InvalidRequest { uid, .. } => Some(uid),
+            ReviewError::NotJson { uid, .. }
+            | ReviewError::WrongApiVersion { uid, .. }
+            | ReviewError::WrongKind { uid, .. } => uid.as_deref(),
             _ => None,
         }
     }
+}
+
+/// `request.uid` of a body that is not an AdmissionReview we can judge, when it has one: the
+/// error answer echoes it. Reads no more than the uid: everything else is skipped without
+/// building values, so bodies nested deeper than the parser's limit or holding numbers out of
+/// range still give their uid.
+fn probe_uid(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        request: Option<ProbeRequest>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProbeRequest {
+        uid: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(body).ok()?;
+    probe.request?.uid.filter(|uid| !uid.is_empty())
+}
+
+/// A wrong value as the error message quotes it: at most 100 characters of it, since it could be
+/// anything up to the body size limit.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(100) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
+fn uid_of(top: &Map<String, Value>) -> Option<String> {
+    top.get("request")?
+        .get("uid")?
+        .as_str()
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_string)
 }
 
 /// A parsed admission request.
@@ -52,7 +94,10 @@ pub struct Review {
 impl Review {
     /// Parses a webhook request body.
     pub fn from_slice(body: &[u8]) -> Result<Review, ReviewError> {
-        let value: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
+        let value: Value = serde_json::from_slice(body).map_err(|source| ReviewError::NotJson {
+            source,
+            uid: probe_uid(body),
+        })?;
         Self::from_value(value)
     }
 
@@ -63,13 +108,33 @@ impl Review {
         };
         match top.get("apiVersion") {
             Some(Value::String(v)) if v == API_VERSION => {}
-            Some(other) => return Err(ReviewError::WrongApiVersion(other.to_string())),
-            None => return Err(ReviewError::WrongApiVersion("nothing".to_string())),
+            Some(other) => {
+                return Err(ReviewError::WrongApiVersion {
+                    got: shown(other),
+                    uid: uid_of(top),
+                })
+            }
+            None => {
+                return Err(ReviewError::WrongApiVersion {
+                    got: "nothing".to_string(),
+                    uid: uid_of(top),
+                })
+            }
         }
         match top.get("kind") {
             Some(Value::String(k)) if k == "AdmissionReview" => {}
-            Some(other) => return Err(ReviewError::WrongKind(other.to_string())),
-            None => return Err(ReviewError::WrongKind("nothing".to_string())),
+            Some(other) => {
+                return Err(ReviewError::WrongKind {
+                    got: shown(other),
+                    uid: uid_of(top),
+                })
+            }
+            None => {
+                return Err(ReviewError::WrongKind {
+                    got: "nothing".to_string(),
+                    uid: uid_of(top),
+                })
+            }
         }
         let request = match top.get("request") {
             Some(Value::Object(r)) => r,
@@ -102,7 +167,11 @@ impl Review {
         for field in ["object", "oldObject"] {
             match request.get(field) {
                 None | Some(Value::Null) | Some(Value::Object(_)) => {}
-                Some(_) => return Err(invalid(format!("request.{field} must be an object or null"))),
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "request.{field} must be an object or null"
+                    )))
+                }
             }
         }
         let mut parsed: AdmissionRequest<DynamicObject> =
@@ -138,7 +207,10 @@ impl Review {
             return &self.request.name;
         }
         self.object()
-            .and_then(|o| o.pointer("/metadata/name").or_else(|| o.pointer("/metadata/generateName")))
+            .and_then(|o| {
+                o.pointer("/metadata/name")
+                    .or_else(|| o.pointer("/metadata/generateName"))
+            })
             .and_then(Value::as_str)
             .unwrap_or("")
     }
@@ -153,7 +225,10 @@ impl Review {
     }
 
     pub fn sub_resource(&self) -> Option<&str> {
-        self.request.sub_resource.as_deref().filter(|s| !s.is_empty())
+        self.request
+            .sub_resource
+            .as_deref()
+            .filter(|s| !s.is_empty())
     }
 
     pub fn object(&self) -> Option<&Value> {
@@ -225,7 +300,9 @@ pub fn plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
     match lower.as_str() {
         "endpoints" => lower,
-        "networkpolicy" | "podsecuritypolicy" | "policy" => format!("{}ies", &lower[..lower.len() - 1]),
+        "networkpolicy" | "podsecuritypolicy" | "policy" => {
+            format!("{}ies", &lower[..lower.len() - 1])
+        }
         "ingress" => "ingresses".to_string(),
         _ if lower.ends_with('s') => format!("{lower}es"),
         _ if lower.ends_with('y') && !lower.ends_with("ay") && !lower.ends_with("ey") => {
@@ -271,8 +348,12 @@ impl Review {
                 .or_else(|| Some("default".to_string()))
         };
         let mut object = object;
-        if let (Some(ns), Some(meta)) = (&namespace, object.get_mut("metadata").and_then(Value::as_object_mut)) {
-            meta.entry("namespace").or_insert_with(|| Value::String(ns.clone()));
+        if let (Some(ns), Some(meta)) = (
+            &namespace,
+            object.get_mut("metadata").and_then(Value::as_object_mut),
+        ) {
+            meta.entry("namespace")
+                .or_insert_with(|| Value::String(ns.clone()));
         }
         let gvk = json!({"group": group, "version": version, "kind": kind});
         let gvr = json!({"group": group, "version": version, "resource": plural(&kind)});
@@ -299,8 +380,9 @@ impl Review {
                 map.insert("requestSubResource".into(), Value::String(sr.clone()));
             }
         }
-        let mut review =
-            Self::from_value(json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}))?;
+        let mut review = Self::from_value(
+            json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}),
+        )?;
         review.synthesized = true;
         Ok(review)
     }
@@ -331,7 +413,10 @@ mod tests {
     fn missing_uid_is_named() {
         let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#;
         let err = Review::from_slice(body).err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("AdmissionReview request has no uid (request.uid)"));
+        assert_eq!(
+            err.as_deref(),
+            Some("AdmissionReview request has no uid (request.uid)")
+        );
     }
 
     #[test]

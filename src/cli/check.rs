@@ -84,14 +84,13 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
 
 fn print_policies(set: &PolicySet) {
     println!(
-        "{:<32} {:<9} {:<11} {:<11} {:<11} {}",
-        "ID", "SEVERITY", "DEVELOPMENT", "STAGING", "PRODUCTION", "KINDS"
+        "ID                               SEVERITY  DEVELOPMENT STAGING     PRODUCTION  KINDS"
     );
     for p in &set.policies {
         println!(
             "{:<32} {:<9} {:<11} {:<11} {:<11} {}",
             p.meta.id,
-            p.meta.severity,
+            p.meta.severity.to_string(),
             p.action(Environment::Development).to_string(),
             p.action(Environment::Staging).to_string(),
             p.action(Environment::Production).to_string(),

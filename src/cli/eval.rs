@@ -137,7 +137,11 @@ fn print_text(results: &[EvalResult]) {
         } else {
             "ALLOWED"
         };
-        let ns = r.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+        let ns = r
+            .namespace
+            .as_deref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default();
         println!(
             "{verdict}  {} {ns}{}  [{}]  {}",
             r.kind, r.name, r.decision.environment, r.source
@@ -148,20 +152,30 @@ fn print_text(results: &[EvalResult]) {
                 Action::Warn => "warn ",
                 Action::Audit => "audit",
             };
-            let path = v.path.as_deref().map(|p| format!("  (at {p})")).unwrap_or_default();
+            let path = v
+                .path
+                .as_deref()
+                .map(|p| format!("  (at {p})"))
+                .unwrap_or_default();
             println!("  {mark} [{}] {}{path}", v.policy, v.message);
         }
         for w in &r.decision.warn_results {
             println!("  warn  [{}] {}", w.policy, w.message);
         }
         for w in &r.decision.waivers {
-            println!("  waived [{}] by exception {:?}: {}", w.policy, w.exception, w.reason);
+            println!(
+                "  waived [{}] by exception {:?}: {}",
+                w.policy, w.exception, w.reason
+            );
         }
         for f in &r.decision.failures {
             println!("  error [{}] {}", f.policy, f.reason.describe());
         }
         if let Some(patch) = &r.decision.patch {
-            println!("  patch {}", serde_json::to_string(patch).unwrap_or_default());
+            println!(
+                "  patch {}",
+                serde_json::to_string(patch).unwrap_or_default()
+            );
         }
     }
     println!(

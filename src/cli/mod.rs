@@ -21,7 +21,11 @@ use crate::policy::set::PolicySet;
 use crate::policy::source;
 
 #[derive(Debug, Parser)]
-#[command(name = "regate", version, about = "Kubernetes policy-as-code admission webhook: Rego policies on every kubectl apply")]
+#[command(
+    name = "regate",
+    version,
+    about = "Kubernetes policy-as-code admission webhook: Rego policies on every kubectl apply"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -47,8 +47,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             let cert = PathBuf::from(DEFAULT_CERT);
             let key = PathBuf::from(DEFAULT_KEY);
             if !cert.exists() || !key.exists() {
-                let generated = crate::tls::certs::generate(&args.dns, &PathBuf::from("certs"), 365)
-                    .context("generating a development certificate into certs/")?;
+                let generated =
+                    crate::tls::certs::generate(&args.dns, &PathBuf::from("certs"), 365)
+                        .context("generating a development certificate into certs/")?;
                 info!(
                     ca_bundle = %generated.ca_path.display(),
                     cert = %generated.cert_path.display(),
@@ -69,10 +70,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     };
     let metrics_listen = match args.metrics_listen.as_str() {
         "off" | "" => None,
-        addr => Some(
-            addr.parse::<SocketAddr>()
-                .with_context(|| format!("--metrics-listen {addr:?} is not an address like 0.0.0.0:9090"))?,
-        ),
+        addr => Some(addr.parse::<SocketAddr>().with_context(|| {
+            format!("--metrics-listen {addr:?} is not an address like 0.0.0.0:9090")
+        })?),
     };
     let watch_namespaces = match args.watch_namespaces.as_str() {
         "auto" => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),

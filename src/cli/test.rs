@@ -33,9 +33,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     } else {
         args.paths.clone()
     };
-    let (policy_dirs, case_paths): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| holds_rego(p));
+    let (policy_dirs, case_paths): (Vec<PathBuf>, Vec<PathBuf>) =
+        paths.into_iter().partition(|p| holds_rego(p));
     let plan = Plan {
-        policy_dirs: if policy_dirs.is_empty() { vec![PathBuf::from("policies")] } else { policy_dirs },
+        policy_dirs: if policy_dirs.is_empty() {
+            vec![PathBuf::from("policies")]
+        } else {
+            policy_dirs
+        },
         case_paths,
         config,
         coverage: args.coverage,
@@ -43,7 +48,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     let report = testing::run(&plan)?;
     for r in &report.results {
         match &r.outcome {
-            Outcome::Pass if args.verbose => println!("PASS  {}:{}: {} ({:?})", r.file, r.line, r.name, r.duration),
+            Outcome::Pass if args.verbose => {
+                println!("PASS  {}:{}: {} ({:?})", r.file, r.line, r.name, r.duration)
+            }
             Outcome::Pass => {}
             Outcome::Fail(why) => println!("FAIL  {}:{}: {}: {why}", r.file, r.line, r.name),
             Outcome::Error(why) => println!("ERROR {}:{}: {}: {why}", r.file, r.line, r.name),
@@ -57,7 +64,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     if args.coverage {
         println!("coverage:");
         for f in &report.coverage {
-            println!("  {:>6.1}%  {}  (not covered: {:?})", f.percent(), f.file, f.not_covered);
+            println!(
+                "  {:>6.1}%  {}  (not covered: {:?})",
+                f.percent(),
+                f.file,
+                f.not_covered
+            );
         }
     }
     println!("{} passed, {} failed", report.passed(), report.failed());
@@ -70,6 +82,10 @@ fn holds_rego(path: &std::path::Path) -> bool {
     }
     path.is_dir()
         && std::fs::read_dir(path)
-            .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "rego")))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "rego"))
+            })
             .unwrap_or(false)
 }

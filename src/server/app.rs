@@ -35,7 +35,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<PolicyStore>, metrics: Metrics, certs: Option<Arc<CertStore>>) -> AppState {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        metrics: Metrics,
+        certs: Option<Arc<CertStore>>,
+    ) -> AppState {
         let limits = store.current().config.limits.clone();
         AppState {
             evaluations: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
@@ -139,7 +143,11 @@ impl Readiness {
             let mark = if *ok { "[+]" } else { "[-]" };
             out.push_str(&format!("{mark}{name} {}\n", detail));
         }
-        out.push_str(if self.ready { "readyz check passed\n" } else { "readyz check failed\n" });
+        out.push_str(if self.ready {
+            "readyz check passed\n"
+        } else {
+            "readyz check failed\n"
+        });
         out
     }
 }
@@ -148,13 +156,20 @@ pub fn readiness(state: &AppState) -> Readiness {
     let set = state.store.current();
     let mut checks = Vec::new();
     let loaded = !set.policies.is_empty();
-    checks.push(("policies", loaded, format!("{} policies loaded", set.policies.len())));
+    checks.push((
+        "policies",
+        loaded,
+        format!("{} policies loaded", set.policies.len()),
+    ));
     match state.store.last_error() {
         // A failed reload does not make the server unready: it keeps serving the last good set.
         Some(error) => checks.push((
             "last-reload",
             true,
-            format!("failed, serving the last good set: {}", error.replace('\n', " | ")),
+            format!(
+                "failed, serving the last good set: {}",
+                error.replace('\n', " | ")
+            ),
         )),
         None => checks.push(("last-reload", true, "ok".to_string())),
     }
@@ -174,10 +189,18 @@ type Answer = (StatusCode, AdmissionReview<DynamicObject>);
 /// Reads the body, waits for an evaluation slot, and judges the review off the async workers.
 pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
     let started = Instant::now();
-    let bytes = match read_body(body, state.limits.max_body_bytes, state.limits.body_read_timeout_ms).await {
+    let bytes = match read_body(
+        body,
+        state.limits.max_body_bytes,
+        state.limits.body_read_timeout_ms,
+    )
+    .await
+    {
         Ok(bytes) => bytes,
         Err((status, message)) => {
-            state.metrics.record_unjudged(endpoint.as_str(), "invalid", started.elapsed());
+            state
+                .metrics
+                .record_unjudged(endpoint.as_str(), "invalid", started.elapsed());
             warn!(endpoint = endpoint.as_str(), status = status.as_u16(), %message, "rejected request body");
             return plain_error(status, &message);
         }
@@ -190,9 +213,18 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
     {
         Ok(Ok(permit)) => permit,
         _ => {
-            state.metrics.rejected_overload.with_label_values(&[endpoint.as_str()]).inc();
-            state.metrics.record_unjudged(endpoint.as_str(), "error", started.elapsed());
-            warn!(endpoint = endpoint.as_str(), "overloaded: no evaluation slot within the queue timeout");
+            state
+                .metrics
+                .rejected_overload
+                .with_label_values(&[endpoint.as_str()])
+                .inc();
+            state
+                .metrics
+                .record_unjudged(endpoint.as_str(), "error", started.elapsed());
+            warn!(
+                endpoint = endpoint.as_str(),
+                "overloaded: no evaluation slot within the queue timeout"
+            );
             let message = format!(
                 "regate is overloaded: {} evaluations in flight and no slot freed within {} ms",
                 state.limits.max_in_flight, state.limits.queue_timeout_ms
@@ -219,9 +251,18 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
         Ok((status, review)) => (status, axum::Json(review)).into_response(),
         Err(join_error) => {
             // A panic inside evaluation is caught here: the request fails, the server lives on.
-            state.metrics.record_unjudged(endpoint.as_str(), "error", started.elapsed());
-            tracing::error!(endpoint = endpoint.as_str(), panicked = join_error.is_panic(), "evaluation task failed");
-            plain_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error while evaluating policies")
+            state
+                .metrics
+                .record_unjudged(endpoint.as_str(), "error", started.elapsed());
+            tracing::error!(
+                endpoint = endpoint.as_str(),
+                panicked = join_error.is_panic(),
+                "evaluation task failed"
+            );
+            plain_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while evaluating policies",
+            )
         }
     }
 }
@@ -241,20 +282,19 @@ pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Insta
     let response = respond::respond(&review, &decision, endpoint);
     let elapsed = started.elapsed();
     let label = decision_label(&decision, endpoint == Endpoint::Mutate);
-    state.metrics.record_decision(
-        &set,
-        endpoint.as_str(),
-        review.kind(),
-        review.operation(),
-        &decision,
-        label,
-        elapsed,
-    );
+    state
+        .metrics
+        .record_decision(&set, endpoint.as_str(), &review, &decision, label, elapsed);
     let violated: Vec<String> = decision
         .violations
         .iter()
         .map(|v| format!("{}:{}", v.policy, v.action))
-        .chain(decision.failures.iter().map(|f| format!("{}:{}", f.policy, f.reason.as_str())))
+        .chain(
+            decision
+                .failures
+                .iter()
+                .map(|f| format!("{}:{}", f.policy, f.reason.as_str())),
+        )
         .collect();
     let patch_bytes = response.patch.as_ref().map(|p| p.len()).unwrap_or(0);
     info!(
@@ -278,8 +318,15 @@ pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Insta
     (StatusCode::OK, response.into_review())
 }
 
-fn invalid_review(state: &AppState, endpoint: Endpoint, error: &ReviewError, started: Instant) -> Answer {
-    state.metrics.record_unjudged(endpoint.as_str(), "invalid", started.elapsed());
+fn invalid_review(
+    state: &AppState,
+    endpoint: Endpoint,
+    error: &ReviewError,
+    started: Instant,
+) -> Answer {
+    state
+        .metrics
+        .record_unjudged(endpoint.as_str(), "invalid", started.elapsed());
     warn!(
         target: "regate::decision",
         endpoint = endpoint.as_str(),
@@ -297,13 +344,18 @@ fn plain_error(status: StatusCode, message: &str) -> Response {
     let response = AdmissionResponse::invalid(message);
     let mut review = response.into_review();
     if let Some(r) = review.response.as_mut() {
-        r.result = Status::failure(message, status.canonical_reason().unwrap_or("Error")).with_code(status.as_u16());
+        r.result = Status::failure(message, status.canonical_reason().unwrap_or("Error"))
+            .with_code(status.as_u16());
     }
     (status, axum::Json(review)).into_response()
 }
 
 /// Reads at most `limit` bytes within `timeout_ms`; a larger body is refused without reading it all.
-async fn read_body(body: Body, limit: usize, timeout_ms: u64) -> Result<Bytes, (StatusCode, String)> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout_ms: u64,
+) -> Result<Bytes, (StatusCode, String)> {
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(Duration::from_millis(timeout_ms), limited.collect()).await {
         Err(_) => Err((
@@ -312,13 +364,18 @@ async fn read_body(body: Body, limit: usize, timeout_ms: u64) -> Result<Bytes, (
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err((
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("request body is larger than the limit of {limit} bytes"),
                 ))
             } else {
-                Err((StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")))
+                Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}"),
+                ))
             }
         }
     }

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
+use crate::config::Limits;
 use crate::environment::NamespaceLabels;
 use crate::metrics::Metrics;
 use crate::policy::reload::{self, BuildError, PolicySources, PolicyStore};
@@ -73,18 +75,23 @@ impl Server {
         let sources = config.sources.clone();
         let metrics2 = metrics.clone();
         let labels2 = labels.clone();
-        let store = tokio::task::spawn_blocking(move || PolicyStore::new(sources, labels2, Some(metrics2)))
-            .await
-            .map_err(|e| ServerError::Tls(TlsError::Config(e.to_string())))??;
+        let store =
+            tokio::task::spawn_blocking(move || PolicyStore::new(sources, labels2, Some(metrics2)))
+                .await
+                .map_err(|e| ServerError::Tls(TlsError::Config(e.to_string())))??;
         let store = Arc::new(store);
-        let certs = Arc::new(CertStore::load(&config.tls_cert, &config.tls_key, Some(metrics.clone())).map_err(TlsError::from)?);
+        let certs = Arc::new(
+            CertStore::load(&config.tls_cert, &config.tls_key, Some(metrics.clone()))
+                .map_err(TlsError::from)?,
+        );
         let tls_config = tls::server_config(certs.clone(), config.client_ca.as_deref())?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => match TcpListener::bind(addr).await {
                 Ok(l) => Some(l),
@@ -129,7 +136,9 @@ impl Server {
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// A handle that stops the server when sent `true` (tests; `run` also listens for SIGTERM).
@@ -173,7 +182,11 @@ impl Server {
         }
         spawn_signal_handlers(shutdown_tx.clone(), state.store.clone());
         // Background audit (issue 6): idle unless `audit.interval` is configured.
-        crate::audit::background::spawn(state.store.clone(), state.metrics.clone(), shutdown_tx.subscribe());
+        crate::audit::background::spawn(
+            state.store.clone(),
+            state.metrics.clone(),
+            shutdown_tx.subscribe(),
+        );
 
         if let Some(ml) = metrics_listener {
             let router = metrics_app(state.clone());
@@ -182,7 +195,10 @@ impl Server {
                 let shutdown = async move {
                     let _ = rx.wait_for(|v| *v).await.map(|_| ());
                 };
-                if let Err(e) = axum::serve(ml, router).with_graceful_shutdown(shutdown).await {
+                if let Err(e) = axum::serve(ml, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
                     error!(error = %e, "metrics listener stopped");
                 }
             });
@@ -191,17 +207,7 @@ impl Server {
         let router = app(state.clone());
         let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let builder = http_builder(&limits);
         let mut shutdown_rx = shutdown_tx.subscribe();
         let handshake_timeout = Duration::from_millis(limits.header_read_timeout_ms);
         loop {
@@ -223,38 +229,75 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let acceptor = tls.clone();
-            let service = TowerToHyperService::new(router.clone());
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
+            tokio::spawn(serve_connection(
+                (stream, peer),
+                tls.clone(),
+                builder.clone(),
+                router.clone(),
+                handshake_timeout,
+                graceful.watcher(),
+                permit,
+            ));
         }
         drop(listener);
         info!("shutting down: no new connections; draining requests in flight");
         let drain = Duration::from_millis(limits.drain_timeout_ms);
         match tokio::time::timeout(drain, graceful.shutdown()).await {
             Ok(()) => info!("all connections drained"),
-            Err(_) => warn!(timeout_ms = limits.drain_timeout_ms, "drain timeout reached; closing remaining connections"),
+            Err(_) => warn!(
+                timeout_ms = limits.drain_timeout_ms,
+                "drain timeout reached; closing remaining connections"
+            ),
         }
         Ok(())
     }
+}
+
+/// The HTTP/1.1 and h2 settings of the webhook port (`regate bench echo-server` serves with them too).
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// Serves one accepted connection: the TLS handshake within `handshake_timeout`, then HTTP/1.1
+/// or h2 (as ALPN chose) until the client closes it or `watcher`'s shutdown drains it. `guard`
+/// (a connection-limit permit) is held until then.
+pub async fn serve_connection<G: Send + 'static>(
+    (stream, peer): (TcpStream, SocketAddr),
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    router: axum::Router,
+    handshake_timeout: Duration,
+    watcher: Watcher,
+    guard: G,
+) {
+    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let service = TowerToHyperService::new(router);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+    drop(guard);
 }
 
 fn spawn_signal_handlers(shutdown: watch::Sender<bool>, store: Arc<PolicyStore>) {
@@ -262,7 +305,10 @@ fn spawn_signal_handlers(shutdown: watch::Sender<bool>, store: Arc<PolicyStore>)
     {
         use tokio::signal::unix::{signal, SignalKind};
         tokio::spawn(async move {
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 error!("cannot install signal handlers");
                 return;
             };

@@ -28,7 +28,13 @@ pub fn spawn(labels: NamespaceLabels) {
             match event {
                 Ok(Event::Apply(ns)) | Ok(Event::InitApply(ns)) => {
                     if let Some(name) = ns.metadata.name.clone() {
-                        let map = ns.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+                        let map = ns
+                            .metadata
+                            .labels
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect();
                         labels.set(&name, map);
                     }
                 }

@@ -126,7 +126,8 @@ fn case_lines(text: &str) -> Vec<usize> {
 }
 
 fn read_json_or_yaml(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -137,7 +138,11 @@ fn run_case(case: &Case, base: &Path, sets: &mut dyn SetForEnvironment) -> Outco
     }
 }
 
-fn judge_case(case: &Case, base: &Path, sets: &mut dyn SetForEnvironment) -> Result<(Decision, Option<Value>), String> {
+fn judge_case(
+    case: &Case,
+    base: &Path,
+    sets: &mut dyn SetForEnvironment,
+) -> Result<(Decision, Option<Value>), String> {
     let env = case.environment.unwrap_or(Environment::Production);
     // The object as the case wrote it: `patched` is compared against it with the patch applied
     // (the review adds metadata.namespace as the apiserver would, which the case need not repeat).
@@ -158,12 +163,18 @@ fn judge_case(case: &Case, base: &Path, sets: &mut dyn SetForEnvironment) -> Res
                     v
                 }
             }
-            (None, None) => return Err("case has none of object, objectFile, review, reviewFile".to_string()),
+            (None, None) => {
+                return Err("case has none of object, objectFile, review, reviewFile".to_string())
+            }
         };
         written = Some(object.clone());
         let opts = ManifestRequest {
             namespace: case.namespace.clone(),
-            operation: case.operation.clone().unwrap_or_else(|| "CREATE".to_string()).to_ascii_uppercase(),
+            operation: case
+                .operation
+                .clone()
+                .unwrap_or_else(|| "CREATE".to_string())
+                .to_ascii_uppercase(),
             old_object: case.old_object.clone(),
             sub_resource: case.sub_resource.clone(),
             uid: "test-case".to_string(),
@@ -194,7 +205,11 @@ fn check(expect: &Expect, decision: &Decision, object: Option<&Value>) -> Outcom
         ));
     }
     if let Some(want) = &expect.deny {
-        let got = ids(decision.violations.iter().filter(|v| v.action == Action::Deny).map(|v| v.policy.clone()));
+        let got = ids(decision
+            .violations
+            .iter()
+            .filter(|v| v.action == Action::Deny)
+            .map(|v| v.policy.clone()));
         let mut want = want.clone();
         want.sort();
         if got != want {
@@ -204,7 +219,9 @@ fn check(expect: &Expect, decision: &Decision, object: Option<&Value>) -> Outcom
     let warnings = decision.warnings();
     if let Some(want) = &expect.warn {
         let got = ids(warnings.iter().filter_map(|w| {
-            w.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(id, _)| id.to_string())
+            w.strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .map(|(id, _)| id.to_string())
         }));
         let mut want = want.clone();
         want.sort();
@@ -213,14 +230,26 @@ fn check(expect: &Expect, decision: &Decision, object: Option<&Value>) -> Outcom
         }
     }
     for fragment in &expect.messages {
-        if !decision.violations.iter().any(|v| v.message.contains(fragment.as_str())) {
-            let got: Vec<&str> = decision.violations.iter().map(|v| v.message.as_str()).collect();
-            problems.push(format!("no violation message contains {fragment:?}; messages: {got:?}"));
+        if !decision
+            .violations
+            .iter()
+            .any(|v| v.message.contains(fragment.as_str()))
+        {
+            let got: Vec<&str> = decision
+                .violations
+                .iter()
+                .map(|v| v.message.as_str())
+                .collect();
+            problems.push(format!(
+                "no violation message contains {fragment:?}; messages: {got:?}"
+            ));
         }
     }
     for fragment in &expect.warnings {
         if !warnings.iter().any(|w| w.contains(fragment.as_str())) {
-            problems.push(format!("no warning contains {fragment:?}; warnings: {warnings:?}"));
+            problems.push(format!(
+                "no warning contains {fragment:?}; warnings: {warnings:?}"
+            ));
         }
     }
     if expect.patch == Some(false) && decision.patch.is_some() {
@@ -242,10 +271,14 @@ fn check(expect: &Expect, decision: &Decision, object: Option<&Value>) -> Outcom
                     }
                 }
                 if &patched != want {
-                    problems.push(format!("patched object differs: {}", first_difference(want, &patched)));
+                    problems.push(format!(
+                        "patched object differs: {}",
+                        first_difference(want, &patched)
+                    ));
                 }
             }
-            (None, _) => problems.push("expected a patched object, but the request has no object".to_string()),
+            (None, _) => problems
+                .push("expected a patched object, but the request has no object".to_string()),
         }
     }
     if problems.is_empty() {
@@ -261,7 +294,12 @@ fn summary(decision: &Decision) -> String {
         .iter()
         .map(|v| format!("{} {}: {}", v.action, v.policy, v.message))
         .collect();
-    parts.extend(decision.failures.iter().map(|f| format!("error {}: {}", f.policy, f.reason.describe())));
+    parts.extend(
+        decision
+            .failures
+            .iter()
+            .map(|f| format!("error {}: {}", f.policy, f.reason.describe())),
+    );
     if parts.is_empty() {
         "no violations".to_string()
     } else {
@@ -274,7 +312,8 @@ pub fn first_difference(want: &Value, got: &Value) -> String {
     fn walk(path: &str, a: &Value, b: &Value) -> Option<String> {
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
-                let keys: BTreeMap<&String, ()> = x.keys().chain(y.keys()).map(|k| (k, ())).collect();
+                let keys: BTreeMap<&String, ()> =
+                    x.keys().chain(y.keys()).map(|k| (k, ())).collect();
                 for k in keys.keys() {
                     let p = format!("{path}/{k}");
                     match (x.get(*k), y.get(*k)) {
@@ -290,11 +329,16 @@ pub fn first_difference(want: &Value, got: &Value) -> String {
                 }
                 None
             }
-            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-                x.iter().zip(y).enumerate().find_map(|(i, (av, bv))| walk(&format!("{path}/{i}"), av, bv))
-            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (av, bv))| walk(&format!("{path}/{i}"), av, bv)),
             _ if a == b => None,
-            _ => Some(format!("{}: expected {a}, got {b}", if path.is_empty() { "/" } else { path })),
+            _ => Some(format!(
+                "{}: expected {a}, got {b}",
+                if path.is_empty() { "/" } else { path }
+            )),
         }
     }
     walk("", want, got).unwrap_or_else(|| "equal".to_string())

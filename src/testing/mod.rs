@@ -76,14 +76,17 @@ impl cases::SetForEnvironment for EnvironmentSets {
         if !self.sets.contains_key(&env) {
             let mut config = self.config.clone();
             config.environments.default = env;
-            config.environments.namespaces = crate::config::indexmap_like::OrderedMap(vec![("*".to_string(), env)]);
+            config.environments.namespaces =
+                crate::config::indexmap_like::OrderedMap(vec![("*".to_string(), env)]);
             // Cases judge policies, not the exemption list: a case may use any namespace.
             config.exempt_namespaces.retain(|_| false);
             let set = PolicySet::build(&self.sources, Arc::new(config), NamespaceLabels::default())
                 .map_err(|e| e.to_string())?;
             self.sets.insert(env, set);
         }
-        self.sets.get(&env).ok_or_else(|| "policy set missing".to_string())
+        self.sets
+            .get(&env)
+            .ok_or_else(|| "policy set missing".to_string())
     }
 }
 

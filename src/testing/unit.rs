@@ -56,8 +56,13 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
         return (results, Vec::new());
     }
     let defaults = parameter_defaults(&modules);
-    let mut merged: BTreeMap<String, (std::collections::BTreeSet<u32>, std::collections::BTreeSet<u32>)> =
-        BTreeMap::new();
+    let mut merged: BTreeMap<
+        String,
+        (
+            std::collections::BTreeSet<u32>,
+            std::collections::BTreeSet<u32>,
+        ),
+    > = BTreeMap::new();
     for test_file in sources.iter().filter(|s| s.role() == SourceRole::Test) {
         let Some((_, package)) = metadata::package_of(&test_file.text) else {
             continue;
@@ -89,7 +94,9 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
             let output = file_engine.take_prints().unwrap_or_default();
             let outcome = match value {
                 Ok(Value::Bool(true)) => Outcome::Pass,
-                Ok(Value::Undefined) => Outcome::Fail("a body expression was false or undefined".to_string()),
+                Ok(Value::Undefined) => {
+                    Outcome::Fail("a body expression was false or undefined".to_string())
+                }
                 Ok(other) => Outcome::Fail(format!("result is {other:?}, not true")),
                 Err(e) => Outcome::Error(first_lines(&e.to_string())),
             };
@@ -135,7 +142,10 @@ pub fn test_rules(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
-        if !line.starts_with("test_") && !trimmed.starts_with("test_") || line.starts_with(' ') || line.starts_with('\t') {
+        if !line.starts_with("test_") && !trimmed.starts_with("test_")
+            || line.starts_with(' ')
+            || line.starts_with('\t')
+        {
             continue;
         }
         let name: String = trimmed

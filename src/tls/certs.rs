@@ -53,7 +53,11 @@ pub struct GeneratedCerts {
 
 /// Generates a CA and a server certificate (ECDSA P-256, server auth) for `dns_names` and writes
 /// `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `out`.
-pub fn generate(dns_names: &[String], out: &Path, validity_days: i64) -> Result<GeneratedCerts, CertError> {
+pub fn generate(
+    dns_names: &[String],
+    out: &Path,
+    validity_days: i64,
+) -> Result<GeneratedCerts, CertError> {
     std::fs::create_dir_all(out).map_err(|source| CertError::Write {
         path: out.to_path_buf(),
         source,
@@ -68,7 +72,9 @@ pub fn generate(dns_names: &[String], out: &Path, validity_days: i64) -> Result<
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "regate development CA");
-    ca_params.distinguished_name.push(DnType::OrganizationName, "regate");
+    ca_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "regate");
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -87,9 +93,10 @@ pub fn generate(dns_names: &[String], out: &Path, validity_days: i64) -> Result<
     }
     let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(names.clone())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.get(2).cloned().unwrap_or_else(|| "localhost".into()));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.get(2).cloned().unwrap_or_else(|| "localhost".into()),
+    );
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -54,7 +54,11 @@ pub struct CertStore {
 }
 
 impl CertStore {
-    pub fn load(cert_path: &Path, key_path: &Path, metrics: Option<Metrics>) -> Result<CertStore, CertError> {
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        metrics: Option<Metrics>,
+    ) -> Result<CertStore, CertError> {
         let pair = certs::read_pair(cert_path, key_path)?;
         let not_after = pair.not_after;
         let key = certified_key(pair, cert_path, key_path)?;
@@ -128,7 +132,10 @@ pub enum TlsError {
 
 /// The rustls server configuration: TLS 1.3 and 1.2 with the ring provider's AEAD suites,
 /// ALPN h2 then http/1.1, and client certificates required when a client CA is given.
-pub fn server_config(certs: Arc<CertStore>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    certs: Arc<CertStore>,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -136,7 +143,9 @@ pub fn server_config(certs: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in certs::read_bundle(path)? {
-                roots.add(cert).map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
@@ -152,7 +161,10 @@ pub fn server_config(certs: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
 
 /// Watches the certificate and key files (a mounted Secret changes by a symlink swap in its
 /// folder) and reloads after changes settle. Returns the watcher; dropping it stops watching.
-pub fn watch(store: Arc<CertStore>, debounce: Duration) -> Result<notify::RecommendedWatcher, notify::Error> {
+pub fn watch(
+    store: Arc<CertStore>,
+    debounce: Duration,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

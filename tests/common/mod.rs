@@ -146,7 +146,11 @@ pub fn client(ca: &Path, http2: bool) -> reqwest::Client {
 }
 
 /// Posts a review and returns (HTTP status, HTTP version, body JSON).
-pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, reqwest::Version, Value) {
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::Version, Value) {
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -190,7 +194,11 @@ pub fn response(body: &Value) -> &Value {
 pub fn warnings(body: &Value) -> Vec<String> {
     body["response"]["warnings"]
         .as_array()
-        .map(|a| a.iter().filter_map(|w| w.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -200,7 +208,9 @@ pub fn patch_of(body: &Value) -> Option<json_patch::Patch> {
     // kube-core serialises the patch bytes as a JSON array of numbers; Go's decoder (the
     // apiserver's) reads that and a base64 string alike into []byte.
     let bytes: Vec<u8> = match &body["response"]["patch"] {
-        Value::String(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+        Value::String(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
         Value::Array(items) => items.iter().map(|n| n.as_u64().unwrap() as u8).collect(),
         _ => return None,
     };
