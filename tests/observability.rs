@@ -251,6 +251,15 @@ async fn decision_logs_are_complete_and_never_carry_secrets() {
         ("secret-invalid-base64-prod.json", "denied"),
         ("secret-jwt-long-prod.json", "allowed"),
     ];
+    // SIGHUP forces a reload (logged with its trigger).
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     let mut bodies = String::new();
     for (file, _) in sent {
         let (status, _, body) = post(&client, &format!("{base}/validate"), fixture(file)).await;

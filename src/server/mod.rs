@@ -167,6 +167,18 @@ impl Server {
             embedded_defaults = set.uses_embedded,
             mode = ?set.config.mode,
             default_environment = %set.config.environments.default,
+            environment_label = %set.config.environments.label,
+            environment_namespaces = %set
+                .config
+                .environments
+                .namespaces
+                .iter()
+                .map(|(pattern, env)| format!("{pattern}={env}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            exempt_namespaces = %set.config.exempt_namespaces.join(","),
+            policy_failure = ?set.config.policy_failure,
+            exceptions = set.config.exceptions.len(),
             "regate serving"
         );
         for p in &set.policies {
