@@ -100,11 +100,33 @@ impl FromStr for Action {
 }
 
 /// A value given once for every environment, or once per environment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PerEnvironment<T> {
     PerEnv(PerEnvMap<T>),
     Single(T),
+}
+
+// Hand-written rather than `untagged`, so that a typo inside either form is reported with its
+// own message and location instead of "did not match any variant".
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for PerEnvironment<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, value::MapAccessDeserializer, value::StrDeserializer, Visitor};
+        struct PerEnvVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for PerEnvVisitor<T> {
+            type Value = PerEnvironment<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value, or a map with development, staging and production")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(StrDeserializer::<E>::new(v)).map(PerEnvironment::Single)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                PerEnvMap::deserialize(MapAccessDeserializer::new(map)).map(PerEnvironment::PerEnv)
+            }
+        }
+        deserializer.deserialize_any(PerEnvVisitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,10 +437,30 @@ impl Config {
         Ok(())
     }
 
-    /// The environment-independent exemption check: these namespaces are never judged.
+    /// The environment-independent exemption check: these namespaces are never judged, nor is
+    /// regate's own namespace (a webhook that judges its own pods can lock itself out).
     pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
         self.exempt_namespaces.iter().any(|n| n == namespace)
+            || own_namespace().is_some_and(|own| own == namespace)
     }
+}
+
+/// The namespace regate runs in: `REGATE_NAMESPACE` or `POD_NAMESPACE` (the chart sets it from
+/// the downward API), else the service account's namespace file; none outside a cluster.
+pub fn own_namespace() -> Option<&'static str> {
+    static OWN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| {
+        std::env::var("REGATE_NAMESPACE")
+            .or_else(|_| std::env::var("POD_NAMESPACE"))
+            .ok()
+            .or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
 }
 
 /// serde_yaml appends " at line L column C"; the location is printed by us in front.
@@ -562,6 +604,23 @@ policies:
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(msg.contains("c.yaml:3:"), "{msg}");
+    }
+
+    #[test]
+    fn action_typo_is_named() {
+        let text = "policies:\n  x:\n    action: {development: warn, stagin: deny}\n";
+        let msg = Config::parse(text, Path::new("c.yaml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("c.yaml:3:"), "{msg}");
+        assert!(msg.contains("stagin"), "{msg}");
+        let text = "policies:\n  x:\n    action: dney\n";
+        let msg = Config::parse(text, Path::new("c.yaml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("dney"), "{msg}");
     }
 
     #[test]

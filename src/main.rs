@@ -9,6 +9,7 @@ use regate::cli::{self, Cli, Command};
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     regate::telemetry::init(cli.log_format, cli.log_level.as_deref());
@@ -39,4 +40,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(args) => cli::verify::run(args),
         Command::Bench(args) => cli::bench::run(args),
     }
+}
+
+/// `regate policies | head` closes stdout early; println! then panics. Exit quietly with the
+/// shell's SIGPIPE status instead, as other command-line tools do.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
 }

@@ -206,3 +206,17 @@ fn eval_text_output_and_exit_codes() {
         "{stdout}"
     );
 }
+
+/// Without a policies/ directory the binary serves the defaults embedded in it.
+#[test]
+fn embedded_defaults_when_no_policy_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .current_dir(dir.path())
+        .args(["check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("9 policies OK (embedded defaults)"), "{stdout}");
+}
