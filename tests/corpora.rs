@@ -152,7 +152,7 @@ fn kyverno_cli_verdicts() {
             total += 1;
             let messages = denied_by(&judge_object(&set, object), ours);
             let kyverno_fails = case.expect == "fail";
-            if kyverno_fails == !messages.is_empty() {
+            if kyverno_fails != messages.is_empty() {
                 agree += 1;
             } else if !kyverno_fails
                 && ours == "pod-no-privilege-escalation"

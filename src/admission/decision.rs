@@ -325,19 +325,5 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
 /// The JSON handed to policies, converted once per request. `managedFields` is dropped when no
 /// policy reads it: it is often the largest part of an object and never decides anything.
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
-    let mut input = review.input.clone();
-    if !set.reads_managed_fields {
-        if let Some(request) = input.get_mut("request").and_then(|r| r.as_object_mut()) {
-            for field in ["object", "oldObject"] {
-                if let Some(meta) = request
-                    .get_mut(field)
-                    .and_then(|o| o.get_mut("metadata"))
-                    .and_then(|m| m.as_object_mut())
-                {
-                    meta.remove("managedFields");
-                }
-            }
-        }
-    }
-    regorus::Value::from(input)
+    crate::policy::fast::input_value(&review.input, !set.reads_managed_fields)
 }

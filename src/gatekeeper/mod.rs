@@ -1,1 +1,447 @@
 //! Gatekeeper compatibility: ConstraintTemplates, Constraints and `verify` suites.
+//!
+//! Templates and constraints found among the policy YAML become ordinary
+//! [`CompiledPolicy`] entries (flavor [`Flavor::Gatekeeper`]), one per constraint, so the one
+//! decision path (`admission::decision::judge`) judges them beside native policies. What differs
+//! is confined to three places: the input (`input.review`, `input.parameters`, built here),
+//! the rule (`violation` instead of `deny`) and `spec.match`, applied by [`applies`].
+
+pub mod constraint;
+pub mod inventory;
+pub mod matching;
+pub mod rego_compat;
+pub mod schema;
+pub mod suite;
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regorus::Value as RValue;
+use serde_json::{json, Value};
+
+use crate::admission::review::Review;
+use crate::config::{Action, Config, Environment, Mode, PerEnvironment};
+use crate::environment::EnvironmentResolver;
+use crate::manifest;
+use crate::policy::metadata::PolicyMeta;
+use crate::policy::set::{CompiledPolicy, Flavor, LoadError, Rules};
+use crate::policy::source::PolicySource;
+
+pub use constraint::Constraint;
+pub use inventory::{Inventory, SyncKind};
+pub use matching::Match;
+pub use template::{CompiledTemplate, Origin, Template};
+
+/// What a Gatekeeper constraint adds to a compiled policy.
+#[derive(Debug, Clone)]
+pub struct GatekeeperPolicy {
+    /// The ConstraintTemplate's name.
+    pub template: String,
+    /// The constraint's kind (the template's CRD kind).
+    pub constraint_kind: String,
+    pub matcher: Match,
+    /// `input.parameters`, converted once.
+    pub parameters: RValue,
+    /// Kinds the template reads from `data.inventory`.
+    pub sync: Vec<inventory::SyncKind>,
+}
+
+impl GatekeeperPolicy {
+    /// Gatekeeper's input from regate's: `input.request` is the review.
+    pub fn input(&self, input: &RValue) -> RValue {
+        let mut map = BTreeMap::new();
+        map.insert(RValue::from("review"), input["request"].clone());
+        map.insert(RValue::from("parameters"), self.parameters.clone());
+        RValue::from(map)
+    }
+}
+
+/// The input Gatekeeper builds for a bare object (not an apiserver request): the object with
+/// its kind, name and namespace, and none of the request attributes regate synthesized for its
+/// native policies (user, uid, resource, options). Returned in the shape of regate's input
+/// (`{"request": review}`) so [`GatekeeperPolicy::input`] applies unchanged.
+pub fn bare_object_input(input: &RValue) -> RValue {
+    let request = &input["request"];
+    let mut review = BTreeMap::new();
+    review.insert(RValue::from("uid"), RValue::from(""));
+    review.insert(RValue::from("userInfo"), RValue::new_object());
+    for key in [
+        "kind",
+        "name",
+        "namespace",
+        "operation",
+        "object",
+        "oldObject",
+    ] {
+        let v = &request[key];
+        let present = match v {
+            RValue::Undefined | RValue::Null => false,
+            // Go's `omitempty`: an empty name or namespace is absent, not "".
+            RValue::String(s) => !s.is_empty(),
+            _ => true,
+        };
+        if present {
+            review.insert(RValue::from(key), v.clone());
+        }
+    }
+    let mut outer = BTreeMap::new();
+    outer.insert(RValue::from("request"), RValue::from(review));
+    RValue::from(outer)
+}
+
+/// Whether a policy's `spec.match` selects the object of `review` (native policies: always).
+pub fn applies(policy: &CompiledPolicy, review: &Review, resolver: &EnvironmentResolver) -> bool {
+    let Flavor::Gatekeeper(gk) = &policy.flavor else {
+        return true;
+    };
+    // Gatekeeper matches the object itself (its apiVersion and kind), the old object on DELETE.
+    let object = review.object().or_else(|| {
+        review
+            .input
+            .pointer("/request/oldObject")
+            .filter(|o| o.is_object())
+    });
+    let api_version = object
+        .and_then(|o| o.get("apiVersion"))
+        .and_then(Value::as_str);
+    let (group, kind) = match (
+        api_version,
+        object.and_then(|o| o.get("kind")).and_then(Value::as_str),
+    ) {
+        (Some(v), Some(k)) => (v.split_once('/').map(|(g, _)| g).unwrap_or(""), k),
+        _ => (review.request.kind.group.as_str(), review.kind()),
+    };
+    let meta = object.and_then(|o| o.get("metadata"));
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| review.name());
+    let namespace = review.namespace().or_else(|| {
+        meta.and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+    });
+    let labels: HashMap<String, String> = meta
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let namespace_labels = if gk.matcher.namespace_selector.is_some() {
+        namespace.and_then(|ns| resolver.namespace_labels(ns))
+    } else {
+        None
+    };
+    gk.matcher.matches(&matching::Target {
+        group,
+        kind,
+        name,
+        namespace,
+        labels: &labels,
+        namespace_labels: namespace_labels.as_ref(),
+    })
+}
+
+/// A YAML document from the policy directory.
+struct Doc {
+    value: Value,
+    origin: Origin,
+}
+
+fn documents(source: &PolicySource) -> Result<Vec<Doc>, LoadError> {
+    let objects = manifest::parse_text(&source.text, &source.name).map_err(|e| match e {
+        manifest::ManifestError::Parse {
+            file,
+            line,
+            message,
+        } => LoadError::new(&file, line, 1, message),
+        other => LoadError::new(&source.name, 1, 1, other.to_string()),
+    })?;
+    Ok(objects
+        .into_iter()
+        .map(|m| Doc {
+            value: m.object,
+            origin: Origin {
+                file: source.name.clone(),
+                line: m.line,
+                text: source.text.clone(),
+            },
+        })
+        .collect())
+}
+
+const SUITE_GROUP: &str = "test.gatekeeper.sh";
+
+fn gatekeeper_group(doc: &Value) -> Option<&str> {
+    let group = doc.get("apiVersion")?.as_str()?.split_once('/')?.0;
+    group.ends_with("gatekeeper.sh").then_some(group)
+}
+
+/// Why a Gatekeeper object other than a template or constraint is refused, and what to use.
+fn unsupported(kind: &str, group: &str) -> String {
+    let instead = match group {
+        "config.gatekeeper.sh" => {
+            "regate syncs the kinds templates name in metadata.gatekeeper.sh/requires-sync-data, \
+             and exempts namespaces with exemptNamespaces in regate.yaml; move this file out of \
+             the policy directory"
+        }
+        "mutations.gatekeeper.sh" => "write the mutation as a native policy's `patch` rule",
+        _ => "only ConstraintTemplates and Constraints are loaded",
+    };
+    format!("Gatekeeper {kind} ({group}) is not supported by regate: {instead}")
+}
+
+/// Compiles the ConstraintTemplates and Constraints among the policy directory's YAML files.
+/// YAML that is not Gatekeeper's is left alone; Gatekeeper objects regate cannot run
+/// (CEL-only templates, mutators) are errors, so nothing is skipped silently.
+pub fn compile_sources(
+    sources: &[&PolicySource],
+    config: &Config,
+    timeout: Duration,
+) -> (Vec<CompiledPolicy>, Vec<LoadError>) {
+    let mut errors = Vec::new();
+    let mut templates: Vec<CompiledTemplate> = Vec::new();
+    let mut constraints: Vec<Doc> = Vec::new();
+    for source in sources {
+        let docs = match documents(source) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        for doc in docs {
+            // Suites (test.gatekeeper.sh) are `regate verify`'s, as `_test.rego` files are
+            // `regate test`'s; a library checkout can then serve as the policy directory.
+            let Some(group) = gatekeeper_group(&doc.value).filter(|g| *g != SUITE_GROUP) else {
+                continue;
+            };
+            if template::is_template(&doc.value) {
+                match Template::parse(&doc.value, doc.origin).and_then(|t| {
+                    match templates.iter().find(|o| o.template.kind == t.kind) {
+                        Some(o) => Err(t.origin.error(format!(
+                            "ConstraintTemplate {}: kind {} is already defined in {}:{}",
+                            t.name, t.kind, o.template.origin.file, o.template.origin.line
+                        ))),
+                        None => Ok(t),
+                    }
+                }) {
+                    Ok(t) => match t.compile(timeout) {
+                        Ok(c) => templates.push(c),
+                        Err(mut e) => errors.append(&mut e),
+                    },
+                    Err(e) => errors.push(e),
+                }
+            } else if constraint::is_constraint(&doc.value) {
+                constraints.push(doc);
+            } else {
+                let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or("?");
+                errors.push(doc.origin.error(unsupported(kind, group)));
+            }
+        }
+    }
+    let mut policies: Vec<CompiledPolicy> = Vec::new();
+    for doc in constraints {
+        let (kind, name) = constraint::identity(&doc.value);
+        if let Some(other) = policies.iter().find(|p| p.meta.id == name) {
+            errors.push(doc.origin.error(format!(
+                "constraint {name}: another constraint in {} has this name; regate identifies constraints by name",
+                other.file
+            )));
+            continue;
+        }
+        let Some(template) = templates.iter().find(|t| t.template.kind == kind) else {
+            errors.push(doc.origin.error(format!(
+                "constraint {name}: no ConstraintTemplate defines kind {kind:?} (or its template failed to load)"
+            )));
+            continue;
+        };
+        let compiled = Constraint::parse(&doc.value, doc.origin, &template.template)
+            .and_then(|c| compile_constraint(template, &c, config, &Inventory::default()));
+        match compiled {
+            Ok(p) => policies.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    (policies, errors)
+}
+
+/// One constraint as a policy: the template's engine with `data.inventory`, its action per
+/// environment (config overrides and `mode: audit` apply as to native policies).
+pub fn compile_constraint(
+    template: &CompiledTemplate,
+    constraint: &Constraint,
+    config: &Config,
+    inventory: &Inventory,
+) -> Result<CompiledPolicy, LoadError> {
+    let origin = &constraint.origin;
+    let overrides = config.policies.get(&constraint.name);
+    if let Some(o) = overrides {
+        if !o.parameters.is_empty() {
+            return Err(LoadError::new(
+                "regate.yaml",
+                1,
+                1,
+                format!(
+                    "policies.{}.parameters: a Gatekeeper constraint takes its parameters from its spec.parameters ({})",
+                    constraint.name, origin.file
+                ),
+            ));
+        }
+    }
+    let mut actions = [constraint.action; 3];
+    for env in Environment::ALL {
+        let mut action = overrides
+            .and_then(|o| o.action.as_ref())
+            .and_then(|a| a.get(env))
+            .unwrap_or(constraint.action);
+        if config.mode == Mode::Audit && action == Action::Deny {
+            action = Action::Audit;
+        }
+        actions[env.index()] = action;
+    }
+    let gk = GatekeeperPolicy {
+        template: template.template.name.clone(),
+        constraint_kind: constraint.kind.clone(),
+        matcher: constraint.matcher.clone(),
+        parameters: RValue::from(constraint.parameters.clone()),
+        sync: template.template.sync.clone(),
+    };
+    let mut engine = template.engine.clone();
+    set_inventory(&mut engine, inventory)
+        .map_err(|e| origin.error(format!("constraint {}: {e}", constraint.name)))?;
+    let kinds = constraint.matcher.index_kinds();
+    prime(
+        &mut engine,
+        &template.package,
+        &gk,
+        kinds.first().map(String::as_str),
+    );
+    let meta = PolicyMeta {
+        id: constraint.name.clone(),
+        title: template.template.title.clone(),
+        description: template.template.description.clone(),
+        severity: constraint.severity,
+        kinds,
+        action: PerEnvironment::Single(constraint.action),
+        operations: vec!["CREATE".to_string(), "UPDATE".to_string()],
+        subresources: Vec::new(),
+        parameters: BTreeMap::new(),
+    };
+    Ok(CompiledPolicy {
+        meta,
+        file: origin.file.clone(),
+        package: template.package.clone(),
+        rules: Rules {
+            deny: true,
+            warn: false,
+            patch: false,
+        },
+        engines: [engine.clone(), engine.clone(), engine],
+        actions,
+        parameters: [
+            constraint.parameters.clone(),
+            constraint.parameters.clone(),
+            constraint.parameters.clone(),
+        ],
+        flavor: Flavor::Gatekeeper(Arc::new(gk)),
+    })
+}
+
+fn set_inventory(engine: &mut regorus::Engine, inventory: &Inventory) -> Result<(), String> {
+    // A template's engine holds no data but the inventory, so replacing all of it is exact.
+    engine.clear_data();
+    engine
+        .add_data(RValue::from(inventory.to_data()))
+        .map_err(|e| format!("cannot add inventory: {e}"))
+}
+
+/// Replaces `data.inventory` in every Gatekeeper policy (referential templates read it); native
+/// policies are returned unchanged. Used by `verify` per case, and by whoever syncs a cluster.
+pub fn with_inventory(
+    policies: &[CompiledPolicy],
+    inventory: &Inventory,
+) -> Result<Vec<CompiledPolicy>, LoadError> {
+    policies
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if matches!(p.flavor, Flavor::Gatekeeper(_)) {
+                for engine in p.engines.iter_mut() {
+                    set_inventory(engine, inventory)
+                        .map_err(|e| LoadError::new(&p.file, 1, 1, e))?;
+                }
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+/// Every kind the set's referential templates read from `data.inventory`: what a cluster sync
+/// needs to watch (and no more) to fill it; see [`with_inventory`].
+pub fn sync_kinds(policies: &[CompiledPolicy]) -> Vec<inventory::SyncKind> {
+    let mut out: Vec<inventory::SyncKind> = policies
+        .iter()
+        .filter_map(|p| match &p.flavor {
+            Flavor::Gatekeeper(gk) => Some(gk.sync.iter().cloned()),
+            Flavor::Native => None,
+        })
+        .flatten()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// One evaluation so that clones of this engine start warm (as native policies do).
+fn prime(engine: &mut regorus::Engine, package: &str, gk: &GatekeeperPolicy, kind: Option<&str>) {
+    let kind = kind.filter(|k| *k != "*").unwrap_or("Pod");
+    let input = RValue::from(json!({"request": {
+        "uid": "prime",
+        "kind": {"group": "", "version": "v1", "kind": kind},
+        "operation": "CREATE",
+        "namespace": "default",
+        "name": "prime",
+        "userInfo": {},
+        "object": {"apiVersion": "v1", "kind": kind, "metadata": {"name": "prime", "namespace": "default"}, "spec": {}},
+    }}));
+    engine.set_input(gk.input(&input));
+    let _ = engine.eval_rule(format!("{package}.violation"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_object_review_has_gatekeepers_shape() {
+        let input = RValue::from(json!({"request": {
+            "uid": "eval-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "p",
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {"username": "regate-cli"},
+            "object": {"kind": "Pod"},
+            "oldObject": null,
+            "options": {},
+        }}));
+        let bare = bare_object_input(&input);
+        let expected = RValue::from(json!({"request": {
+            "uid": "",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "name": "p",
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": {"kind": "Pod"},
+        }}));
+        assert_eq!(bare, expected);
+    }
+}

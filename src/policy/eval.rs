@@ -189,10 +189,12 @@ pub(crate) fn evaluate_with<E: Evaluator>(
 }
 
 fn failure_of(error: &anyhow::Error, redact: bool) -> EvalFailure {
-    let is_time = error
-        .chain()
-        .any(|e| matches!(e.downcast_ref::<LimitError>(), Some(LimitError::TimeLimitExceeded { .. })))
-        || error.to_string().contains("time limit");
+    let is_time = error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<LimitError>(),
+            Some(LimitError::TimeLimitExceeded { .. })
+        )
+    }) || error.to_string().contains("time limit");
     let reason = if is_time {
         FailureReason::TimeLimit
     } else {
@@ -243,7 +245,10 @@ fn parse_item(value: &Value) -> Result<RuleItem, String> {
                 .and_then(|m| m.as_str())
                 .ok_or("an object result needs a string msg")?
                 .to_string();
-            let path = json.get("path").and_then(|p| p.as_str()).map(str::to_string);
+            let path = json
+                .get("path")
+                .and_then(|p| p.as_str())
+                .map(str::to_string);
             let details = json.get("details").cloned();
             Ok(RuleItem { msg, path, details })
         }

@@ -127,26 +127,43 @@ struct Compiled {
 }
 
 impl Accel {
-    /// Compiles what can be compiled. Never fails: a policy the compiler rejects is interpreted.
-    pub fn build(policies: &[CompiledPolicy], timeout: Duration) -> Accel {
-        let strategy = strategy();
-        let slots = policies
-            .iter()
-            .map(|policy| Slot {
-                policy: policy.meta.id.clone(),
-                program: if strategy == Strategy::Compiled {
-                    match compile(policy) {
-                        Ok(c) => Some(Arc::new(c)),
-                        Err(reason) => {
-                            info!(policy = %policy.meta.id, %reason, "policy not compiled to bytecode; it runs on the interpreter");
-                            None
-                        }
+    /// Compiles what can be compiled, with the process's [`strategy`]. Never fails: a policy the
+    /// compiler rejects is interpreted.
+    pub fn build(policies: &mut [CompiledPolicy], timeout: Duration) -> Accel {
+        Self::build_with(policies, timeout, strategy())
+    }
+
+    /// Compiles each policy to bytecode when `strategy` asks for it, and primes the interpreter
+    /// engines of the policies that will be interpreted (one evaluation, so that the clones the
+    /// threads take start warm). The engines of a compiled policy stay unprimed: they serve only
+    /// when its bytecode fails, and priming three engines per policy costs startup time and
+    /// memory for nothing.
+    pub fn build_with(policies: &mut [CompiledPolicy], timeout: Duration, strategy: Strategy) -> Accel {
+        let mut slots = Vec::with_capacity(policies.len());
+        for policy in policies.iter_mut() {
+            let program = if strategy == Strategy::Compiled {
+                match compile(policy) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(reason) => {
+                        info!(policy = %policy.meta.id, %reason, "policy not compiled to bytecode; it runs on the interpreter");
+                        None
                     }
-                } else {
-                    None
-                },
-            })
-            .collect();
+                }
+            } else {
+                None
+            };
+            if program.is_none() && matches!(policy.flavor, Flavor::Native) {
+                let package = policy.package.strip_prefix("data.").unwrap_or(&policy.package).to_string();
+                let (rules, meta) = (policy.rules, policy.meta.clone());
+                for engine in policy.engines.iter_mut() {
+                    crate::policy::set::prime(engine, &package, rules, &meta);
+                }
+            }
+            slots.push(Slot {
+                policy: policy.meta.id.clone(),
+                program,
+            });
+        }
         Accel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             strategy,
@@ -189,14 +206,35 @@ fn entry_points(policy: &CompiledPolicy) -> Vec<String> {
 }
 
 fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
+    if matches!(policy.flavor, Flavor::Gatekeeper(_)) {
+        // Gatekeeper templates rely on engine extensions (OPA's `sprintf`, see
+        // `gatekeeper::rego_compat`), which regorus's bytecode cannot call.
+        return Err(
+            "Gatekeeper templates need OPA-compatible builtins, which only the interpreter has"
+                .to_string(),
+        );
+    }
     let entries = entry_points(policy);
     let first = entries.first().ok_or("no output rule")?;
-    let mut engine = policy.engine(Environment::Production).clone();
-    let compiled = engine
-        .compile_with_entrypoint(&first.as_str().into())
-        .map_err(|e| first_line(&e.to_string()))?;
+    let engine = policy.engine(Environment::Production);
+    let entry: regorus::Rc<str> = first.as_str().into();
+    let qualified = qualified_engine(engine).and_then(|mut q| match q.compile_with_entrypoint(&entry) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            debug!(policy = %policy.meta.id, error = %first_line(&e.to_string()), "qualified imports did not compile; compiling the sources as written");
+            None
+        }
+    });
+    let compiled = match qualified {
+        Some(c) => c,
+        None => engine
+            .clone()
+            .compile_with_entrypoint(&entry)
+            .map_err(|e| first_line(&e.to_string()))?,
+    };
     let names: Vec<&str> = entries.iter().map(String::as_str).collect();
-    let program = Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
+    let program =
+        Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
     let data = Environment::ALL.map(|env| policy.engine(env).get_data());
     let compiled = Compiled { program, data };
     // A program must at least load its data: rule/data conflicts show up here, not per request.
@@ -210,13 +248,130 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(300).collect()
 }
 
+/// A copy of `engine` whose modules refer to imported packages by their full path, or `None`
+/// when no module changes. regorus 0.14's bytecode compiler turns a reference through an import
+/// (`workload.containers` after `import data.regate.lib.workload`) into a lookup of the whole
+/// package, evaluating every rule in it; `data.regate.lib.workload.containers` compiles to a
+/// call of that one rule. Same meaning, a fraction of the work.
+fn qualified_engine(engine: &Engine) -> Option<Engine> {
+    let sources = engine.get_policies().ok()?;
+    let rewritten: Vec<Option<String>> = sources.iter().map(|s| qualify_imports(s.get_contents())).collect();
+    if rewritten.iter().all(Option::is_none) {
+        return None;
+    }
+    // regate's own policies are Rego v1 (regorus's default); Gatekeeper's are never compiled.
+    let mut out = Engine::new();
+    for (text, source) in rewritten.into_iter().zip(&sources) {
+        let text = text.unwrap_or_else(|| source.get_contents().clone());
+        out.add_policy(source.get_path().clone(), text).ok()?;
+    }
+    out.add_data(engine.get_data()).ok()?;
+    Some(out)
+}
+
+/// Rewrites `alias.x` to `data.pkg.x` for every `import data.pkg [as alias]` of a module.
+/// `None` when there is nothing to rewrite, or when an alias is ever used other than as
+/// `alias.`: a bare use may be a local variable or rule of the same name shadowing the import,
+/// and the module is then compiled as written. Comments and strings are left alone, and the
+/// text keeps its lines, so positions in errors stay right.
+pub(crate) fn qualify_imports(text: &str) -> Option<String> {
+    let mut imports: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("import") {
+            continue;
+        }
+        let Some(path) = words.next() else { continue };
+        let rest: Vec<&str> = words.take_while(|w| !w.starts_with('#')).collect();
+        let parts: Vec<&str> = path.split('.').collect();
+        if parts.len() < 2 || parts[0] != "data" || !parts.iter().all(|p| is_identifier(p)) {
+            continue;
+        }
+        let alias = match rest.as_slice() {
+            [] => parts[parts.len() - 1].to_string(),
+            ["as", alias] if is_identifier(alias) => alias.to_string(),
+            _ => continue,
+        };
+        imports.push((alias, path.to_string()));
+    }
+    if imports.is_empty() {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut changed = false;
+    let mut i = 0;
+    let mut line_start = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                out.push('\n');
+                i += 1;
+                line_start = i;
+            }
+            b'#' => {
+                let end = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                out.push_str(&text[i..end]);
+                i = end;
+            }
+            b'"' => {
+                let mut j = i + 1;
+                while j < bytes.len() && bytes[j] != b'"' && bytes[j] != b'\n' {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                let end = (j + 1).min(bytes.len());
+                out.push_str(&text[i..end]);
+                i = end;
+            }
+            b'`' => {
+                let end = text[i + 1..].find('`').map_or(bytes.len(), |n| i + n + 2);
+                out.push_str(&text[i..end]);
+                i = end;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let mut j = i + 1;
+                while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+                    j += 1;
+                }
+                let word = &text[i..j];
+                let head = text[line_start..i].trim_start();
+                let declaration = head.starts_with("import") || head.starts_with("package");
+                let after_dot = i > 0 && bytes[i - 1] == b'.';
+                match imports.iter().find(|(alias, _)| alias == word) {
+                    Some((_, path)) if !declaration && !after_dot => {
+                        if bytes.get(j) != Some(&b'.') {
+                            return None;
+                        }
+                        out.push_str(path);
+                        changed = true;
+                    }
+                    _ => out.push_str(word),
+                }
+                i = j;
+            }
+            _ => {
+                let len = text[i..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&text[i..i + len]);
+                i += len;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Instructions between two reads of the clock for the time limit.
 const TIMER_CHECK_INTERVAL: u32 = 64;
 
 fn new_vm(compiled: &Compiled, env: Environment, timeout: Duration) -> Result<RegoVM, String> {
     let mut vm = RegoVM::new();
     vm.load_program(compiled.program.clone());
-    vm.set_data(compiled.data[env.index()].clone()).map_err(|e| e.to_string())?;
+    vm.set_data(compiled.data[env.index()].clone())
+        .map_err(|e| e.to_string())?;
     // The interpreter's defaults: builtin errors are errors; the time limit is the only limit.
     vm.set_strict_builtin_errors(true);
     vm.set_max_instructions(usize::MAX);
@@ -258,14 +413,25 @@ thread_local! {
 
 impl PolicySet {
     /// Evaluates `self.policies[index]`: exactly what [`eval::evaluate`] answers, faster.
-    pub fn evaluate(&self, index: usize, env: Environment, input: &Value, wants: Wants, redact: bool) -> PolicyOutput {
+    pub fn evaluate(
+        &self,
+        index: usize,
+        env: Environment,
+        input: &Value,
+        wants: Wants,
+        redact: bool,
+    ) -> PolicyOutput {
         let started = Instant::now();
         let Some(policy) = self.policies.get(index) else {
             return PolicyOutput::default();
         };
         let accel = &self.accel;
         let slot = match accel.slots.get(index) {
-            Some(slot) if slot.policy == policy.meta.id && accel.strategy != Strategy::CloneEach => slot,
+            Some(slot)
+                if slot.policy == policy.meta.id && accel.strategy != Strategy::CloneEach =>
+            {
+                slot
+            }
             _ => return eval::evaluate(policy, env, input, wants, redact),
         };
         let cached = CACHE.try_with(|cell| {
@@ -308,6 +474,183 @@ impl PolicySet {
         match cached {
             Ok(Some(out)) => out,
             _ => eval::evaluate(policy, env, input, wants, redact),
+        }
+    }
+}
+
+impl PolicySet {
+    /// Ids of the policies that run as compiled bytecode in this set.
+    pub fn compiled_policies(&self) -> Vec<&str> {
+        self.accel.compiled()
+    }
+
+    /// The evaluation strategy this set was built with.
+    pub fn strategy(&self) -> Strategy {
+        self.accel.strategy()
+    }
+
+    /// This set, evaluated with `strategy` (benchmarks and tests compare them).
+    pub fn with_strategy(mut self, strategy: Strategy) -> PolicySet {
+        self.accel = Accel::build_with(&mut self.policies, self.evaluation_timeout, strategy);
+        self
+    }
+}
+
+/// The JSON of a review as policies see it (`input`), converted in one walk without copying the
+/// JSON first. With `drop_managed_fields`, `metadata.managedFields` of `request.object` and
+/// `request.oldObject` is left out: it is often the largest part of an object and no policy of
+/// the set reads it.
+pub fn input_value(review: &serde_json::Value, drop_managed_fields: bool) -> Value {
+    convert(review, if drop_managed_fields { Level::Review } else { Level::Plain })
+}
+
+/// Where in the review a value sits, as far as dropping `managedFields` goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Plain,
+    Review,
+    Request,
+    Object,
+    Metadata,
+}
+
+fn convert(v: &serde_json::Value, level: Level) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else {
+                // serde_json's numbers are finite; this is what regorus's own conversion does.
+                Value::from(serde_json::Value::Number(n.clone()))
+            }
+        }
+        serde_json::Value::String(s) => Value::String(s.as_str().into()),
+        serde_json::Value::Array(items) => Value::from(items.iter().map(|i| convert(i, Level::Plain)).collect::<Vec<_>>()),
+        serde_json::Value::Object(map) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, v) in map {
+                let next = match (level, k.as_str()) {
+                    (Level::Review, "request") => Level::Request,
+                    (Level::Request, "object" | "oldObject") => Level::Object,
+                    (Level::Object, "metadata") => Level::Metadata,
+                    (Level::Metadata, "managedFields") => continue,
+                    _ => Level::Plain,
+                };
+                out.insert(Value::String(k.as_str().into()), convert(v, next));
+            }
+            Value::from(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::decision::{judge, Decision};
+    use crate::admission::review::Review;
+    use crate::config::Config;
+    use crate::environment::NamespaceLabels;
+    use crate::policy::source;
+
+    #[test]
+    fn imports_are_qualified() {
+        let text = "package a.b\n\nimport data.regate.lib.workload\nimport data.x.y as z\nimport rego.v1\n\n# workload.c in a comment\ndeny contains msg if {\n\tsome e in workload.containers\n\tmsg := sprintf(\"workload.x %v\", [z.q(e)])\n}\n";
+        let out = qualify_imports(text).unwrap();
+        assert!(out.contains("some e in data.regate.lib.workload.containers"));
+        assert!(out.contains("[data.x.y.q(e)]"));
+        assert!(out.contains("# workload.c in a comment"));
+        assert!(out.contains("\"workload.x %v\""));
+        assert!(out.contains("import data.regate.lib.workload\n"));
+        assert_eq!(out.lines().count(), text.lines().count());
+    }
+
+    #[test]
+    fn shadowed_or_bare_imports_are_left_alone() {
+        assert_eq!(qualify_imports("package a\nimport data.lib.w\nx := w\n"), None);
+        assert_eq!(qualify_imports("package a\nimport data.lib.w\nx if { some w in input.y; w.z }\n"), None);
+        assert_eq!(qualify_imports("package a\nimport rego.v1\nx := input.w.z\n"), None);
+        assert_eq!(qualify_imports("package a\nimport data.lib.w\nx := input.w.z\n"), None);
+    }
+
+    #[test]
+    fn input_conversion_matches_regorus() {
+        for dir in ["fixtures/admission", "fixtures/bench"] {
+            for (name, review) in reviews(dir) {
+                let mut stripped = review.input.clone();
+                for field in ["object", "oldObject"] {
+                    if let Some(meta) = stripped
+                        .pointer_mut(&format!("/request/{field}/metadata"))
+                        .and_then(|m| m.as_object_mut())
+                    {
+                        meta.remove("managedFields");
+                    }
+                }
+                assert_eq!(input_value(&review.input, false), Value::from(review.input.clone()), "{name}");
+                assert_eq!(input_value(&review.input, true), Value::from(stripped), "{name} without managedFields");
+            }
+        }
+        let odd = serde_json::json!({"a": [1, -2, 2.5, 1e300, 18446744073709551615u64, null, true, "x"]});
+        assert_eq!(input_value(&odd, true), Value::from(odd.clone()));
+    }
+
+    const CONFIG: &str = "environments:\n  default: production\n  namespaces: { prod: production, staging: staging, dev: development }\n";
+
+    fn reviews(dir: &str) -> Vec<(String, Review)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, Review::from_slice(&std::fs::read(&p).unwrap()).unwrap())
+            })
+            .collect()
+    }
+
+    fn summary(d: &Decision) -> String {
+        format!(
+            "allowed={} violations={:?} warn={:?} failures={:?} patch={:?}",
+            d.allowed,
+            d.violations,
+            d.warn_results,
+            d.failures,
+            d.patch.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default())
+        )
+    }
+
+    /// Bytecode and per-thread engines answer exactly what a fresh interpreter clone answers,
+    /// in any order of requests (no state carried from one evaluation to the next).
+    #[test]
+    fn fast_paths_agree_with_the_interpreter() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = Config::parse(CONFIG, std::path::Path::new("regate.yaml")).unwrap();
+        let (sources, _) = source::resolve(&root.join("policies"), false).unwrap();
+        let set = PolicySet::build(&sources, std::sync::Arc::new(config), NamespaceLabels::default()).unwrap();
+        let reference = set.clone().with_strategy(Strategy::CloneEach);
+        let interpreter = set.clone().with_strategy(Strategy::Interpreter);
+        let compiled = set.with_strategy(Strategy::Compiled);
+        assert_eq!(compiled.compiled_policies().len(), compiled.policies.len(), "every default policy compiles");
+        let mut all = reviews("fixtures/admission");
+        all.extend(reviews("fixtures/bench"));
+        let expected: Vec<String> = all.iter().map(|(_, r)| summary(&judge(&reference, r, Wants::ALL))).collect();
+        for pass in 0..2 {
+            let order: Vec<usize> = if pass == 0 { (0..all.len()).collect() } else { (0..all.len()).rev().collect() };
+            for &i in &order {
+                let (name, review) = &all[i];
+                for (label, set) in [("interpreter", &interpreter), ("compiled", &compiled)] {
+                    let got = summary(&judge(set, review, Wants::ALL));
+                    assert_eq!(got, expected[i], "{label} on {name} (pass {pass})");
+                }
+            }
         }
     }
 }

@@ -101,7 +101,11 @@ pub struct ParameterSpec {
 impl ParameterSpec {
     /// Resolves a declared default or a configured value for one environment: a map whose keys are
     /// all environment names gives one value per environment.
-    pub fn resolve(&self, value: &serde_json::Value, env: Environment) -> Option<serde_json::Value> {
+    pub fn resolve(
+        &self,
+        value: &serde_json::Value,
+        env: Environment,
+    ) -> Option<serde_json::Value> {
         resolve_per_environment(value, env, self.kind)
     }
 }
@@ -216,9 +220,11 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
         column: 1,
         message,
     };
-    let custom = raw
-        .custom
-        .ok_or_else(|| at_block("METADATA has no `custom:` section with the policy's id, severity and kinds".into()))?;
+    let custom = raw.custom.ok_or_else(|| {
+        at_block(
+            "METADATA has no `custom:` section with the policy's id, severity and kinds".into(),
+        )
+    })?;
     if custom.id.is_empty()
         || !custom
             .id
@@ -238,10 +244,7 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
     }
     for kind in &custom.kinds {
         let known = kind == "*"
-            || kind
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_uppercase())
+            || kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
                 && kind.chars().all(|c| c.is_ascii_alphanumeric());
         if !known {
             return Err(at_block(format!(
@@ -282,7 +285,9 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
         id: custom.id,
         severity: custom.severity,
         kinds: custom.kinds,
-        action: custom.action.unwrap_or(PerEnvironment::Single(Action::Deny)),
+        action: custom
+            .action
+            .unwrap_or(PerEnvironment::Single(Action::Deny)),
         operations,
         subresources: custom.subresources,
         parameters: custom.parameters,

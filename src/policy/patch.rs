@@ -90,7 +90,8 @@ fn apply_one(root: &mut Value, tokens: &[String], value: &Value) {
                 }
                 entry
             }
-            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+            {
                 Some(item) => item,
                 None => return,
             },
@@ -136,20 +137,28 @@ mod tests {
     use serde_json::json;
 
     fn op(path: &str, value: Value) -> AddOp {
-        AddOp::from_json(&json!({"op": "add", "path": path, "value": value}))
-            .unwrap_or_else(|_| AddOp {
+        AddOp::from_json(&json!({"op": "add", "path": path, "value": value})).unwrap_or_else(|_| {
+            AddOp {
                 path: String::new(),
                 tokens: vec![],
                 value: Value::Null,
-            })
+            }
+        })
     }
 
     #[test]
-    fn two_adds_under_one_missing_parent_do_not_conflict() -> Result<(), Box<dyn std::error::Error>> {
+    fn two_adds_under_one_missing_parent_do_not_conflict() -> Result<(), Box<dyn std::error::Error>>
+    {
         let object = json!({"spec": {"containers": [{"name": "app"}]}});
         let ops = [
-            op("/spec/containers/0/securityContext/readOnlyRootFilesystem", json!(true)),
-            op("/spec/containers/0/securityContext/allowPrivilegeEscalation", json!(false)),
+            op(
+                "/spec/containers/0/securityContext/readOnlyRootFilesystem",
+                json!(true),
+            ),
+            op(
+                "/spec/containers/0/securityContext/allowPrivilegeEscalation",
+                json!(false),
+            ),
             op("/spec/securityContext/runAsNonRoot", json!(true)),
         ];
         let after = fill_missing(&object, &ops);
@@ -169,7 +178,10 @@ mod tests {
     #[test]
     fn never_overwrites() {
         let object = json!({"spec": {"securityContext": {"runAsNonRoot": false}}});
-        let after = fill_missing(&object, &[op("/spec/securityContext/runAsNonRoot", json!(true))]);
+        let after = fill_missing(
+            &object,
+            &[op("/spec/securityContext/runAsNonRoot", json!(true))],
+        );
         assert_eq!(after, object);
     }
 

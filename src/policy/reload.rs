@@ -130,7 +130,10 @@ impl PolicyStore {
 
 /// Watches the policy directory and the config file; after changes settle, reloads off the
 /// request path. Returns the watcher, which stops watching when dropped.
-pub fn watch(store: Arc<PolicyStore>, debounce: Duration) -> Result<notify::RecommendedWatcher, notify::Error> {
+pub fn watch(
+    store: Arc<PolicyStore>,
+    debounce: Duration,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let dir = store.sources.dir.clone();

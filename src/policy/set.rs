@@ -117,7 +117,8 @@ impl CompiledException {
     }
 
     pub fn matches(&self, policy: &str, namespace: &str, kind: &str, name: &str) -> bool {
-        let hit = |m: &Option<globset::GlobMatcher>, v: &str| m.as_ref().is_none_or(|m| m.is_match(v));
+        let hit =
+            |m: &Option<globset::GlobMatcher>, v: &str| m.as_ref().is_none_or(|m| m.is_match(v));
         self.policies.iter().any(|p| p == policy)
             && hit(&self.namespace, namespace)
             && hit(&self.kind, kind)
@@ -201,7 +202,10 @@ impl PolicySet {
                 Err(mut e) => errors.append(&mut e),
             }
         }
-        let yaml: Vec<&PolicySource> = sources.iter().filter(|s| s.role() == SourceRole::Yaml).collect();
+        let yaml: Vec<&PolicySource> = sources
+            .iter()
+            .filter(|s| s.role() == SourceRole::Yaml)
+            .collect();
         if !yaml.is_empty() {
             let (constraints, mut gk_errors) =
                 crate::gatekeeper::compile_sources(&yaml, &config, evaluation_timeout);
@@ -236,12 +240,7 @@ impl PolicySet {
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
-        policies.retain(|p| {
-            !config
-                .policies
-                .get(&p.meta.id)
-                .is_some_and(|o| o.disabled)
-        });
+        policies.retain(|p| !config.policies.get(&p.meta.id).is_some_and(|o| o.disabled));
         let uses_embedded = sources.iter().any(|s| s.name.starts_with("embedded:"));
         let mut set = Self::assemble(policies, config, labels, exceptions, uses_embedded);
         set.reads_managed_fields = sources.iter().any(|s| s.text.contains("managedFields"));
@@ -250,7 +249,7 @@ impl PolicySet {
 
     /// Builds the index over already compiled policies (Gatekeeper constraints join here too).
     pub fn assemble(
-        policies: Vec<CompiledPolicy>,
+        mut policies: Vec<CompiledPolicy>,
         config: Arc<Config>,
         labels: NamespaceLabels,
         exceptions: Vec<CompiledException>,
@@ -268,7 +267,8 @@ impl PolicySet {
             }
         }
         let reads_managed_fields = false;
-        let accel = crate::policy::fast::Accel::build(&policies, config.limits.evaluation_timeout());
+        let accel =
+            crate::policy::fast::Accel::build(&mut policies, config.limits.evaluation_timeout());
         PolicySet {
             accel,
             resolver: EnvironmentResolver::new(&config, labels),
@@ -316,11 +316,9 @@ fn dedupe_overrides(sources: &[PolicySource]) -> Vec<PolicySource> {
                 .ok()
                 .flatten()
                 .map(|m| format!("policy:{}", m.id)),
-            SourceRole::Library | SourceRole::Test => s
-                .name
-                .rsplit('/')
-                .next()
-                .map(|f| format!("file:{f}")),
+            SourceRole::Library | SourceRole::Test => {
+                s.name.rsplit('/').next().map(|f| format!("file:{f}"))
+            }
             SourceRole::Yaml => None,
         }
     };
@@ -330,7 +328,10 @@ fn dedupe_overrides(sources: &[PolicySource]) -> Vec<PolicySource> {
         if let Some(k) = &k {
             if !s.name.starts_with("embedded:") {
                 out.retain(|o| !(o.name.starts_with("embedded:") && key(o).as_ref() == Some(k)));
-            } else if out.iter().any(|o| !o.name.starts_with("embedded:") && key(o).as_ref() == Some(k)) {
+            } else if out
+                .iter()
+                .any(|o| !o.name.starts_with("embedded:") && key(o).as_ref() == Some(k))
+            {
                 continue;
             }
         }
@@ -368,7 +369,36 @@ pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
     LoadError::new(file, 1, 1, message.to_string())
 }
 
-pub(crate) fn new_engine(timeout: Duration, libraries: &[&PolicySource]) -> Result<Engine, Vec<LoadError>> {
+/// An engine holding the libraries, parsed once per set of libraries and cloned for each
+/// policy (a clone shares the parsed modules), instead of parsed again for every policy.
+fn library_engine(timeout: Duration, libraries: &[&PolicySource]) -> Result<Engine, Vec<LoadError>> {
+    use std::hash::{Hash, Hasher};
+    static LAST: std::sync::Mutex<Option<(u64, Engine)>> = std::sync::Mutex::new(None);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    timeout.hash(&mut hasher);
+    for lib in libraries {
+        lib.name.hash(&mut hasher);
+        lib.text.hash(&mut hasher);
+    }
+    let key = hasher.finish();
+    if let Ok(last) = LAST.lock() {
+        if let Some((k, engine)) = last.as_ref() {
+            if *k == key {
+                return Ok(engine.clone());
+            }
+        }
+    }
+    let engine = new_engine(timeout, libraries)?;
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((key, engine.clone()));
+    }
+    Ok(engine)
+}
+
+pub(crate) fn new_engine(
+    timeout: Duration,
+    libraries: &[&PolicySource],
+) -> Result<Engine, Vec<LoadError>> {
     let mut engine = Engine::new();
     engine.set_execution_timer_config(timer(timeout));
     engine.set_gather_prints(false);
@@ -394,9 +424,21 @@ fn compile_policy(
     let meta = match metadata::parse(&source.text) {
         Ok(Some(meta)) => meta,
         Ok(None) => {
-            return Err(vec![LoadError::new(&source.name, 1, 1, "no # METADATA block")]);
+            return Err(vec![LoadError::new(
+                &source.name,
+                1,
+                1,
+                "no # METADATA block",
+            )]);
         }
-        Err(e) => return Err(vec![LoadError::new(&source.name, e.line, e.column, e.message)]),
+        Err(e) => {
+            return Err(vec![LoadError::new(
+                &source.name,
+                e.line,
+                e.column,
+                e.message,
+            )])
+        }
     };
     let expected = meta.package();
     match metadata::package_of(&source.text) {
@@ -406,7 +448,10 @@ fn compile_policy(
                 &source.name,
                 line,
                 9,
-                format!("package is {pkg:?}; policy {} must declare `package {expected}`", meta.id),
+                format!(
+                    "package is {pkg:?}; policy {} must declare `package {expected}`",
+                    meta.id
+                ),
             )]);
         }
         None => {
@@ -418,7 +463,7 @@ fn compile_policy(
             )]);
         }
     }
-    let mut base = new_engine(timeout, libraries)?;
+    let mut base = library_engine(timeout, libraries)?;
     if let Err(e) = base.add_policy(source.name.clone(), source.text.clone()) {
         return Err(vec![locate_regorus_error(&source.name, &e.to_string())]);
     }
@@ -506,14 +551,26 @@ fn compile_policy(
             "parameters": parameters[env.index()].clone(),
         }});
         if let Err(e) = engine.add_data(regorus::Value::from(data)) {
-            return Err(vec![LoadError::new(&source.name, 1, 1, format!("cannot add data: {e}"))]);
+            return Err(vec![LoadError::new(
+                &source.name,
+                1,
+                1,
+                format!("cannot add data: {e}"),
+            )]);
         }
-        prime(&mut engine, &expected, rules, &meta);
+        // Primed by `policy::fast` when the policy is interpreted (not when it runs as bytecode).
         engines.push(engine);
     }
     let engines: [Engine; 3] = match engines.try_into() {
         Ok(e) => e,
-        Err(_) => return Err(vec![LoadError::new(&source.name, 1, 1, "internal: engine count")]),
+        Err(_) => {
+            return Err(vec![LoadError::new(
+                &source.name,
+                1,
+                1,
+                "internal: engine count",
+            )])
+        }
     };
     let package = format!("data.{expected}");
     Ok(CompiledPolicy {
@@ -530,8 +587,12 @@ fn compile_policy(
 
 /// One evaluation on a representative input, so that engines cloned from this one skip the
 /// first-use preparation on the request path.
-fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &PolicyMeta) {
-    let kind = meta.kinds.first().cloned().unwrap_or_else(|| "Pod".to_string());
+pub(crate) fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &PolicyMeta) {
+    let kind = meta
+        .kinds
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "Pod".to_string());
     let input = json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -545,7 +606,11 @@ fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &PolicyMeta) {
         }
     });
     engine.set_input(regorus::Value::from(input));
-    for (present, rule) in [(rules.deny, "deny"), (rules.warn, "warn"), (rules.patch, "patch")] {
+    for (present, rule) in [
+        (rules.deny, "deny"),
+        (rules.warn, "warn"),
+        (rules.patch, "patch"),
+    ] {
         if present {
             let _ = engine.eval_rule(format!("data.{package}.{rule}"));
         }
@@ -553,12 +618,20 @@ fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &PolicyMeta) {
 }
 
 fn compile_exceptions(config: &Config, errors: &mut Vec<LoadError>) -> Vec<CompiledException> {
-    let glob = |p: &Option<String>, errors: &mut Vec<LoadError>, what: &str| -> Option<globset::GlobMatcher> {
+    let glob = |p: &Option<String>,
+                errors: &mut Vec<LoadError>,
+                what: &str|
+     -> Option<globset::GlobMatcher> {
         let p = p.as_ref()?;
         match globset::Glob::new(p) {
             Ok(g) => Some(g.compile_matcher()),
             Err(e) => {
-                errors.push(LoadError::new("regate.yaml", 1, 1, format!("exceptions: {what} {p:?}: {e}")));
+                errors.push(LoadError::new(
+                    "regate.yaml",
+                    1,
+                    1,
+                    format!("exceptions: {what} {p:?}: {e}"),
+                ));
                 None
             }
         }

@@ -119,7 +119,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
 /// The sources `serve`, `eval` and friends use: the directory when it exists, else the embedded
 /// defaults; with `include_defaults`, both (a directory policy with the same id replaces the
 /// embedded one, which the set builder resolves).
-pub fn resolve(dir: &Path, include_defaults: bool) -> Result<(Vec<PolicySource>, bool), SourceError> {
+pub fn resolve(
+    dir: &Path,
+    include_defaults: bool,
+) -> Result<(Vec<PolicySource>, bool), SourceError> {
     if !dir.exists() {
         return Ok((embedded(), true));
     }

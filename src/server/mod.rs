@@ -217,8 +217,8 @@ impl Server {
         }
 
         let router = app(state.clone());
-        let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let max_connections = limits.max_connections.clamp(1, u32::MAX as usize);
+        let connections = Arc::new(Semaphore::new(max_connections));
         let builder = http_builder(&limits);
         let mut shutdown_rx = shutdown_tx.subscribe();
         let handshake_timeout = Duration::from_millis(limits.header_read_timeout_ms);
@@ -241,21 +241,22 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_connection(
+            tokio::spawn(serve_webhook_connection(
                 (stream, peer),
                 tls.clone(),
                 builder.clone(),
                 router.clone(),
                 handshake_timeout,
-                graceful.watcher(),
+                shutdown_tx.subscribe(),
                 permit,
             ));
         }
         drop(listener);
         info!("shutting down: no new connections; draining requests in flight");
         let drain = Duration::from_millis(limits.drain_timeout_ms);
-        match tokio::time::timeout(drain, graceful.shutdown()).await {
-            Ok(()) => info!("all connections drained"),
+        // Each connection holds a permit until it has drained: all of them back means all done.
+        match tokio::time::timeout(drain, connections.acquire_many(max_connections as u32)).await {
+            Ok(_) => info!("all connections drained"),
             Err(_) => warn!(
                 timeout_ms = limits.drain_timeout_ms,
                 "drain timeout reached; closing remaining connections"
@@ -310,6 +311,130 @@ pub async fn serve_connection<G: Send + 'static>(
         debug!(%peer, error = %e, "connection ended with an error");
     }
     drop(guard);
+}
+
+/// [`serve_connection`] for the webhook port, which also closes idle connections: one that
+/// carries no request for `handshake_timeout` (the header read timeout) is shut down gracefully
+/// (HTTP/2: GOAWAY). hyper does this itself for an HTTP/1.1 connection between requests; without
+/// it a connection that never sends its first bytes, or an idle HTTP/2 connection, would hold a
+/// connection slot for ever, and a few idle clients could lock everyone else out. `shutdown`
+/// drains it when the server stops; `permit` is held until it has ended.
+async fn serve_webhook_connection(
+    (stream, peer): (TcpStream, SocketAddr),
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    router: axum::Router,
+    handshake_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request| {
+            let busy = activity.begin();
+            let router = router.clone();
+            async move {
+                let response = tower::ServiceExt::oneshot(router, request).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let idle_timeout = handshake_timeout;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.wait_for(|v| *v), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = activity.idle(idle_timeout), if !closing => {
+                debug!(%peer, idle_ms = idle_timeout.as_millis() as u64, "closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            // A peer that does not let an idle connection's graceful close finish is dropped
+            // (a draining server is bounded by the drain timeout instead).
+            _ = activity.idle(idle_timeout.saturating_mul(2)), if closing && !*shutdown.borrow() => break,
+        }
+    }
+    drop(permit);
+}
+
+/// Requests in flight on one connection, and when it was last busy.
+struct Activity {
+    started: std::time::Instant,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds after `started`.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: std::time::Instant::now(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let busy = self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+            let idle_for = self.started.elapsed().saturating_sub(last);
+            if !busy && idle_for >= timeout {
+                return;
+            }
+            let wait = if busy { timeout } else { timeout - idle_for };
+            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+        }
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn spawn_signal_handlers(shutdown: watch::Sender<bool>, store: Arc<PolicyStore>) {

@@ -1,0 +1,327 @@
+//! `-o html`: one self-contained file (no external assets): summary cards, inline SVG charts of
+//! findings by policy, by namespace and by severity, and a searchable, filterable table.
+
+use std::io::{self, Write};
+
+use crate::audit::record::Label;
+use crate::audit::report::{escape_xml as e, namespace_label};
+use crate::audit::runner::{AuditRun, SourceKind};
+use crate::audit::totals::Counts;
+use crate::policy::metadata::Severity;
+
+/// Bars shown per chart; the rest are summed into one.
+const TOP: usize = 15;
+
+fn color(label: Label) -> &'static str {
+    match label {
+        Label::Deny => "#d64545",
+        Label::Warn => "#e8a317",
+        Label::Audit => "#3b82c4",
+        Label::Error => "#8e44ad",
+    }
+}
+
+const STYLE: &str = r#"
+:root { --fg:#1f2933; --muted:#62707f; --line:#e3e8ee; --bg:#f6f8fa; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif; color:var(--fg); background:var(--bg); }
+header { background:#17324d; color:#fff; padding:18px 28px; }
+header h1 { margin:0 0 4px; font-size:22px; }
+header p { margin:0; color:#c9d6e3; }
+main { padding:20px 28px 40px; }
+.cards { display:flex; flex-wrap:wrap; gap:12px; margin-bottom:20px; }
+.card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 16px; min-width:130px; }
+.card .n { font-size:26px; font-weight:600; }
+.card .l { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+.card.deny .n { color:#d64545; } .card.warn .n { color:#b97c0c; } .card.audit .n { color:#3b82c4; } .card.error .n { color:#8e44ad; }
+.charts { display:flex; flex-wrap:wrap; gap:16px; margin-bottom:24px; }
+figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
+figcaption { font-weight:600; margin-bottom:6px; }
+svg text { font:12px -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif; fill:var(--fg); }
+.issues { background:#fff4e5; border:1px solid #f0c36d; border-radius:8px; padding:10px 16px; margin-bottom:20px; }
+.toolbar { display:flex; flex-wrap:wrap; align-items:center; gap:14px; margin:8px 0 10px; }
+#q { width:360px; max-width:100%; padding:7px 10px; border:1px solid #c5ced8; border-radius:6px; font-size:14px; }
+#count { color:var(--muted); }
+table { width:100%; border-collapse:collapse; background:#fff; border:1px solid var(--line); }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { background:#eef2f6; font-size:12px; text-transform:uppercase; letter-spacing:.03em; position:sticky; top:0; }
+td.msg { max-width:520px; }
+td code { font-size:12px; color:var(--muted); }
+.tag { display:inline-block; padding:1px 7px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
+.sev { font-size:12px; text-transform:uppercase; }
+.empty { color:var(--muted); padding:16px; }
+"#;
+
+const SCRIPT: &str = r#"
+(function () {
+  var q = document.getElementById('q');
+  var boxes = Array.prototype.slice.call(document.querySelectorAll('.f'));
+  var rows = Array.prototype.slice.call(document.querySelectorAll('#findings tbody tr'));
+  var count = document.getElementById('count');
+  function apply() {
+    var terms = q.value.toLowerCase().split(/\s+/).filter(Boolean);
+    var on = {};
+    boxes.forEach(function (b) { on[b.value] = b.checked; });
+    var shown = 0;
+    rows.forEach(function (r) {
+      var text = r.textContent.toLowerCase();
+      var ok = on[r.getAttribute('data-action')] !== false && terms.every(function (t) { return text.indexOf(t) >= 0; });
+      r.style.display = ok ? '' : 'none';
+      if (ok) { shown++; }
+    });
+    count.textContent = shown + ' of ' + rows.length + ' findings';
+  }
+  q.addEventListener('input', apply);
+  boxes.forEach(function (b) { b.addEventListener('change', apply); });
+  apply();
+})();
+"#;
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A horizontal stacked bar chart, one row per (label, counts).
+fn bar_chart(rows: &[(String, Counts)]) -> String {
+    let width = 540.0_f64;
+    let label_w = 230.0_f64;
+    let count_w = 44.0_f64;
+    let bar_w = width - label_w - count_w;
+    let row_h = 22.0_f64;
+    let top = 24.0_f64;
+    let height = top + row_h * rows.len().max(1) as f64 + 6.0;
+    let max = rows
+        .iter()
+        .map(|(_, c)| c.total())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\">"
+    );
+    // Legend.
+    let mut lx = label_w;
+    for label in Label::ALL {
+        svg.push_str(&format!(
+            "<rect x=\"{lx}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"13\">{}</text>",
+            color(label),
+            lx + 14.0,
+            label.as_str()
+        ));
+        lx += 62.0;
+    }
+    if rows.is_empty() {
+        svg.push_str(&format!(
+            "<text x=\"{label_w}\" y=\"{}\" style=\"fill:#62707f\">no findings</text>",
+            top + 15.0
+        ));
+    }
+    for (i, (name, counts)) in rows.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        svg.push_str(&format!(
+            "<g><title>{}: {} deny, {} warn, {} audit, {} error</title><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            e(name),
+            counts.deny,
+            counts.warn,
+            counts.audit,
+            counts.error,
+            label_w - 8.0,
+            y + 15.0,
+            e(&truncate(name, 32))
+        ));
+        let mut x = label_w;
+        for label in Label::ALL {
+            let n = counts.get(label);
+            if n == 0 {
+                continue;
+            }
+            let w = (n as f64 / max * bar_w).max(1.5);
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>",
+                y + 3.0,
+                row_h - 6.0,
+                color(label)
+            ));
+            x += w;
+        }
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\">{}</text></g>",
+            x + 5.0,
+            y + 15.0,
+            counts.total()
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The `TOP` largest entries, the rest summed into one row.
+fn top_rows(mut rows: Vec<(String, Counts)>) -> Vec<(String, Counts)> {
+    rows.retain(|(_, c)| c.total() > 0);
+    rows.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(&b.0)));
+    if rows.len() > TOP {
+        let rest = rows.split_off(TOP - 1);
+        let mut sum = Counts::default();
+        for (_, c) in &rest {
+            sum.deny += c.deny;
+            sum.warn += c.warn;
+            sum.audit += c.audit;
+            sum.error += c.error;
+        }
+        rows.push((format!("{} more", rest.len()), sum));
+    }
+    rows
+}
+
+pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
+    let t = &run.totals;
+    let source = match run.source {
+        SourceKind::Files => "files",
+        SourceKind::Cluster => "cluster",
+    };
+    writeln!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
+    )?;
+    writeln!(
+        out,
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    )?;
+    writeln!(
+        out,
+        "<title>regate audit</title>\n<style>{STYLE}</style>\n</head>\n<body>"
+    )?;
+    writeln!(
+        out,
+        "<header><h1>regate audit</h1><p>Source: {source} · started {} · {:.1} s · {} policies · {:.0} objects/s</p></header>\n<main>",
+        e(&k8s_openapi::jiff::Timestamp::from_second(run.started_at.as_second())
+            .unwrap_or(run.started_at)
+            .to_string()),
+        run.duration.as_secs_f64(),
+        run.policies.len(),
+        run.rate()
+    )?;
+
+    writeln!(out, "<section class=\"cards\">")?;
+    for (class, n, label) in [
+        ("", t.objects, "objects judged"),
+        ("", t.objects_with_findings, "objects with findings"),
+        ("deny", t.findings.deny, "deny"),
+        ("warn", t.findings.warn, "warn"),
+        ("audit", t.findings.audit, "audit"),
+        ("error", t.findings.error, "error"),
+        ("", t.passes(), "passing checks"),
+    ] {
+        writeln!(
+            out,
+            "<div class=\"card {class}\"><div class=\"n\">{n}</div><div class=\"l\">{label}</div></div>"
+        )?;
+    }
+    writeln!(out, "</section>")?;
+
+    if !run.issues.is_empty() {
+        writeln!(out, "<section class=\"issues\"><strong>Incomplete:</strong> part of the audit could not be done.<ul>")?;
+        for i in &run.issues {
+            writeln!(out, "<li><b>{}</b>: {}</li>", e(&i.source), e(&i.message))?;
+        }
+        writeln!(out, "</ul></section>")?;
+    }
+
+    let by_policy = top_rows(t.by_policy.iter().map(|(k, c)| (k.clone(), *c)).collect());
+    let by_namespace = top_rows(
+        t.by_namespace
+            .iter()
+            .map(|(k, c)| (namespace_label(k).to_string(), c.findings))
+            .collect(),
+    );
+    let by_severity: Vec<(String, Counts)> = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ]
+    .into_iter()
+    .map(|s| {
+        (
+            s.as_str().to_string(),
+            t.by_severity.get(&s).copied().unwrap_or_default(),
+        )
+    })
+    .collect();
+    writeln!(out, "<section class=\"charts\">")?;
+    for (id, caption, rows) in [
+        ("chart-policy", "Findings by policy", &by_policy),
+        ("chart-namespace", "Findings by namespace", &by_namespace),
+        ("chart-severity", "Findings by severity", &by_severity),
+    ] {
+        writeln!(
+            out,
+            "<figure id=\"{id}\"><figcaption>{caption}</figcaption>{}</figure>",
+            bar_chart(rows)
+        )?;
+    }
+    writeln!(out, "</section>")?;
+
+    writeln!(out, "<section><h2>Findings</h2>\n<div class=\"toolbar\">")?;
+    writeln!(
+        out,
+        "<input id=\"q\" type=\"search\" placeholder=\"Search policy, object, namespace, message…\" aria-label=\"Search findings\">"
+    )?;
+    for label in Label::ALL {
+        writeln!(
+            out,
+            "<label><input type=\"checkbox\" class=\"f\" value=\"{0}\" checked> <span class=\"tag\" style=\"background:{1}\">{0}</span> {2}</label>",
+            label.as_str(),
+            color(label),
+            t.findings.get(label)
+        )?;
+    }
+    writeln!(out, "<span id=\"count\"></span></div>")?;
+    writeln!(
+        out,
+        "<table id=\"findings\"><thead><tr><th>Action</th><th>Severity</th><th>Policy</th><th>Object</th><th>Namespace</th><th>Message</th><th>Location</th></tr></thead><tbody>"
+    )?;
+    run.spool.for_each_partition::<io::Error>(|records| {
+        for r in &records {
+            let object = format!("{} {}", r.kind, r.name);
+            let location = r.location().unwrap_or_default();
+            for f in &r.findings {
+                let path = f
+                    .path
+                    .as_deref()
+                    .map(|p| format!("<br><code>{}</code>", e(p)))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "<tr data-action=\"{0}\"><td><span class=\"tag\" style=\"background:{1}\">{0}</span></td><td class=\"sev\">{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td class=\"msg\">{6}{path}</td><td><code>{7}</code></td></tr>",
+                    f.action.as_str(),
+                    color(f.action),
+                    f.severity.as_str(),
+                    e(&f.policy),
+                    e(&object),
+                    e(namespace_label(r.namespace_key())),
+                    e(&f.message),
+                    e(&location)
+                )?;
+            }
+        }
+        Ok(())
+    })?;
+    writeln!(out, "</tbody></table>")?;
+    if t.findings.total() == 0 {
+        writeln!(
+            out,
+            "<p class=\"empty\">No findings: every judged object passes every policy.</p>"
+        )?;
+    }
+    writeln!(
+        out,
+        "</section>\n</main>\n<script>{SCRIPT}</script>\n</body>\n</html>"
+    )
+}

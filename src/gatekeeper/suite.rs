@@ -1,0 +1,572 @@
+//! Gatekeeper test suites (`kind: Suite`, `test.gatekeeper.sh/v1alpha1`), run as `gator verify`
+//! runs them, but through regate's one decision path: each case's object becomes a `Review`
+//! and is judged by `admission::decision::judge` with the test's constraint as the only policy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::admission::decision::judge;
+use crate::admission::review::{plural, ManifestRequest, Review};
+use crate::config::Config;
+use crate::gatekeeper::{
+    compile_constraint, with_inventory, Constraint, Inventory, Origin, Template,
+};
+use crate::manifest;
+use crate::policy::eval::Wants;
+use crate::policy::set::{CompiledPolicy, PolicySet};
+
+pub const SUITE_FILE: &str = "suite.yaml";
+
+/// Problems with the paths given to `verify` (anything inside a suite is a case failure).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}: no such file or directory")]
+    NotFound(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no {SUITE_FILE} found under {0}")]
+    NoSuites(PathBuf),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SuiteFile {
+    kind: Option<String>,
+    api_version: Option<String>,
+    #[serde(default)]
+    skip: bool,
+    #[serde(default)]
+    tests: Vec<TestSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TestSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    template: String,
+    #[serde(default)]
+    constraint: String,
+    #[serde(default)]
+    invalid: bool,
+    #[serde(default)]
+    skip: bool,
+    #[serde(default)]
+    cases: Vec<CaseSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CaseSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    object: String,
+    #[serde(default)]
+    inventory: Vec<String>,
+    #[serde(default)]
+    skip: bool,
+    #[serde(default)]
+    assertions: Vec<AssertionSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionSpec {
+    #[serde(default)]
+    violations: Option<Value>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// How many violations an assertion expects (among those whose message matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    AtLeastOne,
+    None,
+    Exactly(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Assertion {
+    pub expect: Expect,
+    pub message: Option<regex::Regex>,
+}
+
+impl Assertion {
+    fn parse(spec: &AssertionSpec) -> Result<Assertion, String> {
+        let expect = match &spec.violations {
+            None => Expect::AtLeastOne,
+            Some(Value::String(s)) if s == "yes" => Expect::AtLeastOne,
+            Some(Value::String(s)) if s == "no" => Expect::None,
+            Some(Value::Number(n)) if n.as_u64().is_some() => {
+                Expect::Exactly(n.as_u64().unwrap_or(0))
+            }
+            Some(other) => {
+                return Err(format!(
+                "assertion violations {other}: must be a non-negative integer, \"yes\" or \"no\""
+            ))
+            }
+        };
+        let message = match &spec.message {
+            None => None,
+            Some(m) => Some(
+                regex::Regex::new(m)
+                    .map_err(|e| format!("assertion message {m:?} is not a regex: {e}"))?,
+            ),
+        };
+        Ok(Assertion { expect, message })
+    }
+
+    /// `Ok` when the messages satisfy the assertion, else why not.
+    pub fn check(&self, messages: &[String]) -> Result<(), String> {
+        let matching = messages
+            .iter()
+            .filter(|m| self.message.as_ref().is_none_or(|re| re.is_match(m)))
+            .count() as u64;
+        let containing = self
+            .message
+            .as_ref()
+            .map(|re| format!(" matching {:?}", re.as_str()))
+            .unwrap_or_default();
+        let want = match self.expect {
+            Expect::AtLeastOne if matching == 0 => "at least 1".to_string(),
+            Expect::None if matching > 0 => "none".to_string(),
+            Expect::Exactly(n) if matching != n => format!("exactly {n}"),
+            _ => return Ok(()),
+        };
+        Err(format!(
+            "got {matching} violations{containing} but want {want}; messages: {messages:?}"
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail(String),
+    Skip,
+}
+
+/// The result of one case (or of a test that could not run its cases).
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    pub suite: String,
+    pub test: String,
+    pub case: String,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub outcomes: Vec<CaseOutcome>,
+}
+
+impl Report {
+    fn count(&self, f: impl Fn(&Status) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(&o.status)).count()
+    }
+    pub fn passed(&self) -> usize {
+        self.count(|s| *s == Status::Pass)
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|s| matches!(s, Status::Fail(_)))
+    }
+    pub fn skipped(&self) -> usize {
+        self.count(|s| *s == Status::Skip)
+    }
+}
+
+/// Suite files named by `paths`: files as given, directories searched for `suite.yaml`.
+pub fn find_suites(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let before = out.len();
+            collect(path, &mut out)?;
+            if out.len() == before {
+                return Err(VerifyError::NoSuites(path.clone()));
+            }
+        } else if path.exists() {
+            out.push(path.clone());
+        } else {
+            return Err(VerifyError::NotFound(path.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), VerifyError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| VerifyError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path.file_name().is_some_and(|n| n == SUITE_FILE) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Runs every suite under `paths`.
+pub fn run(paths: &[PathBuf]) -> Result<Report, VerifyError> {
+    let mut report = Report::default();
+    for suite in find_suites(paths)? {
+        report.outcomes.extend(run_suite(&suite));
+    }
+    Ok(report)
+}
+
+/// Runs one suite file; problems with the file itself are one failed outcome.
+pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
+    let suite_name = path.display().to_string();
+    let fail = |test: &str, case: &str, why: String| CaseOutcome {
+        suite: suite_name.clone(),
+        test: test.to_string(),
+        case: case.to_string(),
+        status: Status::Fail(why),
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return vec![fail("", "", format!("cannot read suite: {e}"))],
+    };
+    let suite: SuiteFile = match serde_yaml::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => return vec![fail("", "", format!("invalid suite: {e}"))],
+    };
+    if suite.kind.as_deref() != Some("Suite")
+        || !suite
+            .api_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("test.gatekeeper.sh/"))
+    {
+        return vec![fail(
+            "",
+            "",
+            "not a Suite (kind: Suite, apiVersion: test.gatekeeper.sh/v1alpha1)".to_string(),
+        )];
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for test in &suite.tests {
+        let outcome = |case: &str, status: Status| CaseOutcome {
+            suite: suite_name.clone(),
+            test: test.name.clone(),
+            case: case.to_string(),
+            status,
+        };
+        if suite.skip || test.skip {
+            out.extend(test.cases.iter().map(|c| outcome(&c.name, Status::Skip)));
+            continue;
+        }
+        let loaded = load_test(dir, test);
+        if test.invalid {
+            let status = match loaded {
+                Err(Load::ConstraintRejected(_)) => Status::Pass,
+                Err(Load::Other(why)) => {
+                    Status::Fail(format!("want the constraint rejected, but: {why}"))
+                }
+                Ok(_) => Status::Fail(
+                    "the constraint was accepted but the test says it is invalid".to_string(),
+                ),
+            };
+            out.push(outcome("(invalid constraint)", status));
+            continue;
+        }
+        let policy = match loaded {
+            Ok(p) => p,
+            Err(Load::ConstraintRejected(why) | Load::Other(why)) => {
+                if test.cases.is_empty() {
+                    out.push(outcome("", Status::Fail(why.clone())));
+                }
+                out.extend(
+                    test.cases
+                        .iter()
+                        .map(|c| outcome(&c.name, Status::Fail(why.clone()))),
+                );
+                continue;
+            }
+        };
+        for (i, case) in test.cases.iter().enumerate() {
+            let status = if case.skip {
+                Status::Skip
+            } else {
+                match run_case(dir, &policy, case, i) {
+                    Ok(()) => Status::Pass,
+                    Err(why) => Status::Fail(why),
+                }
+            };
+            out.push(outcome(&case.name, status));
+        }
+    }
+    out
+}
+
+enum Load {
+    /// The template loaded but the constraint was refused (what `invalid: true` expects).
+    ConstraintRejected(String),
+    Other(String),
+}
+
+/// Reads a file that must hold exactly one object.
+fn read_one(dir: &Path, rel: &str, what: &str) -> Result<(Value, Origin), String> {
+    if rel.is_empty() {
+        return Err(format!("the test names no {what}"));
+    }
+    let path = dir.join(rel);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let file = path.display().to_string();
+    let mut objects = manifest::parse_text(&text, &file).map_err(|e| e.to_string())?;
+    if objects.len() != 1 {
+        return Err(format!(
+            "{what} {file} holds {} objects; exactly one is expected",
+            objects.len()
+        ));
+    }
+    let m = objects.remove(0);
+    Ok((
+        m.object,
+        Origin {
+            file,
+            line: m.line,
+            text,
+        },
+    ))
+}
+
+fn load_test(dir: &Path, test: &TestSpec) -> Result<CompiledPolicy, Load> {
+    let (doc, origin) = read_one(dir, &test.template, "template").map_err(Load::Other)?;
+    let template = Template::parse(&doc, origin)
+        .map_err(|e| Load::Other(e.to_string()))?
+        .compile(Duration::from_secs(5))
+        .map_err(|e| {
+            Load::Other(
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+    let (doc, origin) = read_one(dir, &test.constraint, "constraint").map_err(Load::Other)?;
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind != template.template.kind {
+        return Err(Load::Other(format!(
+            "constraint kind {kind:?} is not the template's kind {:?}",
+            template.template.kind
+        )));
+    }
+    let constraint = Constraint::parse(&doc, origin, &template.template)
+        .map_err(|e| Load::ConstraintRejected(e.to_string()))?;
+    compile_constraint(
+        &template,
+        &constraint,
+        &verify_config(),
+        &Inventory::default(),
+    )
+    .map_err(|e| Load::Other(e.to_string()))
+}
+
+/// The config a suite runs under: nothing exempt, so only `spec.match` selects objects.
+fn verify_config() -> Config {
+    Config {
+        exempt_namespaces: Vec::new(),
+        ..Config::default()
+    }
+}
+
+fn run_case(
+    dir: &Path,
+    policy: &CompiledPolicy,
+    case: &CaseSpec,
+    index: usize,
+) -> Result<(), String> {
+    let assertions = case
+        .assertions
+        .iter()
+        .map(Assertion::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (object, _) = read_one(dir, &case.object, "object")?;
+    let mut inventory = Inventory::default();
+    for rel in &case.inventory {
+        let path = dir.join(rel);
+        for m in manifest::read_file(&path).map_err(|e| e.to_string())? {
+            inventory
+                .add(&m.object)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let policies =
+        with_inventory(std::slice::from_ref(policy), &inventory).map_err(|e| e.to_string())?;
+    let set = PolicySet::assemble(
+        policies,
+        Arc::new(verify_config()),
+        inventory.namespace_labels(),
+        Vec::new(),
+        false,
+    );
+    let review = review_of(object, &format!("verify-{index:04}"))?;
+    let decision = judge(&set, &review, Wants::VALIDATE);
+    if let Some(f) = decision.failures.first() {
+        return Err(format!(
+            "evaluation failed: {}: {}",
+            f.reason.describe(),
+            f.detail
+        ));
+    }
+    let messages: Vec<String> = decision
+        .violations
+        .iter()
+        .map(|v| v.message.clone())
+        .collect();
+    if assertions.is_empty() {
+        // A case without assertions expects the object to pass.
+        return Assertion {
+            expect: Expect::None,
+            message: None,
+        }
+        .check(&messages);
+    }
+    for a in &assertions {
+        a.check(&messages)?;
+    }
+    Ok(())
+}
+
+/// The case's object as a review: an AdmissionReview's request as given (with what an
+/// apiserver always sends filled in), or a bare object as Gatekeeper's audit sees it.
+pub fn review_of(object: Value, uid: &str) -> Result<Review, String> {
+    let is_review = object.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
+        && object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with("admission.k8s.io/"));
+    if !is_review {
+        let opts = ManifestRequest {
+            uid: uid.to_string(),
+            ..ManifestRequest::default()
+        };
+        return Review::from_manifest(object, &opts).map_err(|e| e.to_string());
+    }
+    let Some(Value::Object(mut request)) = object.get("request").cloned() else {
+        return Err("the AdmissionReview has no request".to_string());
+    };
+    let subject = ["object", "oldObject"]
+        .iter()
+        .find_map(|k| request.get(*k).filter(|o| o.is_object()).cloned())
+        .ok_or("the AdmissionRequest has neither object nor oldObject to review")?;
+    let api_version = subject
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("v1");
+    let kind = subject.get("kind").and_then(Value::as_str).unwrap_or("");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    if request
+        .get("uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        request.insert("uid".into(), json!(uid));
+    }
+    request
+        .entry("kind")
+        .or_insert_with(|| json!({"group": group, "version": version, "kind": kind}));
+    request
+        .entry("resource")
+        .or_insert_with(|| json!({"group": group, "version": version, "resource": plural(kind)}));
+    request
+        .entry("operation")
+        .or_insert_with(|| json!("CREATE"));
+    Review::from_value(json!({
+        "apiVersion": crate::admission::review::API_VERSION,
+        "kind": "AdmissionReview",
+        "request": request,
+    }))
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assertion(violations: Option<Value>, message: Option<&str>) -> Assertion {
+        Assertion::parse(&AssertionSpec {
+            violations,
+            message: message.map(str::to_string),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn assertions_count_matching_messages() {
+        let msgs = vec![
+            "container <a> bad".to_string(),
+            "initContainer <b> bad".to_string(),
+        ];
+        assert!(assertion(None, None).check(&msgs).is_ok());
+        assert!(assertion(Some(json!("no")), None).check(&msgs).is_err());
+        assert!(assertion(Some(json!(2)), None).check(&msgs).is_ok());
+        assert!(assertion(Some(json!(1)), Some("initContainer"))
+            .check(&msgs)
+            .is_ok());
+        assert!(assertion(Some(json!(1)), Some("^container"))
+            .check(&msgs)
+            .is_ok());
+        assert!(assertion(Some(json!(0)), Some("ephemeral"))
+            .check(&msgs)
+            .is_ok());
+        assert!(assertion(Some(json!("yes")), Some("ephemeral"))
+            .check(&msgs)
+            .is_err());
+        assert!(assertion(Some(json!("no")), None).check(&[]).is_ok());
+        assert!(Assertion::parse(&AssertionSpec {
+            violations: Some(json!("maybe")),
+            message: None
+        })
+        .is_err());
+        assert!(Assertion::parse(&AssertionSpec {
+            violations: Some(json!(-1)),
+            message: None
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn yaml_1_2_yes_and_no_are_strings() {
+        let a: AssertionSpec = serde_yaml::from_str("violations: yes").unwrap();
+        assert_eq!(a.violations, Some(json!("yes")));
+        let b: AssertionSpec = serde_yaml::from_str("violations: no").unwrap();
+        assert_eq!(b.violations, Some(json!("no")));
+    }
+
+    #[test]
+    fn admission_review_is_completed_like_an_apiserver_request() {
+        let ar = json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1beta1", "request": {
+            "operation": "UPDATE",
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}},
+        }});
+        let review = review_of(ar, "u1").unwrap();
+        assert!(!review.synthesized);
+        assert_eq!(review.kind(), "Deployment");
+        assert_eq!(review.operation(), "UPDATE");
+        assert_eq!(review.request.resource.resource, "deployments");
+        assert_eq!(review.uid(), "u1");
+    }
+}
