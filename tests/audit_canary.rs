@@ -55,7 +55,10 @@ fn forbidden() -> Vec<String> {
 
 fn assert_clean(what: &str, text: &str) {
     for needle in forbidden() {
-        assert!(!text.contains(&needle), "{what} contains {needle:?}:\n{text}");
+        assert!(
+            !text.contains(&needle),
+            "{what} contains {needle:?}:\n{text}"
+        );
     }
 }
 
@@ -76,7 +79,10 @@ const FORMATS: [&str; 6] = ["text", "json", "policyreport", "junit", "sarif", "h
 fn canaries_never_appear_in_file_audits() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("secrets.yaml");
-    let yaml: Vec<String> = secrets().iter().map(|o| serde_yaml::to_string(o).unwrap()).collect();
+    let yaml: Vec<String> = secrets()
+        .iter()
+        .map(|o| serde_yaml::to_string(o).unwrap())
+        .collect();
     std::fs::write(&manifest, yaml.join("---\n")).unwrap();
     for policies in policy_dirs(dir.path()) {
         for format in FORMATS {
@@ -89,7 +95,12 @@ fn canaries_never_appear_in_file_audits() {
                 .args(["-o", format, "--fail-on", "never"])
                 .output()
                 .unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let stdout = String::from_utf8(out.stdout).unwrap();
             let what = format!("{format} with {}", policies.display());
             assert_clean(&what, &stdout);
@@ -129,7 +140,12 @@ fn canaries_never_appear_in_cluster_audits_or_applied_reports() {
                 .output()
                 .unwrap();
             let what = format!("cluster {format} with {}", policies.display());
-            assert_eq!(out.status.code(), Some(0), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let stdout = String::from_utf8(out.stdout).unwrap();
             assert_clean(&what, &stdout);
             assert_clean(&what, &String::from_utf8(out.stderr).unwrap());

@@ -56,43 +56,76 @@ async fn cluster_audit_discovers_pages_and_judges_every_targeted_kind() {
     // Namespaces 4 + Pods 9 + Deployment 1 + ConfigMaps 4 + Secret 1 + Service 1; no Nodes.
     assert_eq!(run.totals.objects, 20, "{:?}", run.totals.by_kind);
     assert_eq!(run.totals.by_kind.get("Pod"), Some(&9));
-    assert!(run.totals.by_kind.get("Node").is_none());
+    assert!(!run.totals.by_kind.contains_key("Node"));
 
     // Every list is paged with the configured limit, and continue tokens are followed.
     let lists = server.lists();
     assert!(lists.iter().all(|l| l.limit == Some(3)), "{lists:?}");
-    assert!(!lists.iter().any(|l| l.plural == "nodes"), "Nodes are not targeted");
+    assert!(
+        !lists.iter().any(|l| l.plural == "nodes"),
+        "Nodes are not targeted"
+    );
     let pods: Vec<Option<String>> = lists
         .iter()
         .filter(|l| l.plural == "pods")
         .map(|l| l.continue_token.clone())
         .collect();
-    assert_eq!(pods, vec![None, Some("pods:3".into()), Some("pods:6".into())]);
+    assert_eq!(
+        pods,
+        vec![None, Some("pods:3".into()), Some("pods:6".into())]
+    );
     // Namespaces: once for labels (environments), once as a targeted kind.
     assert_eq!(lists.iter().filter(|l| l.plural == "namespaces").count(), 4);
 
     let records = records(&mut run);
     // deny whatever the environment; the warn rule is labelled warn.
     let web = labels_of(&records, "prod", "web-privileged", "t-privileged");
-    assert!(web.contains(&Label::Deny) && web.contains(&Label::Warn), "{web:?}");
-    assert_eq!(labels_of(&records, "dev", "dev-privileged", "t-privileged"), vec![Label::Deny]);
+    assert!(
+        web.contains(&Label::Deny) && web.contains(&Label::Warn),
+        "{web:?}"
+    );
+    assert_eq!(
+        labels_of(&records, "dev", "dev-privileged", "t-privileged"),
+        vec![Label::Deny]
+    );
     assert!(labels_of(&records, "prod", "api", "t-privileged").contains(&Label::Deny));
     assert!(labels_of(&records, "prod", "web-ok", "t-privileged").is_empty());
     // Exempt namespace: not judged.
     assert!(labels_of(&records, "kube-system", "kube-proxy", "t-privileged").is_empty());
     // The namespace label decides the environment, and the environment the action.
-    assert_eq!(labels_of(&records, "dev", "settings", "t-debug"), vec![Label::Warn]);
-    assert_eq!(labels_of(&records, "stage", "settings", "t-debug"), vec![Label::Audit]);
-    assert_eq!(labels_of(&records, "prod", "settings", "t-debug"), vec![Label::Deny]);
+    assert_eq!(
+        labels_of(&records, "dev", "settings", "t-debug"),
+        vec![Label::Warn]
+    );
+    assert_eq!(
+        labels_of(&records, "stage", "settings", "t-debug"),
+        vec![Label::Audit]
+    );
+    assert_eq!(
+        labels_of(&records, "prod", "settings", "t-debug"),
+        vec![Label::Deny]
+    );
     // Cluster-scoped Namespaces without a team label.
-    assert_eq!(labels_of(&records, "", "stage", "t-namespace-team"), vec![Label::Audit]);
-    assert_eq!(labels_of(&records, "", "kube-system", "t-namespace-team"), vec![Label::Audit]);
+    assert_eq!(
+        labels_of(&records, "", "stage", "t-namespace-team"),
+        vec![Label::Audit]
+    );
+    assert_eq!(
+        labels_of(&records, "", "kube-system", "t-namespace-team"),
+        vec![Label::Audit]
+    );
     assert!(labels_of(&records, "", "dev", "t-namespace-team").is_empty());
     // A policy that fails is an error finding.
-    assert_eq!(labels_of(&records, "prod", "svc", "t-broken"), vec![Label::Error]);
+    assert_eq!(
+        labels_of(&records, "prod", "svc", "t-broken"),
+        vec![Label::Error]
+    );
     // Items arrive without apiVersion/kind; records carry them from discovery.
     let deploy = records.iter().find(|r| r.name == "api").unwrap();
-    assert_eq!((deploy.api_version.as_str(), deploy.kind.as_str()), ("apps/v1", "Deployment"));
+    assert_eq!(
+        (deploy.api_version.as_str(), deploy.kind.as_str()),
+        ("apps/v1", "Deployment")
+    );
     assert_eq!(deploy.uid.as_deref(), Some("uid-deploy-api"));
     let ns_record = records.iter().find(|r| r.kind == "Namespace").unwrap();
     assert_eq!(ns_record.namespace, None);
@@ -133,12 +166,19 @@ fn cli_cluster_audit_writes_policyreports_and_reports_forbidden_lists() {
     };
 
     let (code, stdout, stderr) = run(&["-o", "policyreport"]);
-    assert_eq!(code, Some(1), "deny findings fail the audit by default: {stderr}");
+    assert_eq!(
+        code,
+        Some(1),
+        "deny findings fail the audit by default: {stderr}"
+    );
     assert!(server.lists().iter().all(|l| l.limit == Some(2)));
     let mut reports: BTreeMap<String, Value> = BTreeMap::new();
     for doc in serde_yaml::Deserializer::from_str(&stdout) {
         let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-        let key = v["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let key = v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         assert_eq!(v["apiVersion"], "wgpolicyk8s.io/v1alpha2");
         assert_eq!(v["metadata"]["name"], "regate-audit");
         reports.insert(key, v);
@@ -164,14 +204,21 @@ fn cli_cluster_audit_writes_policyreports_and_reports_forbidden_lists() {
     assert_eq!(web["resources"][0]["apiVersion"], "v1");
     assert_eq!(web["resources"][0]["uid"], "uid-pod-prod-web-privileged");
     assert!(web["message"].as_str().unwrap().contains("privileged"));
-    assert!(results.iter().any(|r| r["result"] == "warn" && r["rule"] == "warn"));
-    assert!(results.iter().any(|r| r["result"] == "error" && r["policy"] == "t-broken"));
+    assert!(results
+        .iter()
+        .any(|r| r["result"] == "warn" && r["rule"] == "warn"));
+    assert!(results
+        .iter()
+        .any(|r| r["result"] == "error" && r["policy"] == "t-broken"));
     // Summary counts every result of the namespace.
     let count = |status: &str| results.iter().filter(|r| r["result"] == status).count() as u64;
     assert_eq!(prod["summary"]["fail"], count("fail"));
     assert_eq!(prod["summary"]["warn"], count("warn"));
     assert_eq!(prod["summary"]["error"], count("error"));
-    assert!(prod["summary"]["pass"].as_u64().unwrap() >= 2, "web-ok and the clean ConfigMap pass");
+    assert!(
+        prod["summary"]["pass"].as_u64().unwrap() >= 2,
+        "web-ok and the clean ConfigMap pass"
+    );
     // Audit-action findings are fail results labelled audit.
     let stage_debug = reports["stage"]["results"]
         .as_array()
@@ -182,18 +229,53 @@ fn cli_cluster_audit_writes_policyreports_and_reports_forbidden_lists() {
     assert_eq!(stage_debug["result"], "fail");
     assert_eq!(stage_debug["properties"]["action"], "audit");
     assert_eq!(reports[""]["summary"]["fail"], 2);
-    assert_eq!(reports["kube-system"]["results"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        reports["kube-system"]["results"].as_array().unwrap().len(),
+        0
+    );
     assert!(!stdout.contains("CANARY"));
 
+    // --environment judges every namespace in that environment, whatever its labels.
+    let (code, stdout, stderr) = run(&["-o", "json", "--environment", "development"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let debug: Vec<(&str, &str)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["policy"] == "t-debug")
+        .map(|f| {
+            (
+                f["namespace"].as_str().unwrap(),
+                f["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        debug,
+        vec![("dev", "warn"), ("prod", "warn"), ("stage", "warn")]
+    );
+
     // A list the identity may not read makes the audit incomplete: exit 2, named in the report.
-    server.state.lock().unwrap().forbidden.push("secrets".into());
+    server
+        .state
+        .lock()
+        .unwrap()
+        .forbidden
+        .push("secrets".into());
     let (code, stdout, stderr) = run(&["-o", "json", "--fail-on", "never"]);
     assert_eq!(code, Some(2), "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["complete"], false);
     let issue = &report["issues"][0];
     assert_eq!(issue["source"], "secrets");
-    assert!(issue["message"].as_str().unwrap().contains("not allowed to list secrets"), "{issue}");
+    assert!(
+        issue["message"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed to list secrets"),
+        "{issue}"
+    );
     assert!(stderr.contains("incomplete"), "{stderr}");
     // Everything else was still judged.
     assert_eq!(report["summary"]["objects"], 19);
@@ -206,7 +288,12 @@ async fn unavailable_group_only_matters_when_a_kind_goes_missing() {
     let policies = write_policies(dir.path());
     let client = server.client();
     // batch is broken, and no policy needs it.
-    server.state.lock().unwrap().broken_groups.push("batch".into());
+    server
+        .state
+        .lock()
+        .unwrap()
+        .broken_groups
+        .push("batch".into());
     let set = Arc::new(build_set(&policies, NamespaceLabels::default()));
     let opts = ClusterOptions {
         discovery_timeout: Duration::from_millis(800),
@@ -216,14 +303,28 @@ async fn unavailable_group_only_matters_when_a_kind_goes_missing() {
     assert!(run.complete(), "{:?}", run.issues);
     assert_eq!(run.totals.objects, 20);
     // apps is broken, and Deployments live there: the audit says so.
-    server.state.lock().unwrap().broken_groups.push("apps".into());
+    server
+        .state
+        .lock()
+        .unwrap()
+        .broken_groups
+        .push("apps".into());
     let run = audit_cluster(&client, set, &opts).await.unwrap();
     assert!(!run.complete());
-    assert!(run.issues.iter().any(|i| i.source == "Deployment" && i.message.contains("apps/v1")), "{:?}", run.issues);
+    assert!(
+        run.issues
+            .iter()
+            .any(|i| i.source == "Deployment" && i.message.contains("apps/v1")),
+        "{:?}",
+        run.issues
+    );
     assert_eq!(run.totals.objects, 19);
 }
 
-fn replica(policies: &std::path::Path, identity: &str) -> (Arc<PolicyStore>, Metrics, BackgroundOptions) {
+fn replica(
+    policies: &std::path::Path,
+    identity: &str,
+) -> (Arc<PolicyStore>, Metrics, BackgroundOptions) {
     let store = PolicyStore::new(
         PolicySources {
             dir: policies.to_path_buf(),
@@ -238,7 +339,7 @@ fn replica(policies: &std::path::Path, identity: &str) -> (Arc<PolicyStore>, Met
         lease_name: "regate-audit".into(),
         lease_namespace: Some("regate".into()),
         identity: identity.into(),
-        lease_duration: Duration::from_secs(3),
+        lease_duration: Duration::from_secs(10),
         renew_period: Duration::from_millis(150),
         config_poll: Duration::from_millis(100),
         interval: Some(Duration::from_millis(400)),
@@ -247,7 +348,7 @@ fn replica(policies: &std::path::Path, identity: &str) -> (Arc<PolicyStore>, Met
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
+    for _ in 0..400 {
         if check() {
             return;
         }
@@ -276,18 +377,37 @@ async fn background_audit_elects_one_leader_applies_whole_reports_and_fails_over
     let (store_b, metrics_b, opts_b) = replica(&policies, "replica-b");
     let (stop_a, rx_a) = tokio::sync::watch::channel(false);
     let (stop_b, rx_b) = tokio::sync::watch::channel(false);
-    let a = tokio::spawn(background::run(server.client(), store_a, metrics_a.clone(), opts_a, rx_a));
+    let a = tokio::spawn(background::run(
+        server.client(),
+        store_a,
+        metrics_a.clone(),
+        opts_a,
+        rx_a,
+    ));
     // b starts once a holds the lease, so a is the first leader.
-    eventually("a takes the lease", || server.lease("regate/regate-audit").is_some()).await;
-    let b = tokio::spawn(background::run(server.client(), store_b, metrics_b.clone(), opts_b, rx_b));
+    eventually("a takes the lease", || {
+        server.lease("regate/regate-audit").is_some()
+    })
+    .await;
+    let b = tokio::spawn(background::run(
+        server.client(),
+        store_b,
+        metrics_b.clone(),
+        opts_b,
+        rx_b,
+    ));
 
     eventually("reports applied", || server.reports().contains_key("prod")).await;
     eventually("a second audit", || server.applies().len() >= 10).await;
     let lease = server.lease("regate/regate-audit").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
-    assert_eq!(lease["spec"]["leaseDurationSeconds"], 3);
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 10);
     assert!(metrics_a.audit_objects.get() == 20, "the leader audits");
-    assert_eq!(metrics_b.audit_objects.get(), 0, "the follower does not audit");
+    assert_eq!(
+        metrics_b.audit_objects.get(),
+        0,
+        "the follower does not audit"
+    );
 
     // Server-side apply, forced, one field manager.
     for apply in server.applies() {
@@ -296,8 +416,11 @@ async fn background_audit_elects_one_leader_applies_whole_reports_and_fails_over
         assert!(apply.force);
     }
     let paths: Vec<String> = server.applies().iter().map(|a| a.path.clone()).collect();
-    assert!(paths.contains(&"/apis/wgpolicyk8s.io/v1alpha2/namespaces/prod/policyreports/regate-audit".to_string()));
-    assert!(paths.contains(&"/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports/regate-audit".to_string()));
+    assert!(paths.contains(
+        &"/apis/wgpolicyk8s.io/v1alpha2/namespaces/prod/policyreports/regate-audit".to_string()
+    ));
+    assert!(paths
+        .contains(&"/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports/regate-audit".to_string()));
     let reports = server.reports();
     assert!(report_names(&reports["prod"]).contains(&"web-privileged".to_string()));
     assert_eq!(reports[""]["kind"], "ClusterPolicyReport");
@@ -305,10 +428,15 @@ async fn background_audit_elects_one_leader_applies_whole_reports_and_fails_over
     // Metrics of the last run, with bounded namespace labels.
     let text = metrics_a.render();
     assert!(
-        text.contains("regate_audit_violations{namespace=\"prod\",policy=\"t-privileged\",severity=\"high\"}"),
+        text.contains(
+            "regate_audit_violations{namespace=\"prod\",policy=\"t-privileged\",severity=\"high\"}"
+        ),
         "{text}"
     );
-    assert!(text.contains("namespace=\"_cluster\",policy=\"t-namespace-team\""), "{text}");
+    assert!(
+        text.contains("namespace=\"_cluster\",policy=\"t-namespace-team\""),
+        "{text}"
+    );
     assert!(metrics_a.audit_duration.get() > 0.0);
 
     // Fix the privileged Pod: the next report no longer lists it (stale results disappear).
@@ -331,13 +459,16 @@ async fn background_audit_elects_one_leader_applies_whole_reports_and_fails_over
     // The leader stops: it releases the lease, and the other replica takes over and audits.
     stop_a.send(true).unwrap();
     a.await.unwrap();
-    assert!(server
-        .state
-        .lock()
-        .unwrap()
-        .lease_writes
-        .iter()
-        .any(|w| w == "update "), "released");
+    assert!(
+        server
+            .state
+            .lock()
+            .unwrap()
+            .lease_writes
+            .iter()
+            .any(|w| w == "update "),
+        "released"
+    );
     eventually("b takes over", || {
         server
             .lease("regate/regate-audit")

@@ -84,7 +84,15 @@ fn json_lists_every_finding_with_its_label_file_and_line() {
     assert_eq!(v["summary"]["objects"], 5);
     assert_eq!(v["summary"]["objectsWithFindings"], 4);
     let s = &v["summary"]["findings"];
-    assert_eq!((s["deny"].as_u64(), s["warn"].as_u64(), s["audit"].as_u64(), s["error"].as_u64()), (Some(2), Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (
+            s["deny"].as_u64(),
+            s["warn"].as_u64(),
+            s["audit"].as_u64(),
+            s["error"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1), Some(1))
+    );
     assert_eq!(v["summary"]["byPolicy"]["t-privileged"]["deny"], 1);
     assert_eq!(v["summary"]["bySeverity"]["high"]["deny"], 1);
     assert_eq!(v["summary"]["byNamespace"]["prod"]["objects"], 2);
@@ -107,7 +115,10 @@ fn json_lists_every_finding_with_its_label_file_and_line() {
     assert_eq!(web["rule"], "deny");
     assert_eq!(web["environment"], "production");
     assert_eq!(web["line"], 1);
-    assert!(web["file"].as_str().unwrap().ends_with("manifests/app.yaml"));
+    assert!(web["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("manifests/app.yaml"));
     assert_eq!(web["path"], "spec.containers[].securityContext.privileged");
     assert_eq!(find("t-privileged", "warn")["rule"], "warn");
     let settings = find("t-debug", "deny");
@@ -118,7 +129,10 @@ fn json_lists_every_finding_with_its_label_file_and_line() {
     assert!(ns.get("namespace").is_none(), "cluster-scoped");
     let svc = find("t-broken", "error");
     assert_eq!(svc["namespace"], "default");
-    assert!(svc["message"].as_str().unwrap().contains("invalid rule output"));
+    assert!(svc["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid rule output"));
 }
 
 #[test]
@@ -133,7 +147,10 @@ fn sarif_points_at_file_and_line() {
     let ids: Vec<&str> = rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"t-privileged") && ids.contains(&"t-debug"));
     let privileged = rules.iter().find(|r| r["id"] == "t-privileged").unwrap();
-    assert_eq!(privileged["shortDescription"]["text"], "Containers are not privileged");
+    assert_eq!(
+        privileged["shortDescription"]["text"],
+        "Containers are not privileged"
+    );
     assert_eq!(privileged["properties"]["security-severity"], "8.0");
     assert_eq!(run["invocations"][0]["executionSuccessful"], true);
     let results = run["results"].as_array().unwrap();
@@ -142,7 +159,10 @@ fn sarif_points_at_file_and_line() {
         let i = r["ruleIndex"].as_u64().unwrap() as usize;
         assert_eq!(rules[i]["id"], r["ruleId"]);
         let loc = &r["locations"][0]["physicalLocation"];
-        assert!(loc["artifactLocation"]["uri"].as_str().unwrap().starts_with("file:///"));
+        assert!(loc["artifactLocation"]["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("file:///"));
         assert!(loc["region"]["startLine"].as_u64().unwrap() >= 1);
     }
     let level = |policy: &str, action: &str| {
@@ -155,14 +175,23 @@ fn sarif_points_at_file_and_line() {
     let (l, deny) = level("t-privileged", "deny");
     assert_eq!(l, "error");
     let loc = &deny["locations"][0];
-    assert!(loc["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap().ends_with("/manifests/app.yaml"));
+    assert!(loc["physicalLocation"]["artifactLocation"]["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/manifests/app.yaml"));
     assert_eq!(loc["physicalLocation"]["region"]["startLine"], 1);
-    assert_eq!(loc["logicalLocations"][0]["fullyQualifiedName"], "prod/Pod/web");
+    assert_eq!(
+        loc["logicalLocations"][0]["fullyQualifiedName"],
+        "prod/Pod/web"
+    );
     assert_eq!(level("t-privileged", "warn").0, "warning");
     assert_eq!(level("t-namespace-team", "audit").0, "note");
     assert_eq!(level("t-broken", "error").0, "error");
     let (_, debug) = level("t-debug", "deny");
-    assert_eq!(debug["locations"][0]["physicalLocation"]["region"]["startLine"], 12);
+    assert_eq!(
+        debug["locations"][0]["physicalLocation"]["region"]["startLine"],
+        12
+    );
 }
 
 #[test]
@@ -172,7 +201,16 @@ fn sarif_uses_relative_uris_for_relative_paths() {
     manifests(dir.path());
     let out = Command::new(regate_bin())
         .current_dir(dir.path())
-        .args(["audit", "-f", "manifests", "-o", "sarif", "--fail-on", "never", "--policies"])
+        .args([
+            "audit",
+            "-f",
+            "manifests",
+            "-o",
+            "sarif",
+            "--fail-on",
+            "never",
+            "--policies",
+        ])
         .arg(&policies)
         .output()
         .unwrap();
@@ -187,8 +225,14 @@ fn sarif_uses_relative_uris_for_relative_paths() {
             (a["uri"].as_str().unwrap(), a["uriBaseId"].as_str().unwrap())
         })
         .collect();
-    assert!(uris.contains(&("manifests/app.yaml", "%SRCROOT%")), "{uris:?}");
-    assert!(uris.contains(&("manifests/sub/svc.yaml", "%SRCROOT%")), "{uris:?}");
+    assert!(
+        uris.contains(&("manifests/app.yaml", "%SRCROOT%")),
+        "{uris:?}"
+    );
+    assert!(
+        uris.contains(&("manifests/sub/svc.yaml", "%SRCROOT%")),
+        "{uris:?}"
+    );
 }
 
 #[test]
@@ -203,10 +247,23 @@ fn junit_has_one_case_per_object_and_policy() {
     assert_eq!(root.attr("errors"), "1");
     let suites = root.find_all("testsuite");
     let names: Vec<&str> = suites.iter().map(|s| s.attr("name")).collect();
-    assert_eq!(names, vec!["namespace (cluster-scoped)", "namespace default", "namespace prod", "namespace shop"]);
+    assert_eq!(
+        names,
+        vec![
+            "namespace (cluster-scoped)",
+            "namespace default",
+            "namespace prod",
+            "namespace shop"
+        ]
+    );
     let cases = root.find_all("testcase");
     assert_eq!(cases.len(), 5);
-    let case = |name: &str| *cases.iter().find(|c| c.attr("name") == name).unwrap_or_else(|| panic!("{name}: {text}"));
+    let case = |name: &str| {
+        *cases
+            .iter()
+            .find(|c| c.attr("name") == name)
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
     let web = case("t-privileged: Pod prod/web");
     assert_eq!(web.attr("classname"), "regate.t-privileged");
     assert!(web.attr("file").ends_with("manifests/app.yaml"));
@@ -214,16 +271,35 @@ fn junit_has_one_case_per_object_and_policy() {
     let failure = web.find_all("failure")[0];
     assert_eq!(failure.attr("type"), "deny");
     assert_eq!(failure.attr("message"), "container \"app\" is privileged");
-    assert!(failure.text.contains("DENY [high] container \"app\" is privileged"));
-    assert!(failure.text.contains("WARN [high] container \"app\" has no memory limit"));
-    assert!(case("t-privileged: Pod shop/ok").children.is_empty(), "passing case");
+    assert!(failure
+        .text
+        .contains("DENY [high] container \"app\" is privileged"));
+    assert!(failure
+        .text
+        .contains("WARN [high] container \"app\" has no memory limit"));
+    assert!(
+        case("t-privileged: Pod shop/ok").children.is_empty(),
+        "passing case"
+    );
     let ns = case("t-namespace-team: Namespace teamless");
     assert!(ns.find_all("failure").is_empty());
-    assert!(ns.find_all("system-out")[0].text.contains("AUDIT [low] namespace has no team label"));
+    assert!(ns.find_all("system-out")[0]
+        .text
+        .contains("AUDIT [low] namespace has no team label"));
     let svc = case("t-broken: Service default/svc");
     assert_eq!(svc.find_all("error").len(), 1);
-    let prod = suites.iter().find(|s| s.attr("name") == "namespace prod").unwrap();
-    assert_eq!((prod.attr("tests"), prod.attr("failures"), prod.attr("errors")), ("2", "2", "0"));
+    let prod = suites
+        .iter()
+        .find(|s| s.attr("name") == "namespace prod")
+        .unwrap();
+    assert_eq!(
+        (
+            prod.attr("tests"),
+            prod.attr("failures"),
+            prod.attr("errors")
+        ),
+        ("2", "2", "0")
+    );
 
     // Under --fail-on never nothing fails; the findings stay in system-out.
     let (text, _, _dir) = audit(Format::Junit, FailOn::Never);
@@ -244,7 +320,10 @@ fn policyreport_per_namespace_and_cluster() {
         .map(|d| {
             (
                 d["kind"].as_str().unwrap().to_string(),
-                d["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
             )
         })
         .collect();
@@ -259,13 +338,18 @@ fn policyreport_per_namespace_and_cluster() {
     );
     for d in &docs {
         assert_eq!(d["apiVersion"], "wgpolicyk8s.io/v1alpha2");
-        assert_eq!(d["metadata"]["labels"]["app.kubernetes.io/managed-by"], "regate");
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "regate"
+        );
     }
     let cluster = &docs[0];
     assert_eq!(cluster["summary"]["fail"], 1);
     assert_eq!(cluster["results"][0]["properties"]["action"], "audit");
     assert_eq!(cluster["results"][0]["properties"]["line"], "18");
-    assert!(cluster["results"][0]["resources"][0].get("namespace").is_none());
+    assert!(cluster["results"][0]["resources"][0]
+        .get("namespace")
+        .is_none());
     let prod = &docs[2];
     assert_eq!(prod["summary"]["fail"], 2);
     assert_eq!(prod["summary"]["warn"], 1);
@@ -288,14 +372,39 @@ fn policyreport_per_namespace_and_cluster() {
 fn text_has_summaries_then_findings() {
     let (text, _run, _dir) = audit(Format::Text, FailOn::Deny);
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with("regate audit of files: 5 objects judged by 5 policies; 4 objects with findings"), "{first}");
+    assert!(
+        first.starts_with(
+            "regate audit of files: 5 objects judged by 5 policies; 4 objects with findings"
+        ),
+        "{first}"
+    );
     assert!(text.contains("POLICY"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("t-privileged") && l.contains("high")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("(cluster-scoped)")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("t-privileged") && l.contains("high")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("(cluster-scoped)")),
+        "{text}"
+    );
     let findings = text.split("FINDINGS").nth(1).unwrap();
-    assert!(findings.contains("DENY  high     [t-privileged] Pod prod/web: container \"app\" is privileged"), "{text}");
-    assert!(findings.contains("AUDIT low      [t-namespace-team] Namespace teamless: namespace has no team label"), "{text}");
-    assert!(findings.contains("ERROR medium   [t-broken] Service default/svc"), "{text}");
+    assert!(
+        findings.contains(
+            "DENY  high     [t-privileged] Pod prod/web: container \"app\" is privileged"
+        ),
+        "{text}"
+    );
+    assert!(
+        findings.contains(
+            "AUDIT low      [t-namespace-team] Namespace teamless: namespace has no team label"
+        ),
+        "{text}"
+    );
+    assert!(
+        findings.contains("ERROR medium   [t-broken] Service default/svc"),
+        "{text}"
+    );
     assert!(findings.contains("app.yaml:12"), "{text}");
 }
 
@@ -304,14 +413,21 @@ fn html_is_self_contained_with_charts_and_a_searchable_table() {
     let (text, run, _dir) = audit(Format::Html, FailOn::Deny);
     assert!(text.starts_with("<!DOCTYPE html>"));
     for id in ["chart-policy", "chart-namespace", "chart-severity"] {
-        assert!(text.contains(&format!("<figure id=\"{id}\"><figcaption>")), "{id}");
+        assert!(
+            text.contains(&format!("<figure id=\"{id}\"><figcaption>")),
+            "{id}"
+        );
     }
     assert_eq!(text.matches("<svg ").count(), 3);
     assert!(text.contains("<input id=\"q\" type=\"search\""));
-    assert_eq!(text.matches("<tr data-action=").count() as u64, run.totals.findings.total());
+    assert_eq!(
+        text.matches("<tr data-action=").count() as u64,
+        run.totals.findings.total()
+    );
     // No external assets: no scripts, styles, images or fonts fetched from anywhere.
     for needle in ["src=", "<link", "@import", "url(", "http://", "https://"] {
-        let allowed = needle == "http://" && text.matches(needle).count() == text.matches("http://www.w3.org/2000/svg").count();
+        let allowed = needle == "http://"
+            && text.matches(needle).count() == text.matches("http://www.w3.org/2000/svg").count();
         assert!(allowed || !text.contains(needle), "found {needle}");
     }
     // Messages are escaped.
@@ -343,11 +459,35 @@ fn fail_on_sets_the_exit_code() {
     };
     let deny = write("deny.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: x, securityContext: {privileged: true}, resources: {limits: {memory: 1Mi}}}]\n");
     let warn = write("warn.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: x}]\n");
-    let audit = write("audit.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n");
+    let audit = write(
+        "audit.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
+    );
     let error = write("error.yaml", SERVICE);
-    let clean = write("clean.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: {team: a}}\n");
-    let invalid = write("invalid.yaml", "apiVersion: v1\nkind: List\nitems: [just a string]\n");
-    let code = |file: &str, fail_on: &str| cli(dir.path(), &["-f", file, "--policies", p, "--fail-on", fail_on, "-o", "json"]).0;
+    let clean = write(
+        "clean.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: {team: a}}\n",
+    );
+    let invalid = write(
+        "invalid.yaml",
+        "apiVersion: v1\nkind: List\nitems: [just a string]\n",
+    );
+    let code = |file: &str, fail_on: &str| {
+        cli(
+            dir.path(),
+            &[
+                "-f",
+                file,
+                "--policies",
+                p,
+                "--fail-on",
+                fail_on,
+                "-o",
+                "json",
+            ],
+        )
+        .0
+    };
     assert_eq!(code(&deny, "deny"), 1);
     assert_eq!(code(&deny, "warn"), 1);
     assert_eq!(code(&deny, "never"), 0);
@@ -355,30 +495,70 @@ fn fail_on_sets_the_exit_code() {
     assert_eq!(code(&warn, "warn"), 1);
     assert_eq!(code(&warn, "never"), 0);
     assert_eq!(code(&audit, "deny"), 0);
-    assert_eq!(code(&audit, "warn"), 0, "audit findings are reported, never fail");
-    assert_eq!(code(&error, "deny"), 1, "a policy that cannot be evaluated fails");
+    assert_eq!(
+        code(&audit, "warn"),
+        0,
+        "audit findings are reported, never fail"
+    );
+    assert_eq!(
+        code(&error, "deny"),
+        1,
+        "a policy that cannot be evaluated fails"
+    );
     assert_eq!(code(&error, "never"), 0);
     assert_eq!(code(&clean, "warn"), 0);
     // Input that is not a Kubernetes object: the audit is incomplete.
-    let (c, stdout, stderr) = cli(dir.path(), &["-f", &invalid, "--policies", p, "--fail-on", "never", "-o", "json"]);
+    let (c, stdout, stderr) = cli(
+        dir.path(),
+        &[
+            "-f",
+            &invalid,
+            "--policies",
+            p,
+            "--fail-on",
+            "never",
+            "-o",
+            "json",
+        ],
+    );
     assert_eq!(c, 2, "{stderr}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
-    assert!(v["issues"][0]["source"].as_str().unwrap().starts_with("invalid.yaml:1"));
+    assert!(v["issues"][0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid.yaml:1"));
     // Default: --fail-on deny; the closing line goes to stderr.
     let (c, _, stderr) = cli(dir.path(), &["-f", &deny, "--policies", p]);
     assert_eq!(c, 1);
-    assert!(stderr.contains("regate audit: 1 objects judged"), "{stderr}");
+    assert!(
+        stderr.contains("regate audit: 1 objects judged"),
+        "{stderr}"
+    );
     // Standard input, and --output-file.
     let out = dir.path().join("report.json");
     let mut child = Command::new(regate_bin())
         .current_dir(dir.path())
-        .args(["audit", "-f", "-", "--policies", p, "-o", "json", "--output-file"])
+        .args([
+            "audit",
+            "-f",
+            "-",
+            "--policies",
+            p,
+            "-o",
+            "json",
+            "--output-file",
+        ])
         .arg(&out)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(APP.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(APP.as_bytes())
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["findings"][0]["file"], "<stdin>");
@@ -397,14 +577,28 @@ fn default_policies_over_repository_manifests() {
     }
     let (code, stdout, stderr) = cli(
         &repo,
-        &["-f", manifests.to_str().unwrap(), "--policies", policies.to_str().unwrap(), "-o", "json", "--fail-on", "never"],
+        &[
+            "-f",
+            manifests.to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
+            "-o",
+            "json",
+            "--fail-on",
+            "never",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert!(v["summary"]["objects"].as_u64().unwrap() > 0);
     assert!(v["policies"].as_array().unwrap().len() >= 3);
     // Every finding names a known policy, a label and a location.
-    let ids: Vec<&str> = v["policies"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     for f in v["findings"].as_array().unwrap() {
         assert!(ids.contains(&f["policy"].as_str().unwrap()), "{f}");
         assert!(["deny", "warn", "audit", "error"].contains(&f["action"].as_str().unwrap()));

@@ -73,7 +73,11 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[String]) -> Output {
 fn html_report(dir: &Path) -> (String, u64) {
     let server = FakeApiServer::start_generated(Generated::with_total(2_000));
     let real = repo().join("policies");
-    let policies = if real.is_dir() { real } else { write_policies(dir) };
+    let policies = if real.is_dir() {
+        real
+    } else {
+        write_policies(dir)
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut run = runtime.block_on(async {
         let set = Arc::new(build_set(&policies, NamespaceLabels::default()));
@@ -101,10 +105,18 @@ fn html_report_renders_in_headless_chromium() {
 
     // The DOM after the inline script ran: the filter counted every row.
     let profile = tempfile::tempdir().unwrap();
-    let out = run_chromium(&bin, profile.path(), &["--dump-dom".to_string(), url.clone()]);
+    let out = run_chromium(
+        &bin,
+        profile.path(),
+        &["--dump-dom".to_string(), url.clone()],
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
     let expected = format!("<span id=\"count\">{findings} of {findings} findings</span>");
-    assert!(dom.contains(&expected), "script did not run: {}", &dom[dom.len().saturating_sub(2000)..]);
+    assert!(
+        dom.contains(&expected),
+        "script did not run: {}",
+        &dom[dom.len().saturating_sub(2000)..]
+    );
 
     // A screenshot, kept for people to look at.
     let shot_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -121,10 +133,18 @@ fn html_report_renders_in_headless_chromium() {
             url,
         ],
     );
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // A blank page compresses to a few kilobytes; charts and a table do not.
-    assert!(png.len() > 40_000, "screenshot is suspiciously small ({} bytes)", png.len());
+    assert!(
+        png.len() > 40_000,
+        "screenshot is suspiciously small ({} bytes)",
+        png.len()
+    );
     eprintln!("screenshot: {}", shot.display());
 }

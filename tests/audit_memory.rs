@@ -24,7 +24,9 @@ struct Measure {
 }
 
 fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.trim().strip_prefix(label)).map(str::trim)
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .map(str::trim)
 }
 
 fn measure(total: usize, policies: &Path, dir: &Path) -> Measure {
@@ -43,7 +45,14 @@ fn measure(total: usize, policies: &Path, dir: &Path) -> Measure {
         .arg(&kubeconfig)
         .arg("--policies")
         .arg(policies)
-        .args(["-o", "json", "--output-file", "/dev/null", "--fail-on", "never"])
+        .args([
+            "-o",
+            "json",
+            "--output-file",
+            "/dev/null",
+            "--fail-on",
+            "never",
+        ])
         .env_remove("KUBECONFIG")
         .env("REGATE_LOG_LEVEL", "warn")
         .output()
@@ -55,7 +64,12 @@ fn measure(total: usize, policies: &Path, dir: &Path) -> Measure {
         .lines()
         .find(|l| l.starts_with("regate audit:") && l.contains("objects judged"))
         .unwrap_or_else(|| panic!("no closing line: {stderr}"));
-    let judged: usize = line["regate audit: ".len()..].split_whitespace().next().unwrap().parse().unwrap();
+    let judged: usize = line["regate audit: ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(judged >= total, "every generated object is judged: {line}");
     let rate: f64 = line
         .split('(')
@@ -64,7 +78,14 @@ fn measure(total: usize, policies: &Path, dir: &Path) -> Measure {
         .unwrap()
         .parse()
         .unwrap();
-    let findings = line.split("): ").nth(1).unwrap_or("").split(';').next().unwrap_or("").to_string();
+    let findings = line
+        .split("): ")
+        .nth(1)
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let peak_rss_kib = match field(&stderr, "Maximum resident set size (kbytes):") {
         Some(v) => v.parse().unwrap(),
         None => {
@@ -99,7 +120,11 @@ fn measure(total: usize, policies: &Path, dir: &Path) -> Measure {
 fn audit_memory() {
     let dir = tempfile::tempdir().unwrap();
     let real = repo().join("policies");
-    let policies = if real.is_dir() { real } else { write_policies(dir.path()) };
+    let policies = if real.is_dir() {
+        real
+    } else {
+        write_policies(dir.path())
+    };
     let small = measure(10_000, &policies, dir.path());
     let large = measure(100_000, &policies, dir.path());
     let ratio = large.peak_rss_kib as f64 / small.peak_rss_kib as f64;
@@ -116,10 +141,15 @@ fn audit_memory() {
             m.findings
         ));
     }
-    report.push_str(&format!("\npeak RSS ratio 100,000 / 10,000 objects: {ratio:.2}\n"));
+    report.push_str(&format!(
+        "\npeak RSS ratio 100,000 / 10,000 objects: {ratio:.2}\n"
+    ));
     println!("{report}");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("audit-memory.md");
     std::fs::write(&out, &report).unwrap();
     println!("written to {}", out.display());
-    assert!(ratio < 1.5, "peak memory grew with the cluster: {ratio:.2}x");
+    assert!(
+        ratio < 1.5,
+        "peak memory grew with the cluster: {ratio:.2}x"
+    );
 }

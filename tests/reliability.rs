@@ -445,3 +445,681 @@ async fn slowloris_is_cut_and_cannot_exhaust_the_server() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Overload and stuck policies
+// ------------------------------------------------------------------------------------------
+
+async fn in_flight(regate: &Regate) -> f64 {
+    sample(&regate.metrics_text().await, "regate_evaluations_in_flight")
+}
+
+async fn wait_in_flight(regate: &Regate, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_flight(regate).await < at_least {
+        assert!(Instant::now() < deadline, "evaluations never reached {at_least} in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_cut_by_time_limit(status: u16, body: &Value) {
+    assert_eq!(status, 200, "{body}");
+    let r = &body["response"];
+    assert_eq!(r["allowed"], false, "a policy cut off fails closed: {body}");
+    let message = r["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("[stuck] policy evaluation failed: evaluation time limit exceeded"),
+        "{message}"
+    );
+}
+
+/// A policy that never finishes is cut off by the evaluation time limit (failing closed) and
+/// never blocks requests for other objects; past `maxInFlight`, requests wait `queueTimeoutMs`
+/// and are answered with a clear 503 (an AdmissionReview naming the limits, Retry-After), not
+/// queued without bound: memory stays bounded and comes back after each wave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
+    let regate = Regate::start(BinaryOptions {
+        config: format!(
+            "{TEST_CONFIG}limits:\n  maxInFlight: 4\n  queueTimeoutMs: 500\n  evaluationTimeoutMs: 8000\n"
+        ),
+        extra_policies: vec![("stuck.rego".into(), STUCK_POLICY.into())],
+        ..BinaryOptions::default()
+    });
+    let client = regate.http1();
+    let url = regate.url("/validate");
+    let pod = fixture_bytes("pod-secure.json");
+
+    // Two stuck requests take two of the four slots.
+    let stuck: Vec<_> = (0..2)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { post(&client, &url, configmap_review(&format!("stuck-{i}"), "prod")).await })
+        })
+        .collect();
+    wait_in_flight(&regate, 2.0).await;
+    // Requests for other objects are judged meanwhile, on the free slots.
+    for _ in 0..10 {
+        let (status, _, body) = post(&client, &url, pod.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"]["allowed"], true);
+    }
+    assert!(
+        stuck.iter().all(|t| !t.is_finished()),
+        "the stuck evaluations were still running while the others were answered"
+    );
+
+    // Two more stuck requests fill every slot; a wave of requests past the limit is refused.
+    let more: Vec<_> = (2..4)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { post(&client, &url, configmap_review(&format!("stuck-{i}"), "prod")).await })
+        })
+        .collect();
+    wait_in_flight(&regate, 4.0).await;
+    let (rss_before, _) = regate.rss_kib();
+    // 256 KiB per body, 200 at once: a bounded 50 MiB of bodies waiting.
+    let mut padded: Value = serde_json::from_slice(&pod).unwrap();
+    padded["request"]["object"]["metadata"]["annotations"] = json!({"pad": "x".repeat(256 * 1024)});
+    let padded = serde_json::to_vec(&padded).unwrap();
+    let wave: Vec<_> = (0..200)
+        .map(|i| {
+            let client = if i % 2 == 0 { regate.http1() } else { client.clone() };
+            let (url, body) = (url.clone(), padded.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                (status, retry_after, body, started.elapsed())
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for t in wave {
+        let (status, retry_after, body, waited) = t.await.unwrap();
+        assert_eq!(status, 503, "every slot is taken by a stuck evaluation: {body}");
+        refused += 1;
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["kind"], "AdmissionReview");
+        let message = body["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("regate is overloaded: 4 evaluations in flight"), "{message}");
+        assert!(message.contains("500 ms"), "{message}");
+        assert_eq!(body["response"]["status"]["code"], 503);
+        assert!(waited >= Duration::from_millis(500), "answered before the queue timeout: {waited:?}");
+    }
+    let (rss_after, peak) = regate.rss_kib();
+    eprintln!("overload: {refused} refused with 503; RSS {rss_before} KiB before the wave, {rss_after} KiB after, peak {peak} KiB");
+    // The 200 waiting bodies (50 MiB) and their parsing are the bound; nothing grows past it.
+    assert!(peak < rss_before + 1024 * 1024, "peak RSS {peak} KiB from {rss_before} KiB");
+    // Every stuck request is cut off by the time limit and fails closed.
+    for t in stuck.into_iter().chain(more) {
+        let (status, _, body) = t.await.unwrap();
+        assert_cut_by_time_limit(status, &body);
+    }
+    let metrics = regate.metrics_text().await;
+    assert_eq!(sample(&metrics, "regate_overload_rejections_total{endpoint=\"validate\"}"), refused as f64);
+    assert_eq!(sample(&metrics, "regate_policy_errors_total{policy=\"stuck\",reason=\"time_limit\"}"), 4.0);
+    assert_eq!(in_flight(&regate).await, 0.0);
+    let logs = regate.logs();
+    assert!(logs.contains("overloaded: no evaluation slot within the queue timeout"));
+    // And the server answers normally again.
+    let (status, _, body) = post(&regate.http2(), &url, pod.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], true);
+}
+
+// ------------------------------------------------------------------------------------------
+// Faults during load
+// ------------------------------------------------------------------------------------------
+
+struct Load {
+    stats: Arc<LoadStats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(regate: &Regate, workers: usize) -> Load {
+        let cases = Arc::new(mix());
+        let stats = Arc::new(LoadStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let base = format!("https://localhost:{}", regate.addr.port());
+        let tasks = (0..workers)
+            .map(|w| {
+                let ca = regate.ca_path();
+                let factory: Arc<dyn Fn() -> reqwest::Client + Send + Sync> =
+                    Arc::new(move || client(&ca, w % 2 == 1));
+                tokio::spawn(worker(factory, base.clone(), cases.clone(), w * 11, stats.clone(), stop.clone(), 25))
+            })
+            .collect();
+        Load { stats, stop, tasks }
+    }
+
+    fn answered(&self) -> u64 {
+        self.stats.ok.load(Ordering::Relaxed)
+    }
+
+    /// Lets at least `n` more requests be answered.
+    async fn run_for(&self, n: u64) {
+        let target = self.answered() + n;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.answered() < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> Arc<LoadStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.stats
+    }
+}
+
+/// Waits for `needle` to appear once more in the log; returns the new log lines holding it.
+fn expect_log(regate: &Regate, needle: &str, before: usize) -> Vec<Value> {
+    assert!(
+        regate.wait_log(needle, before + 1, Duration::from_secs(30)),
+        "no log line {needle:?}; log:\n{}",
+        regate.logs()
+    );
+    log_lines(&regate.logs())
+        .into_iter()
+        .filter(|l| l.to_string().contains(needle))
+        .skip(before)
+        .collect()
+}
+
+fn count_log(regate: &Regate, needle: &str) -> usize {
+    regate.logs().matches(needle).count()
+}
+
+const RELOAD_FAILED: &str = "policy reload failed; keeping the last good policy set";
+const RELOADED: &str = "policies reloaded";
+const CERT_REJECTED: &str = "new certificate rejected; keeping the current one";
+const CERT_RELOADED: &str = "serving certificate reloaded";
+
+/// Policy files replaced with garbage, a library deleted, a file unreadable (a dangling link: as
+/// root, permissions are not enforced; see `unreadable_files_as_an_unprivileged_user`), the
+/// config broken, the certificate swapped for garbage and for a pair that does not match, each
+/// while requests flow: the last good state is kept, every answer is right, each fault logs a
+/// clear line, and the fixed file is picked up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_during_load_keep_the_last_good_state() {
+    let regate = Regate::start(BinaryOptions::default());
+    let load = Load::start(&regate, 4);
+    load.run_for(100).await;
+    let root = regate.root().to_path_buf();
+    let policy = root.join("policies/pod-run-as-non-root.rego");
+    let library = root.join("policies/lib/workload.rego");
+    let config = root.join("config/regate.yaml");
+    let policy_text = std::fs::read(&policy).unwrap();
+    let library_text = std::fs::read(&library).unwrap();
+    let config_text = std::fs::read(&config).unwrap();
+
+    let mut faults: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>, &str)> = Vec::new();
+    {
+        let (p, t) = (policy.clone(), policy_text.clone());
+        faults.push((
+            "policy file replaced with garbage",
+            Box::new({
+                let p = p.clone();
+                move || write_atomic(&p, b"package regate.policies.pod_run_as_non_root\n\ndeny contains msg if {{{ garbage")
+            }),
+            Box::new(move || write_atomic(&p, &t)),
+            "pod-run-as-non-root.rego:",
+        ));
+    }
+    {
+        let (p, t) = (library.clone(), library_text.clone());
+        faults.push((
+            "library file deleted",
+            Box::new({
+                let p = p.clone();
+                move || std::fs::remove_file(&p).unwrap()
+            }),
+            Box::new(move || write_atomic(&p, &t)),
+            "workload",
+        ));
+    }
+    {
+        let (p, t) = (policy.clone(), policy_text.clone());
+        faults.push((
+            "policy file unreadable (a dangling symbolic link)",
+            Box::new({
+                let p = p.clone();
+                move || {
+                    std::fs::remove_file(&p).unwrap();
+                    std::os::unix::fs::symlink("/nonexistent/pod-run-as-non-root.rego", &p).unwrap();
+                }
+            }),
+            Box::new(move || {
+                std::fs::remove_file(&p).unwrap();
+                write_atomic(&p, &t)
+            }),
+            "pod-run-as-non-root.rego",
+        ));
+    }
+    {
+        let (p, t) = (config.clone(), config_text.clone());
+        faults.push((
+            "config file broken",
+            Box::new({
+                let p = p.clone();
+                move || write_atomic(&p, b"environments:\n  default: production\nlimits: [\n")
+            }),
+            Box::new(move || write_atomic(&p, &t)),
+            "regate.yaml:",
+        ));
+    }
+    for (what, break_it, fix_it, names) in &faults {
+        let failed_before = count_log(&regate, RELOAD_FAILED);
+        let reloaded_before = count_log(&regate, RELOADED);
+        break_it();
+        let lines = expect_log(&regate, RELOAD_FAILED, failed_before);
+        let line = lines[0].to_string();
+        assert!(line.contains(names), "{what}: the log line names the problem: {line}");
+        eprintln!("{what}: {}", lines[0]["error"]);
+        load.run_for(150).await;
+        fix_it();
+        expect_log(&regate, RELOADED, reloaded_before);
+        load.run_for(50).await;
+    }
+    let readyz = reqwest::get(format!("http://{}/readyz?verbose", regate.metrics)).await.unwrap();
+    assert_eq!(readyz.status().as_u16(), 200);
+
+    // The serving certificate replaced with garbage, then with a pair whose key does not match:
+    // both rejected, new connections still served with the current certificate; then a good
+    // pair is taken.
+    let cert = root.join("tls/tls.crt");
+    let key = root.join("tls/tls.key");
+    let good_cert = std::fs::read(&cert).unwrap();
+    let rejected_before = count_log(&regate, CERT_REJECTED);
+    write_atomic(&cert, b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n");
+    let lines = expect_log(&regate, CERT_REJECTED, rejected_before);
+    eprintln!("certificate garbage: {}", lines[0]["error"]);
+    load.run_for(100).await;
+    let (other_cert, _) = regate.pki.server(5);
+    write_atomic(&cert, other_cert.as_bytes());
+    let lines = expect_log(&regate, CERT_REJECTED, rejected_before + 1);
+    assert!(lines[0].to_string().contains("does not match"), "{}", lines[0]);
+    eprintln!("certificate and key mismatched: {}", lines[0]["error"]);
+    load.run_for(100).await;
+    for http2 in [false, true] {
+        let (status, _, _) = post(&client(&regate.ca_path(), http2), &regate.url("/validate"), fixture_bytes("pod-secure.json")).await;
+        assert_eq!(status, 200, "a new connection after the bad certificate");
+    }
+    let reloaded_before = count_log(&regate, CERT_RELOADED);
+    let (c, k) = regate.pki.server(9);
+    write_atomic(&key, k.as_bytes());
+    write_atomic(&cert, c.as_bytes());
+    expect_log(&regate, CERT_RELOADED, reloaded_before);
+    drop(good_cert);
+    load.run_for(100).await;
+
+    let stats = load.stop().await;
+    eprintln!("faults during load: {}", stats.summary());
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 0, "{}", stats.summary());
+    assert_eq!(stats.wrong.load(Ordering::Relaxed), 0, "{}", stats.summary());
+    assert!(regate.logs().contains("regate serving"));
+}
+
+/// Run as an unprivileged user, a policy file or the config made unreadable (chmod 000) is a
+/// failed reload: the last good set is kept and the error names the file and the permission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_files_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIPPED: cannot run a process as nobody here (setpriv), so permissions cannot be tested");
+        return;
+    }
+    let regate = Regate::start(BinaryOptions {
+        as_nobody: true,
+        ..BinaryOptions::default()
+    });
+    let load = Load::start(&regate, 2);
+    load.run_for(50).await;
+    for file in ["policies/pod-run-as-non-root.rego", "config/regate.yaml"] {
+        let path = regate.root().join(file);
+        let failed_before = count_log(&regate, RELOAD_FAILED);
+        let reloaded_before = count_log(&regate, RELOADED);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let lines = expect_log(&regate, RELOAD_FAILED, failed_before);
+        let line = lines[0].to_string();
+        assert!(line.contains("Permission denied"), "{file}: {line}");
+        eprintln!("{file} chmod 000: {}", lines[0]["error"]);
+        load.run_for(100).await;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        expect_log(&regate, RELOADED, reloaded_before);
+    }
+    let stats = load.stop().await;
+    assert_eq!(stats.failed.load(Ordering::Relaxed) + stats.wrong.load(Ordering::Relaxed), 0, "{}", stats.summary());
+}
+
+/// A metrics port that is already taken: regate logs it and serves admission without /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_metrics_port_does_not_stop_admission() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let regate = Regate::start(BinaryOptions {
+        metrics_port: Some(port),
+        ..BinaryOptions::default()
+    });
+    let lines = log_lines(&regate.logs());
+    let line = lines
+        .iter()
+        .find(|l| l["message"] == "cannot bind the metrics port; serving admission without /metrics")
+        .unwrap_or_else(|| panic!("no log line for the taken port: {}", regate.logs()));
+    assert_eq!(line["level"], "ERROR");
+    assert!(line.to_string().contains(&port.to_string()), "{line}");
+    let load = Load::start(&regate, 2);
+    load.run_for(100).await;
+    let stats = load.stop().await;
+    assert_eq!(stats.failed.load(Ordering::Relaxed) + stats.wrong.load(Ordering::Relaxed), 0, "{}", stats.summary());
+    drop(taken);
+}
+
+// ------------------------------------------------------------------------------------------
+// Graceful shutdown
+// ------------------------------------------------------------------------------------------
+
+/// SIGTERM: the listener closes at once (new connections are refused), requests in flight on
+/// HTTP/1.1 and HTTP/2 are finished and answered, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight_and_exits_zero() {
+    let mut regate = Regate::start(BinaryOptions {
+        config: format!("{TEST_CONFIG}limits:\n  evaluationTimeoutMs: 3000\n  drainTimeoutMs: 20000\n"),
+        extra_policies: vec![("stuck.rego".into(), STUCK_POLICY.into())],
+        ..BinaryOptions::default()
+    });
+    let url = regate.url("/validate");
+    let in_flight_requests: Vec<_> = (0..4)
+        .map(|i| {
+            let client = if i % 2 == 0 { regate.http1() } else { regate.http2() };
+            let url = url.clone();
+            tokio::spawn(async move { post(&client, &url, configmap_review(&format!("drain-{i}"), "prod")).await })
+        })
+        .collect();
+    wait_in_flight(&regate, 4.0).await;
+    regate.signal("TERM");
+    assert!(regate.wait_log("shutting down: no new connections", 1, Duration::from_secs(10)), "{}", regate.logs());
+    // The listener is closed: a new connection is refused.
+    let refused = tokio::net::TcpStream::connect(regate.addr).await;
+    assert!(refused.is_err(), "a new connection after SIGTERM was accepted");
+    for t in in_flight_requests {
+        let (status, _, body) = t.await.unwrap();
+        assert_cut_by_time_limit(status, &body);
+    }
+    let code = tokio::task::spawn_blocking(move || {
+        let code = regate.wait_exit(Duration::from_secs(30));
+        (code, regate.logs())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0), "exit code after SIGTERM: {}", code.1);
+    assert!(code.1.contains("SIGTERM received"));
+    assert!(code.1.contains("all connections drained"), "{}", code.1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Secret values never leak
+// ------------------------------------------------------------------------------------------
+
+const MARK: &str = "CANARYq7Zx";
+
+/// The strings that must never appear: the marker, and its base64 form at each of the three
+/// alignments it can take inside a longer value.
+fn needles() -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut out = vec![MARK.to_string(), "CANARY".to_string()];
+    for pad in 0..3 {
+        let mut bytes = vec![b'a'; pad];
+        bytes.extend_from_slice(MARK.as_bytes());
+        let encoded = b64(&bytes);
+        // Drop the characters that also depend on the neighbouring bytes.
+        let skip = if pad == 0 { 0 } else { (pad * 8).div_ceil(6) };
+        let keep = (MARK.len() * 8) / 6 - 1;
+        out.push(encoded[skip..skip + keep].to_string());
+    }
+    out
+}
+
+fn secret_review(uid: &str, namespace: &str, data: Value, string_data: Value, operation: &str) -> Vec<u8> {
+    let mut object = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "app-secrets", "namespace": namespace}});
+    if !data.is_null() {
+        object["data"] = data;
+    }
+    if !string_data.is_null() {
+        object["stringData"] = string_data;
+    }
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": "app-secrets", "namespace": namespace, "operation": operation,
+            "userInfo": {"username": "alice"},
+            "object": object,
+            "oldObject": if operation == "UPDATE" { object.clone() } else { Value::Null },
+        }
+    }))
+    .unwrap()
+}
+
+/// Secrets whose values carry the canary: in `data` (valid base64 at every alignment, invalid
+/// base64, binary), in `stringData` (short, long, placeholder-like, numbers), in keys that the
+/// policies check and keys they don't, in every environment, as CREATE and UPDATE, and in bodies
+/// that are refused. Through /validate and /mutate (HTTP/1.1 and HTTP/2), `regate eval` (text and
+/// JSON) and `regate audit -f`, with every log at trace level: the canary is in no response,
+/// warning, log line, metric or error, nor in base64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_never_leak() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let regate = Regate::start(BinaryOptions {
+        log_level: "trace".into(),
+        ..BinaryOptions::default()
+    });
+    let values = [
+        format!("{MARK}"),
+        format!("x{MARK}"),
+        format!("xy{MARK}"),
+        format!("{MARK}-changeme-placeholder"),
+        format!("{}{MARK}", "k".repeat(80)),
+        format!("  {MARK}\n"),
+    ];
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut n = 0;
+    for ns in ["prod", "staging", "dev"] {
+        for op in ["CREATE", "UPDATE"] {
+            for v in &values {
+                n += 1;
+                let data = json!({
+                    "JWT_SECRET": b64(v),
+                    "API_TOKEN": b64(v),
+                    "SIGNING_KEY": format!("{v}!not*base64%"),
+                    "BINARY_KEY": base64::engine::general_purpose::STANDARD.encode([&[0xffu8, 0xfe][..], v.as_bytes()].concat()),
+                    "WRAPPED": format!("{}\n{}", &b64(v)[..8], &b64(v)[8..]),
+                });
+                let string_data = json!({"SESSION_SECRET": v, "password": v, "NUMBER": 12345, "LIST": [v]});
+                bodies.push(secret_review(&format!("canary-{n}"), ns, data.clone(), string_data.clone(), op));
+                bodies.push(secret_review(&format!("canary-d{n}"), ns, data, Value::Null, op));
+                bodies.push(secret_review(&format!("canary-s{n}"), ns, Value::Null, string_data, op));
+            }
+        }
+    }
+    // Refused bodies that carry a canary: not JSON, a wrong apiVersion, a broken request.
+    let good = String::from_utf8(secret_review("canary-bad", "prod", json!({"K": b64(MARK)}), json!({"S": MARK}), "CREATE")).unwrap();
+    bodies.push(good.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1").into_bytes());
+    bodies.push(good.replacen("}", "", 1).into_bytes());
+    bodies.push(good.replace("\"operation\":\"CREATE\"", "\"operation\":5").into_bytes());
+    bodies.push(format!("{}\u{0}", &good[..good.len() / 2]).into_bytes());
+    // The fixtures' own canaries.
+    for name in ["secret-invalid-base64-prod.json", "secret-jwt-short-prod.json", "secret-placeholder-dev.json", "secret-jwt-long-prod.json"] {
+        bodies.push(fixture_bytes(name));
+    }
+
+    let mut answers = String::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let client = if i % 2 == 0 { regate.http1() } else { regate.http2() };
+        for endpoint in ["/validate", "/mutate"] {
+            let r = client
+                .post(regate.url(endpoint))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            *statuses.entry(r.status().as_u16()).or_insert(0) += 1;
+            for (k, v) in r.headers() {
+                answers.push_str(&format!("{k}: {v:?}\n"));
+            }
+            answers.push_str(&r.text().await.unwrap());
+            answers.push('\n');
+        }
+    }
+    let metrics = regate.metrics_text().await;
+    let logs = regate.logs();
+    assert!(statuses.get(&200).copied().unwrap_or(0) > 100 && statuses.contains_key(&400), "{statuses:?}");
+    assert!(answers.contains("is not valid base64") && answers.contains("holds a placeholder value"), "the policies judged the Secrets");
+
+    // The same Secrets as manifests, through `regate eval` and `regate audit -f`.
+    let manifests = regate.root().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let mut docs = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s{i}\n  namespace: prod\ntype: Opaque\ndata:\n  JWT_SECRET: {}\n  SIGNING_KEY: \"{}!bad%\"\nstringData:\n  SESSION_SECRET: {:?}\n  password: {:?}\n",
+            b64(v), MARK, v, v
+        ));
+    }
+    std::fs::write(manifests.join("secrets.yaml"), docs.join("---\n")).unwrap();
+    std::fs::write(manifests.join("broken.yaml"), format!("apiVersion: v1\nkind: Secret\nstringData:\n  K: {MARK}\n  - [\n")).unwrap();
+    let mut cli = String::new();
+    let bin = env!("CARGO_BIN_EXE_regate");
+    for args in [
+        vec!["eval", "-f", "manifests/secrets.yaml", "-o", "text"],
+        vec!["eval", "-f", "manifests/secrets.yaml", "-o", "json"],
+        vec!["eval", "-f", "manifests/broken.yaml"],
+        vec!["eval", "-f", "manifests/secrets.yaml", "--environment", "development", "-o", "json"],
+        vec!["audit", "-f", "manifests/secrets.yaml", "-o", "json"],
+        vec!["audit", "-f", "manifests/secrets.yaml", "-o", "text"],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .args(["--policies", "policies", "--config", "config/regate.yaml", "--log-level", "trace", "--log-format", "json"])
+            .current_dir(regate.root())
+            .output()
+            .unwrap();
+        cli.push_str(&format!(
+            "$ regate {}\n{}\n{}\n",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    assert!(cli.contains("is not valid base64"), "regate eval judged the Secrets:\n{cli}");
+
+    for needle in needles() {
+        for (what, text) in [("a response", &answers), ("the server log", &logs), ("/metrics", &metrics), ("regate eval/audit", &cli)] {
+            if let Some(i) = text.find(&needle) {
+                let context: String = text[i.saturating_sub(300)..(i + 100).min(text.len())].to_string();
+                panic!("{needle:?} leaked into {what}: …{context}…");
+            }
+        }
+    }
+    eprintln!(
+        "canary: {} bodies × 2 endpoints ({statuses:?}), {} log lines at trace level ({} bytes), {} bytes of CLI output: no canary",
+        bodies.len(),
+        logs.lines().count(),
+        logs.len(),
+        cli.len()
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Soak
+// ------------------------------------------------------------------------------------------
+
+/// The soak in small (CI): 25 s of the mix with a policy reload every 5 s and a certificate
+/// rotation every 10 s; every answer right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_smoke() {
+    let plan = SoakPlan {
+        duration: Duration::from_secs(25),
+        reload_every: Duration::from_secs(5),
+        rotate_every: Duration::from_secs(10),
+        workers: 4,
+        rss_every: Duration::from_secs(1),
+        warm_up: Duration::from_secs(5),
+    };
+    let warm_up = plan.warm_up;
+    let report = soak(plan).await;
+    eprintln!("{}", report.summary(warm_up));
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert_eq!(report.wrong, 0, "{:?}", report.errors);
+    assert!(report.requests_ok > 100);
+    assert!(report.reloads_seen >= report.reloads_done as f64, "every policy rewrite was reloaded");
+    assert_eq!(report.rotations_seen, report.rotations_done, "every certificate rotation was taken");
+    assert!(report.log_errors.is_empty(), "{:?}", report.log_errors);
+}
+
+/// The full soak: `SOAK_SECONDS` (default 600) of the mix, a policy reload every 10 s, a
+/// certificate rotation every minute, RSS sampled every 5 s and flat within 10% after a
+/// one-minute warm-up. Run by `scripts/soak.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "10 minutes: scripts/soak.sh"]
+async fn soak_full() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    let workers: usize = std::env::var("SOAK_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let plan = SoakPlan {
+        duration: Duration::from_secs(seconds),
+        reload_every: Duration::from_secs(10),
+        rotate_every: Duration::from_secs(60),
+        workers,
+        rss_every: Duration::from_secs(5),
+        warm_up: Duration::from_secs(60.min(seconds / 5)),
+    };
+    let warm_up = plan.warm_up;
+    let report = soak(plan).await;
+    println!("{}", report.summary(warm_up));
+    println!(
+        "RSS samples (s, KiB): {}",
+        report.rss.iter().map(|(t, r)| format!("{t:.0}:{r}")).collect::<Vec<_>>().join(" ")
+    );
+    let (_, _, drift) = report.rss_drift(warm_up);
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert_eq!(report.wrong, 0, "{:?}", report.errors);
+    assert!(report.reloads_seen >= report.reloads_done as f64);
+    assert_eq!(report.rotations_seen, report.rotations_done);
+    assert!(drift.abs() <= 0.10, "RSS drifted {:+.1}% after warm-up", drift * 100.0);
+    assert!(report.log_errors.is_empty(), "{:?}", report.log_errors);
+}
+
+#[test]
+fn canary_needles_cover_every_alignment() {
+    use base64::Engine as _;
+    let needles = needles();
+    for prefix in ["", "a", "ab", "abc", "abcd"] {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{MARK}-tail"));
+        assert!(needles.iter().any(|n| encoded.contains(n.as_str())), "{prefix:?}: {encoded}");
+    }
+    let _ = AtomicU64::new(0);
+}

@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     pub page_size: u32,
     /// Spool objects without findings too (JUnit).
     pub keep_passing: bool,
+    /// Hand the namespaces' labels to the set's environment resolver (off when an environment
+    /// is forced for every namespace).
+    pub namespace_labels: bool,
     /// How long one API group's discovery may take (the client retries an unavailable
     /// aggregated API for minutes); a group that runs out of time counts as failed.
     pub discovery_timeout: Duration,
@@ -42,6 +45,7 @@ impl Default for ClusterOptions {
         Self {
             page_size: DEFAULT_PAGE_SIZE,
             keep_passing: false,
+            namespace_labels: true,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
         }
     }
@@ -68,7 +72,11 @@ pub struct Discovered {
 /// Finds each kind in the preferred version of the served groups: the core group first, then the
 /// groups in the order the server lists them. A group that fails to answer only matters if a
 /// kind is then missing.
-pub async fn discover(client: &Client, kinds: &[String], timeout: Duration) -> Result<Discovered, AuditError> {
+pub async fn discover(
+    client: &Client,
+    kinds: &[String],
+    timeout: Duration,
+) -> Result<Discovered, AuditError> {
     let mut lists: Vec<(String, APIResourceList)> = Vec::new();
     let mut failed_groups = Vec::new();
     let core = client.list_core_api_versions().await?;
@@ -264,7 +272,9 @@ pub async fn audit_cluster(
                                     .collect()
                             })
                             .unwrap_or_default();
-                        labels.set(name, map);
+                        if opts.namespace_labels {
+                            labels.set(name, map);
+                        }
                         namespaces.push(name.to_string());
                     }
                 }

@@ -46,6 +46,8 @@ pub struct PolicyRow {
     pub file: String,
     pub package: String,
     pub compiled: bool,
+    /// The output rules evaluated, as the endpoint asks for them.
+    pub rules: Vec<&'static str>,
     /// Parameters per environment, as the policy sees them in `data.regate.parameters`.
     pub parameters: BTreeMap<String, serde_json::Value>,
 }
@@ -270,6 +272,17 @@ pub fn run(set: &PolicySet, fixtures: &[Fixture], opts: &Options) -> Result<Repo
             file: policy.file.clone(),
             package: policy.package.clone(),
             compiled: compiled.iter().any(|c| *c == policy.id()),
+            rules: [
+                (opts.wants.validate && policy.rules.deny, match policy.flavor {
+                    crate::policy::set::Flavor::Native => "deny",
+                    crate::policy::set::Flavor::Gatekeeper(_) => "violation",
+                }),
+                (opts.wants.validate && policy.rules.warn, "warn"),
+                (opts.wants.mutate && policy.rules.patch, "patch"),
+            ]
+            .into_iter()
+            .filter_map(|(on, rule)| on.then_some(rule))
+            .collect(),
             parameters,
         });
     }

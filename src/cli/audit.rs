@@ -102,6 +102,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
             let opts = ClusterOptions {
                 page_size,
                 keep_passing,
+                namespace_labels: args.environment.is_none(),
                 ..ClusterOptions::default()
             };
             audit::cluster::audit_cluster(&client, set, &opts)

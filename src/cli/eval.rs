@@ -29,6 +29,10 @@ pub struct EvalArgs {
     pub operation: String,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    /// Objects (files or directories) that fill Gatekeeper's `data.inventory`, limited to the
+    /// kinds referential templates name in requires-sync-data; repeatable.
+    #[arg(long = "inventory", value_name = "FILE|DIR")]
+    pub inventory: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -111,6 +115,7 @@ pub fn evaluate_objects(
 
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let set = args.policy.build_set(args.environment)?;
+    let set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
     let objects = manifest::read_paths(&args.files)?;
     let results = evaluate_objects(&set, objects, args.namespace.as_deref(), &args.operation);
     match args.output {

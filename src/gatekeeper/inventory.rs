@@ -171,6 +171,55 @@ pub fn parse_requires_sync_data(text: &str) -> Result<Vec<SyncKind>, String> {
     Ok(out)
 }
 
+impl SyncKind {
+    /// The `apiVersion` objects of this kind carry (`v1`, `networking.k8s.io/v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Whether `object` is of this group, version and kind.
+    pub fn holds(&self, object: &Value) -> bool {
+        object.get("kind").and_then(Value::as_str) == Some(self.kind.as_str())
+            && object.get("apiVersion").and_then(Value::as_str) == Some(&*self.api_version())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryLoadError {
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("{location}: {source}")]
+    Object {
+        location: String,
+        #[source]
+        source: InventoryError,
+    },
+}
+
+/// An inventory of the objects under `paths` (files or directories, as `eval -f` reads them),
+/// bounded to `kinds`: objects of any other kind are left out, as a cluster sync leaves them.
+pub fn read_paths(
+    paths: &[std::path::PathBuf],
+    kinds: &[SyncKind],
+) -> Result<Inventory, InventoryLoadError> {
+    let mut inventory = Inventory::default();
+    for m in crate::manifest::read_paths(paths)? {
+        if kinds.iter().any(|k| k.holds(&m.object)) {
+            inventory
+                .add(&m.object)
+                .map_err(|source| InventoryLoadError::Object {
+                    location: m.location(),
+                    source,
+                })?;
+        }
+    }
+    Ok(inventory)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

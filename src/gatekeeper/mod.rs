@@ -26,7 +26,7 @@ use crate::config::{Action, Config, Environment, Mode, PerEnvironment};
 use crate::environment::EnvironmentResolver;
 use crate::manifest;
 use crate::policy::metadata::PolicyMeta;
-use crate::policy::set::{CompiledPolicy, Flavor, LoadError, Rules};
+use crate::policy::set::{CompiledPolicy, Flavor, LoadError, PolicySet, Rules};
 use crate::policy::source::PolicySource;
 
 pub use constraint::Constraint;
@@ -380,6 +380,51 @@ pub fn with_inventory(
             Ok(p)
         })
         .collect()
+}
+
+/// The set with `data.inventory` replaced in its Gatekeeper policies (native policies, config,
+/// exceptions and namespace labels unchanged): what `eval`/`audit --inventory` judge with, and
+/// what the server installs when its cluster sync or a policy reload produces a new inventory.
+pub fn apply_inventory(set: &PolicySet, inventory: &Inventory) -> Result<PolicySet, LoadError> {
+    if !set
+        .policies
+        .iter()
+        .any(|p| matches!(p.flavor, Flavor::Gatekeeper(_)))
+    {
+        return Ok(set.clone());
+    }
+    let policies = with_inventory(&set.policies, inventory)?;
+    let mut out = PolicySet::assemble(
+        policies,
+        set.config.clone(),
+        set.resolver.labels().clone(),
+        set.exceptions.clone(),
+        set.uses_embedded,
+    );
+    out.reads_managed_fields = set.reads_managed_fields;
+    Ok(out)
+}
+
+/// `eval --inventory` and `audit --inventory`: the set with an inventory read from `paths`,
+/// holding only the kinds its referential templates need ([`sync_kinds`]). No paths: the set
+/// as it is.
+pub fn with_inventory_files(
+    set: PolicySet,
+    paths: &[std::path::PathBuf],
+) -> Result<PolicySet, InventoryFilesError> {
+    if paths.is_empty() {
+        return Ok(set);
+    }
+    let inventory = inventory::read_paths(paths, &sync_kinds(&set.policies))?;
+    Ok(apply_inventory(&set, &inventory)?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryFilesError {
+    #[error("reading the inventory: {0}")]
+    Read(#[from] inventory::InventoryLoadError),
+    #[error("installing the inventory: {0}")]
+    Install(#[from] LoadError),
 }
 
 /// Every kind the set's referential templates read from `data.inventory`: what a cluster sync

@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::environment::NamespaceLabels;
+use crate::gatekeeper::Inventory;
 use crate::metrics::Metrics;
 use crate::policy::set::{LoadErrors, PolicySet};
 use crate::policy::source::{self, SourceError};
@@ -52,6 +53,9 @@ pub struct PolicyStore {
     metrics: Option<Metrics>,
     /// Serialises reloads, so two file events never race to swap.
     reload_lock: Mutex<()>,
+    /// Gatekeeper's `data.inventory` as last synced from the cluster; every reload re-applies it,
+    /// so a policy edit never drops it.
+    inventory: Mutex<Option<Arc<Inventory>>>,
 }
 
 impl PolicyStore {
@@ -68,6 +72,7 @@ impl PolicyStore {
             last_error: Mutex::new(None),
             metrics,
             reload_lock: Mutex::new(()),
+            inventory: Mutex::new(None),
         };
         store.record_success();
         Ok(store)
@@ -89,7 +94,14 @@ impl PolicyStore {
     /// async workers.
     pub fn reload(&self, trigger: &str) -> Result<(), String> {
         let _guard = self.reload_lock.lock();
-        match self.sources.build(self.labels.clone()) {
+        let built = self.sources.build(self.labels.clone()).and_then(|set| {
+            match self.inventory.lock().ok().and_then(|i| i.clone()) {
+                Some(inventory) => crate::gatekeeper::apply_inventory(&set, &inventory)
+                    .map_err(|e| BuildError::Policies(LoadErrors(vec![e]))),
+                None => Ok(set),
+            }
+        });
+        match built {
             Ok(set) => {
                 let count = set.policies.len();
                 self.current.store(Arc::new(set));
@@ -112,6 +124,26 @@ impl PolicyStore {
                 Err(message)
             }
         }
+    }
+
+    /// Installs a new `data.inventory` (the server's cluster sync): swaps in the current set
+    /// with it applied to the Gatekeeper policies, and keeps it for every later reload.
+    /// Blocking: call it off the async workers.
+    pub fn install_inventory(&self, inventory: Inventory) -> Result<(), String> {
+        let _guard = self.reload_lock.lock();
+        let inventory = Arc::new(inventory);
+        let set = crate::gatekeeper::apply_inventory(&self.current(), &inventory)
+            .map_err(|e| e.to_string())?;
+        self.current.store(Arc::new(set));
+        if let Ok(mut slot) = self.inventory.lock() {
+            *slot = Some(inventory);
+        }
+        Ok(())
+    }
+
+    /// The inventory last installed, if any.
+    pub fn inventory(&self) -> Option<Arc<Inventory>> {
+        self.inventory.lock().ok().and_then(|i| i.clone())
     }
 
     fn record_success(&self) {

@@ -178,6 +178,7 @@ impl PolicySet {
                 errors.push(locate_regorus_error(&lib.name, &e.to_string()));
             }
         }
+        errors.extend(missing_imports(&sources));
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
@@ -305,6 +306,43 @@ impl PolicySet {
     pub fn get(&self, id: &str) -> Option<&CompiledPolicy> {
         self.policies.iter().find(|p| p.meta.id == id)
     }
+}
+
+/// `import data.regate.lib.…` lines that name a package no loaded file declares. Rego reads an
+/// undefined import as undefined, not as an error: a deleted helper library would silently turn
+/// every rule that uses it into a no-op (and every object it judges into an allowed one).
+fn missing_imports(sources: &[PolicySource]) -> Vec<LoadError> {
+    let packages: Vec<String> = sources
+        .iter()
+        .filter_map(|s| metadata::package_of(&s.text).map(|(_, p)| p))
+        .collect();
+    let mut errors = Vec::new();
+    for source in sources
+        .iter()
+        .filter(|s| matches!(s.role(), SourceRole::Policy | SourceRole::Library))
+    {
+        for (i, line) in source.text.lines().enumerate() {
+            let Some(rest) = line.trim().strip_prefix("import data.") else {
+                continue;
+            };
+            let path = rest.split_whitespace().next().unwrap_or("");
+            if !path.starts_with("regate.lib.") {
+                continue;
+            }
+            let declared = packages
+                .iter()
+                .any(|p| path == p || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')));
+            if !declared {
+                errors.push(LoadError::new(
+                    &source.name,
+                    i + 1,
+                    1,
+                    format!("imports data.{path}, but no loaded file declares package {path}"),
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// With embedded defaults and a directory together, a directory file replaces the embedded

@@ -1,6 +1,7 @@
 //! `regate serve`: the TLS webhook listener, the metrics listener, hot reload, graceful shutdown.
 
 pub mod app;
+pub mod inventory;
 mod namespaces;
 
 use std::net::SocketAddr;
@@ -116,6 +117,7 @@ impl Server {
         }
         if config.watch_namespaces {
             namespaces::spawn(labels.clone());
+            inventory::spawn(store.clone()); // Gatekeeper data.inventory: only the kinds needed
         }
         let state = AppState::new(store, metrics, Some(certs));
         let (shutdown_tx, _) = watch::channel(false);

@@ -57,10 +57,28 @@ pub fn standard_resources() -> Vec<ResourceDef> {
         r("apps", "v1", "Deployment", "deployments", true),
         r("apps", "v1", "StatefulSet", "statefulsets", true),
         r("batch", "v1", "Job", "jobs", true),
-        r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true),
+        r(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        ),
         r("coordination.k8s.io", "v1", "Lease", "leases", true),
-        r("wgpolicyk8s.io", "v1alpha2", "PolicyReport", "policyreports", true),
-        r("wgpolicyk8s.io", "v1alpha2", "ClusterPolicyReport", "clusterpolicyreports", false),
+        r(
+            "wgpolicyk8s.io",
+            "v1alpha2",
+            "PolicyReport",
+            "policyreports",
+            true,
+        ),
+        r(
+            "wgpolicyk8s.io",
+            "v1alpha2",
+            "ClusterPolicyReport",
+            "clusterpolicyreports",
+            false,
+        ),
     ]
 }
 
@@ -226,16 +244,31 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code.as_u16(),
     });
-    (code, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn ok(value: Value) -> Response {
-    (StatusCode::OK, [("content-type", "application/json")], value.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for pair in uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         out.insert(k.to_string(), percent_decode(v));
     }
@@ -276,7 +309,9 @@ async fn handle(
     if method == Method::GET {
         match segs.as_slice() {
             ["api"] => {
-                return ok(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}));
+                return ok(
+                    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+                );
             }
             ["apis"] => {
                 let mut groups: Vec<(&str, &str)> = Vec::new();
@@ -297,9 +332,17 @@ async fn handle(
             ["api", version] | ["apis", _, version] => {
                 let group = if segs[0] == "api" { "" } else { segs[1] };
                 if st.broken_groups.iter().any(|g| g == group) {
-                    return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "the server is currently unable to handle the request");
+                    return status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        "the server is currently unable to handle the request",
+                    );
                 }
-                let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+                let gv = if group.is_empty() {
+                    version.to_string()
+                } else {
+                    format!("{group}/{version}")
+                };
                 let resources: Vec<Value> = st
                     .resources
                     .iter()
@@ -313,9 +356,15 @@ async fn handle(
                     })
                     .collect();
                 if resources.is_empty() {
-                    return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    );
                 }
-                return ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}));
+                return ok(
+                    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+                );
             }
             _ => {}
         }
@@ -329,7 +378,11 @@ async fn handle(
     };
     let (namespace, plural, name) = match rest {
         ["namespaces", ns, plural] => (Some(ns.to_string()), plural.to_string(), None),
-        ["namespaces", ns, plural, name] => (Some(ns.to_string()), plural.to_string(), Some(name.to_string())),
+        ["namespaces", ns, plural, name] => (
+            Some(ns.to_string()),
+            plural.to_string(),
+            Some(name.to_string()),
+        ),
         [plural] => (None, plural.to_string(), None),
         [plural, name] => (None, plural.to_string(), Some(name.to_string())),
         _ => return status(StatusCode::NOT_FOUND, "NotFound", "no such path"),
@@ -340,7 +393,11 @@ async fn handle(
         .find(|r| r.group == group && r.version == version && r.plural == plural)
         .cloned()
     else {
-        return status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find the requested resource ({plural})"));
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({plural})"),
+        );
     };
 
     match (method.clone(), name) {
@@ -349,7 +406,11 @@ async fn handle(
             let key = format!("{}/{name}", namespace.unwrap_or_default());
             match st.leases.get(&key) {
                 Some(l) => ok(l.clone()),
-                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("leases.coordination.k8s.io \"{name}\" not found"),
+                ),
             }
         }
         (Method::POST, None) if plural == "leases" => {
@@ -357,14 +418,26 @@ async fn handle(
             let name = lease["metadata"]["name"].as_str().unwrap().to_string();
             let key = format!("{}/{name}", namespace.clone().unwrap_or_default());
             if st.leases.contains_key(&key) {
-                return status(StatusCode::CONFLICT, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"));
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                );
             }
             lease["metadata"]["resourceVersion"] = json!(st.next_rv());
             lease["metadata"]["namespace"] = json!(namespace);
-            let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or("").to_string();
+            let holder = lease["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             st.lease_writes.push(format!("create {holder}"));
             st.leases.insert(key, lease.clone());
-            (StatusCode::CREATED, [("content-type", "application/json")], lease.to_string()).into_response()
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                lease.to_string(),
+            )
+                .into_response()
         }
         (Method::PUT, Some(name)) if plural == "leases" => {
             let mut lease: Value = serde_json::from_slice(&body).unwrap();
@@ -376,7 +449,10 @@ async fn handle(
                 return status(StatusCode::CONFLICT, "Conflict", "the object has been modified; please apply your changes to the latest version and try again");
             }
             lease["metadata"]["resourceVersion"] = json!(st.next_rv());
-            let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or("").to_string();
+            let holder = lease["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             st.lease_writes.push(format!("update {holder}"));
             st.leases.insert(key, lease.clone());
             ok(lease)
@@ -394,26 +470,50 @@ async fn handle(
                 force: query.get("force").is_some_and(|f| f == "true"),
             });
             if content_type != "application/apply-patch+yaml" {
-                return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "only server-side apply is served here");
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    "only server-side apply is served here",
+                );
             }
             if !query.contains_key("fieldManager") {
-                return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "fieldManager is required for apply requests");
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "fieldManager is required for apply requests",
+                );
             }
             let text = String::from_utf8_lossy(&body).into_owned();
             let mut report: Value = serde_yaml::from_str(&text).unwrap();
-            if report["kind"] != json!(def.kind) || report["apiVersion"] != json!(def.group_version()) {
-                return status(StatusCode::BAD_REQUEST, "BadRequest", "kind or apiVersion does not match the path");
+            if report["kind"] != json!(def.kind)
+                || report["apiVersion"] != json!(def.group_version())
+            {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "kind or apiVersion does not match the path",
+                );
             }
             if report["metadata"]["name"] != json!(name) {
-                return status(StatusCode::BAD_REQUEST, "BadRequest", "name does not match the path");
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "name does not match the path",
+                );
             }
             if def.namespaced {
                 let ns = namespace.clone().unwrap_or_default();
-                let known = st.objects.get("namespaces").is_some_and(|nss| {
-                    nss.iter().any(|n| n["metadata"]["name"] == json!(ns))
-                }) || st.generated.is_some();
+                let known = st
+                    .objects
+                    .get("namespaces")
+                    .is_some_and(|nss| nss.iter().any(|n| n["metadata"]["name"] == json!(ns)))
+                    || st.generated.is_some();
                 if !known {
-                    return status(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{ns}\" not found"));
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("namespaces \"{ns}\" not found"),
+                    );
                 }
                 report["metadata"]["namespace"] = json!(ns);
             }
@@ -423,11 +523,20 @@ async fn handle(
             st.reports.insert(key, report.clone());
             ok(report)
         }
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not served by the test API server"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not served by the test API server",
+        ),
     }
 }
 
-fn list(st: &mut ApiState, def: &ResourceDef, namespace: Option<String>, query: &HashMap<String, String>) -> Response {
+fn list(
+    st: &mut ApiState,
+    def: &ResourceDef,
+    namespace: Option<String>,
+    query: &HashMap<String, String>,
+) -> Response {
     let limit = query.get("limit").map(|l| l.parse::<usize>().unwrap());
     let token = query.get("continue").cloned();
     st.lists.push(ListRequest {
@@ -445,22 +554,40 @@ fn list(st: &mut ApiState, def: &ResourceDef, namespace: Option<String>, query: 
     }
     let start = match &token {
         None => 0,
-        Some(t) => match t.strip_prefix(&format!("{}:", def.plural)).and_then(|n| n.parse::<usize>().ok()) {
+        Some(t) => match t
+            .strip_prefix(&format!("{}:", def.plural))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => n,
-            None => return status(StatusCode::GONE, "Expired", "The provided continue parameter is too old or invalid"),
+            None => {
+                return status(
+                    StatusCode::GONE,
+                    "Expired",
+                    "The provided continue parameter is too old or invalid",
+                )
+            }
         },
     };
     let (total, items): (usize, Vec<Value>) = if let Some(generated) = st.generated {
         let total = generated.count(def.plural);
         let end = limit.map_or(total, |l| (start + l).min(total));
-        (total, (start..end).map(|i| generated.item(def.plural, i)).collect())
+        (
+            total,
+            (start..end)
+                .map(|i| generated.item(def.plural, i))
+                .collect(),
+        )
     } else {
         let all: Vec<&Value> = st
             .objects
             .get(def.plural)
             .map(|v| {
                 v.iter()
-                    .filter(|o| namespace.as_ref().is_none_or(|ns| o["metadata"]["namespace"] == json!(ns)))
+                    .filter(|o| {
+                        namespace
+                            .as_ref()
+                            .is_none_or(|ns| o["metadata"]["namespace"] == json!(ns))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -564,7 +691,10 @@ impl FakeApiServer {
                 .find(|r| r.group_version() == api_version && r.kind == kind)
                 .unwrap_or_else(|| panic!("no resource for {api_version} {kind}"))
                 .clone();
-            st.objects.entry(def.plural.to_string()).or_default().push(o);
+            st.objects
+                .entry(def.plural.to_string())
+                .or_default()
+                .push(o);
         }
     }
 
@@ -803,7 +933,10 @@ pub fn write_policies(dir: &Path) -> PathBuf {
 }
 
 /// Builds the policy set from a directory, as the CLI does (no embedded defaults).
-pub fn build_set(policies: &Path, labels: regate::environment::NamespaceLabels) -> regate::policy::set::PolicySet {
+pub fn build_set(
+    policies: &Path,
+    labels: regate::environment::NamespaceLabels,
+) -> regate::policy::set::PolicySet {
     let sources = regate::policy::reload::PolicySources {
         dir: policies.to_path_buf(),
         include_defaults: false,
@@ -865,7 +998,9 @@ fn unescape(s: &str) -> String {
             "gt" => '>',
             "quot" => '"',
             "apos" => '\'',
-            e if e.starts_with("#x") => char::from_u32(u32::from_str_radix(&e[2..], 16).unwrap()).unwrap(),
+            e if e.starts_with("#x") => {
+                char::from_u32(u32::from_str_radix(&e[2..], 16).unwrap()).unwrap()
+            }
             e if e.starts_with('#') => char::from_u32(e[1..].parse().unwrap()).unwrap(),
             other => panic!("unknown entity &{other};"),
         });
@@ -914,7 +1049,10 @@ pub fn parse_xml(text: &str) -> Element {
                 assert!(after.starts_with('"'), "unquoted attribute {key}");
                 let close = after[1..].find('"').unwrap() + 1;
                 let value = unescape(&after[1..close]);
-                assert!(el.attrs.insert(key.clone(), value).is_none(), "duplicate attribute {key}");
+                assert!(
+                    el.attrs.insert(key.clone(), value).is_none(),
+                    "duplicate attribute {key}"
+                );
                 attrs = after[close + 1..].trim_start();
             }
             if self_closing {

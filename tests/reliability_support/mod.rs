@@ -609,3 +609,190 @@ pub async fn worker(
         }
     }
 }
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text exposition; 0 when
+/// absent.
+pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+// ------------------------------------------------------------------------------------------
+// Soak
+// ------------------------------------------------------------------------------------------
+
+pub struct SoakPlan {
+    pub duration: Duration,
+    pub reload_every: Duration,
+    pub rotate_every: Duration,
+    pub workers: usize,
+    pub rss_every: Duration,
+    /// RSS samples before this are warm-up.
+    pub warm_up: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct SoakReport {
+    pub seconds: f64,
+    pub requests_ok: u64,
+    pub failed: u64,
+    pub wrong: u64,
+    pub errors: Vec<String>,
+    pub reloads_done: u64,
+    pub reloads_seen: f64,
+    pub rotations_done: u64,
+    pub rotations_seen: u64,
+    /// (seconds since start, VmRSS KiB).
+    pub rss: Vec<(f64, u64)>,
+    pub peak_kib: u64,
+    pub latency_ms: (f64, f64, f64),
+    pub log_errors: Vec<String>,
+}
+
+impl SoakReport {
+    /// Median RSS of the first and the last minute after warm-up (or of the first and last
+    /// quarter of the samples after warm-up, when shorter), and their relative difference.
+    pub fn rss_drift(&self, warm_up: Duration) -> (u64, u64, f64) {
+        let after: Vec<(f64, u64)> = self.rss.iter().copied().filter(|(t, _)| *t >= warm_up.as_secs_f64()).collect();
+        if after.len() < 4 {
+            return (0, 0, 0.0);
+        }
+        let span = (after.len() / 4).max(1);
+        let window = |xs: &[(f64, u64)]| {
+            let mut v: Vec<u64> = xs.iter().map(|(_, r)| *r).collect();
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        let minute = after.iter().filter(|(t, _)| *t < after[0].0 + 60.0).count().max(span);
+        let minute = minute.min(after.len() / 2).max(1);
+        let first = window(&after[..minute]);
+        let last = window(&after[after.len() - minute..]);
+        (first, last, (last as f64 - first as f64) / first as f64)
+    }
+
+    pub fn summary(&self, warm_up: Duration) -> String {
+        let (first, last, drift) = self.rss_drift(warm_up);
+        let min = self.rss.iter().filter(|(t, _)| *t >= warm_up.as_secs_f64()).map(|(_, r)| *r).min().unwrap_or(0);
+        let max = self.rss.iter().filter(|(t, _)| *t >= warm_up.as_secs_f64()).map(|(_, r)| *r).max().unwrap_or(0);
+        format!(
+            "soak {:.0} s: {} requests answered correctly ({:.0}/s), {} failed, {} wrong; \
+             policy reloads {} written / {} seen, certificate rotations {} written / {} seen; \
+             latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS after warm-up: first {} KiB, \
+             last {} KiB, drift {:+.1}%, range {}..{} KiB, peak (VmHWM) {} KiB; {} error log lines",
+            self.seconds,
+            self.requests_ok,
+            self.requests_ok as f64 / self.seconds.max(1.0),
+            self.failed,
+            self.wrong,
+            self.reloads_done,
+            self.reloads_seen,
+            self.rotations_done,
+            self.rotations_seen,
+            self.latency_ms.0,
+            self.latency_ms.1,
+            self.latency_ms.2,
+            first,
+            last,
+            drift * 100.0,
+            min,
+            max,
+            self.peak_kib,
+            self.log_errors.len(),
+        )
+    }
+}
+
+/// Drives the realistic mix at a real `regate serve` for `plan.duration` while a policy file is
+/// rewritten every `reload_every` (the same rules, a different comment, so that every answer
+/// keeps its expected value) and the serving certificate is replaced every `rotate_every` (a
+/// new key, signed by the same CA, with a different expiry). Every answer is checked.
+pub async fn soak(plan: SoakPlan) -> SoakReport {
+    let regate = Regate::start(BinaryOptions::default());
+    let cases = Arc::new(mix());
+    let stats = Arc::new(LoadStats::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ca = regate.ca_path();
+    let base = format!("https://localhost:{}", regate.addr.port());
+    let mut tasks = Vec::new();
+    for w in 0..plan.workers {
+        let ca = ca.clone();
+        let http2 = w % 2 == 1;
+        let factory: Arc<dyn Fn() -> reqwest::Client + Send + Sync> = Arc::new(move || crate::common::client(&ca, http2));
+        tasks.push(tokio::spawn(worker(
+            factory,
+            base.clone(),
+            cases.clone(),
+            w * 7,
+            stats.clone(),
+            stop.clone(),
+            200,
+        )));
+    }
+    let started = Instant::now();
+    let mut report = SoakReport::default();
+    let policy = regate.root().join("policies/pod-run-as-non-root.rego");
+    let original = std::fs::read_to_string(&policy).unwrap();
+    let cert = regate.root().join("tls/tls.crt");
+    let key = regate.root().join("tls/tls.key");
+    let mut next_reload = plan.reload_every;
+    let mut next_rotate = plan.rotate_every;
+    let mut next_rss = Duration::ZERO;
+    let mut last_not_after = sample(&regate.metrics_text().await, "regate_tls_certificate_not_after_timestamp_seconds");
+    let reloads_before = sample(&regate.metrics_text().await, "regate_policy_reload_total{result=\"success\"}");
+    while started.elapsed() < plan.duration {
+        let now = started.elapsed();
+        if now >= next_rss {
+            let (rss, _) = regate.rss_kib();
+            report.rss.push((now.as_secs_f64(), rss));
+            next_rss += plan.rss_every;
+        }
+        if now >= next_reload {
+            report.reloads_done += 1;
+            write_atomic(&policy, format!("{original}\n# soak reload {}\n", report.reloads_done).as_bytes());
+            next_reload += plan.reload_every;
+        }
+        if now >= next_rotate {
+            report.rotations_done += 1;
+            let (c, k) = regate.pki.server(30 + report.rotations_done as i64);
+            // Both files renamed into place back to back: the watcher's debounce sees the pair.
+            let (tc, tk) = (cert.with_extension("new"), key.with_extension("new"));
+            std::fs::write(&tc, c).unwrap();
+            std::fs::write(&tk, k).unwrap();
+            std::fs::rename(&tk, &key).unwrap();
+            std::fs::rename(&tc, &cert).unwrap();
+            next_rotate += plan.rotate_every;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if report.rotations_done > report.rotations_seen {
+            let not_after = sample(&regate.metrics_text().await, "regate_tls_certificate_not_after_timestamp_seconds");
+            if not_after != last_not_after {
+                report.rotations_seen += 1;
+                last_not_after = not_after;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    let (_, peak) = regate.rss_kib();
+    report.peak_kib = peak;
+    let metrics = regate.metrics_text().await;
+    report.reloads_seen = sample(&metrics, "regate_policy_reload_total{result=\"success\"}") - reloads_before;
+    report.requests_ok = stats.ok.load(Ordering::Relaxed);
+    report.failed = stats.failed.load(Ordering::Relaxed);
+    report.wrong = stats.wrong.load(Ordering::Relaxed);
+    report.errors = stats.errors.lock().unwrap().clone();
+    report.latency_ms = stats.percentiles_ms();
+    report.log_errors = log_lines(&regate.logs())
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR")
+        .map(|l| l.to_string())
+        .collect();
+    report
+}

@@ -1,0 +1,264 @@
+//! Gatekeeper's `data.inventory` outside `verify`: `regate eval --inventory`, and the server's
+//! list+watch of exactly the kinds referential templates need, against a fake API server with
+//! the real `kube::Client`. The template and constraint come from the gatekeeper-library corpus
+//! (`uniqueingresshost`), copied into a temporary policy directory at test time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod inventory_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use inventory_support::FakeCluster;
+use regate::environment::NamespaceLabels;
+use regate::metrics::Metrics;
+use regate::policy::reload::{PolicySources, PolicyStore};
+use regate::server::{app, AppState};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn library() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpora/gatekeeper-library/library/general/uniqueingresshost")
+}
+
+fn samples() -> PathBuf {
+    library().join("samples/unique-ingress-host")
+}
+
+/// A policy directory with the corpus template and constraint (never committed to the repo).
+fn policy_dir(root: &Path) -> PathBuf {
+    let dir = root.join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(library().join("template.yaml"), dir.join("template.yaml")).unwrap();
+    std::fs::copy(
+        samples().join("constraint.yaml"),
+        dir.join("constraint.yaml"),
+    )
+    .unwrap();
+    dir
+}
+
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_value(&text)
+}
+
+fn serde_yaml_value(text: &str) -> Value {
+    let objects = regate::manifest::parse_text(text, "sample").unwrap();
+    objects.into_iter().next().unwrap().object
+}
+
+fn eval(policies: &Path, args: &[&Path]) -> (i32, Vec<Value>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+    cmd.env_remove("REGATE_POLICIES")
+        .env_remove("REGATE_CONFIG")
+        .env_remove("REGATE_INCLUDE_DEFAULTS")
+        .args(["eval", "-o", "json", "--policies"])
+        .arg(policies);
+    for a in args {
+        cmd.arg(a);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let results: Vec<Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    (out.status.code().unwrap(), results, stderr)
+}
+
+fn denied_by(result: &Value) -> Vec<String> {
+    result["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["action"] == "deny")
+        .map(|v| v["policy"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn eval_inventory_fills_data_inventory_for_referential_templates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = policy_dir(tmp.path());
+    let object = samples().join("example_disallowed.yaml");
+
+    // Without an inventory the host is unique: allowed.
+    let (code, results, stderr) = eval(&policies, &[Path::new("-f"), &object]);
+    assert_eq!(code, 0, "{results:?} {stderr}");
+    assert!(results[0]["allowed"].as_bool().unwrap());
+
+    // With the corpus' inventory (a directory holding it and an unrelated kind, which the
+    // bound leaves out), the same host is taken: denied by the constraint.
+    let inv = tmp.path().join("inventory");
+    std::fs::create_dir_all(&inv).unwrap();
+    std::fs::copy(
+        samples().join("example_inventory_disallowed.yaml"),
+        inv.join("ingress.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        inv.join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: default\n",
+    )
+    .unwrap();
+    let (code, results, stderr) = eval(
+        &policies,
+        &[Path::new("-f"), &object, Path::new("--inventory"), &inv],
+    );
+    assert_eq!(code, 1, "{results:?} {stderr}");
+    assert_eq!(denied_by(&results[0]), vec!["unique-ingress-host"]);
+    let message = results[0]["violations"][0]["message"].as_str().unwrap();
+    assert!(message.contains("example-host.example.com"), "{message}");
+
+    // Repeatable, and a file works as well as a directory: the second sample's conflict.
+    let (code, results, _) = eval(
+        &policies,
+        &[
+            Path::new("-f"),
+            &samples().join("example_disallowed2.yaml"),
+            Path::new("--inventory"),
+            &samples().join("example_inventory_disallowed.yaml"),
+            Path::new("--inventory"),
+            &samples().join("example_inventory_disallowed2.yaml"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(denied_by(&results[0]), vec!["unique-ingress-host"]);
+
+    // The allowed sample stays allowed with the inventory.
+    let (code, _, _) = eval(
+        &policies,
+        &[
+            Path::new("-f"),
+            &samples().join("example_allowed.yaml"),
+            Path::new("--inventory"),
+            &inv,
+        ],
+    );
+    assert_eq!(code, 0);
+
+    // A missing inventory file is an error, not an empty inventory.
+    let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .args(["eval", "--policies"])
+        .arg(&policies)
+        .arg("-f")
+        .arg(&object)
+        .arg("--inventory")
+        .arg(tmp.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inventory"));
+}
+
+fn review(object: &Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "inv-1",
+            "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"},
+            "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "ingresses"},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+        }
+    })
+}
+
+async fn allowed(router: &axum::Router, object: &Value) -> (bool, Value) {
+    let request = axum::http::Request::post("/validate")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(review(object).to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    (
+        body["response"]["allowed"].as_bool().unwrap(),
+        body["response"].clone(),
+    )
+}
+
+async fn wait_for(router: &axum::Router, object: &Value, want: bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (got, response) = allowed(router, object).await;
+        if got == want {
+            return response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still allowed={got} after 30 s: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = policy_dir(tmp.path());
+    let sources = PolicySources {
+        dir: policies,
+        include_defaults: false,
+        config: None,
+    };
+    let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
+    let cluster = FakeCluster::start();
+    let sync = regate::server::inventory::spawn_with(
+        store.clone(),
+        cluster.client(),
+        Duration::from_millis(200),
+    );
+    let router = app(AppState::new(store.clone(), Metrics::new().unwrap(), None));
+    let object = yaml(&samples().join("example_disallowed.yaml"));
+
+    // An empty cluster: the host is unique.
+    let (ok, response) = allowed(&router, &object).await;
+    assert!(ok, "{response}");
+
+    // Someone creates an Ingress with the same host: the watch brings it into data.inventory,
+    // and the conflicting request is denied.
+    cluster.add(yaml(&samples().join("example_inventory_disallowed.yaml")));
+    let response = wait_for(&router, &object, false).await;
+    assert!(
+        response.to_string().contains("unique-ingress-host"),
+        "{response}"
+    );
+    assert!(store.inventory().is_some());
+
+    // A policy reload re-applies the synced inventory: still denied.
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.reload("test"))
+        .await
+        .unwrap()
+        .unwrap();
+    let (ok, response) = allowed(&router, &object).await;
+    assert!(!ok, "reload dropped the inventory: {response}");
+
+    // Bounded: only the kinds in requires-sync-data were asked for (Ingress in its three
+    // group-versions, of which the fake serves networking.k8s.io/v1).
+    let requests = cluster.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("watch=true")),
+        "{requests:?}"
+    );
+    for r in &requests {
+        assert!(
+            r.starts_with("/apis/networking.k8s.io/") || r.starts_with("/apis/extensions/v1beta1"),
+            "unexpected request {r}"
+        );
+        if r.contains("/ingresses") {
+            assert!(r.starts_with("/apis/networking.k8s.io/v1/ingresses"), "{r}");
+        }
+    }
+    sync.abort();
+}
