@@ -52,8 +52,16 @@ pub struct Finding {
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown: String = String::from_utf8_lossy(&self.body).chars().take(600).collect();
-        write!(f, "{} (body: {} bytes: {shown})", self.what, self.body.len())
+        let shown: String = String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(600)
+            .collect();
+        write!(
+            f,
+            "{} (body: {} bytes: {shown})",
+            self.what,
+            self.body.len()
+        )
     }
 }
 
@@ -86,7 +94,11 @@ impl Tally {
     }
 
     pub fn summary(&self) -> String {
-        let failures: Vec<String> = self.failures.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let failures: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         format!(
             "{} executions: {} answered 400, {} allowed, {} denied, {} patched, uid checked on {}; \
              slowest {:?}; evaluation failures: [{}]",
@@ -130,7 +142,10 @@ impl Harness {
         let store = PolicyStore::new(sources, NamespaceLabels::default(), Some(metrics.clone()))
             .unwrap_or_else(|e| panic!("cannot build the policy set: {e}"));
         let state = AppState::new(Arc::new(store), metrics, None);
-        Harness { state, _config: path }
+        Harness {
+            state,
+            _config: path,
+        }
     }
 
     /// One body through `/validate` then `/mutate`, with every invariant checked.
@@ -148,11 +163,13 @@ impl Harness {
         for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
             let (status, review) = decide(&self.state, endpoint, body, Instant::now());
             let status = status.as_u16();
-            let answer = serde_json::to_value(&review).map_err(|e| fail(format!("answer does not serialise: {e}")))?;
+            let answer = serde_json::to_value(&review)
+                .map_err(|e| fail(format!("answer does not serialise: {e}")))?;
             // Round trip through bytes, as the apiserver reads it.
-            let bytes = serde_json::to_vec(&answer).map_err(|e| fail(format!("answer does not serialise: {e}")))?;
-            let answer: Value =
-                serde_json::from_slice(&bytes).map_err(|e| fail(format!("answer is not JSON: {e}")))?;
+            let bytes = serde_json::to_vec(&answer)
+                .map_err(|e| fail(format!("answer does not serialise: {e}")))?;
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| fail(format!("answer is not JSON: {e}")))?;
             check_answer(&answer, status, endpoint, uid.as_deref()).map_err(fail)?;
             if uid.is_some() {
                 tally.uid_checked += 1;
@@ -189,21 +206,28 @@ impl Harness {
 
     /// The patch applies to `request.object`, and the patched object needs no further patch.
     fn check_patch(&self, body: &[u8], patch: &json_patch::Patch) -> Result<(), String> {
-        let input: Value = serde_json::from_slice(body).map_err(|e| format!("patched a body that is not JSON: {e}"))?;
+        let input: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("patched a body that is not JSON: {e}"))?;
         let mut object = input["request"]["object"].clone();
-        json_patch::patch(&mut object, patch)
-            .map_err(|e| format!("/mutate's patch does not apply to the object: {e}; patch {}", json!(patch)))?;
+        json_patch::patch(&mut object, patch).map_err(|e| {
+            format!(
+                "/mutate's patch does not apply to the object: {e}; patch {}",
+                json!(patch)
+            )
+        })?;
         // Idempotence holds when every policy could judge the object: a policy that failed on
         // the first pass contributed nothing to the patch and may add on the second.
         let set = self.state.store.current();
-        let review = Review::from_slice(body).map_err(|e| format!("patched a body that does not parse: {e}"))?;
+        let review = Review::from_slice(body)
+            .map_err(|e| format!("patched a body that does not parse: {e}"))?;
         if !judge(&set, &review, Wants::MUTATE).failures.is_empty() {
             return Ok(());
         }
         let mut again = input.clone();
         again["request"]["object"] = object;
         let again = serde_json::to_vec(&again).map_err(|e| e.to_string())?;
-        let review = Review::from_slice(&again).map_err(|e| format!("the patched object no longer parses: {e}"))?;
+        let review = Review::from_slice(&again)
+            .map_err(|e| format!("the patched object no longer parses: {e}"))?;
         let second = judge(&set, &review, Wants::MUTATE);
         if !second.failures.is_empty() {
             return Ok(());
@@ -241,12 +265,19 @@ pub fn expected_uid(body: &[u8]) -> Option<String> {
 }
 
 /// The invariants of one answer.
-pub fn check_answer(answer: &Value, status: u16, endpoint: Endpoint, uid: Option<&str>) -> Result<(), String> {
+pub fn check_answer(
+    answer: &Value,
+    status: u16,
+    endpoint: Endpoint,
+    uid: Option<&str>,
+) -> Result<(), String> {
     if status != 200 && status != 400 {
         return Err(format!("HTTP status {status}: {answer}"));
     }
     if answer["apiVersion"] != "admission.k8s.io/v1" || answer["kind"] != "AdmissionReview" {
-        return Err(format!("not an admission.k8s.io/v1 AdmissionReview: {answer}"));
+        return Err(format!(
+            "not an admission.k8s.io/v1 AdmissionReview: {answer}"
+        ));
     }
     let response = &answer["response"];
     let Some(allowed) = response["allowed"].as_bool() else {
@@ -264,7 +295,11 @@ pub fn check_answer(answer: &Value, status: u16, endpoint: Endpoint, uid: Option
         if response["status"]["code"] != 400 {
             return Err(format!("a 400 answer without status.code 400: {answer}"));
         }
-        if response["status"]["message"].as_str().unwrap_or("").is_empty() {
+        if response["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+        {
             return Err(format!("a 400 answer without a message: {answer}"));
         }
     } else {
@@ -310,7 +345,10 @@ pub fn patch_of(response: &Value) -> Result<Option<json_patch::Patch>, String> {
         other => return Err(format!("patch is neither bytes nor base64: {other}")),
     };
     if response["patchType"] != "JSONPatch" {
-        return Err(format!("a patch without patchType JSONPatch: {}", response["patchType"]));
+        return Err(format!(
+            "a patch without patchType JSONPatch: {}",
+            response["patchType"]
+        ));
     }
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -430,26 +468,101 @@ impl Source for Tape<'_> {
 
 /// Field names the policies and the review parser read.
 pub const FIELDS: &[&str] = &[
-    "apiVersion", "kind", "request", "uid", "object", "oldObject", "operation", "namespace", "name",
-    "subResource", "userInfo", "username", "metadata", "spec", "template", "jobTemplate",
-    "containers", "initContainers", "ephemeralContainers", "securityContext",
-    "allowPrivilegeEscalation", "privileged", "capabilities", "drop", "add",
-    "readOnlyRootFilesystem", "runAsNonRoot", "runAsUser", "os", "resources", "requests", "limits",
-    "cpu", "memory", "image", "livenessProbe", "readinessProbe", "data", "stringData", "type",
-    "ingress", "egress", "from", "to", "ports", "ipBlock", "cidr", "except", "labels",
-    "managedFields", "dryRun", "options", "resource", "group", "version",
-    "CORS_ALLOWED_ORIGINS", "WS_ALLOWED_ORIGINS", "JWT_SECRET", "SIGNING_KEY", "LOG_LEVEL",
-    "DEBUG_MODE", "ENABLE_PROFILING",
+    "apiVersion",
+    "kind",
+    "request",
+    "uid",
+    "object",
+    "oldObject",
+    "operation",
+    "namespace",
+    "name",
+    "subResource",
+    "userInfo",
+    "username",
+    "metadata",
+    "spec",
+    "template",
+    "jobTemplate",
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "securityContext",
+    "allowPrivilegeEscalation",
+    "privileged",
+    "capabilities",
+    "drop",
+    "add",
+    "readOnlyRootFilesystem",
+    "runAsNonRoot",
+    "runAsUser",
+    "os",
+    "resources",
+    "requests",
+    "limits",
+    "cpu",
+    "memory",
+    "image",
+    "livenessProbe",
+    "readinessProbe",
+    "data",
+    "stringData",
+    "type",
+    "ingress",
+    "egress",
+    "from",
+    "to",
+    "ports",
+    "ipBlock",
+    "cidr",
+    "except",
+    "labels",
+    "managedFields",
+    "dryRun",
+    "options",
+    "resource",
+    "group",
+    "version",
+    "CORS_ALLOWED_ORIGINS",
+    "WS_ALLOWED_ORIGINS",
+    "JWT_SECRET",
+    "SIGNING_KEY",
+    "LOG_LEVEL",
+    "DEBUG_MODE",
+    "ENABLE_PROFILING",
 ];
 
 pub const KINDS: &[&str] = &[
-    "Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job",
-    "CronJob", "PodTemplate", "Secret", "ConfigMap", "NetworkPolicy", "Namespace", "", "pod",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "Job",
+    "CronJob",
+    "PodTemplate",
+    "Secret",
+    "ConfigMap",
+    "NetworkPolicy",
+    "Namespace",
+    "",
+    "pod",
 ];
 
-pub const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT", "create", "PATCH", ""];
+pub const OPERATIONS: &[&str] = &[
+    "CREATE", "UPDATE", "DELETE", "CONNECT", "create", "PATCH", "",
+];
 
-pub const NAMESPACES: &[&str] = &["prod", "staging", "dev", "kube-system", "", "default", "prod\u{0}"];
+pub const NAMESPACES: &[&str] = &[
+    "prod",
+    "staging",
+    "dev",
+    "kube-system",
+    "",
+    "default",
+    "prod\u{0}",
+];
 
 /// A value of some type, often one a policy does not expect where it is put.
 pub fn interesting(src: &mut impl Source) -> Value {
@@ -536,10 +649,15 @@ fn at_mut<'a>(value: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
 /// A node of `value`, under `request.object` seven times in ten.
 fn random_path(src: &mut impl Source, value: &Value) -> Vec<Seg> {
     let mut all = Vec::new();
-    let object = value.pointer("/request/object").is_some_and(Value::is_object);
+    let object = value
+        .pointer("/request/object")
+        .is_some_and(Value::is_object);
     if object && src.chance(70) {
         let mut prefix = vec![Seg::Key("request".into()), Seg::Key("object".into())];
-        let sub = value.pointer("/request/object").cloned().unwrap_or(Value::Null);
+        let sub = value
+            .pointer("/request/object")
+            .cloned()
+            .unwrap_or(Value::Null);
         paths(&sub, &mut prefix, &mut all, 4096);
     } else {
         paths(value, &mut Vec::new(), &mut all, 4096);
@@ -575,7 +693,9 @@ pub fn mutate_value(src: &mut impl Source, value: &mut Value, seeds: &[(String, 
                 paths(other, &mut Vec::new(), &mut sub, 512);
                 let p = sub.get(src.below(sub.len())).cloned().unwrap_or_default();
                 let mut other = other.clone();
-                at_mut(&mut other, &p).map(|v| v.take()).unwrap_or(Value::Null)
+                at_mut(&mut other, &p)
+                    .map(|v| v.take())
+                    .unwrap_or(Value::Null)
             };
             match at_mut(value, &path) {
                 Some(Value::Object(map)) => {
@@ -613,7 +733,11 @@ pub fn mutate_value(src: &mut impl Source, value: &mut Value, seeds: &[(String, 
                 let depth = [2, 16, 100, 126, 127, 128, 200][src.below(7)];
                 let mut inner = node.take();
                 for i in 0..depth {
-                    inner = if i % 2 == 0 { json!([inner]) } else { json!({"x": inner}) };
+                    inner = if i % 2 == 0 {
+                        json!([inner])
+                    } else {
+                        json!({"x": inner})
+                    };
                 }
                 *node = inner;
             }
@@ -643,7 +767,10 @@ pub fn mutate_value(src: &mut impl Source, value: &mut Value, seeds: &[(String, 
         10 => {
             // Another seed's object under this request (a Secret judged as a Pod, ...).
             let (_, other) = src.pick(seeds);
-            let object = other.pointer("/request/object").cloned().unwrap_or(Value::Null);
+            let object = other
+                .pointer("/request/object")
+                .cloned()
+                .unwrap_or(Value::Null);
             if let Some(r) = value.get_mut("request").and_then(Value::as_object_mut) {
                 r.insert("object".into(), object);
             }
@@ -656,8 +783,11 @@ pub fn mutate_value(src: &mut impl Source, value: &mut Value, seeds: &[(String, 
                     Value::Number(n) => json!(n.to_string()),
                     Value::Bool(b) => json!(b.to_string()),
                     Value::Array(items) => {
-                        let map: Map<String, Value> =
-                            items.into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect();
+                        let map: Map<String, Value> = items
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, v)| (i.to_string(), v))
+                            .collect();
                         Value::Object(map)
                     }
                     Value::Object(map) => Value::Array(map.into_iter().map(|(_, v)| v).collect()),
@@ -671,13 +801,37 @@ pub fn mutate_value(src: &mut impl Source, value: &mut Value, seeds: &[(String, 
 /// Text-level damage to serialised JSON: what a structural mutation cannot express.
 pub fn mutate_bytes(src: &mut impl Source, bytes: &mut Vec<u8>) {
     const TOKENS: &[&[u8]] = &[
-        b"{", b"}", b"[", b"]", b"\"", b",", b":", b"\\", b"\\u0000", b"\\ud800", b"\\udfff\\ud800",
-        b"1e400", b"-1e400", b"18446744073709551616", b"-9223372036854775809", b"0.0000000000000000000001e-400",
-        b"NaN", b"Infinity", b"null", b"true", b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
-        b"\xef\xbb\xbf", b"\"securityContext\":[],", b"\"uid\":\"dup\",", b"\"containers\":\"x\",",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b",",
+        b":",
+        b"\\",
+        b"\\u0000",
+        b"\\ud800",
+        b"\\udfff\\ud800",
+        b"1e400",
+        b"-1e400",
+        b"18446744073709551616",
+        b"-9223372036854775809",
+        b"0.0000000000000000000001e-400",
+        b"NaN",
+        b"Infinity",
+        b"null",
+        b"true",
+        b"\xff",
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xef\xbb\xbf",
+        b"\"securityContext\":[],",
+        b"\"uid\":\"dup\",",
+        b"\"containers\":\"x\",",
     ];
     if bytes.is_empty() {
-        let token: &[u8] = *src.pick::<&[u8]>(TOKENS);
+        let token: &[u8] = src.pick::<&[u8]>(TOKENS);
         bytes.extend_from_slice(token);
         return;
     }
@@ -688,7 +842,7 @@ pub fn mutate_bytes(src: &mut impl Source, bytes: &mut Vec<u8>) {
             bytes[i] ^= 1 << src.below(8);
         }
         1 => {
-            let token: &[u8] = *src.pick::<&[u8]>(TOKENS);
+            let token: &[u8] = src.pick::<&[u8]>(TOKENS);
             bytes.splice(at..at, token.iter().copied());
         }
         2 => {
@@ -717,7 +871,10 @@ pub fn mutate_bytes(src: &mut impl Source, bytes: &mut Vec<u8>) {
         }
         _ => {
             // A string's content replaced by raw bytes that are not UTF-8.
-            if let Some(i) = bytes[at.min(bytes.len() - 1)..].iter().position(|b| *b == b'"') {
+            if let Some(i) = bytes[at.min(bytes.len() - 1)..]
+                .iter()
+                .position(|b| *b == b'"')
+            {
                 let i = at.min(bytes.len() - 1) + i + 1;
                 bytes.splice(i..i, [0xffu8, 0xfe, 0x80].iter().copied());
             }

@@ -27,8 +27,13 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => {
+            // Evaluation is CPU-bound and runs on the blocking pool: a few threads per core use the
+            // cores fully; hundreds (tokio's default ceiling, reached under a burst of
+            // `max_in_flight` requests) only add memory, each with its own engines and heap.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .max_blocking_threads(cores * 2 + 2)
                 .build()?;
             runtime.block_on(cli::serve::run(args))
         }

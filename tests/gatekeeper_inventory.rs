@@ -154,6 +154,37 @@ fn eval_inventory_fills_data_inventory_for_referential_templates() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("inventory"));
 }
 
+#[test]
+fn audit_files_inventory_fills_data_inventory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = policy_dir(tmp.path());
+    let audit = |extra: &[&Path]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.env_remove("REGATE_POLICIES")
+            .env_remove("REGATE_CONFIG")
+            .env_remove("REGATE_INCLUDE_DEFAULTS")
+            .args(["audit", "-o", "json", "--policies"])
+            .arg(&policies)
+            .arg("-f")
+            .arg(samples().join("example_disallowed.yaml"));
+        for a in extra {
+            cmd.arg(a);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = audit(&[]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let inventory = samples().join("example_inventory_disallowed.yaml");
+    let (code, stdout, stderr) = audit(&[Path::new("--inventory"), &inventory]);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    assert!(stdout.contains("unique-ingress-host"), "{stdout}");
+}
+
 fn review(object: &Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -260,5 +291,81 @@ async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
             assert!(r.starts_with("/apis/networking.k8s.io/v1/ingresses"), "{r}");
         }
     }
+    sync.abort();
+}
+
+/// The same through `Server::new` as `regate serve` builds it: the cluster opt-in
+/// (`watch_namespaces`) starts the inventory sync with the default client (here a kubeconfig
+/// pointing at the fake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_with_cluster_opt_in_syncs_the_inventory() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = policy_dir(tmp.path());
+    let cluster = FakeCluster::start();
+    cluster.add(yaml(&samples().join("example_inventory_disallowed.yaml")));
+    std::env::set_var("KUBECONFIG", cluster.kubeconfig(tmp.path()));
+    let certs = regate::tls::certs::generate(&[], &tmp.path().join("certs"), 2).unwrap();
+    let config = regate::server::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
+        tls_cert: certs.cert_path.clone(),
+        tls_key: certs.key_path.clone(),
+        client_ca: None,
+        sources: PolicySources {
+            dir: policies,
+            include_defaults: false,
+            config: None,
+        },
+        watch: false,
+        watch_namespaces: true,
+    };
+    let server = regate::server::Server::new(config).await.unwrap();
+    let router = app(server.state.clone());
+    let object = yaml(&samples().join("example_disallowed.yaml"));
+    let response = wait_for(&router, &object, false).await;
+    assert!(
+        response.to_string().contains("unique-ingress-host"),
+        "{response}"
+    );
+    assert!(cluster
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("/apis/networking.k8s.io/v1/ingresses")));
+}
+
+/// Nothing is watched until a referential constraint is loaded; a reload that adds one starts
+/// the sync for its kinds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_starts_when_a_reload_adds_a_referential_constraint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = policy_dir(tmp.path());
+    let constraint = std::fs::read(policies.join("constraint.yaml")).unwrap();
+    std::fs::remove_file(policies.join("constraint.yaml")).unwrap();
+    let sources = PolicySources {
+        dir: policies.clone(),
+        include_defaults: false,
+        config: None,
+    };
+    let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
+    let cluster = FakeCluster::start();
+    cluster.add(yaml(&samples().join("example_inventory_disallowed.yaml")));
+    let sync = regate::server::inventory::spawn_with(
+        store.clone(),
+        cluster.client(),
+        Duration::from_millis(200),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cluster.requests().is_empty(), "{:?}", cluster.requests());
+
+    std::fs::write(policies.join("constraint.yaml"), constraint).unwrap();
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.reload("test"))
+        .await
+        .unwrap()
+        .unwrap();
+    let router = app(AppState::new(store.clone(), Metrics::new().unwrap(), None));
+    let object = yaml(&samples().join("example_disallowed.yaml"));
+    wait_for(&router, &object, false).await;
     sync.abort();
 }

@@ -25,7 +25,11 @@ fn shared() -> &'static (Harness, Vec<(String, Value)>) {
     static H: OnceLock<(Harness, Vec<(String, Value)>)> = OnceLock::new();
     H.get_or_init(|| {
         let seeds = harness::seeds(&repo());
-        assert!(seeds.len() >= 100, "fixtures and corpus: {} seeds", seeds.len());
+        assert!(
+            seeds.len() >= 100,
+            "fixtures and corpus: {} seeds",
+            seeds.len()
+        );
         (Harness::new(&repo().join("policies")), seeds)
     })
 }
@@ -42,7 +46,8 @@ fn check(body: &[u8]) -> Tally {
     if let Ok(path) = std::env::var("PROPERTIES_DUMP") {
         std::fs::write(path, body).unwrap();
     }
-    h().check(body).unwrap_or_else(|finding| panic!("{finding}"))
+    h().check(body)
+        .unwrap_or_else(|finding| panic!("{finding}"))
 }
 
 /// Runs a property for `PROPTEST_CASES` (default `cases`) inputs from a fixed seed, so CI runs
@@ -119,7 +124,10 @@ fn fuzz_long() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let seed: u64 = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
     let chunk = 5_000;
@@ -128,9 +136,16 @@ fn fuzz_long() {
         let n = chunk.min(executions - done);
         tally.merge(&fuzz(seed.wrapping_mul(1_000_003).wrapping_add(done), n));
         done += n;
-        eprintln!("fuzz_long: {done}/{executions} after {:?}", started.elapsed());
+        eprintln!(
+            "fuzz_long: {done}/{executions} after {:?}",
+            started.elapsed()
+        );
     }
-    eprintln!("fuzz_long (seed {seed}, {:?}): {}", started.elapsed(), tally.summary());
+    eprintln!(
+        "fuzz_long (seed {seed}, {:?}): {}",
+        started.elapsed(),
+        tally.summary()
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -150,14 +165,17 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("JSON numbers are finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "\\PC{0,24}".prop_map(Value::String),
         prop::sample::select(harness::KINDS).prop_map(|k| json!(k)),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(key(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(key(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -178,23 +196,25 @@ fn arb_review_with_uid() -> impl Strategy<Value = (String, Value)> {
         extra,
         top_extra,
     )
-        .prop_map(|(uid, api_version, kind, seed, from_seed, extra, top_extra)| {
-            let mut request: Map<String, Value> = if from_seed {
-                let (_, s) = &seeds()[seed.index(seeds().len())];
-                s["request"].as_object().cloned().unwrap_or_default()
-            } else {
-                Map::new()
-            };
-            for (k, v) in extra {
-                request.insert(k, v);
-            }
-            request.insert("uid".into(), json!(uid));
-            let mut top: Map<String, Value> = top_extra.into_iter().collect();
-            top.insert("apiVersion".into(), api_version);
-            top.insert("kind".into(), kind);
-            top.insert("request".into(), Value::Object(request));
-            (uid, Value::Object(top))
-        })
+        .prop_map(
+            |(uid, api_version, kind, seed, from_seed, extra, top_extra)| {
+                let mut request: Map<String, Value> = if from_seed {
+                    let (_, s) = &seeds()[seed.index(seeds().len())];
+                    s["request"].as_object().cloned().unwrap_or_default()
+                } else {
+                    Map::new()
+                };
+                for (k, v) in extra {
+                    request.insert(k, v);
+                }
+                request.insert("uid".into(), json!(uid));
+                let mut top: Map<String, Value> = top_extra.into_iter().collect();
+                top.insert("apiVersion".into(), api_version);
+                top.insert("kind".into(), kind);
+                top.insert("request".into(), Value::Object(request));
+                (uid, Value::Object(top))
+            },
+        )
 }
 
 /// Any JSON object with a `request.uid` gets an AdmissionReview answer with that uid, from both
@@ -203,8 +223,15 @@ fn arb_review_with_uid() -> impl Strategy<Value = (String, Value)> {
 fn any_object_with_a_uid_is_answered_with_that_uid() {
     property(192, arb_review_with_uid, |(uid, review)| {
         let body = serde_json::to_vec(&review).unwrap();
-        let tally = h().check(&body).map_err(|f| TestCaseError::fail(f.to_string()))?;
-        prop_assert_eq!(tally.uid_checked, 2, "uid {:?} was not checked on both endpoints", uid);
+        let tally = h()
+            .check(&body)
+            .map_err(|f| TestCaseError::fail(f.to_string()))?;
+        prop_assert_eq!(
+            tally.uid_checked,
+            2,
+            "uid {:?} was not checked on both endpoints",
+            uid
+        );
         Ok(())
     });
 }
@@ -280,7 +307,11 @@ fn security_context() -> impl Strategy<Value = Option<Value>> {
 fn container() -> impl Strategy<Value = Value> {
     (
         prop_oneof![4 => "[a-z]{1,8}".prop_map(|n| json!(n)), 1 => wrong()],
-        prop_oneof![Just(json!("nginx:1.27")), Just(json!("nginx")), Just(json!(7))],
+        prop_oneof![
+            Just(json!("nginx:1.27")),
+            Just(json!("nginx")),
+            Just(json!(7))
+        ],
         security_context(),
     )
         .prop_map(|(name, image, sc)| {
@@ -377,15 +408,27 @@ fn mutate_patch_applies_and_is_idempotent() {
     static CASES: AtomicU64 = AtomicU64::new(0);
     property(160, arb_workload_review, |review| {
         let body = serde_json::to_vec(&review).unwrap();
-        let tally = h().check(&body).map_err(|f| TestCaseError::fail(f.to_string()))?;
-        prop_assert_eq!(tally.bad_request, 0, "a well-formed workload review was refused");
+        let tally = h()
+            .check(&body)
+            .map_err(|f| TestCaseError::fail(f.to_string()))?;
+        prop_assert_eq!(
+            tally.bad_request,
+            0,
+            "a well-formed workload review was refused"
+        );
         PATCHED.fetch_add(tally.patched, Ordering::Relaxed);
         CASES.fetch_add(1, Ordering::Relaxed);
         Ok(())
     });
-    let (patched, cases) = (PATCHED.load(Ordering::Relaxed), CASES.load(Ordering::Relaxed));
+    let (patched, cases) = (
+        PATCHED.load(Ordering::Relaxed),
+        CASES.load(Ordering::Relaxed),
+    );
     eprintln!("mutate property: {patched} of {cases} generated reviews were patched");
-    assert!(patched * 4 >= cases, "too few patched cases to exercise the property: {patched}/{cases}");
+    assert!(
+        patched * 4 >= cases,
+        "too few patched cases to exercise the property: {patched}/{cases}"
+    );
 }
 
 /// The same property on every fixture, and on each fixture with each securityContext removed.
@@ -393,11 +436,15 @@ fn mutate_patch_applies_and_is_idempotent() {
 fn fixture_patches_apply_and_are_idempotent() {
     let mut patched = 0;
     for (name, seed) in seeds() {
-        let t = h().check(&serde_json::to_vec(seed).unwrap()).unwrap_or_else(|f| panic!("{name}: {f}"));
+        let t = h()
+            .check(&serde_json::to_vec(seed).unwrap())
+            .unwrap_or_else(|f| panic!("{name}: {f}"));
         patched += t.patched;
         let mut stripped = seed.clone();
         strip(&mut stripped, "securityContext");
-        let t = h().check(&serde_json::to_vec(&stripped).unwrap()).unwrap_or_else(|f| panic!("{name} stripped: {f}"));
+        let t = h()
+            .check(&serde_json::to_vec(&stripped).unwrap())
+            .unwrap_or_else(|f| panic!("{name} stripped: {f}"));
         patched += t.patched;
     }
     assert!(patched > 20, "only {patched} patched answers");
@@ -419,11 +466,13 @@ fn strip(value: &mut Value, key: &str) {
 // ------------------------------------------------------------------------------------------
 
 fn fixture(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(repo().join("fixtures/admission").join(name)).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(repo().join("fixtures/admission").join(name)).unwrap())
+        .unwrap()
 }
 
 fn answer(body: &[u8], endpoint: regate::admission::respond::Endpoint) -> (u16, Value) {
-    let (status, review) = regate::server::app::decide(&h().state, endpoint, body, std::time::Instant::now());
+    let (status, review) =
+        regate::server::app::decide(&h().state, endpoint, body, std::time::Instant::now());
     (status.as_u16(), serde_json::to_value(&review).unwrap())
 }
 
@@ -432,7 +481,10 @@ fn validate(body: &[u8]) -> (u16, Value) {
 }
 
 fn message(answer: &Value) -> String {
-    answer["response"]["status"]["message"].as_str().unwrap_or("").to_string()
+    answer["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -448,12 +500,18 @@ fn nesting_10000_levels_is_refused_cleanly() {
         let mut pod = fixture("pod-secure.json");
         pod["request"]["uid"] = json!(uid);
         pod["request"]["object"]["spec"]["containers"][0]["securityContext"] = json!("PLACEHOLDER");
-        let in_field = serde_json::to_string(&pod).unwrap().replace("\"PLACEHOLDER\"", &deep);
+        let in_field = serde_json::to_string(&pod)
+            .unwrap()
+            .replace("\"PLACEHOLDER\"", &deep);
         for body in [whole, as_object.into_bytes(), in_field.into_bytes()] {
             check(&body);
             let (status, answer) = validate(&body);
             assert_eq!(status, 400, "{answer}");
-            assert!(message(&answer).contains("recursion limit"), "{}", message(&answer));
+            assert!(
+                message(&answer).contains("recursion limit"),
+                "{}",
+                message(&answer)
+            );
         }
     }
     // Just under the parser's limit (128 levels): judged like any other object.
@@ -463,7 +521,8 @@ fn nesting_10000_levels_is_refused_cleanly() {
         nested = json!({"a": nested});
     }
     pod["request"]["object"]["metadata"]["annotations"] = json!({"deep": "x"});
-    pod["request"]["object"]["spec"]["containers"][0]["env"] = json!([{"name": "X", "value": "1", "extra": nested}]);
+    pod["request"]["object"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "X", "value": "1", "extra": nested}]);
     let body = serde_json::to_vec(&pod).unwrap();
     check(&body);
     assert_eq!(validate(&body).0, 200);
@@ -485,14 +544,19 @@ fn huge_arrays_are_answered_cleanly() {
 
     // A ConfigMap with 100,000 keys, a NetworkPolicy with 50,000 rules, a Secret with 50,000 keys.
     let mut cm = fixture("configmap-origins-valid-prod.json");
-    let data: Map<String, Value> = (0..100_000).map(|i| (format!("K{i}"), json!("v"))).collect();
+    let data: Map<String, Value> = (0..100_000)
+        .map(|i| (format!("K{i}"), json!("v")))
+        .collect();
     cm["request"]["object"]["data"] = Value::Object(data);
     check(&serde_json::to_vec(&cm).unwrap());
     let mut np = fixture("networkpolicy-default-deny-prod.json");
-    np["request"]["object"]["spec"]["ingress"] = json!(vec![json!({"ports": [{"port": 80}]}); 50_000]);
+    np["request"]["object"]["spec"]["ingress"] =
+        json!(vec![json!({"ports": [{"port": 80}]}); 50_000]);
     check(&serde_json::to_vec(&np).unwrap());
     let mut secret = fixture("secret-placeholder-prod.json");
-    let data: Map<String, Value> = (0..50_000).map(|i| (format!("K{i}"), json!("c2VjcmV0"))).collect();
+    let data: Map<String, Value> = (0..50_000)
+        .map(|i| (format!("K{i}"), json!("c2VjcmV0")))
+        .collect();
     secret["request"]["object"]["data"] = Value::Object(data);
     check(&serde_json::to_vec(&secret).unwrap());
 
@@ -515,14 +579,21 @@ fn huge_strings_are_answered_cleanly() {
     secret["request"]["object"]["data"] = json!({"JWT_SECRET": b64});
     check(&serde_json::to_vec(&secret).unwrap());
     let mut cm = fixture("configmap-origins-valid-prod.json");
-    cm["request"]["object"]["data"]["CORS_ALLOWED_ORIGINS"] = json!("https://a.example.com,".repeat(150_000));
+    cm["request"]["object"]["data"]["CORS_ALLOWED_ORIGINS"] =
+        json!("https://a.example.com,".repeat(150_000));
     check(&serde_json::to_vec(&cm).unwrap());
 }
 
 #[test]
 fn bytes_that_are_not_utf8_are_refused_cleanly() {
     let pod = serde_json::to_string(&fixture("pod-secure.json")).unwrap();
-    for bad in [&b"\xff\xfe"[..], b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80"] {
+    for bad in [
+        &b"\xff\xfe"[..],
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\x80",
+    ] {
         // Inside a string value, inside a key, and in the uid itself.
         for needle in ["\"ghcr.io", "\"securityContext", "\"uid\":\""] {
             let i = pod.find(needle).unwrap() + needle.len();
@@ -532,7 +603,11 @@ fn bytes_that_are_not_utf8_are_refused_cleanly() {
             check(&body);
             let (status, answer) = validate(&body);
             assert_eq!(status, 400, "{answer}");
-            assert!(message(&answer).contains("not valid JSON"), "{}", message(&answer));
+            assert!(
+                message(&answer).contains("not valid JSON"),
+                "{}",
+                message(&answer)
+            );
         }
     }
     // Escaped lone surrogates are not valid Unicode either.
@@ -558,7 +633,10 @@ fn duplicate_keys_take_the_last_value_consistently() {
     assert_eq!(t.uid_checked, 2);
     // An insecure securityContext hidden before a secure one, and the reverse.
     let secure = fixture("pod-secure.json");
-    let sc = serde_json::to_string(&secure["request"]["object"]["spec"]["containers"][0]["securityContext"]).unwrap();
+    let sc = serde_json::to_string(
+        &secure["request"]["object"]["spec"]["containers"][0]["securityContext"],
+    )
+    .unwrap();
     let hidden_first = pod.replacen(
         "\"securityContext\":",
         "\"securityContext\":{\"privileged\":true},\"securityContext\":",
@@ -566,12 +644,22 @@ fn duplicate_keys_take_the_last_value_consistently() {
     );
     let (status, answer) = validate(hidden_first.as_bytes());
     assert_eq!(status, 200);
-    assert_eq!(answer["response"]["allowed"], true, "the last value is judged: {answer}");
-    let hidden_last = pod.replacen(&format!("\"securityContext\":{sc}"), &format!("\"securityContext\":{sc},\"securityContext\":{{\"privileged\":true}}"), 1);
+    assert_eq!(
+        answer["response"]["allowed"], true,
+        "the last value is judged: {answer}"
+    );
+    let hidden_last = pod.replacen(
+        &format!("\"securityContext\":{sc}"),
+        &format!("\"securityContext\":{sc},\"securityContext\":{{\"privileged\":true}}"),
+        1,
+    );
     assert_ne!(hidden_last, pod, "fixture layout changed");
     check(hidden_last.as_bytes());
     let (_, answer) = validate(hidden_last.as_bytes());
-    assert_eq!(answer["response"]["allowed"], false, "the last value is judged: {answer}");
+    assert_eq!(
+        answer["response"]["allowed"], false,
+        "the last value is judged: {answer}"
+    );
     // Duplicate top-level keys.
     let body = pod.replacen("{", "{\"request\":null,", 1);
     check(body.as_bytes());
@@ -604,7 +692,9 @@ fn numbers_out_of_range_are_answered_cleanly() {
         for field in ["runAsUser", "runAsGroup"] {
             let mut p = pod.clone();
             p["request"]["object"]["spec"]["securityContext"][field] = json!("PLACEHOLDER");
-            let body = serde_json::to_string(&p).unwrap().replace("\"PLACEHOLDER\"", n);
+            let body = serde_json::to_string(&p)
+                .unwrap()
+                .replace("\"PLACEHOLDER\"", n);
             check(body.as_bytes());
             let (status, _) = validate(body.as_bytes());
             assert_eq!(status, 200, "{field}: {n}");
@@ -613,11 +703,17 @@ fn numbers_out_of_range_are_answered_cleanly() {
     // runAsUser 0 written in every way is still root.
     for zero in ["0", "-0", "0.0", "0e10"] {
         let mut p = pod.clone();
-        p["request"]["object"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = json!("PLACEHOLDER");
-        let body = serde_json::to_string(&p).unwrap().replace("\"PLACEHOLDER\"", zero);
+        p["request"]["object"]["spec"]["containers"][0]["securityContext"]["runAsUser"] =
+            json!("PLACEHOLDER");
+        let body = serde_json::to_string(&p)
+            .unwrap()
+            .replace("\"PLACEHOLDER\"", zero);
         let (status, answer) = validate(body.as_bytes());
         assert_eq!(status, 200);
-        assert_eq!(answer["response"]["allowed"], false, "runAsUser {zero} is root: {answer}");
+        assert_eq!(
+            answer["response"]["allowed"], false,
+            "runAsUser {zero} is root: {answer}"
+        );
     }
 }
 
@@ -690,11 +786,17 @@ fn wrong_types_in_every_field_the_policies_read() {
         ),
         (
             "cronjob-secure.json",
-            &["/request/object/spec/jobTemplate", "/request/object/spec/jobTemplate/spec/template/spec"],
+            &[
+                "/request/object/spec/jobTemplate",
+                "/request/object/spec/jobTemplate/spec/template/spec",
+            ],
         ),
         (
             "podtemplate-secure.json",
-            &["/request/object/template", "/request/object/template/spec/containers"],
+            &[
+                "/request/object/template",
+                "/request/object/template/spec/containers",
+            ],
         ),
         (
             "configmap-origins-valid-prod.json",
@@ -704,11 +806,21 @@ fn wrong_types_in_every_field_the_policies_read() {
                 "/request/object/kind",
             ],
         ),
-        ("configmap-debug-mode-prod.json", &["/request/object/data/DEBUG_MODE"]),
-        ("configmap-log-level-prod.json", &["/request/object/data/LOG_LEVEL"]),
+        (
+            "configmap-debug-mode-prod.json",
+            &["/request/object/data/DEBUG_MODE"],
+        ),
+        (
+            "configmap-log-level-prod.json",
+            &["/request/object/data/LOG_LEVEL"],
+        ),
         (
             "secret-jwt-short-prod.json",
-            &["/request/object/type", "/request/object/data", "/request/object/stringData"],
+            &[
+                "/request/object/type",
+                "/request/object/data",
+                "/request/object/stringData",
+            ],
         ),
         ("secret-placeholder-prod.json", &["/request/object/data"]),
         (
@@ -745,10 +857,16 @@ fn wrong_types_in_every_field_the_policies_read() {
     let mut runtime_errors = Vec::new();
     let mut pod_fields: Vec<(&str, Vec<String>)> = Vec::new();
     for (name, fields) in cases {
-        let fields: Vec<String> = fields.iter().map(|f| f.replace("C/", &format!("{c}/"))).collect();
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|f| f.replace("C/", &format!("{c}/")))
+            .collect();
         pod_fields.push((name, fields));
     }
-    pod_fields.push(("pod-secure.json", review_fields.iter().map(|f| f.to_string()).collect()));
+    pod_fields.push((
+        "pod-secure.json",
+        review_fields.iter().map(|f| f.to_string()).collect(),
+    ));
     for (name, fields) in &pod_fields {
         let base = fixture(name);
         for field in fields {
@@ -764,7 +882,11 @@ fn wrong_types_in_every_field_the_policies_read() {
         }
     }
     eprintln!("wrong types: {combos} combinations, {judged} judged (200), the rest refused (400)");
-    assert!(runtime_errors.is_empty(), "policies failed at runtime on:\n{}", runtime_errors.join("\n"));
+    assert!(
+        runtime_errors.is_empty(),
+        "policies failed at runtime on:\n{}",
+        runtime_errors.join("\n")
+    );
     assert!(judged > combos / 2);
 }
 
@@ -778,7 +900,11 @@ fn set_at(review: &mut Value, parent: &str, last: &str, value: Option<Value>) {
                 if !other.is_object() {
                     *other = json!({});
                 }
-                other.as_object_mut().unwrap().entry(seg.to_string()).or_insert_with(|| json!({}))
+                other
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(seg.to_string())
+                    .or_insert_with(|| json!({}))
             }
         };
     }
@@ -797,11 +923,21 @@ fn set_at(review: &mut Value, parent: &str, last: &str, value: Option<Value>) {
     }
 }
 
-fn run_wrong_type(name: &str, field: &str, review: &Value, runtime_errors: &mut Vec<String>) -> usize {
+fn run_wrong_type(
+    name: &str,
+    field: &str,
+    review: &Value,
+    runtime_errors: &mut Vec<String>,
+) -> usize {
     let body = serde_json::to_vec(review).unwrap();
-    let tally = h().check(&body).unwrap_or_else(|f| panic!("{name} {field}: {f}"));
+    let tally = h()
+        .check(&body)
+        .unwrap_or_else(|f| panic!("{name} {field}: {f}"));
     for failure in tally.failures.keys() {
-        runtime_errors.push(format!("{name} {field} = {}: {failure}", value_at(review, field)));
+        runtime_errors.push(format!(
+            "{name} {field} = {}: {failure}",
+            value_at(review, field)
+        ));
     }
     if tally.bad_request == 0 {
         1
@@ -817,7 +953,10 @@ fn run_wrong_type(name: &str, field: &str, review: &Value, runtime_errors: &mut 
 }
 
 fn value_at(review: &Value, field: &str) -> String {
-    review.pointer(field).map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into())
+    review
+        .pointer(field)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "(absent)".into())
 }
 
 /// A few of the edge cases over a real TLS socket: the HTTP layer answers them the same way.
@@ -853,7 +992,9 @@ async fn edge_cases_over_tls() {
 #[test]
 fn tally_reports_failures() {
     assert_eq!(
-        harness::failures_in("[a] x; [slow] policy evaluation failed: evaluation time limit exceeded"),
+        harness::failures_in(
+            "[a] x; [slow] policy evaluation failed: evaluation time limit exceeded"
+        ),
         vec!["[slow] evaluation time limit exceeded".to_string()]
     );
     let mut rng = Rng::new(7);

@@ -72,7 +72,9 @@ fn client_hello(version: u16, suites: &[u16]) -> Vec<u8> {
     // ec_point_formats: uncompressed
     ext.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
     // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
-    ext.extend_from_slice(&[0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01]);
+    ext.extend_from_slice(&[
+        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
+    ]);
     body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
     body.extend_from_slice(&ext);
     let mut hs = vec![1u8];
@@ -108,46 +110,85 @@ const ALERT_HANDSHAKE_FAILURE: u8 = 40;
 async fn tls_versions_suites_and_no_plaintext() {
     let server = TestServer::start().await;
     let ca = std::fs::read_to_string(&server.ca).unwrap();
-    for (version, name) in [(&rustls::version::TLS13, "TLSv1_3"), (&rustls::version::TLS12, "TLSv1_2")] {
+    for (version, name) in [
+        (&rustls::version::TLS13, "TLSv1_3"),
+        (&rustls::version::TLS12, "TLSv1_2"),
+    ] {
         let stream = tls_connect(server.addr, client_config(&ca, &[version], &[b"http/1.1"]))
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let conn = stream.get_ref().1;
         assert_eq!(format!("{:?}", conn.protocol_version().unwrap()), name);
         let suite = format!("{:?}", conn.negotiated_cipher_suite().unwrap().suite());
-        assert!(suite.contains("GCM") || suite.contains("CHACHA20_POLY1305"), "{name}: {suite}");
+        assert!(
+            suite.contains("GCM") || suite.contains("CHACHA20_POLY1305"),
+            "{name}: {suite}"
+        );
     }
     // Hand-made ClientHellos: rustls cannot even build a TLS 1.1 one.
     let ecdhe_cbc = [0xc009u16, 0xc013, 0x002f, 0x0035];
     let ecdhe_gcm = [0xc02bu16, 0xc02f];
     for version in [0x0301u16, 0x0302] {
-        let answer = raw_handshake(server.addr, &client_hello(version, &[&ecdhe_gcm[..], &ecdhe_cbc[..]].concat())).await;
-        assert_eq!(answer.first(), Some(&TLS_ALERT), "TLS {version:#06x}: {answer:02x?}");
+        let answer = raw_handshake(
+            server.addr,
+            &client_hello(version, &[&ecdhe_gcm[..], &ecdhe_cbc[..]].concat()),
+        )
+        .await;
+        assert_eq!(
+            answer.first(),
+            Some(&TLS_ALERT),
+            "TLS {version:#06x}: {answer:02x?}"
+        );
         assert_eq!(answer.get(5), Some(&2), "fatal alert: {answer:02x?}");
-        assert_eq!(answer.get(6), Some(&ALERT_PROTOCOL_VERSION), "TLS {version:#06x}: {answer:02x?}");
+        assert_eq!(
+            answer.get(6),
+            Some(&ALERT_PROTOCOL_VERSION),
+            "TLS {version:#06x}: {answer:02x?}"
+        );
     }
     let answer = raw_handshake(server.addr, &client_hello(0x0303, &ecdhe_cbc)).await;
-    assert_eq!(answer.first(), Some(&TLS_ALERT), "TLS 1.2 with CBC suites only: {answer:02x?}");
-    assert_eq!(answer.get(6), Some(&ALERT_HANDSHAKE_FAILURE), "{answer:02x?}");
+    assert_eq!(
+        answer.first(),
+        Some(&TLS_ALERT),
+        "TLS 1.2 with CBC suites only: {answer:02x?}"
+    );
+    assert_eq!(
+        answer.get(6),
+        Some(&ALERT_HANDSHAKE_FAILURE),
+        "{answer:02x?}"
+    );
     let answer = raw_handshake(server.addr, &client_hello(0x0303, &ecdhe_gcm)).await;
-    assert_eq!(answer.first(), Some(&0x16), "TLS 1.2 with GCM suites gets a ServerHello: {answer:02x?}");
+    assert_eq!(
+        answer.first(),
+        Some(&0x16),
+        "TLS 1.2 with GCM suites gets a ServerHello: {answer:02x?}"
+    );
 
     // openssl, where installed, as a second opinion (it refuses TLS 1.1 itself unless told
     // otherwise: SECLEVEL=0 lets it offer it).
     let addr = server.addr;
     let ca_path = server.ca.display().to_string();
-    let tls11 = tokio::task::spawn_blocking(move || openssl(addr, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]));
+    let tls11 = tokio::task::spawn_blocking(move || {
+        openssl(addr, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])
+    });
     if let Some(out) = tls11.await.unwrap() {
         // ("Protocol : TLSv1.1" in its session summary is what it tried, not what it got.)
-        assert!(out.contains("Cipher is (NONE)"), "openssl negotiated TLS 1.1: {out}");
+        assert!(
+            out.contains("Cipher is (NONE)"),
+            "openssl negotiated TLS 1.1: {out}"
+        );
         assert!(
             out.contains("alert protocol version") || out.contains("alert handshake failure"),
             "regate refused TLS 1.1 with an alert: {out}"
         );
     }
-    let tls12 = tokio::task::spawn_blocking(move || openssl(addr, &["-tls1_2", "-CAfile", &ca_path]));
+    let tls12 =
+        tokio::task::spawn_blocking(move || openssl(addr, &["-tls1_2", "-CAfile", &ca_path]));
     if let Some(out) = tls12.await.unwrap() {
-        assert!(out.contains("TLSv1.2"), "openssl speaks TLS 1.2 to regate: {out}");
+        assert!(
+            out.contains("TLSv1.2"),
+            "openssl speaks TLS 1.2 to regate: {out}"
+        );
     }
 
     // Plain HTTP on the TLS port: no HTTP response, the connection is closed.
@@ -162,15 +203,24 @@ async fn tls_versions_suites_and_no_plaintext() {
         tcp.write_all(head.as_bytes()).await.unwrap();
         let _ = tcp.write_all(&body).await;
         let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await.unwrap();
-        assert!(!answer.starts_with(b"HTTP/"), "plain HTTP answered: {:?}", String::from_utf8_lossy(&answer));
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "plain HTTP answered: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
         let plain = reqwest::Client::new()
             .post(format!("http://127.0.0.1:{}/validate", server.addr.port()))
             .body(body.clone())
             .timeout(Duration::from_secs(10))
             .send()
             .await;
-        assert!(plain.is_err(), "plain HTTP to the webhook port got {plain:?}");
+        assert!(
+            plain.is_err(),
+            "plain HTTP to the webhook port got {plain:?}"
+        );
         // The metrics port is plain HTTP and serves no admission.
         let metrics = server.metrics_addr.unwrap();
         for path in ["/validate", "/mutate"] {
@@ -229,31 +279,52 @@ async fn client_ca_rejects_callers_without_a_certificate_from_it() {
     let send = |c: reqwest::Client| {
         let url = regate.url("/validate");
         let body = body.clone();
-        async move { c.post(url).header("content-type", "application/json").body(body).send().await }
+        async move {
+            c.post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+        }
     };
     // No certificate.
     let r = send(client(None)).await;
     assert!(r.is_err(), "no client certificate: {r:?}");
     // A certificate from another CA (here: the server's own CA).
     let (cert, key) = regate.pki.client("intruder");
-    let r = send(client(Some(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap()))).await;
+    let r = send(client(Some(
+        reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap(),
+    )))
+    .await;
     assert!(r.is_err(), "client certificate from another CA: {r:?}");
     // A server certificate (wrong extended key usage) from the right CA.
     let other = Pki::new("other");
     let (cert, key) = other.server(1);
-    let r = send(client(Some(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap()))).await;
+    let r = send(client(Some(
+        reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap(),
+    )))
+    .await;
     assert!(r.is_err(), "certificate from an unknown CA: {r:?}");
     // Signed by the client CA: answered.
     let (cert, key) = client_ca.client("kube-apiserver");
-    let r = send(client(Some(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())))
-        .await
-        .unwrap();
+    let r = send(client(Some(
+        reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap(),
+    )))
+    .await
+    .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let answer: Value = r.json().await.unwrap();
     assert_eq!(answer["response"]["allowed"], true);
     // And the raw handshake without a certificate fails at the TLS level.
-    let config = client_config(&regate.pki.ca_pem, &[&rustls::version::TLS12], &[b"http/1.1"]);
-    assert!(tls_connect(regate.addr, config).await.is_err(), "TLS 1.2 handshake without a client certificate");
+    let config = client_config(
+        &regate.pki.ca_pem,
+        &[&rustls::version::TLS12],
+        &[b"http/1.1"],
+    );
+    assert!(
+        tls_connect(regate.addr, config).await.is_err(),
+        "TLS 1.2 handshake without a client certificate"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -284,7 +355,12 @@ enum Fate {
     Open,
 }
 
-async fn slow_client(addr: std::net::SocketAddr, ca: String, kind: Slow, give_up: Duration) -> Fate {
+async fn slow_client(
+    addr: std::net::SocketAddr,
+    ca: String,
+    kind: Slow,
+    give_up: Duration,
+) -> Fate {
     use tokio::io::AsyncReadExt;
     let started = Instant::now();
     let drip = Duration::from_millis(200);
@@ -323,7 +399,11 @@ async fn slow_client(addr: std::net::SocketAddr, ca: String, kind: Slow, give_up
                 return Fate::Refused;
             };
             let text: Vec<u8> = match kind {
-                Slow::Headers => b"POST /validate HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".iter().copied().chain(std::iter::repeat_n(b'a', 100_000)).collect(),
+                Slow::Headers => b"POST /validate HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(b'a', 100_000))
+                    .collect(),
                 Slow::Body => {
                     let mut t = b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n".to_vec();
                     t.extend(std::iter::repeat_n(b' ', 100_000));
@@ -372,7 +452,11 @@ async fn slow_client(addr: std::net::SocketAddr, ca: String, kind: Slow, give_up
             let Ok(tls) = tls_connect(addr, config).await else {
                 return Fate::Refused;
             };
-            let Ok((_send, conn)) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<axum::body::Bytes>>(
+            let Ok((_send, conn)) = hyper::client::conn::http2::handshake::<
+                _,
+                _,
+                http_body_util::Empty<axum::body::Bytes>,
+            >(
                 hyper_util::rt::TokioExecutor::new(),
                 hyper_util::rt::TokioIo::new(tls),
             )
@@ -408,14 +492,22 @@ async fn slowloris_is_cut_and_cannot_exhaust_the_server() {
     let (status, _, _) = post(&steady, &server.url("/validate"), body.clone()).await;
     assert_eq!(status, 200);
 
-    let kinds = [Slow::Handshake, Slow::Headers, Slow::IdleAfterHandshake, Slow::IdleHttp2, Slow::Body];
+    let kinds = [
+        Slow::Handshake,
+        Slow::Headers,
+        Slow::IdleAfterHandshake,
+        Slow::IdleHttp2,
+        Slow::Body,
+    ];
     let give_up = Duration::from_secs(30);
     let addr = server.addr;
     let mut attackers = Vec::new();
     for i in 0..60 {
         let kind = kinds[i % kinds.len()];
         let ca = ca.clone();
-        attackers.push(tokio::spawn(async move { (kind, slow_client(addr, ca, kind, give_up).await) }));
+        attackers.push(tokio::spawn(async move {
+            (kind, slow_client(addr, ca, kind, give_up).await)
+        }));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // During the attack, the kept-alive client is answered.
@@ -438,8 +530,14 @@ async fn slowloris_is_cut_and_cannot_exhaust_the_server() {
         }
     }
     eprintln!("slowloris: {answered} answered during the attack; {refused} refused at once; cut: {cut:?}; open: {open:?}");
-    assert!(open.is_empty(), "connections the server never closed: {open:?}");
-    assert!(refused > 0, "60 slow connections against a limit of 24: some must be refused");
+    assert!(
+        open.is_empty(),
+        "connections the server never closed: {open:?}"
+    );
+    assert!(
+        refused > 0,
+        "60 slow connections against a limit of 24: some must be refused"
+    );
     // Afterwards a new client is answered.
     let (status, _, _) = post(&server.http2(), &server.url("/validate"), body.clone()).await;
     assert_eq!(status, 200);
@@ -457,7 +555,10 @@ async fn in_flight(regate: &Regate) -> f64 {
 async fn wait_in_flight(regate: &Regate, at_least: f64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while in_flight(regate).await < at_least {
-        assert!(Instant::now() < deadline, "evaluations never reached {at_least} in flight");
+        assert!(
+            Instant::now() < deadline,
+            "evaluations never reached {at_least} in flight"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -481,7 +582,7 @@ fn assert_cut_by_time_limit(status: u16, body: &Value) {
 async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let regate = Regate::start(BinaryOptions {
         config: format!(
-            "{TEST_CONFIG}limits:\n  maxInFlight: 4\n  queueTimeoutMs: 500\n  evaluationTimeoutMs: 8000\n"
+            "{TEST_CONFIG}limits:\n  maxInFlight: 4\n  queueTimeoutMs: 500\n  evaluationTimeoutMs: 12000\n"
         ),
         extra_policies: vec![("stuck.rego".into(), STUCK_POLICY.into())],
         ..BinaryOptions::default()
@@ -494,7 +595,14 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let stuck: Vec<_> = (0..2)
         .map(|i| {
             let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { post(&client, &url, configmap_review(&format!("stuck-{i}"), "prod")).await })
+            tokio::spawn(async move {
+                post(
+                    &client,
+                    &url,
+                    configmap_review(&format!("stuck-{i}"), "prod"),
+                )
+                .await
+            })
         })
         .collect();
     wait_in_flight(&regate, 2.0).await;
@@ -513,7 +621,14 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let more: Vec<_> = (2..4)
         .map(|i| {
             let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { post(&client, &url, configmap_review(&format!("stuck-{i}"), "prod")).await })
+            tokio::spawn(async move {
+                post(
+                    &client,
+                    &url,
+                    configmap_review(&format!("stuck-{i}"), "prod"),
+                )
+                .await
+            })
         })
         .collect();
     wait_in_flight(&regate, 4.0).await;
@@ -524,7 +639,11 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let padded = serde_json::to_vec(&padded).unwrap();
     let wave: Vec<_> = (0..200)
         .map(|i| {
-            let client = if i % 2 == 0 { regate.http1() } else { client.clone() };
+            let client = if i % 2 == 0 {
+                regate.http1()
+            } else {
+                client.clone()
+            };
             let (url, body) = (url.clone(), padded.clone());
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -535,7 +654,10 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
                     .send()
                     .await
                     .unwrap();
-                let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
                 let status = r.status().as_u16();
                 let body: Value = r.json().await.unwrap();
                 (status, retry_after, body, started.elapsed())
@@ -545,28 +667,52 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let mut refused = 0;
     for t in wave {
         let (status, retry_after, body, waited) = t.await.unwrap();
-        assert_eq!(status, 503, "every slot is taken by a stuck evaluation: {body}");
+        assert_eq!(
+            status, 503,
+            "every slot is taken by a stuck evaluation: {body}"
+        );
         refused += 1;
         assert_eq!(retry_after.as_deref(), Some("1"));
         assert_eq!(body["kind"], "AdmissionReview");
         let message = body["response"]["status"]["message"].as_str().unwrap();
-        assert!(message.contains("regate is overloaded: 4 evaluations in flight"), "{message}");
+        assert!(
+            message.contains("regate is overloaded: 4 evaluations in flight"),
+            "{message}"
+        );
         assert!(message.contains("500 ms"), "{message}");
         assert_eq!(body["response"]["status"]["code"], 503);
-        assert!(waited >= Duration::from_millis(500), "answered before the queue timeout: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(500),
+            "answered before the queue timeout: {waited:?}"
+        );
     }
     let (rss_after, peak) = regate.rss_kib();
     eprintln!("overload: {refused} refused with 503; RSS {rss_before} KiB before the wave, {rss_after} KiB after, peak {peak} KiB");
     // The 200 waiting bodies (50 MiB) and their parsing are the bound; nothing grows past it.
-    assert!(peak < rss_before + 1024 * 1024, "peak RSS {peak} KiB from {rss_before} KiB");
+    assert!(
+        peak < rss_before + 1024 * 1024,
+        "peak RSS {peak} KiB from {rss_before} KiB"
+    );
     // Every stuck request is cut off by the time limit and fails closed.
     for t in stuck.into_iter().chain(more) {
         let (status, _, body) = t.await.unwrap();
         assert_cut_by_time_limit(status, &body);
     }
     let metrics = regate.metrics_text().await;
-    assert_eq!(sample(&metrics, "regate_overload_rejections_total{endpoint=\"validate\"}"), refused as f64);
-    assert_eq!(sample(&metrics, "regate_policy_errors_total{policy=\"stuck\",reason=\"time_limit\"}"), 4.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "regate_overload_rejections_total{endpoint=\"validate\"}"
+        ),
+        refused as f64
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "regate_policy_errors_total{policy=\"stuck\",reason=\"time_limit\"}"
+        ),
+        4.0
+    );
     assert_eq!(in_flight(&regate).await, 0.0);
     let logs = regate.logs();
     assert!(logs.contains("overloaded: no evaluation slot within the queue timeout"));
@@ -597,7 +743,15 @@ impl Load {
                 let ca = regate.ca_path();
                 let factory: Arc<dyn Fn() -> reqwest::Client + Send + Sync> =
                     Arc::new(move || client(&ca, w % 2 == 1));
-                tokio::spawn(worker(factory, base.clone(), cases.clone(), w * 11, stats.clone(), stop.clone(), 25))
+                tokio::spawn(worker(
+                    factory,
+                    base.clone(),
+                    cases.clone(),
+                    w * 11,
+                    stats.clone(),
+                    stop.clone(),
+                    25,
+                ))
             })
             .collect();
         Load { stats, stop, tasks }
@@ -666,7 +820,8 @@ async fn faults_during_load_keep_the_last_good_state() {
     let library_text = std::fs::read(&library).unwrap();
     let config_text = std::fs::read(&config).unwrap();
 
-    let mut faults: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>, &str)> = Vec::new();
+    type Fault = (&'static str, Box<dyn Fn()>, Box<dyn Fn()>, &'static str);
+    let mut faults: Vec<Fault> = Vec::new();
     {
         let (p, t) = (policy.clone(), policy_text.clone());
         faults.push((
@@ -699,7 +854,8 @@ async fn faults_during_load_keep_the_last_good_state() {
                 let p = p.clone();
                 move || {
                     std::fs::remove_file(&p).unwrap();
-                    std::os::unix::fs::symlink("/nonexistent/pod-run-as-non-root.rego", &p).unwrap();
+                    std::os::unix::fs::symlink("/nonexistent/pod-run-as-non-root.rego", &p)
+                        .unwrap();
                 }
             }),
             Box::new(move || {
@@ -727,14 +883,19 @@ async fn faults_during_load_keep_the_last_good_state() {
         break_it();
         let lines = expect_log(&regate, RELOAD_FAILED, failed_before);
         let line = lines[0].to_string();
-        assert!(line.contains(names), "{what}: the log line names the problem: {line}");
+        assert!(
+            line.contains(names),
+            "{what}: the log line names the problem: {line}"
+        );
         eprintln!("{what}: {}", lines[0]["error"]);
         load.run_for(150).await;
         fix_it();
         expect_log(&regate, RELOADED, reloaded_before);
         load.run_for(50).await;
     }
-    let readyz = reqwest::get(format!("http://{}/readyz?verbose", regate.metrics)).await.unwrap();
+    let readyz = reqwest::get(format!("http://{}/readyz?verbose", regate.metrics))
+        .await
+        .unwrap();
     assert_eq!(readyz.status().as_u16(), 200);
 
     // The serving certificate replaced with garbage, then with a pair whose key does not match:
@@ -744,18 +905,30 @@ async fn faults_during_load_keep_the_last_good_state() {
     let key = root.join("tls/tls.key");
     let good_cert = std::fs::read(&cert).unwrap();
     let rejected_before = count_log(&regate, CERT_REJECTED);
-    write_atomic(&cert, b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n");
+    write_atomic(
+        &cert,
+        b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+    );
     let lines = expect_log(&regate, CERT_REJECTED, rejected_before);
     eprintln!("certificate garbage: {}", lines[0]["error"]);
     load.run_for(100).await;
     let (other_cert, _) = regate.pki.server(5);
     write_atomic(&cert, other_cert.as_bytes());
     let lines = expect_log(&regate, CERT_REJECTED, rejected_before + 1);
-    assert!(lines[0].to_string().contains("does not match"), "{}", lines[0]);
+    assert!(
+        lines[0].to_string().contains("does not match"),
+        "{}",
+        lines[0]
+    );
     eprintln!("certificate and key mismatched: {}", lines[0]["error"]);
     load.run_for(100).await;
     for http2 in [false, true] {
-        let (status, _, _) = post(&client(&regate.ca_path(), http2), &regate.url("/validate"), fixture_bytes("pod-secure.json")).await;
+        let (status, _, _) = post(
+            &client(&regate.ca_path(), http2),
+            &regate.url("/validate"),
+            fixture_bytes("pod-secure.json"),
+        )
+        .await;
         assert_eq!(status, 200, "a new connection after the bad certificate");
     }
     let reloaded_before = count_log(&regate, CERT_RELOADED);
@@ -768,8 +941,18 @@ async fn faults_during_load_keep_the_last_good_state() {
 
     let stats = load.stop().await;
     eprintln!("faults during load: {}", stats.summary());
-    assert_eq!(stats.failed.load(Ordering::Relaxed), 0, "{}", stats.summary());
-    assert_eq!(stats.wrong.load(Ordering::Relaxed), 0, "{}", stats.summary());
+    assert_eq!(
+        stats.failed.load(Ordering::Relaxed),
+        0,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        stats.wrong.load(Ordering::Relaxed),
+        0,
+        "{}",
+        stats.summary()
+    );
     assert!(regate.logs().contains("regate serving"));
 }
 
@@ -807,7 +990,12 @@ async fn unreadable_files_as_an_unprivileged_user() {
         expect_log(&regate, RELOADED, reloaded_before);
     }
     let stats = load.stop().await;
-    assert_eq!(stats.failed.load(Ordering::Relaxed) + stats.wrong.load(Ordering::Relaxed), 0, "{}", stats.summary());
+    assert_eq!(
+        stats.failed.load(Ordering::Relaxed) + stats.wrong.load(Ordering::Relaxed),
+        0,
+        "{}",
+        stats.summary()
+    );
 }
 
 /// A metrics port that is already taken: regate logs it and serves admission without /metrics.
@@ -822,14 +1010,21 @@ async fn a_taken_metrics_port_does_not_stop_admission() {
     let lines = log_lines(&regate.logs());
     let line = lines
         .iter()
-        .find(|l| l["message"] == "cannot bind the metrics port; serving admission without /metrics")
+        .find(|l| {
+            l["message"] == "cannot bind the metrics port; serving admission without /metrics"
+        })
         .unwrap_or_else(|| panic!("no log line for the taken port: {}", regate.logs()));
     assert_eq!(line["level"], "ERROR");
     assert!(line.to_string().contains(&port.to_string()), "{line}");
     let load = Load::start(&regate, 2);
     load.run_for(100).await;
     let stats = load.stop().await;
-    assert_eq!(stats.failed.load(Ordering::Relaxed) + stats.wrong.load(Ordering::Relaxed), 0, "{}", stats.summary());
+    assert_eq!(
+        stats.failed.load(Ordering::Relaxed) + stats.wrong.load(Ordering::Relaxed),
+        0,
+        "{}",
+        stats.summary()
+    );
     drop(taken);
 }
 
@@ -842,24 +1037,48 @@ async fn a_taken_metrics_port_does_not_stop_admission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     let mut regate = Regate::start(BinaryOptions {
-        config: format!("{TEST_CONFIG}limits:\n  evaluationTimeoutMs: 3000\n  drainTimeoutMs: 20000\n"),
+        config: format!(
+            "{TEST_CONFIG}limits:\n  evaluationTimeoutMs: 3000\n  drainTimeoutMs: 20000\n"
+        ),
         extra_policies: vec![("stuck.rego".into(), STUCK_POLICY.into())],
         ..BinaryOptions::default()
     });
     let url = regate.url("/validate");
     let in_flight_requests: Vec<_> = (0..4)
         .map(|i| {
-            let client = if i % 2 == 0 { regate.http1() } else { regate.http2() };
+            let client = if i % 2 == 0 {
+                regate.http1()
+            } else {
+                regate.http2()
+            };
             let url = url.clone();
-            tokio::spawn(async move { post(&client, &url, configmap_review(&format!("drain-{i}"), "prod")).await })
+            tokio::spawn(async move {
+                post(
+                    &client,
+                    &url,
+                    configmap_review(&format!("drain-{i}"), "prod"),
+                )
+                .await
+            })
         })
         .collect();
     wait_in_flight(&regate, 4.0).await;
     regate.signal("TERM");
-    assert!(regate.wait_log("shutting down: no new connections", 1, Duration::from_secs(10)), "{}", regate.logs());
+    assert!(
+        regate.wait_log(
+            "shutting down: no new connections",
+            1,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        regate.logs()
+    );
     // The listener is closed: a new connection is refused.
     let refused = tokio::net::TcpStream::connect(regate.addr).await;
-    assert!(refused.is_err(), "a new connection after SIGTERM was accepted");
+    assert!(
+        refused.is_err(),
+        "a new connection after SIGTERM was accepted"
+    );
     for t in in_flight_requests {
         let (status, _, body) = t.await.unwrap();
         assert_cut_by_time_limit(status, &body);
@@ -899,7 +1118,13 @@ fn needles() -> Vec<String> {
     out
 }
 
-fn secret_review(uid: &str, namespace: &str, data: Value, string_data: Value, operation: &str) -> Vec<u8> {
+fn secret_review(
+    uid: &str,
+    namespace: &str,
+    data: Value,
+    string_data: Value,
+    operation: &str,
+) -> Vec<u8> {
     let mut object = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": "app-secrets", "namespace": namespace}});
     if !data.is_null() {
@@ -937,7 +1162,7 @@ async fn secret_values_never_leak() {
         ..BinaryOptions::default()
     });
     let values = [
-        format!("{MARK}"),
+        MARK.to_string(),
         format!("x{MARK}"),
         format!("xy{MARK}"),
         format!("{MARK}-changeme-placeholder"),
@@ -957,28 +1182,69 @@ async fn secret_values_never_leak() {
                     "BINARY_KEY": base64::engine::general_purpose::STANDARD.encode([&[0xffu8, 0xfe][..], v.as_bytes()].concat()),
                     "WRAPPED": format!("{}\n{}", &b64(v)[..8], &b64(v)[8..]),
                 });
-                let string_data = json!({"SESSION_SECRET": v, "password": v, "NUMBER": 12345, "LIST": [v]});
-                bodies.push(secret_review(&format!("canary-{n}"), ns, data.clone(), string_data.clone(), op));
-                bodies.push(secret_review(&format!("canary-d{n}"), ns, data, Value::Null, op));
-                bodies.push(secret_review(&format!("canary-s{n}"), ns, Value::Null, string_data, op));
+                let string_data =
+                    json!({"SESSION_SECRET": v, "password": v, "NUMBER": 12345, "LIST": [v]});
+                bodies.push(secret_review(
+                    &format!("canary-{n}"),
+                    ns,
+                    data.clone(),
+                    string_data.clone(),
+                    op,
+                ));
+                bodies.push(secret_review(
+                    &format!("canary-d{n}"),
+                    ns,
+                    data,
+                    Value::Null,
+                    op,
+                ));
+                bodies.push(secret_review(
+                    &format!("canary-s{n}"),
+                    ns,
+                    Value::Null,
+                    string_data,
+                    op,
+                ));
             }
         }
     }
     // Refused bodies that carry a canary: not JSON, a wrong apiVersion, a broken request.
-    let good = String::from_utf8(secret_review("canary-bad", "prod", json!({"K": b64(MARK)}), json!({"S": MARK}), "CREATE")).unwrap();
-    bodies.push(good.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1").into_bytes());
+    let good = String::from_utf8(secret_review(
+        "canary-bad",
+        "prod",
+        json!({"K": b64(MARK)}),
+        json!({"S": MARK}),
+        "CREATE",
+    ))
+    .unwrap();
+    bodies.push(
+        good.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+            .into_bytes(),
+    );
     bodies.push(good.replacen("}", "", 1).into_bytes());
-    bodies.push(good.replace("\"operation\":\"CREATE\"", "\"operation\":5").into_bytes());
+    bodies.push(
+        good.replace("\"operation\":\"CREATE\"", "\"operation\":5")
+            .into_bytes(),
+    );
     bodies.push(format!("{}\u{0}", &good[..good.len() / 2]).into_bytes());
     // The fixtures' own canaries.
-    for name in ["secret-invalid-base64-prod.json", "secret-jwt-short-prod.json", "secret-placeholder-dev.json", "secret-jwt-long-prod.json"] {
+    for name in [
+        "secret-invalid-base64-prod.json",
+        "secret-jwt-short-prod.json",
+        "secret-placeholder-dev.json",
+        "secret-jwt-long-prod.json",
+    ] {
         bodies.push(fixture_bytes(name));
     }
 
     let mut answers = String::new();
     let mut statuses = std::collections::BTreeMap::new();
     for (i, body) in bodies.iter().enumerate() {
-        let client = if i % 2 == 0 { regate.http1() } else { regate.http2() };
+        let client = if i % 2 == 0 {
+            regate.http1()
+        } else {
+            regate.http2()
+        };
         for endpoint in ["/validate", "/mutate"] {
             let r = client
                 .post(regate.url(endpoint))
@@ -997,8 +1263,14 @@ async fn secret_values_never_leak() {
     }
     let metrics = regate.metrics_text().await;
     let logs = regate.logs();
-    assert!(statuses.get(&200).copied().unwrap_or(0) > 100 && statuses.contains_key(&400), "{statuses:?}");
-    assert!(answers.contains("is not valid base64") && answers.contains("holds a placeholder value"), "the policies judged the Secrets");
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > 100 && statuses.contains_key(&400),
+        "{statuses:?}"
+    );
+    assert!(
+        answers.contains("is not valid base64") && answers.contains("holds a placeholder value"),
+        "the policies judged the Secrets"
+    );
 
     // The same Secrets as manifests, through `regate eval` and `regate audit -f`.
     let manifests = regate.root().join("manifests");
@@ -1011,20 +1283,41 @@ async fn secret_values_never_leak() {
         ));
     }
     std::fs::write(manifests.join("secrets.yaml"), docs.join("---\n")).unwrap();
-    std::fs::write(manifests.join("broken.yaml"), format!("apiVersion: v1\nkind: Secret\nstringData:\n  K: {MARK}\n  - [\n")).unwrap();
+    std::fs::write(
+        manifests.join("broken.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nstringData:\n  K: {MARK}\n  - [\n"),
+    )
+    .unwrap();
     let mut cli = String::new();
     let bin = env!("CARGO_BIN_EXE_regate");
     for args in [
         vec!["eval", "-f", "manifests/secrets.yaml", "-o", "text"],
         vec!["eval", "-f", "manifests/secrets.yaml", "-o", "json"],
         vec!["eval", "-f", "manifests/broken.yaml"],
-        vec!["eval", "-f", "manifests/secrets.yaml", "--environment", "development", "-o", "json"],
+        vec![
+            "eval",
+            "-f",
+            "manifests/secrets.yaml",
+            "--environment",
+            "development",
+            "-o",
+            "json",
+        ],
         vec!["audit", "-f", "manifests/secrets.yaml", "-o", "json"],
         vec!["audit", "-f", "manifests/secrets.yaml", "-o", "text"],
     ] {
         let out = std::process::Command::new(bin)
             .args(&args)
-            .args(["--policies", "policies", "--config", "config/regate.yaml", "--log-level", "trace", "--log-format", "json"])
+            .args([
+                "--policies",
+                "policies",
+                "--config",
+                "config/regate.yaml",
+                "--log-level",
+                "trace",
+                "--log-format",
+                "json",
+            ])
             .current_dir(regate.root())
             .output()
             .unwrap();
@@ -1035,12 +1328,30 @@ async fn secret_values_never_leak() {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    assert!(cli.contains("is not valid base64"), "regate eval judged the Secrets:\n{cli}");
+    assert!(
+        cli.contains("is not valid base64"),
+        "regate eval judged the Secrets:\n{cli}"
+    );
+    assert!(cli.contains("AuditReport"), "regate audit reported:\n{cli}");
 
+    let sent: String = bodies
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).to_string())
+        .collect();
     for needle in needles() {
-        for (what, text) in [("a response", &answers), ("the server log", &logs), ("/metrics", &metrics), ("regate eval/audit", &cli)] {
+        assert!(
+            sent.contains(&needle),
+            "the test sends {needle:?} (else it would prove nothing)"
+        );
+        for (what, text) in [
+            ("a response", &answers),
+            ("the server log", &logs),
+            ("/metrics", &metrics),
+            ("regate eval/audit", &cli),
+        ] {
             if let Some(i) = text.find(&needle) {
-                let context: String = text[i.saturating_sub(300)..(i + 100).min(text.len())].to_string();
+                let context: String =
+                    text[i.saturating_sub(300)..(i + 100).min(text.len())].to_string();
                 panic!("{needle:?} leaked into {what}: …{context}…");
             }
         }
@@ -1076,8 +1387,14 @@ async fn soak_smoke() {
     assert_eq!(report.failed, 0, "{:?}", report.errors);
     assert_eq!(report.wrong, 0, "{:?}", report.errors);
     assert!(report.requests_ok > 100);
-    assert!(report.reloads_seen >= report.reloads_done as f64, "every policy rewrite was reloaded");
-    assert_eq!(report.rotations_seen, report.rotations_done, "every certificate rotation was taken");
+    assert!(
+        report.reloads_seen >= report.reloads_done as f64,
+        "every policy rewrite was reloaded"
+    );
+    assert_eq!(
+        report.rotations_seen, report.rotations_done,
+        "every certificate rotation was taken"
+    );
     assert!(report.log_errors.is_empty(), "{:?}", report.log_errors);
 }
 
@@ -1087,8 +1404,14 @@ async fn soak_smoke() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "10 minutes: scripts/soak.sh"]
 async fn soak_full() {
-    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
-    let workers: usize = std::env::var("SOAK_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let workers: usize = std::env::var("SOAK_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     let plan = SoakPlan {
         duration: Duration::from_secs(seconds),
         reload_every: Duration::from_secs(10),
@@ -1102,14 +1425,23 @@ async fn soak_full() {
     println!("{}", report.summary(warm_up));
     println!(
         "RSS samples (s, KiB): {}",
-        report.rss.iter().map(|(t, r)| format!("{t:.0}:{r}")).collect::<Vec<_>>().join(" ")
+        report
+            .rss
+            .iter()
+            .map(|(t, r)| format!("{t:.0}:{r}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let (_, _, drift) = report.rss_drift(warm_up);
     assert_eq!(report.failed, 0, "{:?}", report.errors);
     assert_eq!(report.wrong, 0, "{:?}", report.errors);
     assert!(report.reloads_seen >= report.reloads_done as f64);
     assert_eq!(report.rotations_seen, report.rotations_done);
-    assert!(drift.abs() <= 0.10, "RSS drifted {:+.1}% after warm-up", drift * 100.0);
+    assert!(
+        drift.abs() <= 0.10,
+        "RSS drifted {:+.1}% after warm-up",
+        drift * 100.0
+    );
     assert!(report.log_errors.is_empty(), "{:?}", report.log_errors);
 }
 
@@ -1118,8 +1450,12 @@ fn canary_needles_cover_every_alignment() {
     use base64::Engine as _;
     let needles = needles();
     for prefix in ["", "a", "ab", "abc", "abcd"] {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{MARK}-tail"));
-        assert!(needles.iter().any(|n| encoded.contains(n.as_str())), "{prefix:?}: {encoded}");
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{MARK}-tail"));
+        assert!(
+            needles.iter().any(|n| encoded.contains(n.as_str())),
+            "{prefix:?}: {encoded}"
+        );
     }
     let _ = AtomicU64::new(0);
 }

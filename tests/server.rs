@@ -54,7 +54,7 @@ async fn fixture(#[files("fixtures/admission/*.json")] path: PathBuf) {
     let denied_ids = if expected.allowed {
         vec![]
     } else {
-        ids_in(&[message.clone()])
+        ids_in(std::slice::from_ref(&message))
     };
     assert_eq!(
         denied_ids, expected.deny,

@@ -11,7 +11,9 @@ use libfuzzer_sys::fuzz_target;
 
 fn harness() -> &'static harness::Harness {
     static H: OnceLock<harness::Harness> = OnceLock::new();
-    H.get_or_init(|| harness::Harness::new(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")))
+    H.get_or_init(|| {
+        harness::Harness::new(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies"))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {

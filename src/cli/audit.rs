@@ -54,6 +54,10 @@ pub struct AuditArgs {
     /// could not be evaluated), warn, or never. Exit 2 when part of the audit could not be done.
     #[arg(long, value_enum, default_value = "deny")]
     pub fail_on: FailOn,
+    /// Objects (files or directories) that fill Gatekeeper's `data.inventory`, limited to the
+    /// kinds referential templates name in requires-sync-data; repeatable.
+    #[arg(long = "inventory", value_name = "FILE|DIR")]
+    pub inventory: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -82,6 +86,7 @@ async fn client(args: &AuditArgs) -> anyhow::Result<kube::Client> {
 
 pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let mut set = args.policy.build_set(args.environment)?;
+    set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
     if args.environment.is_none() {
         // Namespace labels read from the cluster decide environments, as in `serve`.
         set.resolver = EnvironmentResolver::new(&set.config, NamespaceLabels::default());

@@ -104,6 +104,9 @@ pub struct LoadArgs {
     /// Most connections the open loop opens when all are busy (HTTP/1.1).
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Check only the uid of each answer, not its decision (the echo server allows everything).
+    #[arg(long)]
+    pub any_decision: bool,
     /// A request unanswered after this long is an error.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -221,6 +224,7 @@ fn run_load(a: LoadArgs) -> anyhow::Result<i32> {
         connections: a.connections,
         max_connections: a.max_connections,
         timeout: a.timeout,
+        check_decision: !a.any_decision,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -251,6 +251,24 @@ mod tests {
     }
 
     #[test]
+    fn sync_kind_holds_only_its_group_version_and_kind() {
+        let k = SyncKind {
+            group: "networking.k8s.io".into(),
+            version: "v1".into(),
+            kind: "Ingress".into(),
+        };
+        assert!(k.holds(&json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress"})));
+        assert!(!k.holds(&json!({"apiVersion": "extensions/v1beta1", "kind": "Ingress"})));
+        assert!(!k.holds(&json!({"apiVersion": "v1", "kind": "Pod"})));
+        let core = SyncKind {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Namespace".into(),
+        };
+        assert_eq!(core.api_version(), "v1");
+    }
+
+    #[test]
     fn empty_inventory_adds_no_data() {
         assert_eq!(Inventory::default().to_data(), json!({}));
     }

@@ -329,9 +329,12 @@ fn missing_imports(sources: &[PolicySource]) -> Vec<LoadError> {
             if !path.starts_with("regate.lib.") {
                 continue;
             }
-            let declared = packages
-                .iter()
-                .any(|p| path == p || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')));
+            let declared = packages.iter().any(|p| {
+                path == p
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|r| r.starts_with('.'))
+            });
             if !declared {
                 errors.push(LoadError::new(
                     &source.name,

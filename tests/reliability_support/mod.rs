@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -37,7 +37,11 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(2);
@@ -48,12 +52,18 @@ impl Pki {
         }
     }
 
-    fn issue(&self, names: Vec<String>, usage: ExtendedKeyUsagePurpose, days: i64) -> (String, String) {
+    fn issue(
+        &self,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+        days: i64,
+    ) -> (String, String) {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(names.clone()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
@@ -75,7 +85,11 @@ impl Pki {
     }
 
     pub fn client(&self, name: &str) -> (String, String) {
-        self.issue(vec![name.to_string()], ExtendedKeyUsagePurpose::ClientAuth, 2)
+        self.issue(
+            vec![name.to_string()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            2,
+        )
     }
 }
 
@@ -91,7 +105,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) {
 // ------------------------------------------------------------------------------------------
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct BinaryOptions {
@@ -219,7 +237,9 @@ impl Regate {
             if let Ok(Some(status)) = regate.child.try_wait() {
                 return Err(format!("exited with {status}: {}", regate.logs()));
             }
-            if regate.logs().contains("regate serving") && std::net::TcpStream::connect(regate.addr).is_ok() {
+            if regate.logs().contains("regate serving")
+                && std::net::TcpStream::connect(regate.addr).is_ok()
+            {
                 return Ok(regate);
             }
             if Instant::now() > deadline {
@@ -365,7 +385,9 @@ fn make_world_readable(root: &Path) {
 
 /// Every JSON log line of a log.
 pub fn log_lines(text: &str) -> Vec<Value> {
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -404,7 +426,10 @@ pub async fn tls_connect(
 
 /// Whether the server closed the connection within `within` (a read returns end of stream or
 /// an error), false if it is still open.
-pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    within: Duration,
+) -> bool {
     use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; 4096];
@@ -478,13 +503,19 @@ pub fn wrong_answer(case: &Case, endpoint: &str, status: u16, body: &Value) -> O
         }
         if let Some(patch) = case.expected.patch {
             if (r["patch"].is_null()) == patch {
-                return Some(format!("{} /mutate: patch expected {patch}: {body}", case.name));
+                return Some(format!(
+                    "{} /mutate: patch expected {patch}: {body}",
+                    case.name
+                ));
             }
         }
         return None;
     }
     if r["allowed"] != case.expected.allowed {
-        return Some(format!("{} /validate: allowed {} expected {}: {body}", case.name, r["allowed"], case.expected.allowed));
+        return Some(format!(
+            "{} /validate: allowed {} expected {}: {body}",
+            case.name, r["allowed"], case.expected.allowed
+        ));
     }
     if let Some(deny) = &case.expected.deny {
         let message = r["status"]["message"].as_str().unwrap_or("").to_string();
@@ -494,13 +525,19 @@ pub fn wrong_answer(case: &Case, endpoint: &str, status: u16, body: &Value) -> O
             crate::common::ids_in(&[message])
         };
         if &ids != deny {
-            return Some(format!("{} /validate: denied by {ids:?}, expected {deny:?}", case.name));
+            return Some(format!(
+                "{} /validate: denied by {ids:?}, expected {deny:?}",
+                case.name
+            ));
         }
     }
     if let Some(warn) = &case.expected.warn {
         let ids = crate::common::ids_in(&crate::common::warnings(body));
         if &ids != warn {
-            return Some(format!("{} /validate: warned by {ids:?}, expected {warn:?}", case.name));
+            return Some(format!(
+                "{} /validate: warned by {ids:?}, expected {warn:?}",
+                case.name
+            ));
         }
     }
     None
@@ -563,7 +600,11 @@ pub async fn worker(
     let mut sent: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let case = &cases[i % cases.len()];
-        let endpoint = if (i / cases.len()) % 2 == 0 { "/validate" } else { "/mutate" };
+        let endpoint = if (i / cases.len()) % 2 == 0 {
+            "/validate"
+        } else {
+            "/mutate"
+        };
         i += 1;
         sent += 1;
         if reconnect_every > 0 && sent % reconnect_every == 0 {
@@ -593,7 +634,11 @@ pub async fn worker(
                 continue;
             }
         };
-        stats.latencies_us.lock().unwrap().push(started.elapsed().as_micros() as u64);
+        stats
+            .latencies_us
+            .lock()
+            .unwrap()
+            .push(started.elapsed().as_micros() as u64);
         match wrong_answer(case, endpoint, status, &body) {
             None => {
                 stats.ok.fetch_add(1, Ordering::Relaxed);
@@ -657,7 +702,12 @@ impl SoakReport {
     /// Median RSS of the first and the last minute after warm-up (or of the first and last
     /// quarter of the samples after warm-up, when shorter), and their relative difference.
     pub fn rss_drift(&self, warm_up: Duration) -> (u64, u64, f64) {
-        let after: Vec<(f64, u64)> = self.rss.iter().copied().filter(|(t, _)| *t >= warm_up.as_secs_f64()).collect();
+        let after: Vec<(f64, u64)> = self
+            .rss
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= warm_up.as_secs_f64())
+            .collect();
         if after.len() < 4 {
             return (0, 0, 0.0);
         }
@@ -667,7 +717,11 @@ impl SoakReport {
             v.sort_unstable();
             v[v.len() / 2]
         };
-        let minute = after.iter().filter(|(t, _)| *t < after[0].0 + 60.0).count().max(span);
+        let minute = after
+            .iter()
+            .filter(|(t, _)| *t < after[0].0 + 60.0)
+            .count()
+            .max(span);
         let minute = minute.min(after.len() / 2).max(1);
         let first = window(&after[..minute]);
         let last = window(&after[after.len() - minute..]);
@@ -676,8 +730,20 @@ impl SoakReport {
 
     pub fn summary(&self, warm_up: Duration) -> String {
         let (first, last, drift) = self.rss_drift(warm_up);
-        let min = self.rss.iter().filter(|(t, _)| *t >= warm_up.as_secs_f64()).map(|(_, r)| *r).min().unwrap_or(0);
-        let max = self.rss.iter().filter(|(t, _)| *t >= warm_up.as_secs_f64()).map(|(_, r)| *r).max().unwrap_or(0);
+        let min = self
+            .rss
+            .iter()
+            .filter(|(t, _)| *t >= warm_up.as_secs_f64())
+            .map(|(_, r)| *r)
+            .min()
+            .unwrap_or(0);
+        let max = self
+            .rss
+            .iter()
+            .filter(|(t, _)| *t >= warm_up.as_secs_f64())
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap_or(0);
         format!(
             "soak {:.0} s: {} requests answered correctly ({:.0}/s), {} failed, {} wrong; \
              policy reloads {} written / {} seen, certificate rotations {} written / {} seen; \
@@ -721,7 +787,8 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
     for w in 0..plan.workers {
         let ca = ca.clone();
         let http2 = w % 2 == 1;
-        let factory: Arc<dyn Fn() -> reqwest::Client + Send + Sync> = Arc::new(move || crate::common::client(&ca, http2));
+        let factory: Arc<dyn Fn() -> reqwest::Client + Send + Sync> =
+            Arc::new(move || crate::common::client(&ca, http2));
         tasks.push(tokio::spawn(worker(
             factory,
             base.clone(),
@@ -741,8 +808,14 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
     let mut next_reload = plan.reload_every;
     let mut next_rotate = plan.rotate_every;
     let mut next_rss = Duration::ZERO;
-    let mut last_not_after = sample(&regate.metrics_text().await, "regate_tls_certificate_not_after_timestamp_seconds");
-    let reloads_before = sample(&regate.metrics_text().await, "regate_policy_reload_total{result=\"success\"}");
+    let mut last_not_after = sample(
+        &regate.metrics_text().await,
+        "regate_tls_certificate_not_after_timestamp_seconds",
+    );
+    let reloads_before = sample(
+        &regate.metrics_text().await,
+        "regate_policy_reload_total{result=\"success\"}",
+    );
     while started.elapsed() < plan.duration {
         let now = started.elapsed();
         if now >= next_rss {
@@ -752,14 +825,20 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
         }
         if now >= next_reload {
             report.reloads_done += 1;
-            write_atomic(&policy, format!("{original}\n# soak reload {}\n", report.reloads_done).as_bytes());
+            write_atomic(
+                &policy,
+                format!("{original}\n# soak reload {}\n", report.reloads_done).as_bytes(),
+            );
             next_reload += plan.reload_every;
         }
         if now >= next_rotate {
             report.rotations_done += 1;
             let (c, k) = regate.pki.server(30 + report.rotations_done as i64);
             // Both files renamed into place back to back: the watcher's debounce sees the pair.
-            let (tc, tk) = (cert.with_extension("new"), key.with_extension("new"));
+            let (tc, tk) = (
+                cert.with_extension("crt.new"),
+                key.with_extension("key.new"),
+            );
             std::fs::write(&tc, c).unwrap();
             std::fs::write(&tk, k).unwrap();
             std::fs::rename(&tk, &key).unwrap();
@@ -768,7 +847,10 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
         if report.rotations_done > report.rotations_seen {
-            let not_after = sample(&regate.metrics_text().await, "regate_tls_certificate_not_after_timestamp_seconds");
+            let not_after = sample(
+                &regate.metrics_text().await,
+                "regate_tls_certificate_not_after_timestamp_seconds",
+            );
             if not_after != last_not_after {
                 report.rotations_seen += 1;
                 last_not_after = not_after;
@@ -783,7 +865,8 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
     let (_, peak) = regate.rss_kib();
     report.peak_kib = peak;
     let metrics = regate.metrics_text().await;
-    report.reloads_seen = sample(&metrics, "regate_policy_reload_total{result=\"success\"}") - reloads_before;
+    report.reloads_seen =
+        sample(&metrics, "regate_policy_reload_total{result=\"success\"}") - reloads_before;
     report.requests_ok = stats.ok.load(Ordering::Relaxed);
     report.failed = stats.failed.load(Ordering::Relaxed);
     report.wrong = stats.wrong.load(Ordering::Relaxed);
