@@ -79,25 +79,40 @@ load() { # PORT mode-args...
 }
 
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$server_pid/status"; }
+# CPU seconds the server has used so far (user + system).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$server_pid/stat"; }
+now_s() { date +%s.%N; }
+# Share of one core the server used between two (cpu, wall) readings: near 1.0 means the
+# server was the bottleneck; well below means the load generator (or the machine) was.
+util() { python3 -c "import sys; c0,w0,c1,w1=map(float,sys.argv[1:]); print(round((c1-c0)/(w1-w0),2))" "$@"; }
 
 start_echo
+c0=$(cpu_s); w0=$(now_s)
 echo_max=$(load "$ECHO_PORT" --concurrency "$CONCURRENCY" --any-decision); echo "echo max: $echo_max" >&2
+echo_util=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
 stop_server
 
 start_serve
+c0=$(cpu_s); w0=$(now_s)
 serve_max=$(load "$PORT" --concurrency "$CONCURRENCY"); echo "serve max: $serve_max" >&2
+serve_util=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
 max_hwm=$(hwm_kib)
 stop_server
 
 start_serve
+c0=$(cpu_s); w0=$(now_s)
 serve_rate=$(load "$PORT" --rate "$RATE"); echo "serve at $RATE/s: $serve_rate" >&2
+rate_util=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
 rate_hwm=$(hwm_kib)
 stop_server
 
-python3 - "$echo_max" "$serve_max" "$serve_rate" "$max_hwm" "$rate_hwm" <<'EOF'
+python3 - "$echo_max" "$serve_max" "$serve_rate" "$max_hwm" "$rate_hwm" "$echo_util" "$serve_util" "$rate_util" <<'EOF'
 import json, sys
 echo, serve, rate = (json.loads(a) for a in sys.argv[1:4])
 print(json.dumps({
+    "echo_server_cpu": float(sys.argv[6]),
+    "serve_server_cpu": float(sys.argv[7]),
+    "rate_server_cpu": float(sys.argv[8]),
     "echo_max_rps": round(echo["throughput_rps"]),
     "serve_max_rps": round(serve["throughput_rps"]),
     "serve_over_echo": round(serve["throughput_rps"] / echo["throughput_rps"], 3),

@@ -217,6 +217,13 @@ fn embedded_defaults_when_no_policy_directory() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("9 policies OK (embedded defaults)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("9 policies OK (embedded defaults)"),
+        "{stdout}"
+    );
 }

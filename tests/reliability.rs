@@ -853,15 +853,14 @@ async fn faults_during_load_keep_the_last_good_state() {
             Box::new({
                 let p = p.clone();
                 move || {
-                    std::fs::remove_file(&p).unwrap();
-                    std::os::unix::fs::symlink("/nonexistent/pod-run-as-non-root.rego", &p)
+                    // Renamed over the file: there is no moment without it.
+                    let link = p.with_extension("link");
+                    std::os::unix::fs::symlink("/nonexistent/pod-run-as-non-root.rego", &link)
                         .unwrap();
+                    std::fs::rename(&link, &p).unwrap();
                 }
             }),
-            Box::new(move || {
-                std::fs::remove_file(&p).unwrap();
-                write_atomic(&p, &t)
-            }),
+            Box::new(move || write_atomic(&p, &t)),
             "pod-run-as-non-root.rego",
         ));
     }

@@ -273,10 +273,13 @@ pub fn run(set: &PolicySet, fixtures: &[Fixture], opts: &Options) -> Result<Repo
             package: policy.package.clone(),
             compiled: compiled.iter().any(|c| *c == policy.id()),
             rules: [
-                (opts.wants.validate && policy.rules.deny, match policy.flavor {
-                    crate::policy::set::Flavor::Native => "deny",
-                    crate::policy::set::Flavor::Gatekeeper(_) => "violation",
-                }),
+                (
+                    opts.wants.validate && policy.rules.deny,
+                    match policy.flavor {
+                        crate::policy::set::Flavor::Native => "deny",
+                        crate::policy::set::Flavor::Gatekeeper(_) => "violation",
+                    },
+                ),
                 (opts.wants.validate && policy.rules.warn, "warn"),
                 (opts.wants.mutate && policy.rules.patch, "patch"),
             ]

@@ -138,7 +138,11 @@ impl Accel {
     /// threads take start warm). The engines of a compiled policy stay unprimed: they serve only
     /// when its bytecode fails, and priming three engines per policy costs startup time and
     /// memory for nothing.
-    pub fn build_with(policies: &mut [CompiledPolicy], timeout: Duration, strategy: Strategy) -> Accel {
+    pub fn build_with(
+        policies: &mut [CompiledPolicy],
+        timeout: Duration,
+        strategy: Strategy,
+    ) -> Accel {
         let mut slots = Vec::with_capacity(policies.len());
         for policy in policies.iter_mut() {
             let program = if strategy == Strategy::Compiled {
@@ -153,7 +157,11 @@ impl Accel {
                 None
             };
             if program.is_none() && matches!(policy.flavor, Flavor::Native) {
-                let package = policy.package.strip_prefix("data.").unwrap_or(&policy.package).to_string();
+                let package = policy
+                    .package
+                    .strip_prefix("data.")
+                    .unwrap_or(&policy.package)
+                    .to_string();
                 let (rules, meta) = (policy.rules, policy.meta.clone());
                 for engine in policy.engines.iter_mut() {
                     crate::policy::set::prime(engine, &package, rules, &meta);
@@ -232,6 +240,11 @@ fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
             .compile_with_entrypoint(&entry)
             .map_err(|e| first_line(&e.to_string()))?,
     };
+    if let Some(path) = may_conflict(&compiled) {
+        return Err(format!(
+            "{path} has definitions that may give different values, a conflict the interpreter reports and bytecode would not"
+        ));
+    }
     let names: Vec<&str> = entries.iter().map(String::as_str).collect();
     let program =
         Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
@@ -248,6 +261,66 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(300).collect()
 }
 
+/// The first rule (path) whose definitions could give two different values for one input.
+/// Rego makes that a runtime error, and the interpreter reports it (a policy failure, failing
+/// closed by default); regorus 0.14's bytecode takes one of the values instead. A policy with such
+/// a rule stays on the interpreter. Safe, and not flagged: partial sets, `else` chains, rules
+/// whose every definition gives the same literal (`allow if ...` several times), and functions
+/// whose definitions differ in a literal argument (`f(x, true) := ...`, `f(x, false) := ...`).
+fn may_conflict(compiled: &regorus::CompiledPolicy) -> Option<String> {
+    use regorus::unstable::{Expr, Rule, RuleHead};
+    fn literal(e: &Expr) -> Option<&Value> {
+        match e {
+            Expr::String { value, .. }
+            | Expr::RawString { value, .. }
+            | Expr::Number { value, .. }
+            | Expr::Bool { value, .. }
+            | Expr::Null { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+    let truth = Value::Bool(true);
+    for (path, definitions) in compiled.get_rules() {
+        // One entry per alternative that can hold at the same time: (its value, its arguments).
+        let mut alternatives: Vec<(Option<&Value>, &[regorus::unstable::Ref<Expr>])> = Vec::new();
+        for definition in definitions {
+            let Rule::Spec { head, bodies, .. } = &**definition else {
+                continue;
+            };
+            // A partial object (`p[k] := v`) can give one key two values within one definition.
+            let (assign, args, keyed) = match head {
+                RuleHead::Set { .. } => continue,
+                RuleHead::Compr { assign, refr, .. } => {
+                    (assign, &[][..], matches!(**refr, Expr::RefBrack { .. }))
+                }
+                RuleHead::Func { assign, args, .. } => (assign, args.as_slice(), false),
+            };
+            let value = match assign {
+                None => Some(&truth),
+                Some(a) => literal(&a.value),
+            };
+            let independent =
+                bodies.iter().filter(|b| !b.is_else).count().max(1) * if keyed { 2 } else { 1 };
+            for _ in 0..independent {
+                alternatives.push((value, args));
+            }
+        }
+        for (i, (va, aa)) in alternatives.iter().enumerate() {
+            for (vb, ab) in &alternatives[i + 1..] {
+                let same_value = matches!((va, vb), (Some(x), Some(y)) if x == y);
+                let exclusive = aa
+                    .iter()
+                    .zip(ab.iter())
+                    .any(|(x, y)| matches!((literal(x), literal(y)), (Some(x), Some(y)) if x != y));
+                if !same_value && !exclusive {
+                    return Some(path.clone());
+                }
+            }
+        }
+    }
+    None
+}
+
 /// A copy of `engine` whose modules refer to imported packages by their full path, or `None`
 /// when no module changes. regorus 0.14's bytecode compiler turns a reference through an import
 /// (`workload.containers` after `import data.regate.lib.workload`) into a lookup of the whole
@@ -255,7 +328,10 @@ fn first_line(s: &str) -> String {
 /// call of that one rule. Same meaning, a fraction of the work.
 fn qualified_engine(engine: &Engine) -> Option<Engine> {
     let sources = engine.get_policies().ok()?;
-    let rewritten: Vec<Option<String>> = sources.iter().map(|s| qualify_imports(s.get_contents())).collect();
+    let rewritten: Vec<Option<String>> = sources
+        .iter()
+        .map(|s| qualify_imports(s.get_contents()))
+        .collect();
     if rewritten.iter().all(Option::is_none) {
         return None;
     }
@@ -361,7 +437,10 @@ pub(crate) fn qualify_imports(text: &str) -> Option<String> {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Instructions between two reads of the clock for the time limit.
@@ -501,7 +580,14 @@ impl PolicySet {
 /// `request.oldObject` is left out: it is often the largest part of an object and no policy of
 /// the set reads it.
 pub fn input_value(review: &serde_json::Value, drop_managed_fields: bool) -> Value {
-    convert(review, if drop_managed_fields { Level::Review } else { Level::Plain })
+    convert(
+        review,
+        if drop_managed_fields {
+            Level::Review
+        } else {
+            Level::Plain
+        },
+    )
 }
 
 /// Where in the review a value sits, as far as dropping `managedFields` goes.
@@ -529,7 +615,12 @@ fn convert(v: &serde_json::Value, level: Level) -> Value {
             }
         }
         serde_json::Value::String(s) => Value::String(s.as_str().into()),
-        serde_json::Value::Array(items) => Value::from(items.iter().map(|i| convert(i, Level::Plain)).collect::<Vec<_>>()),
+        serde_json::Value::Array(items) => Value::from(
+            items
+                .iter()
+                .map(|i| convert(i, Level::Plain))
+                .collect::<Vec<_>>(),
+        ),
         serde_json::Value::Object(map) => {
             let mut out = std::collections::BTreeMap::new();
             for (k, v) in map {
@@ -570,10 +661,102 @@ mod tests {
 
     #[test]
     fn shadowed_or_bare_imports_are_left_alone() {
-        assert_eq!(qualify_imports("package a\nimport data.lib.w\nx := w\n"), None);
-        assert_eq!(qualify_imports("package a\nimport data.lib.w\nx if { some w in input.y; w.z }\n"), None);
-        assert_eq!(qualify_imports("package a\nimport rego.v1\nx := input.w.z\n"), None);
-        assert_eq!(qualify_imports("package a\nimport data.lib.w\nx := input.w.z\n"), None);
+        assert_eq!(
+            qualify_imports("package a\nimport data.lib.w\nx := w\n"),
+            None
+        );
+        assert_eq!(
+            qualify_imports("package a\nimport data.lib.w\nx if { some w in input.y; w.z }\n"),
+            None
+        );
+        assert_eq!(
+            qualify_imports("package a\nimport rego.v1\nx := input.w.z\n"),
+            None
+        );
+        assert_eq!(
+            qualify_imports("package a\nimport data.lib.w\nx := input.w.z\n"),
+            None
+        );
+    }
+
+    fn conflicts(text: &str) -> Option<String> {
+        let mut engine = Engine::new();
+        engine.add_policy("p.rego".into(), text.into()).unwrap();
+        let compiled = engine
+            .compile_with_entrypoint(&"data.p.deny".into())
+            .unwrap();
+        may_conflict(&compiled)
+    }
+
+    #[test]
+    fn conflicting_definitions_are_found() {
+        let head = "package p\nimport rego.v1\ndeny contains 1 if v\n";
+        assert!(conflicts(&format!("{head}v := 1 if input.a\nv := 2 if input.b\n")).is_some());
+        assert!(conflicts(&format!(
+            "{head}v := input.x if input.a\nv := 2 if input.b\n"
+        ))
+        .is_some());
+        assert!(conflicts(&format!(
+            "{head}f(x) := 1 if x\nf(y) := 2 if y\nv := f(input.a)\n"
+        ))
+        .is_some());
+        assert!(conflicts(&format!("{head}v[k] := x if {{ some k, x in input.o }}\n")).is_some());
+        assert_eq!(
+            conflicts(&format!("{head}v[k] := true if {{ some k in input.o }}\n")),
+            None
+        );
+        assert_eq!(
+            conflicts(&format!("{head}v if input.a\nv if input.b\n")),
+            None
+        );
+        assert_eq!(
+            conflicts(&format!("{head}v := 1 if input.a\nv := 1 if input.b\n")),
+            None
+        );
+        assert_eq!(
+            conflicts(&format!(
+                "{head}v := 1 if input.a\nelse := 2\ndefault v := 3\n"
+            )),
+            None
+        );
+        assert_eq!(
+            conflicts(&format!(
+                "{head}f(x, true) := x\nf(x, false) := 2\nv := f(1, input.b)\n"
+            )),
+            None
+        );
+    }
+
+    /// A reload builds a new set: threads that cached the old set's engines and VMs for a policy
+    /// at the same index answer with the new one.
+    #[test]
+    fn caches_follow_the_set_across_reloads() {
+        let policy = |msg: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\n\ndeny contains \"{msg}\" if input.request.object.data.x\n"
+            )
+        };
+        let review = Review::from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
+        )
+        .unwrap();
+        for strategy in [Strategy::Compiled, Strategy::Interpreter] {
+            for msg in ["first", "second", "third"] {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("p.rego"), policy(msg)).unwrap();
+                let (sources, _) = source::resolve(dir.path(), false).unwrap();
+                let set = PolicySet::build(
+                    &sources,
+                    std::sync::Arc::new(Config::default()),
+                    NamespaceLabels::default(),
+                )
+                .unwrap()
+                .with_strategy(strategy);
+                let d = judge(&set, &review, Wants::VALIDATE);
+                assert_eq!(d.violations.len(), 1, "{strategy:?}");
+                assert_eq!(d.violations[0].message, msg, "{strategy:?}");
+            }
+        }
     }
 
     #[test]
@@ -589,11 +772,20 @@ mod tests {
                         meta.remove("managedFields");
                     }
                 }
-                assert_eq!(input_value(&review.input, false), Value::from(review.input.clone()), "{name}");
-                assert_eq!(input_value(&review.input, true), Value::from(stripped), "{name} without managedFields");
+                assert_eq!(
+                    input_value(&review.input, false),
+                    Value::from(review.input.clone()),
+                    "{name}"
+                );
+                assert_eq!(
+                    input_value(&review.input, true),
+                    Value::from(stripped),
+                    "{name} without managedFields"
+                );
             }
         }
-        let odd = serde_json::json!({"a": [1, -2, 2.5, 1e300, 18446744073709551615u64, null, true, "x"]});
+        let odd =
+            serde_json::json!({"a": [1, -2, 2.5, 1e300, 18446744073709551615u64, null, true, "x"]});
         assert_eq!(input_value(&odd, true), Value::from(odd.clone()));
     }
 
@@ -611,7 +803,10 @@ mod tests {
             .into_iter()
             .map(|p| {
                 let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                (name, Review::from_slice(&std::fs::read(&p).unwrap()).unwrap())
+                (
+                    name,
+                    Review::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+                )
             })
             .collect()
     }
@@ -623,7 +818,9 @@ mod tests {
             d.violations,
             d.warn_results,
             d.failures,
-            d.patch.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default())
+            d.patch
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap_or_default())
         )
     }
 
@@ -634,16 +831,32 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let config = Config::parse(CONFIG, std::path::Path::new("regate.yaml")).unwrap();
         let (sources, _) = source::resolve(&root.join("policies"), false).unwrap();
-        let set = PolicySet::build(&sources, std::sync::Arc::new(config), NamespaceLabels::default()).unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(config),
+            NamespaceLabels::default(),
+        )
+        .unwrap();
         let reference = set.clone().with_strategy(Strategy::CloneEach);
         let interpreter = set.clone().with_strategy(Strategy::Interpreter);
         let compiled = set.with_strategy(Strategy::Compiled);
-        assert_eq!(compiled.compiled_policies().len(), compiled.policies.len(), "every default policy compiles");
+        assert_eq!(
+            compiled.compiled_policies().len(),
+            compiled.policies.len(),
+            "every default policy compiles"
+        );
         let mut all = reviews("fixtures/admission");
         all.extend(reviews("fixtures/bench"));
-        let expected: Vec<String> = all.iter().map(|(_, r)| summary(&judge(&reference, r, Wants::ALL))).collect();
+        let expected: Vec<String> = all
+            .iter()
+            .map(|(_, r)| summary(&judge(&reference, r, Wants::ALL)))
+            .collect();
         for pass in 0..2 {
-            let order: Vec<usize> = if pass == 0 { (0..all.len()).collect() } else { (0..all.len()).rev().collect() };
+            let order: Vec<usize> = if pass == 0 {
+                (0..all.len()).collect()
+            } else {
+                (0..all.len()).rev().collect()
+            };
             for &i in &order {
                 let (name, review) = &all[i];
                 for (label, set) in [("interpreter", &interpreter), ("compiled", &compiled)] {

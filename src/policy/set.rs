@@ -412,7 +412,10 @@ pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
 
 /// An engine holding the libraries, parsed once per set of libraries and cloned for each
 /// policy (a clone shares the parsed modules), instead of parsed again for every policy.
-fn library_engine(timeout: Duration, libraries: &[&PolicySource]) -> Result<Engine, Vec<LoadError>> {
+fn library_engine(
+    timeout: Duration,
+    libraries: &[&PolicySource],
+) -> Result<Engine, Vec<LoadError>> {
     use std::hash::{Hash, Hasher};
     static LAST: std::sync::Mutex<Option<(u64, Engine)>> = std::sync::Mutex::new(None);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

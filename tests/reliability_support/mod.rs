@@ -166,10 +166,16 @@ impl Regate {
         let root = dir.path();
         let pki = Pki::new("regate test CA");
         std::fs::write(root.join("ca.crt"), &pki.ca_pem).unwrap();
+        // Laid out as a mounted Secret is: the files are links through `..data`, which a
+        // rotation swaps in one rename (see `rotate_certificate`).
         let (cert, key) = pki.server(30);
-        std::fs::create_dir_all(root.join("tls")).unwrap();
-        std::fs::write(root.join("tls/tls.crt"), cert).unwrap();
-        std::fs::write(root.join("tls/tls.key"), key).unwrap();
+        let tls = root.join("tls");
+        std::fs::create_dir_all(tls.join("..v0")).unwrap();
+        std::fs::write(tls.join("..v0/tls.crt"), cert).unwrap();
+        std::fs::write(tls.join("..v0/tls.key"), key).unwrap();
+        std::os::unix::fs::symlink("..v0", tls.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/tls.crt", tls.join("tls.crt")).unwrap();
+        std::os::unix::fs::symlink("..data/tls.key", tls.join("tls.key")).unwrap();
         copy_dir(&repo().join("policies"), &root.join("policies"));
         for (name, text) in &opts.extra_policies {
             std::fs::write(root.join("policies").join(name), text).unwrap();
@@ -248,6 +254,21 @@ impl Regate {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Replaces the serving certificate and key at once, as the kubelet updates a Secret volume:
+    /// a new folder, then one rename of the `..data` link. `n` numbers the version.
+    pub fn rotate_certificate(&self, n: u64, days: i64) {
+        let tls = self.root().join("tls");
+        let version = format!("..v{n}");
+        let (cert, key) = self.pki.server(days);
+        std::fs::create_dir_all(tls.join(&version)).unwrap();
+        std::fs::write(tls.join(&version).join("tls.crt"), cert).unwrap();
+        std::fs::write(tls.join(&version).join("tls.key"), key).unwrap();
+        let link = tls.join("..data_tmp");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&version, &link).unwrap();
+        std::fs::rename(&link, tls.join("..data")).unwrap();
     }
 
     pub fn pid(&self) -> u32 {
@@ -803,8 +824,6 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
     let mut report = SoakReport::default();
     let policy = regate.root().join("policies/pod-run-as-non-root.rego");
     let original = std::fs::read_to_string(&policy).unwrap();
-    let cert = regate.root().join("tls/tls.crt");
-    let key = regate.root().join("tls/tls.key");
     let mut next_reload = plan.reload_every;
     let mut next_rotate = plan.rotate_every;
     let mut next_rss = Duration::ZERO;
@@ -833,16 +852,7 @@ pub async fn soak(plan: SoakPlan) -> SoakReport {
         }
         if now >= next_rotate {
             report.rotations_done += 1;
-            let (c, k) = regate.pki.server(30 + report.rotations_done as i64);
-            // Both files renamed into place back to back: the watcher's debounce sees the pair.
-            let (tc, tk) = (
-                cert.with_extension("crt.new"),
-                key.with_extension("key.new"),
-            );
-            std::fs::write(&tc, c).unwrap();
-            std::fs::write(&tk, k).unwrap();
-            std::fs::rename(&tk, &key).unwrap();
-            std::fs::rename(&tc, &cert).unwrap();
+            regate.rotate_certificate(report.rotations_done, 30 + report.rotations_done as i64);
             next_rotate += plan.rotate_every;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
