@@ -819,10 +819,18 @@ fn wrong_types_in_every_field_the_policies_read() {
             &[
                 "/request/object/type",
                 "/request/object/data",
+                "/request/object/data/JWT_SECRET",
                 "/request/object/stringData",
+                "/request/object/stringData/JWT_SECRET",
             ],
         ),
-        ("secret-placeholder-prod.json", &["/request/object/data"]),
+        (
+            "secret-placeholder-prod.json",
+            &[
+                "/request/object/data",
+                "/request/object/data/DATABASE_PASSWORD",
+            ],
+        ),
         (
             "networkpolicy-ipblock-any-prod.json",
             &[

@@ -266,3 +266,41 @@ exceptions:
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("exception \"old-one\" expired"), "{stderr}");
 }
+
+/// A policy directory that disappears (an unmounted volume) is a fault to survive: the server
+/// keeps its last good set instead of falling back to the embedded defaults.
+#[tokio::test]
+async fn a_vanished_policy_directory_keeps_the_last_good_set() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("forbidden-key.rego"), policy("DEBUG")).unwrap();
+    let server = TestServer::start_with(Options {
+        policies: dir.clone(),
+        config: Some(String::new()),
+        include_defaults: false,
+    })
+    .await;
+    let client = server.http1();
+    assert!(!allowed(&client, &server, "DEBUG").await.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let metrics_url = format!("http://{}/readyz?verbose", server.metrics_addr.unwrap());
+    wait_until(|| {
+        let url = metrics_url.clone();
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("disappeared")
+        }
+    })
+    .await;
+    assert!(
+        !allowed(&client, &server, "DEBUG").await.0,
+        "still the last good set"
+    );
+    server.stop().await;
+}

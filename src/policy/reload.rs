@@ -56,6 +56,9 @@ pub struct PolicyStore {
     /// Gatekeeper's `data.inventory` as last synced from the cluster; every reload re-applies it,
     /// so a policy edit never drops it.
     inventory: Mutex<Option<Arc<Inventory>>>,
+    /// Whether the policy directory existed at start: if it did, its disappearing later is a
+    /// fault to survive, not a request to fall back to the embedded defaults.
+    dir_at_start: bool,
 }
 
 impl PolicyStore {
@@ -73,6 +76,11 @@ impl PolicyStore {
             metrics,
             reload_lock: Mutex::new(()),
             inventory: Mutex::new(None),
+            dir_at_start: false,
+        };
+        let store = PolicyStore {
+            dir_at_start: store.sources.dir.exists(),
+            ..store
         };
         store.record_success();
         Ok(store)
@@ -94,13 +102,28 @@ impl PolicyStore {
     /// async workers.
     pub fn reload(&self, trigger: &str) -> Result<(), String> {
         let _guard = self.reload_lock.lock();
-        let built = self.sources.build(self.labels.clone()).and_then(|set| {
-            match self.inventory.lock().ok().and_then(|i| i.clone()) {
-                Some(inventory) => crate::gatekeeper::apply_inventory(&set, &inventory)
-                    .map_err(|e| BuildError::Policies(LoadErrors(vec![e]))),
-                None => Ok(set),
-            }
-        });
+        let built = if self.dir_at_start && !self.sources.dir.exists() {
+            Err(BuildError::Source(
+                crate::policy::source::SourceError::ReadDir {
+                    path: self.sources.dir.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the policy directory disappeared",
+                    ),
+                },
+            ))
+        } else {
+            Ok(())
+        };
+        let built = built
+            .and_then(|()| self.sources.build(self.labels.clone()))
+            .and_then(
+                |set| match self.inventory.lock().ok().and_then(|i| i.clone()) {
+                    Some(inventory) => crate::gatekeeper::apply_inventory(&set, &inventory)
+                        .map_err(|e| BuildError::Policies(LoadErrors(vec![e]))),
+                    None => Ok(set),
+                },
+            );
         match built {
             Ok(set) => {
                 let count = set.policies.len();
