@@ -74,10 +74,9 @@ pinned(image) if {
 	tag != "latest"
 }
 
+# The text after the last ":" of the last path segment (a registry's port is no tag).
 image_tag(image) := tag if {
-	parts := split(image, "/")
-	name := parts[count(parts) - 1]
+	name := array.reverse(split(image, "/"))[0]
 	contains(name, ":")
-	name_parts := split(name, ":")
-	tag := name_parts[count(name_parts) - 1]
+	tag := array.reverse(split(name, ":"))[0]
 } else := ""

@@ -109,10 +109,4 @@ unwrapped(v) := replace(replace(v, "\n", ""), "\r", "")
 # re-encodes to the original is how binary is told from text.)
 decoded_length(_, text, true) := regate.char_count(text)
 
-decoded_length(v, _, false) := ((count(v) / 4) * 3) - padding(v)
-
-padding(v) := 2 if endswith(v, "==")
-
-else := 1 if endswith(v, "=")
-
-else := 0
+decoded_length(v, _, false) := ((count(v) / 4) * 3) - (count(v) - count(trim_right(v, "=")))

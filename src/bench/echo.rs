@@ -1,9 +1,10 @@
 //! `regate bench echo-server`: the floor the load benchmark compares `serve` with. The same TLS
 //! configuration ([`crate::tls::server_config`]), HTTP settings ([`server::http_builder`]) and
-//! connection handling ([`server::serve_connection`]) as `serve`; on `/validate` and `/mutate` it
-//! reads the body (with `serve`'s size limit), parses it as JSON and answers an allowed
-//! AdmissionReview carrying the request's uid, serialised as `serve` serialises its answers.
-//! No policy is evaluated.
+//! connection handling ([`server::serve_connection`]: TLS handshake, then hyper-util's HTTP/1.1
+//! or h2 over the axum router; `serve` adds closing idle connections on top). On `/validate` and
+//! `/mutate` it reads the body (with `serve`'s size limit), parses it as JSON and answers an
+//! allowed AdmissionReview carrying the request's uid, serialised as `serve` serialises its
+//! answers. No policy is evaluated.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use super::fixtures::Fixture;
@@ -469,8 +468,8 @@ async fn closed_loop(
     ))
 }
 
-/// Open loop at `rate` requests per second. A thread keeps the schedule (a tokio timer has a
-/// millisecond's resolution, too coarse here) and hands each due request to the runtime.
+/// Open loop at `rate` requests per second: request `i` leaves at `start + i/rate` (the runtime
+/// spins between close sends; the generator's core is busy for the run).
 async fn open_loop(
     ctx: &Arc<Ctx>,
     opts: &LoadOptions,
@@ -489,35 +488,28 @@ async fn open_loop(
         pool.opened.fetch_add(1, Ordering::Relaxed);
         pool.release(conn);
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
     let total = ((opts.warmup + opts.duration).as_secs_f64() * rate).floor() as u64;
     let start = Instant::now() + Duration::from_millis(5);
     let measure_from = start + opts.warmup;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let scheduler = std::thread::Builder::new()
-        .name("regate-bench-schedule".into())
-        .spawn(move || {
-            for i in 0..total {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                let due = start + Duration::from_secs_f64(i as f64 / rate);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if tx.send((i, due)).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| BenchError::Connect {
-            addr: ctx.addr.to_string(),
-            message: format!("cannot start the scheduler thread: {e}"),
-        })?;
     let mut inflight = tokio::task::JoinSet::new();
-    while let Some((i, due)) = rx.recv().await {
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        // Keep the schedule to the microsecond: sleep while the next request is far, then
+        // spin, yielding to the runtime (which polls its sockets meanwhile). A tokio timer
+        // fires on the millisecond, and a sleeping thread takes tens to hundreds of
+        // microseconds to wake on a virtual machine: either would add the load generator's own
+        // delay to every latency measured from the due time.
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            if due - now > Duration::from_millis(2) {
+                tokio::time::sleep(due - now - Duration::from_millis(1)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
         while inflight.try_join_next().is_some() {}
         let ctx = ctx.clone();
         let tally = tally.clone();
@@ -541,7 +533,6 @@ async fn open_loop(
             }
         });
     }
-    let _ = scheduler.join();
     let deadline = tokio::time::Instant::now() + ctx.timeout + Duration::from_secs(1);
     loop {
         match tokio::time::timeout_at(deadline, inflight.join_next()).await {
@@ -557,7 +548,6 @@ async fn open_loop(
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
     Ok((
         pool.opened.load(Ordering::Relaxed).max(pool.peak()),
         opts.duration,

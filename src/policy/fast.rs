@@ -2,6 +2,12 @@
 //! its own engines, cloned once from the primed ones, and, for every policy regorus's compiler
 //! accepts, runs its compiled bytecode (RVM) instead of the tree-walking interpreter.
 //!
+//! Policies that judge the same kinds with the same data (no parameters, or equal ones) and
+//! share libraries are also compiled together into one program: one pass of the VM per request
+//! evaluates them all, and what their libraries compute (a workload's containers, say) is
+//! computed once instead of once per policy. Each policy's answer is then read from that pass;
+//! if the pass fails, each policy is evaluated on its own, so failures keep their owner.
+//!
 //! Everything cached here is keyed on the identity of the [`PolicySet`] it came from: a hot
 //! reload builds a new set with a new identity, and a thread that meets it drops what it cached
 //! for the old one. A policy the compiler rejects, a VM runtime error, or a set whose policies
@@ -22,13 +28,18 @@ use regorus::{Engine, Value};
 use tracing::{debug, info};
 
 use crate::config::Environment;
+use crate::policy::bytecode_errors;
 use crate::policy::eval::{self, Evaluator, FailureReason, PolicyOutput, Wants};
 use crate::policy::set::{CompiledPolicy, Flavor, PolicySet};
 
 /// How policies are evaluated on the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// Per-thread engines; compiled bytecode wherever regorus compiles the policy (the default).
+    /// [`Strategy::Compiled`], and policies with the same kinds and data evaluated in one pass
+    /// of one program (the default).
+    Grouped,
+    /// Per-thread engines; compiled bytecode wherever regorus compiles the policy, one program
+    /// per policy.
     Compiled,
     /// Per-thread interpreter engines only.
     Interpreter,
@@ -39,6 +50,7 @@ pub enum Strategy {
 impl Strategy {
     pub fn as_str(self) -> &'static str {
         match self {
+            Strategy::Grouped => "grouped",
             Strategy::Compiled => "compiled",
             Strategy::Interpreter => "interpreter",
             Strategy::CloneEach => "clone",
@@ -47,7 +59,8 @@ impl Strategy {
 
     pub fn parse(s: &str) -> Option<Strategy> {
         match s {
-            "compiled" | "auto" | "rvm" => Some(Strategy::Compiled),
+            "grouped" | "auto" => Some(Strategy::Grouped),
+            "compiled" | "rvm" => Some(Strategy::Compiled),
             "interpreter" => Some(Strategy::Interpreter),
             "clone" => Some(Strategy::CloneEach),
             _ => None,
@@ -63,11 +76,13 @@ fn encode(s: Strategy) -> u8 {
         Strategy::Compiled => 1,
         Strategy::Interpreter => 2,
         Strategy::CloneEach => 3,
+        Strategy::Grouped => 4,
     }
 }
 
 /// Chooses the strategy for sets built from now on (`regate bench policies --strategy`). The
-/// environment variable `REGATE_EVAL_STRATEGY` (compiled, interpreter, clone) sets it for `serve`.
+/// environment variable `REGATE_EVAL_STRATEGY` (grouped, compiled, interpreter, clone) sets it
+/// for `serve`.
 pub fn set_strategy(s: Strategy) {
     STRATEGY.store(encode(s), Ordering::Relaxed);
 }
@@ -77,11 +92,12 @@ pub fn strategy() -> Strategy {
         1 => Strategy::Compiled,
         2 => Strategy::Interpreter,
         3 => Strategy::CloneEach,
+        4 => Strategy::Grouped,
         _ => {
             let chosen = std::env::var("REGATE_EVAL_STRATEGY")
                 .ok()
                 .and_then(|v| Strategy::parse(v.trim()))
-                .unwrap_or(Strategy::Compiled);
+                .unwrap_or(Strategy::Grouped);
             STRATEGY.store(encode(chosen), Ordering::Relaxed);
             chosen
         }
@@ -96,6 +112,7 @@ pub struct Accel {
     id: u64,
     strategy: Strategy,
     slots: Vec<Slot>,
+    groups: Vec<Arc<Group>>,
     timeout: Duration,
 }
 
@@ -106,6 +123,7 @@ impl Clone for Accel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             strategy: self.strategy,
             slots: self.slots.clone(),
+            groups: self.groups.clone(),
             timeout: self.timeout,
         }
     }
@@ -117,6 +135,18 @@ struct Slot {
     /// assembled is evaluated by the interpreter instead of with the wrong program.
     policy: String,
     program: Option<Arc<Compiled>>,
+    /// The group (index in `Accel::groups`) whose pass answers for this policy.
+    group: Option<usize>,
+}
+
+/// Policies evaluated in one pass of one program.
+#[derive(Debug)]
+struct Group {
+    members: Vec<usize>,
+    /// Entry point and, in order, the rule paths whose values it returns as an array.
+    validate: Option<(String, Vec<String>)>,
+    mutate: Option<(String, Vec<String>)>,
+    compiled: Compiled,
 }
 
 #[derive(Debug)]
@@ -145,7 +175,7 @@ impl Accel {
     ) -> Accel {
         let mut slots = Vec::with_capacity(policies.len());
         for policy in policies.iter_mut() {
-            let program = if strategy == Strategy::Compiled {
+            let program = if matches!(strategy, Strategy::Compiled | Strategy::Grouped) {
                 match compile(policy) {
                     Ok(c) => Some(Arc::new(c)),
                     Err(reason) => {
@@ -170,14 +200,50 @@ impl Accel {
             slots.push(Slot {
                 policy: policy.meta.id.clone(),
                 program,
+                group: None,
             });
+        }
+        let mut groups = Vec::new();
+        if matches!(strategy, Strategy::Compiled | Strategy::Grouped) {
+            for members in group_candidates(policies, &slots, strategy == Strategy::Grouped) {
+                let ids: Vec<&str> = members.iter().map(|&i| policies[i].id()).collect();
+                match compile_group(policies, &members, groups.len()) {
+                    Ok(group) => {
+                        if members.len() > 1 {
+                            info!(policies = %ids.join(","), "policies evaluated together in one pass");
+                        }
+                        for &i in &members {
+                            slots[i].group = Some(groups.len());
+                        }
+                        groups.push(Arc::new(group));
+                    }
+                    Err(reason) => {
+                        debug!(policies = %ids.join(","), %reason, "policies not grouped")
+                    }
+                }
+            }
         }
         Accel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             strategy,
             slots,
+            groups,
             timeout,
         }
+    }
+
+    /// Ids of the policies of each group evaluated in one pass.
+    pub fn groups(&self) -> Vec<Vec<&str>> {
+        self.groups
+            .iter()
+            .map(|g| {
+                g.members
+                    .iter()
+                    .filter_map(|&i| self.slots.get(i))
+                    .map(|s| s.policy.as_str())
+                    .collect()
+            })
+            .collect()
     }
 
     /// Ids of the policies running as compiled bytecode.
@@ -248,6 +314,7 @@ fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
     let names: Vec<&str> = entries.iter().map(String::as_str).collect();
     let program =
         Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
+    let program = harden(program)?;
     let data = Environment::ALL.map(|env| policy.engine(env).get_data());
     let compiled = Compiled { program, data };
     // A program must at least load its data: rule/data conflicts show up here, not per request.
@@ -257,8 +324,138 @@ fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
     Ok(compiled)
 }
 
+/// `program`, failing as the interpreter fails: see [`bytecode_errors`].
+fn harden(program: Arc<Program>) -> Result<Arc<Program>, String> {
+    if let Some(reason) = bytecode_errors::unguarded_errors(&program) {
+        return Err(reason);
+    }
+    let mut program = Arc::try_unwrap(program).unwrap_or_else(|shared| (*shared).clone());
+    bytecode_errors::guard_builtins(&mut program)?;
+    Ok(Arc::new(program))
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(300).collect()
+}
+
+/// Sets of compiled, native policies that judge the same kinds and operations with the same
+/// `data` in every environment: candidates for one pass (only with `across_policies`). A
+/// policy left alone that has both `deny` and `warn` is a set of its own: one pass computes
+/// what both rules share, where two would compute it twice.
+fn group_candidates(
+    policies: &[CompiledPolicy],
+    slots: &[Slot],
+    across_policies: bool,
+) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let key = |p: &CompiledPolicy| {
+        let mut kinds = p.meta.kinds.clone();
+        kinds.sort();
+        let mut operations = p.meta.operations.clone();
+        operations.sort();
+        (kinds, operations, p.parameters.clone())
+    };
+    for (i, policy) in policies.iter().enumerate() {
+        if slots[i].program.is_none() || !matches!(policy.flavor, Flavor::Native) {
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|g| across_policies && key(&policies[g[0]]) == key(policy))
+        {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups.retain(|g| g.len() >= 2 || (policies[g[0]].rules.deny && policies[g[0]].rules.warn));
+    groups
+}
+
+fn compile_group(
+    policies: &[CompiledPolicy],
+    members: &[usize],
+    n: usize,
+) -> Result<Group, String> {
+    let package = format!("regate_fast_pass.group_{n}");
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let (mut validate, mut mutate) = (Vec::new(), Vec::new());
+    for &i in members {
+        let policy = &policies[i];
+        for source in policy
+            .engine(Environment::Production)
+            .get_policies()
+            .map_err(|e| e.to_string())?
+        {
+            if !sources.iter().any(|(path, _)| path == source.get_path()) {
+                let text = qualify_imports(source.get_contents())
+                    .unwrap_or_else(|| source.get_contents().clone());
+                sources.push((source.get_path().clone(), text));
+            }
+        }
+        if policy.rules.deny {
+            validate.push(format!("{}.deny", policy.package));
+        }
+        if policy.rules.warn {
+            validate.push(format!("{}.warn", policy.package));
+        }
+        if policy.rules.patch {
+            mutate.push(format!("{}.patch", policy.package));
+        }
+    }
+    let mut module = format!("package {package}\n\nimport rego.v1\n");
+    let mut entries = Vec::new();
+    for (name, paths) in [("validate", &validate), ("mutate", &mutate)] {
+        if !paths.is_empty() {
+            module.push_str(&format!("\n{name} := [{}]\n", paths.join(", ")));
+            entries.push(format!("data.{package}.{name}"));
+        }
+    }
+    let mut engine = Engine::new();
+    for (path, text) in sources {
+        engine
+            .add_policy(path, text)
+            .map_err(|e| first_line(&e.to_string()))?;
+    }
+    engine
+        .add_policy(format!("{package}.rego"), module)
+        .map_err(|e| first_line(&e.to_string()))?;
+    let first = &policies[members[0]];
+    engine
+        .add_data(first.engine(Environment::Production).get_data())
+        .map_err(|e| first_line(&e.to_string()))?;
+    let entry = entries.first().ok_or("no output rule")?;
+    let compiled = engine
+        .compile_with_entrypoint(&entry.as_str().into())
+        .map_err(|e| first_line(&e.to_string()))?;
+    if let Some(path) = may_conflict(&compiled) {
+        return Err(format!("{path} may conflict"));
+    }
+    let names: Vec<&str> = entries.iter().map(String::as_str).collect();
+    let program =
+        Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
+    let program = harden(program)?;
+    let compiled = Compiled {
+        program,
+        data: Environment::ALL.map(|env| first.engine(env).get_data()),
+    };
+    for env in Environment::ALL {
+        new_vm(&compiled, env, Duration::from_secs(1)).map_err(|e| first_line(&e))?;
+    }
+    let mut names = entries.into_iter();
+    Ok(Group {
+        members: members.to_vec(),
+        validate: if validate.is_empty() {
+            None
+        } else {
+            names.next().map(|e| (e, validate))
+        },
+        mutate: if mutate.is_empty() {
+            None
+        } else {
+            names.next().map(|e| (e, mutate))
+        },
+        compiled,
+    })
 }
 
 /// The first rule (path) whose definitions could give two different values for one input.
@@ -451,8 +648,10 @@ fn new_vm(compiled: &Compiled, env: Environment, timeout: Duration) -> Result<Re
     vm.load_program(compiled.program.clone());
     vm.set_data(compiled.data[env.index()].clone())
         .map_err(|e| e.to_string())?;
-    // The interpreter's defaults: builtin errors are errors; the time limit is the only limit.
-    vm.set_strict_builtin_errors(true);
+    // Not strict: strict bytecode makes comparing values of different types an error (which a
+    // rule body then swallows), where the interpreter orders them as OPA does. Builtin errors
+    // reach the caller either way, through the guards of `bytecode_errors`.
+    vm.set_strict_builtin_errors(false);
     vm.set_max_instructions(usize::MAX);
     vm.set_execution_timer_config(Some(ExecutionTimerConfig {
         limit: timeout,
@@ -478,6 +677,119 @@ impl Evaluator for Vm<'_> {
 struct ThreadCache {
     set: u64,
     slots: Vec<ThreadSlot>,
+    groups: Vec<[Option<RegoVM>; 3]>,
+    /// The last pass of a group: valid for the same request (the very same input value).
+    pass: Option<Pass>,
+}
+
+struct Pass {
+    group: usize,
+    env: usize,
+    wants: Wants,
+    /// Held so that its allocation, which identifies the request, cannot be reused meanwhile.
+    input: Value,
+    /// Rule path → value; `None` when the pass failed.
+    values: Option<std::collections::HashMap<String, Value>>,
+    /// The pass's time, shared equally among the group's policies.
+    share: Duration,
+}
+
+/// Answers from a group's pass.
+struct Precomputed<'a>(&'a std::collections::HashMap<String, Value>);
+
+impl Evaluator for Precomputed<'_> {
+    fn set_input(&mut self, _: Value) {}
+
+    fn eval_rule(&mut self, path: String) -> anyhow::Result<Value> {
+        self.0
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| anyhow::Error::msg(format!("{path} is not in the pass")))
+    }
+}
+
+fn same_request(a: &Value, b: &Value) -> bool {
+    matches!((a, b), (Value::Object(x), Value::Object(y)) if regorus::Rc::ptr_eq(x, y))
+}
+
+/// `policy`'s answer from its group's pass over `input` (running the pass when this request has
+/// not yet), or `None` when the pass failed and the policy must be evaluated on its own.
+#[allow(clippy::too_many_arguments)]
+fn from_pass(
+    cache: &mut ThreadCache,
+    accel: &Accel,
+    g: usize,
+    policy: &CompiledPolicy,
+    env: Environment,
+    input: &Value,
+    wants: Wants,
+    redact: bool,
+) -> Option<PolicyOutput> {
+    let group = accel.groups.get(g)?;
+    let e = env.index();
+    let fresh = cache.pass.as_ref().is_some_and(|p| {
+        p.group == g && p.env == e && p.wants == wants && same_request(&p.input, input)
+    });
+    if !fresh {
+        if !matches!(input, Value::Object(_)) {
+            return None;
+        }
+        if cache.groups.len() < accel.groups.len() {
+            cache
+                .groups
+                .resize_with(accel.groups.len(), Default::default);
+        }
+        let vms = cache.groups.get_mut(g)?;
+        if vms[e].is_none() {
+            vms[e] = new_vm(&group.compiled, env, accel.timeout).ok();
+        }
+        let vm = vms[e].as_mut()?;
+        let started = Instant::now();
+        vm.set_input(input.clone());
+        let mut values = std::collections::HashMap::new();
+        let mut ok = true;
+        for (wanted, part) in [
+            (wants.validate, &group.validate),
+            (wants.mutate, &group.mutate),
+        ] {
+            let Some((entry, paths)) = part.as_ref().filter(|_| wanted) else {
+                continue;
+            };
+            match vm.execute_entry_point_by_name(entry) {
+                Ok(Value::Array(items)) if items.len() == paths.len() => {
+                    values.extend(paths.iter().cloned().zip(items.iter().cloned()));
+                }
+                _ => ok = false,
+            }
+        }
+        if !ok {
+            vms[e] = None;
+        }
+        let share = started.elapsed() / u32::try_from(group.members.len()).unwrap_or(1).max(1);
+        cache.pass = Some(Pass {
+            group: g,
+            env: e,
+            wants,
+            input: input.clone(),
+            values: ok.then_some(values),
+            share,
+        });
+    }
+    let pass = cache.pass.as_ref()?;
+    let values = pass.values.as_ref()?;
+    let mut out = eval::evaluate_with(
+        &mut Precomputed(values),
+        policy,
+        input,
+        wants,
+        redact,
+        Instant::now(),
+    );
+    if out.failure.is_some() {
+        return None;
+    }
+    out.duration = pass.share;
+    Some(out)
 }
 
 #[derive(Default)]
@@ -520,6 +832,13 @@ impl PolicySet {
             if cache.set != accel.id {
                 cache.set = accel.id;
                 cache.slots.clear();
+                cache.groups.clear();
+                cache.pass = None;
+            }
+            if let Some(g) = slot.group {
+                if let Some(out) = from_pass(&mut cache, accel, g, policy, env, input, wants, redact) {
+                    return Some(out);
+                }
             }
             if cache.slots.len() < accel.slots.len() {
                 cache.slots.resize_with(accel.slots.len(), ThreadSlot::default);
@@ -740,7 +1059,7 @@ mod tests {
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
         )
         .unwrap();
-        for strategy in [Strategy::Compiled, Strategy::Interpreter] {
+        for strategy in [Strategy::Grouped, Strategy::Compiled, Strategy::Interpreter] {
             for msg in ["first", "second", "third"] {
                 let dir = tempfile::tempdir().unwrap();
                 std::fs::write(dir.path().join("p.rego"), policy(msg)).unwrap();
@@ -755,6 +1074,157 @@ mod tests {
                 let d = judge(&set, &review, Wants::VALIDATE);
                 assert_eq!(d.violations.len(), 1, "{strategy:?}");
                 assert_eq!(d.violations[0].message, msg, "{strategy:?}");
+            }
+        }
+    }
+
+    /// When the pass of a group fails (here: one policy runs over the time limit), each policy
+    /// is evaluated on its own: the failure is the failing policy's alone.
+    #[test]
+    fn a_failing_pass_falls_back_to_each_policy() {
+        let policy = |id: &str, body: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.rego"),
+            policy("a", "input.request.object.data.x"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.rego"),
+            policy(
+                "b",
+                "count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x == y]) > 1",
+            ),
+        )
+        .unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let config = Config::parse(
+            "limits:\n  evaluationTimeoutMs: 100\n",
+            std::path::Path::new("regate.yaml"),
+        )
+        .unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(config),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+        .with_strategy(Strategy::Grouped);
+        assert_eq!(set.accel.groups(), vec![vec!["a", "b"]]);
+        let review = Review::from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1","n":5}}}}"#,
+        )
+        .unwrap();
+        let d = judge(&set, &review, Wants::VALIDATE);
+        assert_eq!(
+            d.violations
+                .iter()
+                .map(|v| v.policy.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a"]
+        );
+        assert_eq!(
+            d.failures
+                .iter()
+                .map(|f| f.policy.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b"]
+        );
+        assert_eq!(d.failures[0].reason, FailureReason::TimeLimit);
+        assert!(!d.allowed);
+    }
+
+    fn one_policy(body: &str) -> PolicySet {
+        let text = format!(
+            "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\n\ndeny contains \"m\" if {{\n\t{body}\n}}\n\nwarn contains \"w\" if input.request.object.data.w\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.rego"), text).unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        PolicySet::build(
+            &sources,
+            std::sync::Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+    }
+
+    fn odd_review() -> Review {
+        Review::from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"abc","none":[],"nul":null,"w":true}}}}"#,
+        )
+        .unwrap()
+    }
+
+    const STRATEGIES: [Strategy; 4] = [
+        Strategy::CloneEach,
+        Strategy::Interpreter,
+        Strategy::Compiled,
+        Strategy::Grouped,
+    ];
+
+    /// A runtime error in a rule body is a policy failure on every strategy, as the interpreter
+    /// reports it; bytecode must never read it as "the rule does not hold" (which would allow).
+    #[test]
+    fn runtime_errors_are_failures_on_every_strategy() {
+        let review = odd_review();
+        for body in [
+            "n := to_number(input.request.object.data.x)\n\tn > 5",
+            "n := input.request.object.data.x + 1\n\tn > 5",
+            "n := 10 / count(input.request.object.data.none)\n\tn > 5",
+            "n := count(5)\n\tn > 5",
+            "regex.match(\"[\", input.request.object.data.x)",
+            "lower(input.request.object.data.none) == \"x\"",
+        ] {
+            let set = one_policy(body);
+            for strategy in STRATEGIES {
+                let d = judge(
+                    &set.clone().with_strategy(strategy),
+                    &review,
+                    Wants::VALIDATE,
+                );
+                assert_eq!(
+                    d.failures.len(),
+                    1,
+                    "{strategy:?} on `{body}`: {}",
+                    summary(&d)
+                );
+                assert!(!d.allowed, "{strategy:?} on `{body}`: {}", summary(&d));
+            }
+        }
+    }
+
+    /// Where the interpreter reports no error, bytecode agrees with it, including on what
+    /// non-strict and strict evaluation treat differently.
+    #[test]
+    fn no_error_no_difference() {
+        let review = odd_review();
+        for body in [
+            "input.request.object.data.x < 5",
+            "input.request.object.data.x > 5",
+            "input.request.object.data.nul",
+            "input.request.object.data.missing < 5",
+            "not startswith(input.request.object.data.missing, \"a\")",
+            "count(input.request.object.data.x) == 3",
+        ] {
+            let set = one_policy(body);
+            let expected = summary(&judge(
+                &set.clone().with_strategy(Strategy::CloneEach),
+                &review,
+                Wants::VALIDATE,
+            ));
+            assert!(!expected.contains("failures=[P"), "`{body}`: {expected}");
+            for strategy in STRATEGIES {
+                let d = judge(
+                    &set.clone().with_strategy(strategy),
+                    &review,
+                    Wants::VALIDATE,
+                );
+                assert_eq!(summary(&d), expected, "{strategy:?} on `{body}`");
             }
         }
     }
@@ -839,11 +1309,18 @@ mod tests {
         .unwrap();
         let reference = set.clone().with_strategy(Strategy::CloneEach);
         let interpreter = set.clone().with_strategy(Strategy::Interpreter);
+        let grouped = set.clone().with_strategy(Strategy::Grouped);
         let compiled = set.with_strategy(Strategy::Compiled);
+        assert!(
+            grouped.accel.groups().iter().any(|g| g.len() >= 4),
+            "the pod policies share one pass: {:?}",
+            grouped.accel.groups()
+        );
         assert_eq!(
             compiled.compiled_policies().len(),
             compiled.policies.len(),
-            "every default policy compiles"
+            "every default policy compiles: {:?}",
+            compiled.compiled_policies()
         );
         let mut all = reviews("fixtures/admission");
         all.extend(reviews("fixtures/bench"));
@@ -859,7 +1336,11 @@ mod tests {
             };
             for &i in &order {
                 let (name, review) = &all[i];
-                for (label, set) in [("interpreter", &interpreter), ("compiled", &compiled)] {
+                for (label, set) in [
+                    ("interpreter", &interpreter),
+                    ("compiled", &compiled),
+                    ("grouped", &grouped),
+                ] {
                     let got = summary(&judge(set, review, Wants::ALL));
                     assert_eq!(got, expected[i], "{label} on {name} (pass {pass})");
                 }
