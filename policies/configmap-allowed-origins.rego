@@ -57,6 +57,13 @@ entries contains {"key": list.key, "entry": entry} if {
 	some entry in list.entries
 }
 
+# Every entry that is an origin, parsed once: entry -> origin(entry).
+origins := {entry: o |
+	some e in entries
+	entry := e.entry
+	o := origin(entry)
+}
+
 empty_message(key) := sprintf(
 	"key %q lists no origins, which allows every origin; list the allowed origins explicitly",
 	[key],
@@ -98,7 +105,7 @@ deny contains {
 	some e in entries
 	e.entry != "*"
 	lower(e.entry) != "null"
-	not origin(e.entry)
+	not origins[e.entry]
 }
 
 deny contains {
@@ -116,7 +123,7 @@ deny contains {
 } if {
 	env != "development"
 	some e in entries
-	origin(e.entry).scheme == "http"
+	origins[e.entry].scheme == "http"
 }
 
 # --- localhost origins: development only. -------------------------------------------------
@@ -126,7 +133,7 @@ deny contains {
 } if {
 	env != "development"
 	some e in entries
-	loopback(origin(e.entry).host)
+	loopback(origins[e.entry].host)
 }
 
 # --- Wildcard subdomains: not in production. ----------------------------------------------
@@ -136,7 +143,7 @@ deny contains {
 } if {
 	env == "production"
 	some e in entries
-	origin(e.entry).wildcard
+	origins[e.entry].wildcard
 }
 
 # --- Origins ------------------------------------------------------------------------------
@@ -147,7 +154,6 @@ deny contains {
 origin_pattern := `^([A-Za-z][A-Za-z0-9+.-]*)://(\*\.)?([^/?#@:\[\]]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$`
 
 origin(s) := o if {
-	regex.match(origin_pattern, s)
 	[_, scheme_raw, star, host_raw, port] := regex.find_all_string_submatch_n(origin_pattern, s, 1)[0]
 	scheme := lower(scheme_raw)
 	scheme in {"http", "https"}
@@ -168,10 +174,12 @@ valid_port(port) if {
 
 dns_label := `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`
 
+dns_name_pattern := sprintf(`^%s(\.%s)*$`, [dns_label, dns_label])
+
 # A DNS name (at least one label; a name whose last label is all digits must be an IPv4
 # address, as URL parsers read it).
 valid_host(host, _) if {
-	regex.match(sprintf(`^%s(\.%s)*$`, [dns_label, dns_label]), host)
+	regex.match(dns_name_pattern, host)
 	count(host) <= 253
 	labels := split(host, ".")
 	not regex.match(`^[0-9]+$`, labels[count(labels) - 1])
@@ -184,7 +192,9 @@ valid_host(host, false) if ipv6(host)
 ipv4_octet := `(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])`
 
 # Dotted decimal, no leading zeros (URL parsers read "010" as octal).
-ipv4(host) if regex.match(sprintf(`^%s(\.%s){3}$`, [ipv4_octet, ipv4_octet]), host)
+ipv4_pattern := sprintf(`^%s(\.%s){3}$`, [ipv4_octet, ipv4_octet])
+
+ipv4(host) if regex.match(ipv4_pattern, host)
 
 ipv6(host) if {
 	startswith(host, "[")

@@ -14,17 +14,16 @@
 #   is_windows           spec.os.name is "windows"
 #   is_pod_update        a bare Pod UPDATE on the main resource (no subresource)
 #   is_ephemeral_update  an UPDATE of the pods/ephemeralcontainers subresource
-#   containers           set of every container (containers, initContainers, ephemeralContainers):
+#   containers           array of every container (containers, initContainers, ephemeralContainers):
 #                        {"list": "initContainers", "index": 0, "name": "init",
-#                         "container": {...}, "security_context": {...},
-#                         "pointer": "/spec/template/spec/initContainers/0",
-#                         "path": "spec.template.spec.initContainers[0]"}
+#                         "container": {...}, "security_context": {...}}
 #   pod_security_judged  the pod-* policies judge this request
-#   judged_containers    the containers the pod-* policies judge: every container, or only the
-#                        ephemeral ones for a pods/ephemeralcontainers UPDATE; empty when
-#                        pod_security_judged is false
+#   judged_containers    the containers the pod-* policies judge (an array): every container, or
+#                        only the ephemeral ones for a pods/ephemeralcontainers UPDATE; empty
+#                        when pod_security_judged is false
 #   patchable            the pod-* policies may patch this request
-#   patch_containers     the containers the pod-* policies may patch (empty unless patchable)
+#   patch_containers     the containers the pod-* policies may patch (an array, empty unless
+#                        patchable)
 #   container_field_path(entry, field)    "spec.containers[0].securityContext.runAsNonRoot"
 #   container_field_pointer(entry, field) "/spec/containers/0/securityContext/runAsNonRoot"
 #                        (field is dotted for the path, slash-separated for the pointer)
@@ -90,7 +89,9 @@ is_ephemeral_update if {
 	is_ephemeral_subresource
 }
 
-containers contains entry if {
+# Arrays, not sets: iterating a set compares whole entries, and nothing here can repeat. The
+# paths and pointers of messages and patches are built only when one is needed.
+containers := [entry |
 	some list in container_lists
 	some i, c in regate.array_or_empty(object.get(pod_spec, list, []))
 	is_object(c)
@@ -100,10 +101,8 @@ containers contains entry if {
 		"name": container_name(c, list, i),
 		"container": c,
 		"security_context": regate.object_or_empty(object.get(c, "securityContext", {})),
-		"pointer": sprintf("%s/%s/%d", [pointer, list, i]),
-		"path": sprintf("%s.%s[%d]", [path, list, i]),
 	}
-}
+]
 
 # A container's name, or e.g. "containers[1]" when it has none (a template being written).
 container_name(c, list, i) := name if {
@@ -135,18 +134,13 @@ pod_security_judged if {
 	is_ephemeral_update
 }
 
-judged_containers contains entry if {
+judged_containers := containers if {
 	pod_security_judged
 	not is_ephemeral_update
-	some entry in containers
-}
-
-judged_containers contains entry if {
+} else := [entry | some entry in containers; entry.list == "ephemeralContainers"] if {
 	pod_security_judged
 	is_ephemeral_update
-	some entry in containers
-	entry.list == "ephemeralContainers"
-}
+} else := []
 
 default patchable := false
 
@@ -156,14 +150,11 @@ patchable if {
 	main_resource_judged
 }
 
-patch_containers contains entry if {
-	patchable
-	some entry in containers
-}
+patch_containers := containers if patchable else := []
 
-container_field_path(entry, field) := concat(".", [entry.path, field])
+container_field_path(entry, field) := sprintf("%s.%s[%d].%s", [path, entry.list, entry.index, field])
 
-container_field_pointer(entry, field) := concat("/", [entry.pointer, field])
+container_field_pointer(entry, field) := sprintf("%s/%s/%d/%s", [pointer, entry.list, entry.index, field])
 
 pod_field_path(field) := concat(".", [path, field])
 
