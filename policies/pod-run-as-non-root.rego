@@ -27,13 +27,19 @@ effective(entry, field) := {"value": v, "from": "container"} if {
 	v != null
 } else := {"value": null, "from": "none"}
 
+# Each judged container with its effective runAsNonRoot and runAsUser, worked out once.
+judged := [{"entry": entry, "non_root": effective(entry, "runAsNonRoot"), "user": effective(entry, "runAsUser")} |
+	some entry in workload.judged_containers
+]
+
 # runAsNonRoot: set by nobody.
 deny contains {
 	"msg": sprintf("container %q must set securityContext.runAsNonRoot=true", [entry.name]),
 	"path": workload.container_field_path(entry, "securityContext.runAsNonRoot"),
 } if {
-	some entry in workload.judged_containers
-	effective(entry, "runAsNonRoot").from == "none"
+	some c in judged
+	entry := c.entry
+	c.non_root.from == "none"
 }
 
 # runAsNonRoot: the container's own value is not true.
@@ -44,8 +50,9 @@ deny contains {
 	),
 	"path": workload.container_field_path(entry, "securityContext.runAsNonRoot"),
 } if {
-	some entry in workload.judged_containers
-	eff := effective(entry, "runAsNonRoot")
+	some c in judged
+	entry := c.entry
+	eff := c.non_root
 	eff.from == "container"
 	eff.value != true
 }
@@ -58,8 +65,9 @@ deny contains {
 	),
 	"path": workload.pod_field_path("securityContext.runAsNonRoot"),
 } if {
-	some entry in workload.judged_containers
-	eff := effective(entry, "runAsNonRoot")
+	some c in judged
+	entry := c.entry
+	eff := c.non_root
 	eff.from == "pod"
 	eff.value != true
 }
@@ -69,8 +77,9 @@ deny contains {
 	"msg": sprintf("container %q must not run as root: securityContext.runAsUser is 0", [entry.name]),
 	"path": workload.container_field_path(entry, "securityContext.runAsUser"),
 } if {
-	some entry in workload.judged_containers
-	eff := effective(entry, "runAsUser")
+	some c in judged
+	entry := c.entry
+	eff := c.user
 	eff.from == "container"
 	eff.value == 0
 }
@@ -83,8 +92,9 @@ deny contains {
 	),
 	"path": workload.pod_field_path("securityContext.runAsUser"),
 } if {
-	some entry in workload.judged_containers
-	eff := effective(entry, "runAsUser")
+	some c in judged
+	entry := c.entry
+	eff := c.user
 	eff.from == "pod"
 	eff.value == 0
 }

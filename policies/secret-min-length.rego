@@ -51,8 +51,8 @@ deny contains {
 } if {
 	some entry in secret.entries
 	entry.valid
-	checked(entry.key)
 	entry.length < min_length
+	checked(entry.key)
 }
 
 # Under any key: a value that cannot be decoded has no length that could be checked.

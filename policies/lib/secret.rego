@@ -47,6 +47,8 @@ judged if {
 
 string_data := regate.object_or_empty(object.get(regate.obj, "stringData", {}))
 
+string_data_keys := object.keys(string_data)
+
 data_values := regate.object_or_empty(object.get(regate.obj, "data", {}))
 
 normalized_key(k) := replace(replace(upper(k), "-", "_"), ".", "_")
@@ -71,7 +73,7 @@ entries contains entry if {
 entries contains entry if {
 	judged
 	some k, v in data_values
-	not k in object.keys(string_data)
+	not k in string_data_keys
 	valid_base64(v)
 	b64 := unwrapped(v)
 	text := base64.decode(b64)
@@ -89,7 +91,7 @@ entries contains entry if {
 entries contains entry if {
 	judged
 	some k, v in data_values
-	not k in object.keys(string_data)
+	not k in string_data_keys
 	not valid_base64(v)
 	entry := {"key": k, "source": "data", "valid": false}
 }

@@ -94,7 +94,12 @@ pub struct Review {
 impl Review {
     /// Parses a webhook request body.
     pub fn from_slice(body: &[u8]) -> Result<Review, ReviewError> {
-        let value: Value = serde_json::from_slice(body).map_err(|source| ReviewError::NotJson {
+        // UTF-8 checked once for the whole body: parsing bytes checks every string on its own.
+        let parsed = match std::str::from_utf8(body) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(body),
+        };
+        let value: Value = parsed.map_err(|source| ReviewError::NotJson {
             source,
             uid: probe_uid(body),
         })?;
