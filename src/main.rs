@@ -27,8 +27,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => {
-            // Evaluation is CPU-bound and runs on the blocking pool: a few threads per core use the
-            // cores fully; hundreds (tokio's default ceiling, reached under a burst of
+            // Evaluation is CPU-bound: it turns its worker thread into a blocking one
+            // (`block_in_place`), and the thread that takes over the worker's tasks comes from the
+            // blocking pool. A few threads per core use the cores fully; hundreds (tokio's default ceiling, reached under a burst of
             // `max_in_flight` requests) only add memory, each with its own engines and heap.
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -253,7 +253,11 @@ struct AnswerResponse {
     allowed: bool,
 }
 
-/// Sends request `i` (fixture `i mod n`) on `conn` and checks the answer. `Err` names the kind.
+/// A pooled HTTP/1.1 connection found closed before the request was written.
+const STALE: &str = "stale";
+
+/// Sends request `i` (fixture `i mod n`) on `conn` and checks the answer. `Err` names the kind;
+/// [`STALE`] means nothing was sent, and the caller retries on a new connection.
 async fn request(ctx: &Ctx, conn: &Conn, i: u64) -> Result<(), &'static str> {
     let fixture = &ctx.fixtures[(i % ctx.fixtures.len() as u64) as usize];
     let uid = format!("regate-bench-{i:012}");
@@ -280,7 +284,10 @@ async fn request(ctx: &Ctx, conn: &Conn, i: u64) -> Result<(), &'static str> {
         let response = match conn {
             Conn::H1(send) => {
                 let mut send = send.lock().await;
-                send.ready().await.map_err(|_| "connection")?;
+                // Closed while idle in the pool (the server closes idle connections): nothing
+                // was sent. Go's transport, kube-apiserver's, retries such a request on a new
+                // connection, and so do the callers here.
+                send.ready().await.map_err(|_| STALE)?;
                 send.send_request(req).await.map_err(|_| "connection")?
             }
             Conn::H2(send) => {
@@ -447,8 +454,17 @@ async fn closed_loop(
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed) as u64;
-                let result = request(&ctx, &conn, i).await;
-                let failed_connection = result == Err("connection");
+                let mut result = request(&ctx, &conn, i).await;
+                if result == Err(STALE) {
+                    match connect(&ctx).await {
+                        Ok(c) => {
+                            conn = c;
+                            result = request(&ctx, &conn, i).await;
+                        }
+                        Err(_) => result = Err("connection"),
+                    }
+                }
+                let failed_connection = result == Err("connection") || result == Err(STALE);
                 record(&tally, sent >= measure_from, result, sent.elapsed());
                 if failed_connection && !ctx.http2 {
                     // The server closed it: reconnect, as kube-apiserver would.
@@ -515,16 +531,26 @@ async fn open_loop(
         let tally = tally.clone();
         let pool = pool.clone();
         inflight.spawn(async move {
-            let conn = match pool.acquire(&ctx).await {
-                Ok(c) => c,
-                Err(_) => {
-                    record(&tally, due >= measure_from, Err("connect"), due.elapsed());
-                    return;
+            let mut attempts = 0;
+            let (conn, result) = loop {
+                let conn = match pool.acquire(&ctx).await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        record(&tally, due >= measure_from, Err("connect"), due.elapsed());
+                        return;
+                    }
+                };
+                let result = request(&ctx, &conn, i).await;
+                if result == Err(STALE) && attempts < 3 {
+                    attempts += 1;
+                    pool.opened.fetch_sub(1, Ordering::Relaxed);
+                    continue;
                 }
+                break (conn, result);
             };
-            let result = request(&ctx, &conn, i).await;
             let latency = due.elapsed();
-            let broken = result == Err("connection") || result == Err("timeout");
+            let broken =
+                result == Err("connection") || result == Err("timeout") || result == Err(STALE);
             record(&tally, due >= measure_from, result, latency);
             if broken && !ctx.http2 {
                 pool.opened.fetch_sub(1, Ordering::Relaxed);

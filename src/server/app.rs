@@ -236,27 +236,41 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
             return response;
         }
     };
-    let state2 = state.clone();
     let span = tracing::info_span!("admission", endpoint = endpoint.as_str());
-    let work = tokio::task::spawn_blocking(move || {
-        let _enter = span.enter();
-        state2.metrics.in_flight.inc();
-        let answer = decide(&state2, endpoint, &bytes, started);
-        state2.metrics.in_flight.dec();
-        drop(permit);
-        answer
-    })
-    .instrument(tracing::Span::current());
-    match work.await {
+    let evaluate = {
+        let state = state.clone();
+        move || {
+            let _enter = span.enter();
+            state.metrics.in_flight.inc();
+            // A panic inside evaluation fails this request, not the server.
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decide(&state, endpoint, &bytes, started)
+            }));
+            state.metrics.in_flight.dec();
+            drop(permit);
+            answer.map_err(|_| true)
+        }
+    };
+    // Off the async worker either way. On the multi-threaded runtime `serve` builds,
+    // `block_in_place` evaluates on this thread and hands the worker's other tasks to another
+    // thread: no wake-up of a pool thread on the request's path. Elsewhere (a current-thread
+    // runtime in a test), the blocking pool.
+    let answer = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
+        _ => tokio::task::spawn_blocking(evaluate)
+            .instrument(tracing::Span::current())
+            .await
+            .unwrap_or(Err(true)),
+    };
+    match answer {
         Ok((status, review)) => (status, axum::Json(review)).into_response(),
-        Err(join_error) => {
-            // A panic inside evaluation is caught here: the request fails, the server lives on.
+        Err(panicked) => {
             state
                 .metrics
                 .record_unjudged(endpoint.as_str(), "error", started.elapsed());
             tracing::error!(
                 endpoint = endpoint.as_str(),
-                panicked = join_error.is_panic(),
+                panicked,
                 "evaluation task failed"
             );
             plain_error(
