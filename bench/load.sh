@@ -92,19 +92,22 @@ echo_max=$(load "$ECHO_PORT" --concurrency "$CONCURRENCY" --any-decision); echo 
 echo_util=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
 stop_server
 
-start_serve
-c0=$(cpu_s); w0=$(now_s)
-serve_max=$(load "$PORT" --concurrency "$CONCURRENCY"); echo "serve max: $serve_max" >&2
-serve_util=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
-max_hwm=$(hwm_kib)
-stop_server
+# A fresh `regate serve` under one load: sets $report, $used (share of its core), $hwm (KiB).
+measure_serve() { # LABEL mode-args...
+    local label=$1; shift
+    start_serve
+    local c0 w0
+    c0=$(cpu_s); w0=$(now_s)
+    report=$(load "$PORT" "$@"); echo "$label: $report" >&2
+    used=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
+    hwm=$(hwm_kib)
+    stop_server
+}
 
-start_serve
-c0=$(cpu_s); w0=$(now_s)
-serve_rate=$(load "$PORT" --rate "$RATE"); echo "serve at $RATE/s: $serve_rate" >&2
-rate_util=$(util "$c0" "$w0" "$(cpu_s)" "$(now_s)")
-rate_hwm=$(hwm_kib)
-stop_server
+measure_serve "serve max" --concurrency "$CONCURRENCY"
+serve_max=$report; serve_util=$used; max_hwm=$hwm
+measure_serve "serve at $RATE/s" --rate "$RATE"
+serve_rate=$report; rate_util=$used; rate_hwm=$hwm
 
 python3 - "$echo_max" "$serve_max" "$serve_rate" "$max_hwm" "$rate_hwm" "$echo_util" "$serve_util" "$rate_util" <<'EOF'
 import json, sys

@@ -8,7 +8,7 @@
 mod common;
 mod reliability_support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,26 @@ fn configmap_review(uid: &str, namespace: &str) -> Vec<u8> {
         }
     }))
     .unwrap()
+}
+
+/// Posts a stuck ConfigMap review (uid `stuck-<i>`) for each `i` of `ids`, each in its own task.
+fn spawn_stuck(
+    client: &reqwest::Client,
+    url: &str,
+    ids: std::ops::Range<usize>,
+) -> Vec<tokio::task::JoinHandle<(u16, reqwest::Version, Value)>> {
+    ids.map(|i| {
+        let (client, url) = (client.clone(), url.to_string());
+        tokio::spawn(async move {
+            post(
+                &client,
+                &url,
+                configmap_review(&format!("stuck-{i}"), "prod"),
+            )
+            .await
+        })
+    })
+    .collect()
 }
 
 /// A policy that never finishes by itself (10^10 iterations): only the evaluation time limit
@@ -592,19 +612,7 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let pod = fixture_bytes("pod-secure.json");
 
     // Two stuck requests take two of the four slots.
-    let stuck: Vec<_> = (0..2)
-        .map(|i| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                post(
-                    &client,
-                    &url,
-                    configmap_review(&format!("stuck-{i}"), "prod"),
-                )
-                .await
-            })
-        })
-        .collect();
+    let stuck = spawn_stuck(&client, &url, 0..2);
     wait_in_flight(&regate, 2.0).await;
     // Requests for other objects are judged meanwhile, on the free slots.
     for _ in 0..10 {
@@ -618,19 +626,7 @@ async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     );
 
     // Two more stuck requests fill every slot; a wave of requests past the limit is refused.
-    let more: Vec<_> = (2..4)
-        .map(|i| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                post(
-                    &client,
-                    &url,
-                    configmap_review(&format!("stuck-{i}"), "prod"),
-                )
-                .await
-            })
-        })
-        .collect();
+    let more = spawn_stuck(&client, &url, 2..4);
     wait_in_flight(&regate, 4.0).await;
     let (rss_before, _) = regate.rss_kib();
     // 256 KiB per body, 200 at once: a bounded 50 MiB of bodies waiting.
@@ -902,7 +898,6 @@ async fn faults_during_load_keep_the_last_good_state() {
     // pair is taken.
     let cert = root.join("tls/tls.crt");
     let key = root.join("tls/tls.key");
-    let good_cert = std::fs::read(&cert).unwrap();
     let rejected_before = count_log(&regate, CERT_REJECTED);
     write_atomic(
         &cert,
@@ -935,7 +930,6 @@ async fn faults_during_load_keep_the_last_good_state() {
     write_atomic(&key, k.as_bytes());
     write_atomic(&cert, c.as_bytes());
     expect_log(&regate, CERT_RELOADED, reloaded_before);
-    drop(good_cert);
     load.run_for(100).await;
 
     let stats = load.stop().await;
@@ -1456,5 +1450,4 @@ fn canary_needles_cover_every_alignment() {
             "{prefix:?}: {encoded}"
         );
     }
-    let _ = AtomicU64::new(0);
 }

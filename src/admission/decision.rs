@@ -34,6 +34,21 @@ pub struct PolicyFailure {
     pub detail: String,
 }
 
+impl PolicyFailure {
+    /// "policy evaluation failed: <reason>[: <detail>]", without the policy.
+    pub fn describe(&self) -> String {
+        if self.detail.is_empty() {
+            format!("policy evaluation failed: {}", self.reason.describe())
+        } else {
+            format!(
+                "policy evaluation failed: {}: {}",
+                self.reason.describe(),
+                self.detail
+            )
+        }
+    }
+}
+
 /// A policy waived for this request by a config exception.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Waiver {
@@ -165,20 +180,7 @@ impl Decision {
 }
 
 fn failure_text(f: &PolicyFailure) -> String {
-    if f.detail.is_empty() {
-        format!(
-            "[{}] policy evaluation failed: {}",
-            f.policy,
-            f.reason.describe()
-        )
-    } else {
-        format!(
-            "[{}] policy evaluation failed: {}: {}",
-            f.policy,
-            f.reason.describe(),
-            f.detail
-        )
-    }
+    format!("[{}] {}", f.policy, f.describe())
 }
 
 /// Judges a review with a policy set. `wants` says whether the caller needs the verdict, the

@@ -171,7 +171,6 @@ pub fn judge_object(
     origin: &Origin,
     uid: String,
 ) -> Result<ObjectRecord, ReviewError> {
-    let secrets = secret_values(&object);
     let object_uid = object
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
@@ -184,6 +183,8 @@ pub fn judge_object(
         ..ManifestRequest::default()
     };
     let review = Review::from_manifest(object, &opts)?;
+    // From the review, not the document: a file may hold an AdmissionReview around the Secret.
+    let secrets = review_secret_values(&review);
     let decision = judge(set, &review, Wants::VALIDATE);
     let namespace = match origin.cluster_scoped {
         Some(true) => None,
@@ -251,15 +252,7 @@ pub fn findings(set: &PolicySet, decision: &Decision) -> Vec<Finding> {
         });
     }
     for f in &decision.failures {
-        let message = if f.detail.is_empty() {
-            format!("policy evaluation failed: {}", f.reason.describe())
-        } else {
-            format!(
-                "policy evaluation failed: {}: {}",
-                f.reason.describe(),
-                f.detail
-            )
-        };
+        let message = f.describe();
         out.push(Finding {
             policy: f.policy.clone(),
             action: Label::Error,
@@ -279,16 +272,35 @@ const MIN_SCRUBBED: usize = 4;
 /// The values of a Secret in every form a message could quote them: `data` as written (base64)
 /// and decoded, `stringData` as written and base64-encoded. Empty for anything but a Secret.
 pub fn secret_values(object: &Value) -> Vec<String> {
-    if object.get("kind").and_then(Value::as_str) != Some("Secret") {
-        return Vec::new();
+    let mut out = Vec::new();
+    collect_secret_values(object, &mut out);
+    finish_secret_values(out)
+}
+
+/// [`secret_values`] of a review's object and old object.
+fn review_secret_values(review: &Review) -> Vec<String> {
+    let mut out = Vec::new();
+    for object in [review.object(), review.input.pointer("/request/oldObject")]
+        .into_iter()
+        .flatten()
+    {
+        collect_secret_values(object, &mut out);
     }
-    let mut out: Vec<String> = Vec::new();
+    finish_secret_values(out)
+}
+
+fn collect_secret_values(object: &Value, out: &mut Vec<String>) {
+    if object.get("kind").and_then(Value::as_str) != Some("Secret") {
+        return;
+    }
     let b64 = base64::engine::general_purpose::STANDARD;
     if let Some(Value::Object(data)) = object.get("data") {
         for v in data.values() {
             if let Some(s) = v.as_str() {
                 out.push(s.to_string());
-                if let Ok(bytes) = b64.decode(s.trim()) {
+                // A manifest's base64 may be wrapped over several lines.
+                let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+                if let Ok(bytes) = b64.decode(compact) {
                     if let Ok(text) = String::from_utf8(bytes) {
                         out.push(text);
                     }
@@ -307,6 +319,19 @@ pub fn secret_values(object: &Value) -> Vec<String> {
             out.push(text);
         }
     }
+}
+
+fn finish_secret_values(mut out: Vec<String>) -> Vec<String> {
+    // As a message quoting a value with `%q` or JSON writes it: `p"ss` as `p\"ss`.
+    let escaped: Vec<String> = out
+        .iter()
+        .filter_map(|s| {
+            let quoted = serde_json::to_string(s).ok()?;
+            let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+            (inner != s).then(|| inner.to_string())
+        })
+        .collect();
+    out.extend(escaped);
     out.retain(|s| s.chars().count() >= MIN_SCRUBBED);
     // Longest first, so a value containing another is removed whole.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -352,6 +377,23 @@ mod tests {
         let msg = scrub("value CANARY-plain and Q0FOQVJZLXR3bw== here", &values);
         assert_eq!(msg, "value [redacted] and [redacted] here");
         assert!(secret_values(&json!({"kind": "ConfigMap", "data": {"a": "CANARY"}})).is_empty());
+    }
+
+    #[test]
+    fn wrapped_and_escaped_secret_values_are_scrubbed() {
+        let review = Review::from_manifest(
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": "u", "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Secret"},
+                "resource": {"group": "", "version": "v1", "resource": "secrets"},
+                "object": {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                           "data": {"a": "Q0FOQVJZ\nLXBsYWlu"}, "stringData": {"b": "CANARY\"two"}}}}),
+            &ManifestRequest::default(),
+        )
+        .unwrap();
+        let values = review_secret_values(&review);
+        let msg = scrub("CANARY-plain, \"CANARY\\\"two\"", &values);
+        assert!(!msg.contains("CANARY"), "{msg}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use kube::core::admission::AdmissionResponse;
 use kube::core::Status;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Limits;
 use crate::server;
@@ -100,16 +100,8 @@ pub async fn run(opts: EchoOptions) -> Result<(), BenchError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
+        let Some((stream, peer)) = server::accept_until(&listener, &mut shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(server::serve_connection(

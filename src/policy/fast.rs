@@ -306,17 +306,32 @@ fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
             .compile_with_entrypoint(&entry)
             .map_err(|e| first_line(&e.to_string()))?,
     };
-    if let Some(path) = may_conflict(&compiled) {
+    to_program(
+        &compiled,
+        &entries,
+        Environment::ALL.map(|env| policy.engine(env).get_data()),
+    )
+}
+
+/// Bytecode for `entries` of a compiled policy, with `data` per environment: refused when a
+/// rule may conflict, when it could swallow a runtime error, or when it cannot load its data.
+fn to_program(
+    compiled: &regorus::CompiledPolicy,
+    entries: &[String],
+    data: [Value; 3],
+) -> Result<Compiled, String> {
+    if let Some(path) = may_conflict(compiled) {
         return Err(format!(
             "{path} has definitions that may give different values, a conflict the interpreter reports and bytecode would not"
         ));
     }
     let names: Vec<&str> = entries.iter().map(String::as_str).collect();
     let program =
-        Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
-    let program = harden(program)?;
-    let data = Environment::ALL.map(|env| policy.engine(env).get_data());
-    let compiled = Compiled { program, data };
+        Compiler::compile_from_policy(compiled, &names).map_err(|e| first_line(&e.to_string()))?;
+    let compiled = Compiled {
+        program: harden(program)?,
+        data,
+    };
     // A program must at least load its data: rule/data conflicts show up here, not per request.
     for env in Environment::ALL {
         new_vm(&compiled, env, Duration::from_secs(1)).map_err(|e| first_line(&e))?;
@@ -427,20 +442,11 @@ fn compile_group(
     let compiled = engine
         .compile_with_entrypoint(&entry.as_str().into())
         .map_err(|e| first_line(&e.to_string()))?;
-    if let Some(path) = may_conflict(&compiled) {
-        return Err(format!("{path} may conflict"));
-    }
-    let names: Vec<&str> = entries.iter().map(String::as_str).collect();
-    let program =
-        Compiler::compile_from_policy(&compiled, &names).map_err(|e| first_line(&e.to_string()))?;
-    let program = harden(program)?;
-    let compiled = Compiled {
-        program,
-        data: Environment::ALL.map(|env| first.engine(env).get_data()),
-    };
-    for env in Environment::ALL {
-        new_vm(&compiled, env, Duration::from_secs(1)).map_err(|e| first_line(&e))?;
-    }
+    let compiled = to_program(
+        &compiled,
+        &entries,
+        Environment::ALL.map(|env| first.engine(env).get_data()),
+    )?;
     let mut names = entries.into_iter();
     Ok(Group {
         members: members.to_vec(),
@@ -785,7 +791,13 @@ fn from_pass(
         redact,
         Instant::now(),
     );
-    if out.failure.is_some() {
+    // A rule missing from the pass is for the policy's own evaluation to report; an invalid
+    // output would only be found again.
+    if out
+        .failure
+        .as_ref()
+        .is_some_and(|f| f.reason != FailureReason::InvalidOutput)
+    {
         return None;
     }
     out.duration = pass.share;

@@ -182,9 +182,12 @@ impl PolicySet {
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
+        // The libraries, parsed once and cloned for each policy (a clone shares the parsed
+        // modules).
+        let library_base = new_engine(evaluation_timeout, &libraries);
         let mut policies: Vec<CompiledPolicy> = Vec::new();
         for source in sources.iter().filter(|s| s.role() == SourceRole::Policy) {
-            match compile_policy(source, &libraries, &config, evaluation_timeout) {
+            match compile_policy(source, &library_base, &config) {
                 Ok(policy) => {
                     if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
                         errors.push(LoadError::new(
@@ -410,35 +413,6 @@ pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
     LoadError::new(file, 1, 1, message.to_string())
 }
 
-/// An engine holding the libraries, parsed once per set of libraries and cloned for each
-/// policy (a clone shares the parsed modules), instead of parsed again for every policy.
-fn library_engine(
-    timeout: Duration,
-    libraries: &[&PolicySource],
-) -> Result<Engine, Vec<LoadError>> {
-    use std::hash::{Hash, Hasher};
-    static LAST: std::sync::Mutex<Option<(u64, Engine)>> = std::sync::Mutex::new(None);
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    timeout.hash(&mut hasher);
-    for lib in libraries {
-        lib.name.hash(&mut hasher);
-        lib.text.hash(&mut hasher);
-    }
-    let key = hasher.finish();
-    if let Ok(last) = LAST.lock() {
-        if let Some((k, engine)) = last.as_ref() {
-            if *k == key {
-                return Ok(engine.clone());
-            }
-        }
-    }
-    let engine = new_engine(timeout, libraries)?;
-    if let Ok(mut last) = LAST.lock() {
-        *last = Some((key, engine.clone()));
-    }
-    Ok(engine)
-}
-
 pub(crate) fn new_engine(
     timeout: Duration,
     libraries: &[&PolicySource],
@@ -461,9 +435,8 @@ pub(crate) fn new_engine(
 
 fn compile_policy(
     source: &PolicySource,
-    libraries: &[&PolicySource],
+    library_base: &Result<Engine, Vec<LoadError>>,
     config: &Config,
-    timeout: Duration,
 ) -> Result<CompiledPolicy, Vec<LoadError>> {
     let meta = match metadata::parse(&source.text) {
         Ok(Some(meta)) => meta,
@@ -507,7 +480,7 @@ fn compile_policy(
             )]);
         }
     }
-    let mut base = library_engine(timeout, libraries)?;
+    let mut base = library_base.clone()?;
     if let Err(e) = base.add_policy(source.name.clone(), source.text.clone()) {
         return Err(vec![locate_regorus_error(&source.name, &e.to_string())]);
     }

@@ -248,7 +248,7 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
             }));
             state.metrics.in_flight.dec();
             drop(permit);
-            answer.map_err(|_| true)
+            answer.ok()
         }
     };
     // Off the async worker either way. On the multi-threaded runtime `serve` builds,
@@ -260,17 +260,19 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
         _ => tokio::task::spawn_blocking(evaluate)
             .instrument(tracing::Span::current())
             .await
-            .unwrap_or(Err(true)),
+            .ok()
+            .flatten(),
     };
     match answer {
-        Ok((status, review)) => (status, axum::Json(review)).into_response(),
-        Err(panicked) => {
+        Some((status, review)) => (status, axum::Json(review)).into_response(),
+        None => {
+            // A panic (or, on a current-thread runtime, a blocking task cancelled by shutdown).
             state
                 .metrics
                 .record_unjudged(endpoint.as_str(), "error", started.elapsed());
             tracing::error!(
                 endpoint = endpoint.as_str(),
-                panicked,
+                panicked = true,
                 "evaluation task failed"
             );
             plain_error(

@@ -225,17 +225,11 @@ impl Server {
         let mut shutdown_rx = shutdown_tx.subscribe();
         let handshake_timeout = Duration::from_millis(limits.header_read_timeout_ms);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = async { let _ = shutdown_rx.wait_for(|v| *v).await; } => break,
+            let stopping = async {
+                let _ = shutdown_rx.wait_for(|v| *v).await;
+            };
+            let Some((stream, peer)) = accept_until(&listener, stopping).await else {
+                break;
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 debug!(%peer, "connection limit reached; closing new connection");
@@ -284,6 +278,48 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The next connection, or `None` once `stop` completes first. An accept error (out of file
+/// descriptors and the like) pauses 50 ms rather than spin.
+pub async fn accept_until(
+    listener: &TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> Option<(TcpStream, SocketAddr)> {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut stop => return None,
+        }
+    }
+}
+
+/// The TLS handshake of an accepted connection, bounded by `timeout`; `None` (logged at debug)
+/// when it fails or times out.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Serves one accepted connection: the TLS handshake within `handshake_timeout`, then HTTP/1.1
 /// or h2 (as ALPN chose) until the client closes it or `watcher`'s shutdown drains it. `guard`
 /// (a connection-limit permit) is held until then.
@@ -296,16 +332,8 @@ pub async fn serve_connection<G: Send + 'static>(
     watcher: Watcher,
     guard: G,
 ) {
-    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout).await else {
+        return;
     };
     let service = TowerToHyperService::new(router);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
@@ -330,16 +358,8 @@ async fn serve_webhook_connection(
     mut shutdown: watch::Receiver<bool>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout).await else {
+        return;
     };
     let activity = Arc::new(Activity::new());
     let service = {
