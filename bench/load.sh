@@ -8,6 +8,8 @@
 #   bench/load.sh                      # 10 s per measurement
 #   DURATION=5s RATE=1000 CONCURRENCY=32 HTTP2=1 bench/load.sh
 #
+# Both sides are also measured with wrk (Debian package `wrk`; an independent load tool, one core,
+# HTTP/1.1 keep-alive, $WRK_CONNECTIONS connections) when it is installed: `wrk_serve_over_echo`.
 # Needs a release build (cargo build --release) and curl. Prints one JSON object on stdout;
 # each load report goes to stderr as it completes.
 set -euo pipefail
@@ -25,6 +27,7 @@ POLICIES=${POLICIES:-policies}
 PORT=${PORT:-18443}
 METRICS_PORT=${METRICS_PORT:-19090}
 ECHO_PORT=${ECHO_PORT:-18444}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
 PROTO=()
 [[ -n "${HTTP2:-}" ]] && PROTO=(--http2)
 
@@ -86,6 +89,20 @@ now_s() { date +%s.%N; }
 # server was the bottleneck; well below means the load generator (or the machine) was.
 util() { python3 -c "import sys; c0,w0,c1,w1=map(float,sys.argv[1:]); print(round((c1-c0)/(w1-w0),2))" "$@"; }
 
+# wrk's closed loop against a server already started: one JSON line (bench/wrk-mix.lua).
+wrk_load() { # PORT
+    if ! command -v wrk >/dev/null; then echo '{}'; return; fi
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$WRK_CONNECTIONS" -d"$DURATION" --latency \
+        -s bench/wrk-mix.lua "https://127.0.0.1:$1/validate" -- "$FIXTURES"/*.json | tail -1
+}
+
+start_echo
+wrk_echo=$(wrk_load "$ECHO_PORT"); echo "wrk echo: $wrk_echo" >&2
+stop_server
+start_serve
+wrk_serve=$(wrk_load "$PORT"); echo "wrk serve: $wrk_serve" >&2
+stop_server
+
 start_echo
 c0=$(cpu_s); w0=$(now_s)
 echo_max=$(load "$ECHO_PORT" --concurrency "$CONCURRENCY" --any-decision); echo "echo max: $echo_max" >&2
@@ -109,10 +126,21 @@ serve_max=$report; serve_util=$used; max_hwm=$hwm
 measure_serve "serve at $RATE/s" --rate "$RATE"
 serve_rate=$report; rate_util=$used; rate_hwm=$hwm
 
-python3 - "$echo_max" "$serve_max" "$serve_rate" "$max_hwm" "$rate_hwm" "$echo_util" "$serve_util" "$rate_util" <<'EOF'
+python3 - "$echo_max" "$serve_max" "$serve_rate" "$max_hwm" "$rate_hwm" "$echo_util" "$serve_util" "$rate_util" "$wrk_echo" "$wrk_serve" <<'EOF'
 import json, sys
 echo, serve, rate = (json.loads(a) for a in sys.argv[1:4])
+wecho, wserve = json.loads(sys.argv[9]), json.loads(sys.argv[10])
+wrk = {}
+if wecho and wserve:
+    wrk = {
+        "wrk_echo_rps": round(wecho["throughput_rps"]),
+        "wrk_serve_rps": round(wserve["throughput_rps"]),
+        "wrk_serve_over_echo": round(wserve["throughput_rps"] / wecho["throughput_rps"], 3),
+        "wrk_errors": wecho["errors"] + wserve["errors"] + wecho["non2xx"] + wserve["non2xx"],
+        "wrk_serve_p99_ms": wserve["p99_ms"],
+    }
 print(json.dumps({
+    **wrk,
     "echo_server_cpu": float(sys.argv[6]),
     "serve_server_cpu": float(sys.argv[7]),
     "rate_server_cpu": float(sys.argv[8]),

@@ -201,6 +201,7 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
     let sub_resource = review
         .sub_resource()
         .map(|sr| format!("{}/{}", review.request.resource.resource, sr));
+    let subject = gatekeeper::MatchSubject::new(review, &set.resolver);
     let candidates: Vec<usize> = set
         .for_kind(review.kind())
         .into_iter()
@@ -210,7 +211,7 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
                 && sub_resource
                     .as_ref()
                     .is_none_or(|sr| meta.subresources.iter().any(|s| s == sr))
-                && gatekeeper::applies(&set.policies[i], review, &set.resolver)
+                && gatekeeper::applies(&set.policies[i], &subject)
         })
         .collect();
     if candidates.is_empty() {

@@ -91,11 +91,50 @@ pub fn bare_object_input(input: &RValue) -> RValue {
     RValue::from(outer)
 }
 
-/// Whether a policy's `spec.match` selects the object of `review` (native policies: always).
-pub fn applies(policy: &CompiledPolicy, review: &Review, resolver: &EnvironmentResolver) -> bool {
-    let Flavor::Gatekeeper(gk) = &policy.flavor else {
-        return true;
-    };
+/// What Gatekeeper's `spec.match` reads of one review (kind, name, namespace, labels), gathered
+/// on first use and then shared by every constraint judged for that review: with hundreds of
+/// constraints, rebuilding the label map per constraint was most of the cost of excluding one.
+pub struct MatchSubject<'a> {
+    review: &'a Review,
+    resolver: &'a EnvironmentResolver,
+    facts: std::cell::OnceCell<SubjectFacts<'a>>,
+    namespace_labels: std::cell::OnceCell<Option<HashMap<String, String>>>,
+}
+
+struct SubjectFacts<'a> {
+    group: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    namespace: Option<&'a str>,
+    labels: HashMap<String, String>,
+}
+
+impl<'a> MatchSubject<'a> {
+    pub fn new(review: &'a Review, resolver: &'a EnvironmentResolver) -> Self {
+        MatchSubject {
+            review,
+            resolver,
+            facts: std::cell::OnceCell::new(),
+            namespace_labels: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn facts(&self) -> &SubjectFacts<'a> {
+        self.facts.get_or_init(|| subject_facts(self.review))
+    }
+
+    fn namespace_labels(&self) -> Option<&HashMap<String, String>> {
+        self.namespace_labels
+            .get_or_init(|| {
+                self.facts()
+                    .namespace
+                    .and_then(|ns| self.resolver.namespace_labels(ns))
+            })
+            .as_ref()
+    }
+}
+
+fn subject_facts(review: &Review) -> SubjectFacts<'_> {
     // Gatekeeper matches the object itself (its apiVersion and kind), the old object on DELETE.
     let object = review.object().or_else(|| {
         review
@@ -132,18 +171,33 @@ pub fn applies(policy: &CompiledPolicy, review: &Review, resolver: &EnvironmentR
                 .collect()
         })
         .unwrap_or_default();
-    let namespace_labels = if gk.matcher.namespace_selector.is_some() {
-        namespace.and_then(|ns| resolver.namespace_labels(ns))
-    } else {
-        None
-    };
-    gk.matcher.matches(&matching::Target {
+    SubjectFacts {
         group,
         kind,
         name,
         namespace,
-        labels: &labels,
-        namespace_labels: namespace_labels.as_ref(),
+        labels,
+    }
+}
+
+/// Whether a policy's `spec.match` selects the review's object (native policies: always).
+pub fn applies(policy: &CompiledPolicy, subject: &MatchSubject<'_>) -> bool {
+    let Flavor::Gatekeeper(gk) = &policy.flavor else {
+        return true;
+    };
+    let facts = subject.facts();
+    let namespace_labels = if gk.matcher.namespace_selector.is_some() {
+        subject.namespace_labels()
+    } else {
+        None
+    };
+    gk.matcher.matches(&matching::Target {
+        group: facts.group,
+        kind: facts.kind,
+        name: facts.name,
+        namespace: facts.namespace,
+        labels: &facts.labels,
+        namespace_labels,
     })
 }
 
