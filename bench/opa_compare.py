@@ -18,6 +18,14 @@ parses; that cost is measured with a trivial rule (`allow := true`) on the same 
 same engine, and subtracted, so it is not counted against OPA.
 
 Prints a table per policy (regate mean, OPA net mean, OPA/regate), and with --json one object.
+
+`--library [DIR]` runs the same comparison over the gatekeeper-library's templates instead
+(DIR defaults to ../shared/corpora/gatekeeper-library/library; the venv also needs PyYAML); it
+is bench/opa_gatekeeper.py, whose docstring says how the suites' cases become inputs and how the
+templates' v0 Rego is converted for OPA:
+
+    target/opa-venv/bin/pip install pyyaml
+    target/opa-venv/bin/python bench/opa_compare.py --library [DIR] [--regate BIN] [--json]
 """
 import argparse
 import glob
@@ -73,8 +81,34 @@ def timed(engine, query, value, n):
     return (time.perf_counter_ns() - t0) / n / 1e3
 
 
+def library_argv(argv):
+    """opa_gatekeeper.py's arguments from ours: `--library[=DIR]` becomes its positional DIR."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--library="):
+            out.append(a.split("=", 1)[1])
+        elif a == "--library":
+            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                out.append(argv[i + 1])
+                i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def main():
+    argv = sys.argv[1:]
+    if any(a == "--library" or a.startswith("--library=") for a in argv) and not {"-h", "--help"} & set(argv):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import opa_gatekeeper
+        return opa_gatekeeper.main(library_argv(argv))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--library", nargs="?", metavar="DIR",
+                    help="compare over the gatekeeper-library's templates (bench/opa_gatekeeper.py; "
+                         "its options are --regate, --regate-iterations, --iterations, --strategy, "
+                         "--cpu, --only, --json)")
     ap.add_argument("--regate", default="target/release/regate")
     ap.add_argument("--policies", default="policies")
     ap.add_argument("--fixtures", default="fixtures/bench")
