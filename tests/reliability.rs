@@ -734,8 +734,10 @@ async fn an_idle_tls_flood_is_counted_logged_and_locks_no_one_out() {
     );
     assert_eq!(answered, 20, "fresh probes refused during the flood");
     assert_eq!(closed, idle.len(), "idle connections left open by the server");
+    // Each flooding connection past the limit evicted an older one, and the first probe one
+    // more (a probe's connection closes with its client, freeing its slot for the next).
     assert!(
-        evicted >= (flood - 40 + 20) as f64,
+        evicted > (flood - 40) as f64,
         "every connection past the limit evicted an idle one:\n{metrics}"
     );
     let evictions: Vec<&Value> = lines.iter().filter(|l| l["reason"] == "evicted").collect();
