@@ -1103,6 +1103,40 @@ async fn faults_during_load_keep_the_last_good_state() {
     );
     eprintln!("certificate and key mismatched: {}", lines[0]["error"]);
     load.run_for(100).await;
+    // An expired pair (the kubelet swapping in a Secret that was not renewed) is refused too:
+    // served, it would fail every handshake. Readiness stays true on both ports.
+    let (expired_cert, expired_key) = regate.pki.server(-1);
+    write_atomic(&key, expired_key.as_bytes());
+    write_atomic(&cert, expired_cert.as_bytes());
+    assert!(
+        regate.wait_log("\"reason\":\"expired\"", 1, Duration::from_secs(30)),
+        "no rejection of the expired certificate: {}",
+        regate.logs()
+    );
+    let line = log_lines(&regate.logs())
+        .into_iter()
+        .find(|l| l["reason"] == "expired")
+        .unwrap();
+    assert_eq!(line["message"], CERT_REJECTED, "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    eprintln!("certificate expired: {}", line["error"]);
+    load.run_for(100).await;
+    let metrics = regate.metrics_text().await;
+    assert!(
+        sample(
+            &metrics,
+            r#"regate_certificate_reload_rejected_total{reason="expired"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    for ready in [
+        regate.http1().get(regate.url("/readyz")).send().await.unwrap(),
+        reqwest::get(format!("http://{}/readyz", regate.metrics))
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(ready.status().as_u16(), 200);
+    }
     for http2 in [false, true] {
         let (status, _, _) = post(
             &client(&regate.ca_path(), http2),
