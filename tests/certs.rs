@@ -496,7 +496,10 @@ async fn reload_refuses_an_expired_or_not_yet_valid_certificate() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(rotated, "a valid certificate is taken after the refused ones");
+    assert!(
+        rotated,
+        "a valid certificate is taken after the refused ones"
+    );
     let _ = shutdown.send(true);
     let _ = task.await;
 }
@@ -525,7 +528,9 @@ async fn a_not_yet_valid_certificate_makes_the_server_unready() {
     assert_eq!(r.status().as_u16(), 503);
     let text = r.text().await.unwrap();
     assert!(text.contains("[-]certificate not valid yet"), "{text}");
-    let r = reqwest::get(format!("http://{metrics}/readyz")).await.unwrap();
+    let r = reqwest::get(format!("http://{metrics}/readyz"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let _ = shutdown.send(true);
     let _ = task.await;

@@ -455,7 +455,10 @@ async fn metric_labels_stay_bounded_when_a_policy_targets_every_kind() {
         requests.len(),
         metrics.len()
     );
-    assert!(!metrics.contains("Invented"), "an invented kind became a label");
+    assert!(
+        !metrics.contains("Invented"),
+        "an invented kind became a label"
+    );
     assert_eq!(
         sample(
             &metrics,
@@ -467,7 +470,9 @@ async fn metric_labels_stay_bounded_when_a_policy_targets_every_kind() {
     // Kinds a policy names, and built-in kinds, keep their own label.
     for kind in ["Widget", "ConfigMap"] {
         assert!(
-            requests.iter().any(|l| l.contains(&format!("kind=\"{kind}\""))),
+            requests
+                .iter()
+                .any(|l| l.contains(&format!("kind=\"{kind}\""))),
             "{kind}: {requests:?}"
         );
     }

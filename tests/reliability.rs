@@ -589,7 +589,10 @@ async fn half_sent_requests(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::
 }
 
 /// Waits (at most `within` in all) until the server has closed every stream; how many it has.
-async fn count_closed<S: tokio::io::AsyncRead + Unpin>(streams: &mut [S], within: Duration) -> usize {
+async fn count_closed<S: tokio::io::AsyncRead + Unpin>(
+    streams: &mut [S],
+    within: Duration,
+) -> usize {
     let deadline = Instant::now() + within;
     let mut closed = 0;
     for s in streams.iter_mut() {
@@ -647,7 +650,11 @@ async fn a_metrics_port_flood_cannot_take_the_webhooks_file_descriptors() {
     });
     let flood = 600;
     let mut streams = half_sent_requests(regate.metrics, flood).await;
-    assert_eq!(streams.len(), flood, "every flooding connection was accepted by the kernel");
+    assert_eq!(
+        streams.len(),
+        flood,
+        "every flooding connection was accepted by the kernel"
+    );
 
     // The webhook port: fresh connections (one client each) are answered, and so is /readyz.
     let body = fixture_bytes("pod-secure.json");
@@ -655,7 +662,12 @@ async fn a_metrics_port_flood_cannot_take_the_webhooks_file_descriptors() {
         let (status, _, r) = post(&regate.http1(), &regate.url("/validate"), body.clone()).await;
         assert_eq!(status, 200, "webhook request {i} during the flood: {r}");
     }
-    let ready = regate.http2().get(regate.url("/readyz")).send().await.unwrap();
+    let ready = regate
+        .http2()
+        .get(regate.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     // A fresh scrape is answered too: it takes the slot of the oldest silent connection.
     let scrape = reqwest::Client::new()
@@ -667,12 +679,20 @@ async fn a_metrics_port_flood_cannot_take_the_webhooks_file_descriptors() {
     assert_eq!(scrape.status().as_u16(), 200);
 
     let closed = count_closed(&mut streams, Duration::from_secs(60)).await;
-    assert_eq!(closed, flood, "flooding connections left open by the server");
+    assert_eq!(
+        closed, flood,
+        "flooding connections left open by the server"
+    );
     let metrics = regate.metrics_text().await;
     let counted = rejected(
         &metrics,
         "metrics",
-        &["connection_limit", "evicted", "header_timeout", "idle_timeout"],
+        &[
+            "connection_limit",
+            "evicted",
+            "header_timeout",
+            "idle_timeout",
+        ],
     );
     let logs = regate.logs();
     assert!(
@@ -685,8 +705,14 @@ async fn a_metrics_port_flood_cannot_take_the_webhooks_file_descriptors() {
         lines.len(),
         lines.iter().map(|l| (l["reason"].clone(), l["count"].clone())).collect::<Vec<_>>()
     );
-    assert_eq!(counted, flood as f64, "each flooding connection counted once:\n{metrics}");
-    assert!(!lines.is_empty(), "no WARN line for the rejected connections");
+    assert_eq!(
+        counted, flood as f64,
+        "each flooding connection counted once:\n{metrics}"
+    );
+    assert!(
+        !lines.is_empty(),
+        "no WARN line for the rejected connections"
+    );
     assert!(lines.iter().all(|l| l["level"] == "WARN"));
     assert!(
         lines.len() * 10 < flood,
@@ -733,7 +759,11 @@ async fn an_idle_tls_flood_is_counted_logged_and_locks_no_one_out() {
         lines.iter().map(|l| (l["reason"].clone(), l["count"].clone())).collect::<Vec<_>>()
     );
     assert_eq!(answered, 20, "fresh probes refused during the flood");
-    assert_eq!(closed, idle.len(), "idle connections left open by the server");
+    assert_eq!(
+        closed,
+        idle.len(),
+        "idle connections left open by the server"
+    );
     // Each flooding connection past the limit evicted an older one, and the first probe one
     // more (a probe's connection closes with its client, freeing its slot for the next).
     assert!(
@@ -741,7 +771,11 @@ async fn an_idle_tls_flood_is_counted_logged_and_locks_no_one_out() {
         "every connection past the limit evicted an idle one:\n{metrics}"
     );
     let evictions: Vec<&Value> = lines.iter().filter(|l| l["reason"] == "evicted").collect();
-    assert!(!evictions.is_empty(), "no WARN line for evictions: {}", regate.logs());
+    assert!(
+        !evictions.is_empty(),
+        "no WARN line for evictions: {}",
+        regate.logs()
+    );
     assert!(lines.iter().all(|l| l["level"] == "WARN"));
     let logged: f64 = evictions.iter().filter_map(|l| l["count"].as_f64()).sum();
     assert!(
@@ -1130,7 +1164,12 @@ async fn faults_during_load_keep_the_last_good_state() {
         "{metrics}"
     );
     for ready in [
-        regate.http1().get(regate.url("/readyz")).send().await.unwrap(),
+        regate
+            .http1()
+            .get(regate.url("/readyz"))
+            .send()
+            .await
+            .unwrap(),
         reqwest::get(format!("http://{}/readyz", regate.metrics))
             .await
             .unwrap(),

@@ -48,7 +48,9 @@ impl ConnectionCaps {
         };
         let available = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
         let metrics = (available / 8).clamp(1, METRICS_MAX_CONNECTIONS);
-        let webhook = available.saturating_sub(metrics).clamp(1, webhook_configured);
+        let webhook = available
+            .saturating_sub(metrics)
+            .clamp(1, webhook_configured);
         ConnectionCaps {
             webhook,
             metrics,
@@ -92,7 +94,9 @@ fn raise_fd_limit() -> Option<u64> {
         };
         match setrlimit(Resource::Nofile, raised) {
             Ok(()) => return limit.maximum,
-            Err(e) => warn!(error = %e, soft = limit.current, hard = limit.maximum, "cannot raise the open-files limit to its hard limit"),
+            Err(e) => {
+                warn!(error = %e, soft = limit.current, hard = limit.maximum, "cannot raise the open-files limit to its hard limit")
+            }
         }
     }
     limit.current
@@ -421,9 +425,7 @@ pub struct AcceptBackoff {
 
 impl Default for AcceptBackoff {
     fn default() -> Self {
-        AcceptBackoff {
-            next: Self::FIRST,
-        }
+        AcceptBackoff { next: Self::FIRST }
     }
 }
 
@@ -454,7 +456,10 @@ mod tests {
         assert_eq!(caps.webhook, 168);
         assert!(caps.webhook + caps.metrics + RESERVED_FDS as usize <= 256);
         let roomy = ConnectionCaps::derive(1024, Some(1 << 20));
-        assert_eq!((roomy.webhook, roomy.metrics), (1024, METRICS_MAX_CONNECTIONS));
+        assert_eq!(
+            (roomy.webhook, roomy.metrics),
+            (1024, METRICS_MAX_CONNECTIONS)
+        );
         let tiny = ConnectionCaps::derive(1024, Some(10));
         assert_eq!((tiny.webhook, tiny.metrics), (1, 1));
         assert_eq!(ConnectionCaps::derive(0, None).webhook, 1);
@@ -493,14 +498,19 @@ mod tests {
         // Now every slot is held by a connection that is busy or this new one (silent):
         let (p3, t3) = third.unwrap();
         drop(t3);
-        assert!(slots.admit(peer, &rejections).await.is_none(), "nothing to evict: refused");
+        assert!(
+            slots.admit(peer, &rejections).await.is_none(),
+            "nothing to evict: refused"
+        );
         drop((p2, p3));
     }
 
     #[test]
     fn accept_backoff_doubles_to_a_ceiling_and_resets() {
         let mut backoff = AcceptBackoff::default();
-        let waits: Vec<u64> = (0..9).map(|_| backoff.next_wait().as_millis() as u64).collect();
+        let waits: Vec<u64> = (0..9)
+            .map(|_| backoff.next_wait().as_millis() as u64)
+            .collect();
         assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
         backoff.reset();
         assert_eq!(backoff.next_wait(), Duration::from_millis(10));

@@ -441,8 +441,7 @@ pub async fn serve_connection<G: Send + 'static>(
     watcher: Watcher,
     guard: G,
 ) {
-    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout, None).await
-    else {
+    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout, None).await else {
         return;
     };
     let service = TowerToHyperService::new(router);
@@ -606,10 +605,7 @@ impl Activity {
 
     /// Counts a request in flight until the guard is dropped.
     fn begin(self: &Arc<Self>) -> Busy {
-        if !self
-            .served
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if !self.served.swap(true, std::sync::atomic::Ordering::Relaxed) {
             let ticket = self
                 .ticket
                 .lock()

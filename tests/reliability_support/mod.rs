@@ -222,7 +222,11 @@ impl Regate {
             c
         } else if let Some(n) = opts.nofile {
             let mut c = Command::new("prlimit");
-            c.args([format!("--nofile={n}:{n}"), "--".to_string(), bin.to_string()]);
+            c.args([
+                format!("--nofile={n}:{n}"),
+                "--".to_string(),
+                bin.to_string(),
+            ]);
             c
         } else {
             Command::new(bin)
