@@ -120,6 +120,12 @@ struct Window {
     pending: u64,
 }
 
+impl<K: Copy + PartialEq> Default for LogLimiter<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: Copy + PartialEq> LogLimiter<K> {
     pub const fn new() -> LogLimiter<K> {
         LogLimiter {
