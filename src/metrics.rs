@@ -31,6 +31,8 @@ pub struct Metrics {
     pub audit_objects: IntGauge,
     pub in_flight: IntGauge,
     pub rejected_overload: IntCounterVec,
+    pub certificate_reload_rejected: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -49,6 +51,85 @@ fn latency_buckets() -> Vec<f64> {
 
 /// Kinds outside the loaded set are reported as "other", so a client cannot grow the label set.
 pub const OTHER: &str = "other";
+
+/// The `reason` values of `regate_certificate_reload_rejected_total` (see `CertError::reason`).
+const CERTIFICATE_REJECTION_REASONS: [&str; 5] = [
+    "expired",
+    "not_yet_valid",
+    "key_mismatch",
+    "invalid",
+    "unreadable",
+];
+
+/// The `listener` and `reason` values of `regate_connections_rejected_total`, published at 0 so
+/// that a rate() over them works from the first scrape.
+const CONNECTION_REJECTION_REASONS: [(&str, &str); 8] = [
+    ("webhook", "connection_limit"),
+    ("webhook", "handshake_timeout"),
+    ("webhook", "handshake_failed"),
+    ("webhook", "header_timeout"),
+    ("webhook", "idle_timeout"),
+    ("metrics", "connection_limit"),
+    ("metrics", "header_timeout"),
+    ("metrics", "idle_timeout"),
+];
+
+/// Kinds of the built-in Kubernetes APIs: label values whether or not a policy names them. Any
+/// other kind is a label value only when a loaded policy names it; a policy for every kind
+/// (`kinds: ["*"]`) does not let a client invent label values.
+const BUILT_IN_KINDS: &[&str] = &[
+    "APIService",
+    "Binding",
+    "CSIDriver",
+    "CSINode",
+    "CSIStorageCapacity",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ComponentStatus",
+    "ConfigMap",
+    "ControllerRevision",
+    "CronJob",
+    "CustomResourceDefinition",
+    "DaemonSet",
+    "Deployment",
+    "EndpointSlice",
+    "Endpoints",
+    "Event",
+    "FlowSchema",
+    "HorizontalPodAutoscaler",
+    "Ingress",
+    "IngressClass",
+    "Job",
+    "Lease",
+    "LimitRange",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "NetworkPolicy",
+    "Node",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Pod",
+    "PodDisruptionBudget",
+    "PodTemplate",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "ReplicaSet",
+    "ReplicationController",
+    "ResourceQuota",
+    "Role",
+    "RoleBinding",
+    "RuntimeClass",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "StatefulSet",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
@@ -140,6 +221,22 @@ impl Metrics {
             ),
             &["endpoint"],
         )?;
+        let certificate_reload_rejected = IntCounterVec::new(
+            Opts::new(
+                "regate_certificate_reload_rejected_total",
+                "New serving certificates refused at reload (the current one kept), by reason.",
+            ),
+            &["reason"],
+        )?;
+        let connections_rejected = IntCounterVec::new(
+            Opts::new(
+                "regate_connections_rejected_total",
+                "Connections closed before serving a request, by listener (webhook, metrics) and reason.",
+            ),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(certificate_reload_rejected.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(admission_requests.clone()))?;
         registry.register(Box::new(admission_duration.clone()))?;
         registry.register(Box::new(policy_violations.clone()))?;
@@ -161,6 +258,12 @@ impl Metrics {
         for result in ["success", "failure"] {
             policy_reloads.with_label_values(&[result]);
         }
+        for reason in CERTIFICATE_REJECTION_REASONS {
+            certificate_reload_rejected.with_label_values(&[reason]);
+        }
+        for (listener, reason) in CONNECTION_REJECTION_REASONS {
+            connections_rejected.with_label_values(&[listener, reason]);
+        }
         Ok(Metrics {
             registry,
             admission_requests,
@@ -178,6 +281,8 @@ impl Metrics {
             audit_objects,
             in_flight,
             rejected_overload,
+            certificate_reload_rejected,
+            connections_rejected,
         })
     }
 
@@ -239,11 +344,12 @@ impl Metrics {
     }
 }
 
+/// `kind` when it is a built-in kind or one a loaded policy names explicitly, else `other`.
 fn bounded_kind<'a>(set: &PolicySet, kind: &'a str) -> &'a str {
-    if set.for_kind(kind).is_empty() {
-        OTHER
-    } else {
+    if BUILT_IN_KINDS.binary_search(&kind).is_ok() || set.names_kind(kind) {
         kind
+    } else {
+        OTHER
     }
 }
 
@@ -269,5 +375,15 @@ pub fn decision_label(decision: &Decision, mutate: bool) -> &'static str {
         "warned"
     } else {
         "allowed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_kinds_are_sorted_for_binary_search() {
+        assert!(BUILT_IN_KINDS.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -1,5 +1,6 @@
 //! Certificates: `regate certs generate`, rotation without failing requests, rejection of a
-//! bad pair, client-certificate verification, readiness on an expired certificate.
+//! bad, expired or not-yet-valid pair, client-certificate verification, readiness on an expired
+//! or not-yet-valid certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -383,10 +384,154 @@ async fn an_expired_certificate_makes_the_server_unready() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let text = r.text().await.unwrap();
-    assert!(text.contains("[-]certificate"), "{text}");
+    assert!(text.contains("[-]certificate expired"), "{text}");
     assert!(
         not_after_metric(metrics).await < time::OffsetDateTime::now_utc().unix_timestamp() as f64
     );
+    let _ = shutdown.send(true);
+    let _ = task.await;
+}
+
+/// `name{labels} value` from a /metrics text (0 when absent).
+async fn metric(addr: std::net::SocketAddr, name_and_labels: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name_and_labels} ")))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Waits (bounded) until the rejection counter for `reason` exceeds `before`.
+async fn wait_rejected(metrics: std::net::SocketAddr, reason: &str, before: f64) -> f64 {
+    let name = format!("regate_certificate_reload_rejected_total{{reason=\"{reason}\"}}");
+    for _ in 0..400 {
+        let now = metric(metrics, &name).await;
+        if now > before {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no certificate rejection with reason {reason} counted");
+}
+
+/// Hot reload refuses a certificate that clients would refuse: expired (every handshake would
+/// fail) or not valid yet. The current pair keeps serving, readiness stays true, and each
+/// refusal is counted by reason; a valid pair is then taken as usual.
+#[tokio::test]
+async fn reload_refuses_an_expired_or_not_yet_valid_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (ca1, issuer1) = ca("ca one");
+    let (ca2, issuer2) = ca("ca two");
+    let (c, k) = leaf(
+        &issuer1,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-1, 10),
+    );
+    std::fs::write(&cert_path, c).unwrap();
+    std::fs::write(&key_path, k).unwrap();
+    let (server, shutdown) = start(&cert_path, &key_path, None).await;
+    let (addr, metrics) = (server.local_addr().unwrap(), server.metrics_addr().unwrap());
+    let task = tokio::spawn(server.run());
+    let url = format!("https://localhost:{}/readyz", addr.port());
+    let old = trusting(&[&ca1]);
+    assert_eq!(old.get(&url).send().await.unwrap().status().as_u16(), 200);
+
+    let cases = [("expired", (-10, -1)), ("not_yet_valid", (2, 30))];
+    for (reason, days) in cases {
+        let before = metric(
+            metrics,
+            &format!("regate_certificate_reload_rejected_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        let (c, k) = leaf(
+            &issuer2,
+            &["localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            days,
+        );
+        replace(&key_path, &k);
+        replace(&cert_path, &c);
+        wait_rejected(metrics, reason, before).await;
+        // A new connection still gets the old pair, and both ports say ready.
+        let fresh = trusting(&[&ca1]);
+        assert_eq!(
+            fresh.get(&url).send().await.unwrap().status().as_u16(),
+            200,
+            "{reason}: the old certificate keeps serving"
+        );
+        assert!(
+            trusting(&[&ca2]).get(&url).send().await.is_err(),
+            "{reason}: the refused certificate is not served"
+        );
+        let r = reqwest::get(format!("http://{metrics}/readyz?verbose"))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{reason}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("[+]certificate"), "{text}");
+    }
+
+    // A valid pair from the second CA is taken.
+    let (c, k) = leaf(
+        &issuer2,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (-1, 30),
+    );
+    replace(&key_path, &k);
+    replace(&cert_path, &c);
+    let new = trusting(&[&ca2]);
+    let mut rotated = false;
+    for _ in 0..400 {
+        if new.get(&url).send().await.is_ok() {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        rotated,
+        "a valid certificate is taken after the refused ones"
+    );
+    let _ = shutdown.send(true);
+    let _ = task.await;
+}
+
+/// A serving certificate that is not valid yet (clients refuse it) makes the server unready,
+/// with the reason in `?verbose`, as an expired one does.
+#[tokio::test]
+async fn a_not_yet_valid_certificate_makes_the_server_unready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, issuer) = ca("ca");
+    let (c, k) = leaf(
+        &issuer,
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        (1, 10),
+    );
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, c).unwrap();
+    std::fs::write(&key_path, k).unwrap();
+    let (server, shutdown) = start(&cert_path, &key_path, None).await;
+    let metrics = server.metrics_addr().unwrap();
+    let task = tokio::spawn(server.run());
+    let r = reqwest::get(format!("http://{metrics}/readyz?verbose"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("[-]certificate not valid yet"), "{text}");
+    let r = reqwest::get(format!("http://{metrics}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
     let _ = shutdown.send(true);
     let _ = task.await;
 }

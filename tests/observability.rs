@@ -360,3 +360,127 @@ async fn decision_logs_are_complete_and_never_carry_secrets() {
         assert!(!metrics.contains(needle), "{needle} leaked into metrics");
     }
 }
+
+/// A policy for every kind, and one naming a custom kind.
+const EVERY_KIND_POLICY: &str = r#"# METADATA
+# title: Every object is labelled with an owner
+# custom:
+#   id: every-kind-owner
+#   severity: low
+#   kinds: ["*"]
+#   action: warn
+package regate.policies.every_kind_owner
+
+import rego.v1
+
+warn contains "objects should carry an owner label" if {
+	not input.request.object.metadata.labels.owner
+}
+"#;
+
+const WIDGET_POLICY: &str = r#"# METADATA
+# title: Widgets are small
+# custom:
+#   id: widget-small
+#   severity: low
+#   kinds: [Widget]
+#   action: deny
+package regate.policies.widget_small
+
+import rego.v1
+
+deny contains "widgets must be small" if {
+	input.request.object.spec.size > 10
+}
+"#;
+
+fn review_of_kind(i: usize, kind: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("kind-{i}"),
+            "kind": {"group": "example.com", "version": "v1", "kind": kind},
+            "resource": {"group": "example.com", "version": "v1", "resource": "things"},
+            "name": "x", "namespace": "prod", "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "example.com/v1", "kind": kind, "metadata": {"name": "x", "namespace": "prod"}},
+            "oldObject": null
+        }
+    }))
+    .unwrap()
+}
+
+/// A policy for every kind (`kinds: ["*"]`) and requests of 500 invented kinds: the kind label
+/// takes only built-in kinds and kinds a loaded policy names; every other kind is `other`, so
+/// the number of series stays bounded however many kinds clients send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_stay_bounded_when_a_policy_targets_every_kind() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("every-kind.rego"), EVERY_KIND_POLICY).unwrap();
+    std::fs::write(policies.path().join("widget.rego"), WIDGET_POLICY).unwrap();
+    let server = TestServer::start_with(Options {
+        policies: policies.path().to_path_buf(),
+        ..Options::default()
+    })
+    .await;
+    let client = server.http2();
+    let url = server.url("/validate");
+    let kinds = 500;
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..10 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            for i in (chunk * kinds / 10)..((chunk + 1) * kinds / 10) {
+                let (status, _, body) =
+                    post(&client, &url, review_of_kind(i, &format!("Invented{i}"))).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    for kind in ["Widget", "ConfigMap"] {
+        let (status, _, _) = post(&client, &url, review_of_kind(0, kind)).await;
+        assert_eq!(status, 200);
+    }
+
+    let metrics = server.metrics().await;
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("regate_admission_requests_total{"))
+        .collect();
+    eprintln!(
+        "{kinds} invented kinds: {} regate_admission_requests_total series, /metrics {} bytes",
+        requests.len(),
+        metrics.len()
+    );
+    assert!(
+        !metrics.contains("Invented"),
+        "an invented kind became a label"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"regate_admission_requests_total{decision="warned",endpoint="validate",kind="other",operation="CREATE"}"#
+        ),
+        kinds as f64,
+        "{metrics}"
+    );
+    // Kinds a policy names, and built-in kinds, keep their own label.
+    for kind in ["Widget", "ConfigMap"] {
+        assert!(
+            requests
+                .iter()
+                .any(|l| l.contains(&format!("kind=\"{kind}\""))),
+            "{kind}: {requests:?}"
+        );
+    }
+    assert!(requests.len() <= 4, "{requests:?}");
+    let series = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    assert!(series < 400, "{series} series in /metrics");
+    server.stop().await;
+}

@@ -8,6 +8,7 @@
 mod common;
 mod reliability_support;
 
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -494,7 +495,7 @@ async fn slow_client(
 
 /// Slowloris: many connections, each holding the server with a handshake, headers or a body
 /// sent a byte at a time, or idling after the handshake (HTTP/1.1 and HTTP/2). Past the
-/// connection limit they are closed at once; the rest are cut by the handshake, header, body or
+/// connection limit they are closed at once or evict the oldest silent one; the rest are cut by the handshake, header, body or
 /// idle timeouts. A client whose connection was open before keeps being answered throughout,
 /// and a new client is answered once the attackers are cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,14 +555,233 @@ async fn slowloris_is_cut_and_cannot_exhaust_the_server() {
         open.is_empty(),
         "connections the server never closed: {open:?}"
     );
+    // Past the limit a new connection is refused or evicts the oldest one that has sent no
+    // request: either way the server turned some away, and counted it.
+    let turned_away = rejected(
+        &server.metrics().await,
+        "webhook",
+        &["connection_limit", "evicted"],
+    );
     assert!(
-        refused > 0,
-        "60 slow connections against a limit of 24: some must be refused"
+        turned_away > 0.0,
+        "60 slow connections against a limit of 24: some must be refused or evicted ({refused} closed at once)"
     );
     // Afterwards a new client is answered.
     let (status, _, _) = post(&server.http2(), &server.url("/validate"), body.clone()).await;
     assert_eq!(status, 200);
     server.stop().await;
+}
+
+/// Opens `n` connections to `addr`, each sending the start of an HTTP/1.1 request whose headers
+/// never end. Connections the server closes at once are kept too (reading them gives EOF).
+async fn half_sent_requests(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+            continue;
+        };
+        let _ = tcp
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaa")
+            .await;
+        streams.push(tcp);
+    }
+    streams
+}
+
+/// Waits (at most `within` in all) until the server has closed every stream; how many it has.
+async fn count_closed<S: tokio::io::AsyncRead + Unpin>(
+    streams: &mut [S],
+    within: Duration,
+) -> usize {
+    let deadline = Instant::now() + within;
+    let mut closed = 0;
+    for s in streams.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if closed_within(s, left.max(Duration::from_millis(1))).await {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// Sum of `regate_connections_rejected_total` over `reasons` for `listener`.
+fn rejected(metrics: &str, listener: &str, reasons: &[&str]) -> f64 {
+    reasons
+        .iter()
+        .map(|r| {
+            sample(
+                metrics,
+                &format!(
+                    "regate_connections_rejected_total{{listener=\"{listener}\",reason=\"{r}\"}}"
+                ),
+            )
+        })
+        .sum()
+}
+
+/// WARN lines about rejected connections of `listener`.
+fn rejection_lines(regate: &Regate, listener: &str) -> Vec<Value> {
+    log_lines(&regate.logs())
+        .into_iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("connections rejected"))
+                && l["listener"] == listener
+        })
+        .collect()
+}
+
+/// With 256 file descriptors for the whole process, 600 half-sent requests on the metrics
+/// port (one was enough to hold a descriptor for ever before) take only the metrics port's
+/// share: the webhook port keeps accepting and answering (no "Too many open files"), fresh
+/// scrapes are answered, every flooding connection is closed (cap, eviction, header or idle
+/// timeout) and counted, and the log says so in a few rate-limited WARN lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_port_flood_cannot_take_the_webhooks_file_descriptors() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux prlimit is not installed");
+        return;
+    }
+    let regate = Regate::start(BinaryOptions {
+        nofile: Some(256),
+        config: format!("{TEST_CONFIG}limits:\n  headerReadTimeoutMs: 4000\n"),
+        ..BinaryOptions::default()
+    });
+    let flood = 600;
+    let mut streams = half_sent_requests(regate.metrics, flood).await;
+    assert_eq!(
+        streams.len(),
+        flood,
+        "every flooding connection was accepted by the kernel"
+    );
+
+    // The webhook port: fresh connections (one client each) are answered, and so is /readyz.
+    let body = fixture_bytes("pod-secure.json");
+    for i in 0..20 {
+        let (status, _, r) = post(&regate.http1(), &regate.url("/validate"), body.clone()).await;
+        assert_eq!(status, 200, "webhook request {i} during the flood: {r}");
+    }
+    let ready = regate
+        .http2()
+        .get(regate.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    // A fresh scrape is answered too: it takes the slot of the oldest silent connection.
+    let scrape = reqwest::Client::new()
+        .get(format!("http://{}/readyz", regate.metrics))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status().as_u16(), 200);
+
+    let closed = count_closed(&mut streams, Duration::from_secs(60)).await;
+    assert_eq!(
+        closed, flood,
+        "flooding connections left open by the server"
+    );
+    let metrics = regate.metrics_text().await;
+    let counted = rejected(
+        &metrics,
+        "metrics",
+        &[
+            "connection_limit",
+            "evicted",
+            "header_timeout",
+            "idle_timeout",
+        ],
+    );
+    let logs = regate.logs();
+    assert!(
+        !logs.contains("Too many open files") && !logs.contains("accept failed"),
+        "the process ran out of file descriptors: {logs}"
+    );
+    let lines = rejection_lines(&regate, "metrics");
+    eprintln!(
+        "metrics flood: {flood} half-sent requests under 256 fds, 20/20 webhook answers, {counted} counted, {} WARN lines: {:?}",
+        lines.len(),
+        lines.iter().map(|l| (l["reason"].clone(), l["count"].clone())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        counted, flood as f64,
+        "each flooding connection counted once:\n{metrics}"
+    );
+    assert!(
+        !lines.is_empty(),
+        "no WARN line for the rejected connections"
+    );
+    assert!(lines.iter().all(|l| l["level"] == "WARN"));
+    assert!(
+        lines.len() * 10 < flood,
+        "rejections are logged rate-limited, not one line each: {} lines",
+        lines.len()
+    );
+}
+
+/// An idle-TLS flood (connections that finish the handshake and send nothing) many times the
+/// connection limit: fresh clients are still answered (each takes the slot of the oldest
+/// silent connection), every rejection is counted by reason, and the log has a few WARN
+/// lines, each with the count since the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tls_flood_is_counted_logged_and_locks_no_one_out() {
+    let regate = Regate::start(BinaryOptions {
+        config: format!(
+            "{TEST_CONFIG}limits:\n  maxConnections: 40\n  headerReadTimeoutMs: 4000\n"
+        ),
+        ..BinaryOptions::default()
+    });
+    let ca = std::fs::read_to_string(regate.ca_path()).unwrap();
+    let flood = 100;
+    let mut idle = Vec::new();
+    for _ in 0..flood {
+        let config = client_config(&ca, &[&rustls::version::TLS13], &[b"http/1.1"]);
+        if let Ok(tls) = tls_connect(regate.addr, config).await {
+            idle.push(tls);
+        }
+    }
+    let mut answered = 0;
+    for _ in 0..20 {
+        let r = regate.http1().get(regate.url("/readyz")).send().await;
+        if r.is_ok_and(|r| r.status().as_u16() == 200) {
+            answered += 1;
+        }
+    }
+    let closed = count_closed(&mut idle, Duration::from_secs(60)).await;
+    let metrics = regate.metrics_text().await;
+    let evicted = rejected(&metrics, "webhook", &["evicted"]);
+    let lines = rejection_lines(&regate, "webhook");
+    eprintln!(
+        "idle TLS flood: {flood} connections against a limit of 40; {answered}/20 fresh probes answered; {evicted} evicted; {} WARN lines: {:?}",
+        lines.len(),
+        lines.iter().map(|l| (l["reason"].clone(), l["count"].clone())).collect::<Vec<_>>()
+    );
+    assert_eq!(answered, 20, "fresh probes refused during the flood");
+    assert_eq!(
+        closed,
+        idle.len(),
+        "idle connections left open by the server"
+    );
+    // Each flooding connection past the limit evicted an older one, and the first probe one
+    // more (a probe's connection closes with its client, freeing its slot for the next).
+    assert!(
+        evicted > (flood - 40) as f64,
+        "every connection past the limit evicted an idle one:\n{metrics}"
+    );
+    let evictions: Vec<&Value> = lines.iter().filter(|l| l["reason"] == "evicted").collect();
+    assert!(
+        !evictions.is_empty(),
+        "no WARN line for evictions: {}",
+        regate.logs()
+    );
+    assert!(lines.iter().all(|l| l["level"] == "WARN"));
+    let logged: f64 = evictions.iter().filter_map(|l| l["count"].as_f64()).sum();
+    assert!(
+        evictions.len() < 10 && logged <= evicted,
+        "rate-limited lines carry the counts: {evictions:?}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -905,6 +1125,7 @@ async fn faults_during_load_keep_the_last_good_state() {
     );
     let lines = expect_log(&regate, CERT_REJECTED, rejected_before);
     eprintln!("certificate garbage: {}", lines[0]["error"]);
+    assert_eq!(lines[0]["level"], "WARN", "{}", lines[0]);
     load.run_for(100).await;
     let (other_cert, _) = regate.pki.server(5);
     write_atomic(&cert, other_cert.as_bytes());
@@ -916,6 +1137,45 @@ async fn faults_during_load_keep_the_last_good_state() {
     );
     eprintln!("certificate and key mismatched: {}", lines[0]["error"]);
     load.run_for(100).await;
+    // An expired pair (the kubelet swapping in a Secret that was not renewed) is refused too:
+    // served, it would fail every handshake. Readiness stays true on both ports.
+    let (expired_cert, expired_key) = regate.pki.server(-1);
+    write_atomic(&key, expired_key.as_bytes());
+    write_atomic(&cert, expired_cert.as_bytes());
+    assert!(
+        regate.wait_log("\"reason\":\"expired\"", 1, Duration::from_secs(30)),
+        "no rejection of the expired certificate: {}",
+        regate.logs()
+    );
+    let line = log_lines(&regate.logs())
+        .into_iter()
+        .find(|l| l["reason"] == "expired")
+        .unwrap();
+    assert_eq!(line["message"], CERT_REJECTED, "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    eprintln!("certificate expired: {}", line["error"]);
+    load.run_for(100).await;
+    let metrics = regate.metrics_text().await;
+    assert!(
+        sample(
+            &metrics,
+            r#"regate_certificate_reload_rejected_total{reason="expired"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    for ready in [
+        regate
+            .http1()
+            .get(regate.url("/readyz"))
+            .send()
+            .await
+            .unwrap(),
+        reqwest::get(format!("http://{}/readyz", regate.metrics))
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(ready.status().as_u16(), 200);
+    }
     for http2 in [false, true] {
         let (status, _, _) = post(
             &client(&regate.ca_path(), http2),

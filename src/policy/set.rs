@@ -299,6 +299,11 @@ impl PolicySet {
         out
     }
 
+    /// Whether a loaded policy names `kind` itself (not only through `*`).
+    pub fn names_kind(&self, kind: &str) -> bool {
+        self.by_kind.contains_key(kind)
+    }
+
     /// Every kind some policy names (for the webhook rules, the audit's lists).
     pub fn kinds(&self) -> Vec<String> {
         let mut kinds: Vec<String> = self.by_kind.keys().cloned().collect();

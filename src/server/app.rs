@@ -174,9 +174,20 @@ pub fn readiness(state: &AppState) -> Readiness {
         None => checks.push(("last-reload", true, "ok".to_string())),
     }
     if let Some(certs) = &state.certs {
-        let valid = !certs.is_expired();
-        let detail = format!("not after {}", certs.not_after());
-        checks.push(("certificate", valid, detail));
+        // Ready only while clients would accept the certificate served now.
+        let check = match certs.validity_problem() {
+            Some(problem) => ("certificate", false, problem),
+            None => (
+                "certificate",
+                true,
+                format!(
+                    "not before {}, not after {}",
+                    certs.not_before(),
+                    certs.not_after()
+                ),
+            ),
+        };
+        checks.push(check);
     }
     Readiness {
         ready: checks.iter().all(|(_, ok, _)| *ok),

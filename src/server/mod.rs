@@ -1,6 +1,7 @@
 //! `regate serve`: the TLS webhook listener, the metrics listener, hot reload, graceful shutdown.
 
 pub mod app;
+pub mod connections;
 pub mod inventory;
 mod namespaces;
 
@@ -14,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
@@ -23,6 +24,7 @@ use crate::environment::NamespaceLabels;
 use crate::metrics::Metrics;
 use crate::policy::reload::{self, BuildError, PolicySources, PolicyStore};
 use crate::tls::{self, CertStore, TlsError};
+use connections::{AcceptBackoff, ConnectionCaps, LogLimiter, Reason, Rejections, Slots, Ticket};
 
 pub use app::{app, metrics_app, AppState};
 
@@ -202,25 +204,25 @@ impl Server {
             shutdown_tx.subscribe(),
         );
 
+        // Separate caps for the two ports, both within the open-files limit: a flood of the
+        // metrics port cannot take the descriptors the webhook needs.
+        let caps = ConnectionCaps::for_process(limits.max_connections);
         if let Some(ml) = metrics_listener {
-            let router = metrics_app(state.clone());
-            let mut rx = shutdown_tx.subscribe();
-            tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = rx.wait_for(|v| *v).await.map(|_| ());
-                };
-                if let Err(e) = axum::serve(ml, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    error!(error = %e, "metrics listener stopped");
-                }
-            });
+            tokio::spawn(serve_metrics(
+                ml,
+                metrics_app(state.clone()),
+                limits.clone(),
+                caps.metrics,
+                Rejections::new("metrics", Some(state.metrics.clone()), caps.metrics),
+                shutdown_tx.clone(),
+            ));
         }
 
         let router = app(state.clone());
-        let max_connections = limits.max_connections.clamp(1, u32::MAX as usize);
-        let connections = Arc::new(Semaphore::new(max_connections));
+        let max_connections = caps.webhook.clamp(1, u32::MAX as usize);
+        let slots = Slots::new(max_connections);
+        let connections = slots.permits().clone();
+        let rejections = Rejections::new("webhook", Some(state.metrics.clone()), max_connections);
         let builder = http_builder(&limits);
         let mut shutdown_rx = shutdown_tx.subscribe();
         let handshake_timeout = Duration::from_millis(limits.header_read_timeout_ms);
@@ -228,11 +230,10 @@ impl Server {
             let stopping = async {
                 let _ = shutdown_rx.wait_for(|v| *v).await;
             };
-            let Some((stream, peer)) = accept_until(&listener, stopping).await else {
+            let Some((stream, peer)) = accept_on(&listener, "webhook", stopping).await else {
                 break;
             };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                debug!(%peer, "connection limit reached; closing new connection");
+            let Some((permit, ticket)) = slots.admit(peer, &rejections).await else {
                 drop(stream);
                 continue;
             };
@@ -244,7 +245,8 @@ impl Server {
                 router.clone(),
                 handshake_timeout,
                 shutdown_tx.subscribe(),
-                permit,
+                (permit, ticket),
+                rejections.clone(),
             ));
         }
         drop(listener);
@@ -278,20 +280,48 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The next connection, or `None` once `stop` completes first. An accept error (out of file
-/// descriptors and the like) pauses 50 ms rather than spin.
+/// The next connection, or `None` once `stop` completes first (for `regate bench echo-server`).
 pub async fn accept_until(
     listener: &TcpListener,
     stop: impl std::future::Future<Output = ()>,
 ) -> Option<(TcpStream, SocketAddr)> {
+    accept_on(listener, "webhook", stop).await
+}
+
+/// Accept errors, per listener: one WARN line per [`connections::LOG_INTERVAL`].
+static ACCEPT_ERRORS: LogLimiter = LogLimiter::new();
+
+/// The next connection of `listener` (named `name` in logs), or `None` once `stop` completes
+/// first. An accept error (out of file descriptors: EMFILE, ENFILE) waits with a growing pause
+/// rather than spin (the pending connection stays in the backlog meanwhile), and is logged at
+/// WARN at most once per interval with the count since the last line.
+pub async fn accept_on(
+    listener: &TcpListener,
+    name: &'static str,
+    stop: impl std::future::Future<Output = ()>,
+) -> Option<(TcpStream, SocketAddr)> {
     tokio::pin!(stop);
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => return Some(pair),
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let wait = backoff.next_wait();
+                    if let Some(count) = ACCEPT_ERRORS.record((name, "accept")) {
+                        warn!(
+                            listener = name,
+                            error = %e,
+                            count,
+                            interval_s = connections::LOG_INTERVAL.as_secs(),
+                            pause_ms = wait.as_millis() as u64,
+                            "accept failed; pausing before the next accept"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut stop => return None,
+                    }
                 }
             },
             _ = &mut stop => return None,
@@ -299,22 +329,101 @@ pub async fn accept_until(
     }
 }
 
-/// The TLS handshake of an accepted connection, bounded by `timeout`; `None` (logged at debug)
-/// when it fails or times out.
+/// The metrics port: plain HTTP with the webhook port's protections. The header read timeout
+/// (hyper, HTTP/1.1), the idle timeout (a connection that sends no request is closed) and its
+/// own connection cap, so that half-sent requests can neither pile up nor take the file
+/// descriptors the webhook port needs.
+async fn serve_metrics(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    max_connections: usize,
+    rejections: Rejections,
+    shutdown: watch::Sender<bool>,
+) {
+    let slots = Slots::new(max_connections);
+    let builder = metrics_http_builder(&limits);
+    let idle_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let mut shutdown_rx = shutdown.subscribe();
+    loop {
+        let stopping = async {
+            let _ = shutdown_rx.wait_for(|v| *v).await;
+        };
+        let Some((stream, peer)) = accept_on(&listener, "metrics", stopping).await else {
+            break;
+        };
+        let Some(slot) = slots.admit(peer, &rejections).await else {
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(serve_http(
+            TokioIo::new(stream),
+            peer,
+            builder.clone(),
+            router.clone(),
+            idle_timeout,
+            shutdown.subscribe(),
+            slot,
+            rejections.clone(),
+        ));
+    }
+}
+
+/// The metrics port's HTTP settings: HTTP/1.1 with the header read timeout, and h2 (prior
+/// knowledge) with few streams: scrapes and probes, nothing more.
+fn metrics_http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(8);
+    builder
+}
+
+/// The TLS handshake of an accepted connection, bounded by `timeout`; `None` when it fails or
+/// times out (counted and logged by `rejections` when given, else logged at debug).
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: &TlsAcceptor,
     timeout: Duration,
+    rejections: Option<(&Rejections, &Ticket)>,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    let evicted = async {
+        match rejections {
+            Some((_, ticket)) => ticket.signal().notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(timeout, acceptor.accept(stream)) => accepted,
+        _ = evicted => {
+            if let Some((r, _)) = rejections {
+                r.reject(Reason::Evicted, peer, None);
+            }
+            return None;
+        }
+    };
+    let rejections = rejections.map(|(r, _)| r);
+    match accepted {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TLS handshake failed");
+            match rejections {
+                Some(r) => r.reject(Reason::HandshakeFailed, peer, Some(&e)),
+                None => debug!(%peer, error = %e, "TLS handshake failed"),
+            }
             None
         }
         Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
+            match rejections {
+                Some(r) => r.reject(Reason::HandshakeTimeout, peer, None),
+                None => debug!(%peer, "TLS handshake timed out"),
+            }
             None
         }
     }
@@ -332,7 +441,7 @@ pub async fn serve_connection<G: Send + 'static>(
     watcher: Watcher,
     guard: G,
 ) {
-    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout).await else {
+    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout, None).await else {
         return;
     };
     let service = TowerToHyperService::new(router);
@@ -343,25 +452,65 @@ pub async fn serve_connection<G: Send + 'static>(
     drop(guard);
 }
 
-/// [`serve_connection`] for the webhook port, which also closes idle connections: one that
-/// carries no request for `handshake_timeout` (the header read timeout) is shut down gracefully
-/// (HTTP/2: GOAWAY). hyper does this itself for an HTTP/1.1 connection between requests; without
-/// it a connection that never sends its first bytes, or an idle HTTP/2 connection, would hold a
-/// connection slot for ever, and a few idle clients could lock everyone else out. `shutdown`
-/// drains it when the server stops; `permit` is held until it has ended.
+/// [`serve_connection`] for the webhook port: the TLS handshake, then [`serve_http`].
+#[allow(clippy::too_many_arguments)]
 async fn serve_webhook_connection(
     (stream, peer): (TcpStream, SocketAddr),
     acceptor: TlsAcceptor,
     builder: auto::Builder<TokioExecutor>,
     router: axum::Router,
     handshake_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    shutdown: watch::Receiver<bool>,
+    slot: (tokio::sync::OwnedSemaphorePermit, Ticket),
+    rejections: Rejections,
 ) {
-    let Some(tls_stream) = handshake(stream, peer, &acceptor, handshake_timeout).await else {
+    let Some(tls_stream) = handshake(
+        stream,
+        peer,
+        &acceptor,
+        handshake_timeout,
+        Some((&rejections, &slot.1)),
+    )
+    .await
+    else {
         return;
     };
-    let activity = Arc::new(Activity::new());
+    serve_http(
+        TokioIo::new(tls_stream),
+        peer,
+        builder,
+        router,
+        handshake_timeout,
+        shutdown,
+        slot,
+        rejections,
+    )
+    .await;
+}
+
+/// Serves HTTP/1.1 or h2 on one connection and closes it when idle: one that carries no request
+/// for `idle_timeout` is shut down gracefully (HTTP/2: GOAWAY). hyper does this itself for an
+/// HTTP/1.1 connection between requests; without it a connection that never sends its first
+/// bytes, or an idle HTTP/2 connection, would hold a connection slot for ever, and a few idle
+/// clients could lock everyone else out. A connection closed before its first request (header
+/// read timeout, idle timeout) counts as rejected; until then it may be evicted to make room
+/// for a new connection (`slot`'s ticket). `shutdown` drains it when the server stops; `slot`'s
+/// permit is held until it has ended.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    builder: auto::Builder<TokioExecutor>,
+    router: axum::Router,
+    idle_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    (permit, ticket): (tokio::sync::OwnedSemaphorePermit, Ticket),
+    rejections: Rejections,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let evict = ticket.signal();
+    let activity = Arc::new(Activity::new(Some(ticket)));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request| {
@@ -374,15 +523,22 @@ async fn serve_webhook_connection(
             }
         })
     };
-    let idle_timeout = handshake_timeout;
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+    let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    debug!(%peer, error = %e, "connection ended with an error");
+                    let header_timeout = e
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_timeout);
+                    // Counted once: a connection already closing was counted as idle.
+                    if header_timeout && !closing {
+                        rejections.reject(Reason::HeaderTimeout, peer, None);
+                    } else {
+                        debug!(%peer, listener = rejections.listener(), error = %e, "connection ended with an error");
+                    }
                 }
                 break;
             }
@@ -391,9 +547,21 @@ async fn serve_webhook_connection(
                 closing = true;
             }
             _ = activity.idle(idle_timeout), if !closing => {
-                debug!(%peer, idle_ms = idle_timeout.as_millis() as u64, "closing an idle connection");
+                if activity.served() {
+                    debug!(%peer, listener = rejections.listener(), idle_ms = idle_timeout.as_millis() as u64, "closing an idle connection");
+                } else {
+                    rejections.reject(Reason::IdleTimeout, peer, None);
+                }
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            _ = evict.notified(), if !closing && !activity.served() => {
+                // Chosen before its first request began (a request may have begun since: then
+                // it is served, and the new connection waits in vain for this slot).
+                if !activity.served() {
+                    rejections.reject(Reason::Evicted, peer, None);
+                    break;
+                }
             }
             // A peer that does not let an idle connection's graceful close finish is dropped
             // (a draining server is bounded by the drain timeout instead).
@@ -407,15 +575,21 @@ async fn serve_webhook_connection(
 struct Activity {
     started: std::time::Instant,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Whether a request has begun on this connection.
+    served: std::sync::atomic::AtomicBool,
+    /// The connection's place among the evictable ones, given up at the first request.
+    ticket: std::sync::Mutex<Option<Ticket>>,
     /// Milliseconds after `started`.
     last: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(ticket: Option<Ticket>) -> Activity {
         Activity {
+            ticket: std::sync::Mutex::new(ticket),
             started: std::time::Instant::now(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
             last: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -425,8 +599,20 @@ impl Activity {
         self.last.store(now, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn served(&self) -> bool {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Counts a request in flight until the guard is dropped.
     fn begin(self: &Arc<Self>) -> Busy {
+        if !self.served.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let ticket = self
+                .ticket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            drop(ticket);
+        }
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.touch();

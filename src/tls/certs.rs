@@ -39,6 +39,26 @@ pub enum CertError {
         key: PathBuf,
         message: String,
     },
+    #[error("the certificate in {path} expired at {not_after} (Unix time); every TLS client would refuse it")]
+    Expired { path: PathBuf, not_after: i64 },
+    #[error("the certificate in {path} is not valid before {not_before} (Unix time); TLS clients would refuse it until then")]
+    NotYetValid { path: PathBuf, not_before: i64 },
+}
+
+impl CertError {
+    /// The `reason` label of `regate_certificate_reload_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CertError::Expired { .. } => "expired",
+            CertError::NotYetValid { .. } => "not_yet_valid",
+            CertError::Mismatch { .. } => "key_mismatch",
+            CertError::Read { .. } | CertError::Write { .. } => "unreadable",
+            CertError::NoCertificate { .. }
+            | CertError::NoKey { .. }
+            | CertError::Invalid { .. }
+            | CertError::Generate(_) => "invalid",
+        }
+    }
 }
 
 /// What `certs generate` wrote.
@@ -137,12 +157,32 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// A certificate chain and key read from PEM files, with the leaf's expiry.
+/// A certificate chain and key read from PEM files, with the leaf's validity period.
 #[derive(Debug)]
 pub struct CertPair {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    pub not_before: i64,
     pub not_after: i64,
+}
+
+impl CertPair {
+    /// Refuses a pair TLS clients would refuse at `now` (Unix time): expired, or not valid yet.
+    pub fn check_validity(&self, path: &Path, now: i64) -> Result<(), CertError> {
+        if now >= self.not_after {
+            return Err(CertError::Expired {
+                path: path.to_path_buf(),
+                not_after: self.not_after,
+            });
+        }
+        if now < self.not_before {
+            return Err(CertError::NotYetValid {
+                path: path.to_path_buf(),
+                not_before: self.not_before,
+            });
+        }
+        Ok(())
+    }
 }
 
 pub fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertPair, CertError> {
@@ -168,22 +208,32 @@ pub fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertPair, CertErro
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoKey {
         path: key_path.to_path_buf(),
     })?;
-    let not_after = not_after_of(leaf).map_err(|message| CertError::Invalid {
+    let (not_before, not_after) = validity_of(leaf).map_err(|message| CertError::Invalid {
         path: cert_path.to_path_buf(),
         message,
     })?;
     Ok(CertPair {
         chain,
         key,
+        not_before,
         not_after,
     })
 }
 
 /// Unix time at which a DER certificate expires.
 pub fn not_after_of(der: &CertificateDer<'_>) -> Result<i64, String> {
+    validity_of(der).map(|(_, not_after)| not_after)
+}
+
+/// Unix times from which and until which a DER certificate is valid.
+pub fn validity_of(der: &CertificateDer<'_>) -> Result<(i64, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+    let validity = cert.validity();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
 }
 
 /// Reads every certificate of a PEM bundle (for `--client-ca`).

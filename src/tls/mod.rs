@@ -49,28 +49,37 @@ pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    not_before: AtomicI64,
     not_after: AtomicI64,
     metrics: Option<Metrics>,
 }
 
 impl CertStore {
+    /// Loads the pair at start. An expired or not-yet-valid certificate still starts the server
+    /// (unready, see [`CertStore::validity_problem`]) so that probes and logs say what is wrong.
     pub fn load(
         cert_path: &Path,
         key_path: &Path,
         metrics: Option<Metrics>,
     ) -> Result<CertStore, CertError> {
         let pair = certs::read_pair(cert_path, key_path)?;
-        let not_after = pair.not_after;
+        let (not_before, not_after) = (pair.not_before, pair.not_after);
         let key = certified_key(pair, cert_path, key_path)?;
         let store = CertStore {
             current: ArcSwap::from_pointee(key),
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
+            not_before: AtomicI64::new(not_before),
             not_after: AtomicI64::new(not_after),
             metrics,
         };
         store.publish_expiry();
         Ok(store)
+    }
+
+    /// Unix time from which the serving certificate is valid.
+    pub fn not_before(&self) -> i64 {
+        self.not_before.load(Ordering::Relaxed)
     }
 
     /// Unix time at which the serving certificate expires.
@@ -82,16 +91,64 @@ impl CertStore {
         now_unix() >= self.not_after()
     }
 
-    /// Re-reads the files; keeps the current pair when the new one is unreadable or mismatched.
+    /// Why TLS clients would refuse the certificate served now (expired, not valid yet), if so.
+    pub fn validity_problem(&self) -> Option<String> {
+        let now = now_unix();
+        let (not_before, not_after) = (self.not_before(), self.not_after());
+        if now >= not_after {
+            Some(format!(
+                "expired: not after {not_after} ({} s ago)",
+                now - not_after
+            ))
+        } else if now < not_before {
+            Some(format!(
+                "not valid yet: not before {not_before} (in {} s)",
+                not_before - now
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Re-reads the files and serves the new pair. A pair that clients would refuse (unreadable,
+    /// mismatched, expired, not valid yet) is refused and the current pair kept: swapping in an
+    /// expired certificate would fail every handshake, and every replica sharing the Secret
+    /// would leave the Service at once.
     pub fn reload(&self) -> Result<(), CertError> {
         let pair = certs::read_pair(&self.cert_path, &self.key_path)?;
-        let not_after = pair.not_after;
+        pair.check_validity(&self.cert_path, now_unix())?;
+        let (not_before, not_after) = (pair.not_before, pair.not_after);
         let key = certified_key(pair, &self.cert_path, &self.key_path)?;
         self.current.store(Arc::new(key));
+        self.not_before.store(not_before, Ordering::Relaxed);
         self.not_after.store(not_after, Ordering::Relaxed);
         self.publish_expiry();
-        info!(cert = %self.cert_path.display(), not_after, "serving certificate reloaded");
+        info!(cert = %self.cert_path.display(), not_before, not_after, "serving certificate reloaded");
         Ok(())
+    }
+
+    /// [`CertStore::reload`], with a refusal logged at WARN and counted by reason. Returns how
+    /// long to wait before trying the same files again: a certificate refused only because it
+    /// is not valid yet is taken once it is (no file event may come to trigger it).
+    pub fn reload_or_keep(&self) -> Option<Duration> {
+        let error = self.reload().err()?;
+        if let Some(m) = &self.metrics {
+            m.certificate_reload_rejected
+                .with_label_values(&[error.reason()])
+                .inc();
+        }
+        warn!(
+            error = %error,
+            reason = error.reason(),
+            "new certificate rejected; keeping the current one"
+        );
+        match error {
+            CertError::NotYetValid { not_before, .. } => {
+                let wait = (not_before - now_unix()).max(0) as u64 + 1;
+                Some(Duration::from_secs(wait))
+            }
+            _ => None,
+        }
     }
 
     fn publish_expiry(&self) {
@@ -108,6 +165,10 @@ impl CertStore {
                 days_left = remaining / 86_400,
                 "serving certificate expires within 30 days"
             );
+        }
+        let not_before = self.not_before();
+        if not_before > now_unix() {
+            error!(cert = %self.cert_path.display(), not_before, "serving certificate is not valid yet");
         }
     }
 }
@@ -189,13 +250,28 @@ pub fn watch(
     std::thread::Builder::new()
         .name("regate-cert-watch".into())
         .spawn(move || {
-            while rx.recv().is_ok() {
-                while rx.recv_timeout(debounce).is_ok() {}
-                let before = store.current.load_full();
-                if let Err(e) = store.reload() {
-                    error!(error = %e, "new certificate rejected; keeping the current one");
-                    store.current.store(before);
+            use std::sync::mpsc::RecvTimeoutError;
+            let mut retry_at: Option<std::time::Instant> = None;
+            loop {
+                let changed = match retry_at {
+                    None => rx.recv().is_ok(),
+                    Some(at) => {
+                        let wait = at.saturating_duration_since(std::time::Instant::now());
+                        match rx.recv_timeout(wait) {
+                            Ok(()) => true,
+                            Err(RecvTimeoutError::Timeout) => false,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                };
+                if changed {
+                    while rx.recv_timeout(debounce).is_ok() {}
+                } else if retry_at.is_none() {
+                    break; // the watcher is gone
                 }
+                retry_at = store
+                    .reload_or_keep()
+                    .map(|wait| std::time::Instant::now() + wait);
             }
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;

@@ -122,6 +122,8 @@ pub struct BinaryOptions {
     pub metrics_port: Option<u16>,
     /// Run as the unprivileged user `nobody` (so that file permissions apply).
     pub as_nobody: bool,
+    /// Run under `prlimit --nofile=N:N` (util-linux): a low open-files limit.
+    pub nofile: Option<u64>,
 }
 
 impl Default for BinaryOptions {
@@ -133,6 +135,7 @@ impl Default for BinaryOptions {
             client_ca: None,
             metrics_port: None,
             as_nobody: false,
+            nofile: None,
         }
     }
 }
@@ -216,6 +219,14 @@ impl Regate {
             make_world_readable(root);
             let mut c = Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+            c
+        } else if let Some(n) = opts.nofile {
+            let mut c = Command::new("prlimit");
+            c.args([
+                format!("--nofile={n}:{n}"),
+                "--".to_string(),
+                bin.to_string(),
+            ]);
             c
         } else {
             Command::new(bin)
