@@ -380,7 +380,7 @@ mod tests {
             Value::Null,
         )]);
         for text in [
-            format!("{encoded}"),
+            encoded.clone(),
             "CANARY-wrapped-value".to_string(),
             "x CANARY-binary y".to_string(),
             "CANARY-not*base64%".to_string(),

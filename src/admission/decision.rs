@@ -392,3 +392,56 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
     crate::policy::fast::input_value(&review.input, !set.reads_managed_fields)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::admission::review::ManifestRequest;
+    use crate::config::Config;
+    use crate::environment::NamespaceLabels;
+    use crate::policy::source::PolicySource;
+
+    const PRINTING: &str = "# METADATA\n# title: printing\n# custom:\n#   id: printing\n#   severity: low\n#   kinds: [Secret]\npackage regate.policies.printing\n\ndeny contains msg if {\n  v := input.request.object.stringData.P\n  print(\"value\", v)\n  msg := sprintf(\"value %v\", [v])\n}\n";
+
+    fn set() -> PolicySet {
+        let sources = [PolicySource {
+            name: "printing.rego".into(),
+            text: PRINTING.into(),
+        }];
+        PolicySet::build(
+            &sources,
+            Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+    }
+
+    fn review(value: &str) -> Review {
+        Review::from_manifest(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+                   "stringData": {"P": value}}),
+            &ManifestRequest::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn prints_are_gathered_per_evaluation_and_scrubbed() {
+        let set = set();
+        // The same (thread-cached) engine judges every request: each decision holds exactly its
+        // own print, never the priming's or an earlier request's.
+        for i in 0..50 {
+            let value = format!("CANARY-{i:04}");
+            let decision = judge(&set, &review(&value), Wants::VALIDATE);
+            assert_eq!(decision.prints.len(), 1, "{:?}", decision.prints);
+            let (policy, line) = &decision.prints[0];
+            assert_eq!(policy, "printing");
+            assert!(line.ends_with("value [redacted]"), "{line}");
+            assert_eq!(decision.violations[0].message, "value [redacted]");
+        }
+    }
+}
