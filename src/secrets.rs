@@ -10,9 +10,9 @@
 //!
 //! Short values (fewer than [`MIN_SUBSTRING_CHARS`] characters) are redacted only where they
 //! stand as a whole word (between characters that are not letters, digits or `_`, or at either
-//! end of the text): redacting every `a` or `12` inside other words would destroy the message
-//! while hiding nothing a 1–3 character value could be guessed from anyway. Values made only of
-//! whitespace are not looked for. See docs/RELIABILITY.md, "Secret values".
+//! end of the text): redacting every `a`, `12` or `admin` inside other words (`W_ADMIN`) would
+//! destroy the message, and a value that short is guessable whatever regate hides. Values made
+//! only of whitespace are not looked for. See docs/RELIABILITY.md, "Secret values".
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -22,8 +22,9 @@ use serde_json::Value;
 pub const REDACTED: &str = "[redacted]";
 
 /// Values at least this long (in characters) are redacted wherever they occur; shorter ones only
-/// as a whole word.
-pub const MIN_SUBSTRING_CHARS: usize = 4;
+/// as a whole word. Eight: the shortest password most policies accept, and long enough that a
+/// value is rarely an ordinary word of a message.
+pub const MIN_SUBSTRING_CHARS: usize = 8;
 
 /// Columns base64 text is commonly wrapped at: MIME and `base64(1)` (76), PEM (64).
 const WRAP_WIDTHS: [usize; 2] = [76, 64];
@@ -403,10 +404,25 @@ mod tests {
         );
         // Inside other words, numbers or identifiers: left alone.
         assert_eq!(values.scrub("abc 420 x_1 tabs ex"), "abc 420 x_1 tabs ex");
+        let words = SecretValues::of_objects([&secret(
+            Value::Null,
+            json!({"W_ADMIN": "ADMIN", "p": "hunter2"}),
+        )]);
+        assert_eq!(
+            words.scrub(r#"key "W_ADMIN" holds "ADMIN"; hunter2, hunter22"#),
+            r#"key "W_ADMIN" holds "[redacted]"; [redacted], hunter22"#
+        );
         // Whitespace-only values are not looked for.
         assert_eq!(values.scrub("a  b"), "a  b");
-        // Their base64 forms are long enough to be redacted anywhere.
-        assert_eq!(values.scrub(&format!("v{}v", b64("42"))), "v[redacted]v");
+        // Base64 forms follow the same rule: whole words when short, anywhere when long.
+        assert_eq!(
+            values.scrub(&format!("v {} v", b64("42"))),
+            "v [redacted] v"
+        );
+        assert_eq!(
+            words.scrub(&format!("v{}v", b64("hunter2"))),
+            "v[redacted]v"
+        );
     }
 
     #[test]
