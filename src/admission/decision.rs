@@ -380,9 +380,17 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
     if decision.has_policy_text() {
         // Before the decision leaves: every answer, log, report and print is built from it.
         let request_secrets = SecretValues::of_review(review);
-        let mut parts: Vec<&SecretValues> = vec![&request_secrets];
-        parts.extend(inventory_secrets.iter().map(|s| s.as_ref()));
-        decision.scrub(&SecretValues::union(&parts));
+        let parts: Vec<&SecretValues> = std::iter::once(&request_secrets)
+            .chain(inventory_secrets.iter().map(|s| s.as_ref()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        match parts.as_slice() {
+            [] => {}
+            // The common cases (a Secret under review, or an inventory's Secrets) use the
+            // matcher as built; only both at once need one matcher over the union.
+            [one] => decision.scrub(one),
+            many => decision.scrub(&SecretValues::union(many)),
+        }
     }
     decision
 }
