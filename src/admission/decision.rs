@@ -13,6 +13,7 @@ use crate::policy::eval::{FailureReason, Wants};
 use crate::policy::metadata::Severity;
 use crate::policy::patch;
 use crate::policy::set::{Flavor, PolicySet};
+use crate::secrets::SecretValues;
 
 /// One `deny` result with the action it carries in this request's environment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,6 +100,10 @@ pub struct Decision {
     pub timings: Vec<(String, Duration)>,
     #[serde(skip)]
     pub failure_policy: FailurePolicy,
+    /// What `print()` wrote, per policy, already scrubbed of Secret values: shown to authors by
+    /// `regate test` and `regate eval --prints`, never by `serve`.
+    #[serde(skip)]
+    pub prints: Vec<(String, String)>,
 }
 
 impl Decision {
@@ -116,7 +121,43 @@ impl Decision {
             skipped: Some(skip),
             timings: Vec::new(),
             failure_policy: FailurePolicy::Closed,
+            prints: Vec::new(),
         }
+    }
+
+    /// Replaces every Secret value in every text of the decision that a policy wrote (messages,
+    /// paths, failure details, prints) with `[redacted]`; see [`crate::secrets`].
+    pub fn scrub(&mut self, secrets: &SecretValues) {
+        if secrets.is_empty() {
+            return;
+        }
+        for v in &mut self.violations {
+            secrets.scrub_in_place(&mut v.message);
+            if let Some(path) = v.path.as_mut() {
+                secrets.scrub_in_place(path);
+            }
+        }
+        for w in &mut self.warn_results {
+            secrets.scrub_in_place(&mut w.message);
+            if let Some(path) = w.path.as_mut() {
+                secrets.scrub_in_place(path);
+            }
+        }
+        for f in &mut self.failures {
+            secrets.scrub_in_place(&mut f.detail);
+        }
+        for (_, line) in &mut self.prints {
+            secrets.scrub_in_place(line);
+        }
+    }
+
+    /// Whether any text a policy wrote is in the decision (the only texts a Secret value can
+    /// reach).
+    fn has_policy_text(&self) -> bool {
+        !(self.violations.is_empty()
+            && self.warn_results.is_empty()
+            && self.prints.is_empty()
+            && self.failures.iter().all(|f| f.detail.is_empty()))
     }
 
     pub fn denials(&self) -> impl Iterator<Item = &Violation> {
@@ -248,7 +289,10 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
         skipped: None,
         timings: Vec::with_capacity(candidates.len()),
         failure_policy: set.config.policy_failure,
+        prints: Vec::new(),
     };
+    // The inventory's Secrets, from the Gatekeeper policies that read it.
+    let mut inventory_secrets: Vec<std::sync::Arc<SecretValues>> = Vec::new();
     let mut adds = Vec::new();
     for i in candidates {
         let policy = &set.policies[i];
@@ -282,6 +326,18 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
             _ => &input,
         };
         let output = set.evaluate(i, environment, input, wants, redact);
+        if let Flavor::Gatekeeper(gk) = &policy.flavor {
+            if !gk.inventory_secrets.is_empty()
+                && !inventory_secrets
+                    .iter()
+                    .any(|s| std::sync::Arc::ptr_eq(s, &gk.inventory_secrets))
+            {
+                inventory_secrets.push(gk.inventory_secrets.clone());
+            }
+        }
+        decision
+            .prints
+            .extend(output.prints.into_iter().map(|p| (id.to_string(), p)));
         decision.evaluated.push(id.to_string());
         decision.timings.push((id.to_string(), output.duration));
         let action = policy.action(environment);
@@ -322,6 +378,21 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
         let patched = patch::fill_missing(object, &adds);
         decision.patch = patch::diff(object, &patched);
     }
+    if decision.has_policy_text() {
+        // Before the decision leaves: every answer, log, report and print is built from it.
+        let request_secrets = SecretValues::of_review(review);
+        let parts: Vec<&SecretValues> = std::iter::once(&request_secrets)
+            .chain(inventory_secrets.iter().map(|s| s.as_ref()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        match parts.as_slice() {
+            [] => {}
+            // The common cases (a Secret under review, or an inventory's Secrets) use the
+            // matcher as built; only both at once need one matcher over the union.
+            [one] => decision.scrub(one),
+            many => decision.scrub(&SecretValues::union(many)),
+        }
+    }
     decision
 }
 
@@ -329,4 +400,57 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
 /// policy reads it: it is often the largest part of an object and never decides anything.
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
     crate::policy::fast::input_value(&review.input, !set.reads_managed_fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::admission::review::ManifestRequest;
+    use crate::config::Config;
+    use crate::environment::NamespaceLabels;
+    use crate::policy::source::PolicySource;
+
+    const PRINTING: &str = "# METADATA\n# title: printing\n# custom:\n#   id: printing\n#   severity: low\n#   kinds: [Secret]\npackage regate.policies.printing\n\ndeny contains msg if {\n  v := input.request.object.stringData.P\n  print(\"value\", v)\n  msg := sprintf(\"value %v\", [v])\n}\n";
+
+    fn set() -> PolicySet {
+        let sources = [PolicySource {
+            name: "printing.rego".into(),
+            text: PRINTING.into(),
+        }];
+        PolicySet::build(
+            &sources,
+            Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+    }
+
+    fn review(value: &str) -> Review {
+        Review::from_manifest(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+                   "stringData": {"P": value}}),
+            &ManifestRequest::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn prints_are_gathered_per_evaluation_and_scrubbed() {
+        let set = set();
+        // The same (thread-cached) engine judges every request: each decision holds exactly its
+        // own print, never the priming's or an earlier request's.
+        for i in 0..50 {
+            let value = format!("CANARY-{i:04}");
+            let decision = judge(&set, &review(&value), Wants::VALIDATE);
+            assert_eq!(decision.prints.len(), 1, "{:?}", decision.prints);
+            let (policy, line) = &decision.prints[0];
+            assert_eq!(policy, "printing");
+            assert!(line.ends_with("value [redacted]"), "{line}");
+            assert_eq!(decision.violations[0].message, "value [redacted]");
+        }
+    }
 }

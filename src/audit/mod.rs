@@ -9,7 +9,8 @@
 //!   range at a time ([`report`]).
 //!
 //! Secret values never leave the evaluation: records carry policy messages only (which name keys
-//! and lengths), scrubbed once more of any value of the Secret they are about ([`record`]).
+//! and lengths), scrubbed by the decision path of every value of the Secrets they are about
+//! ([`crate::secrets`]).
 
 pub mod background;
 pub mod cluster;

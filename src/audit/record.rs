@@ -2,7 +2,6 @@
 //! finding (violations whatever their action, warnings, failures), each labelled. Never the
 //! object itself.
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -183,8 +182,8 @@ pub fn judge_object(
         ..ManifestRequest::default()
     };
     let review = Review::from_manifest(object, &opts)?;
-    // From the review, not the document: a file may hold an AdmissionReview around the Secret.
-    let secrets = review_secret_values(&review);
+    // `judge` has scrubbed every message of the Secret values of the review (a file may hold an
+    // AdmissionReview around the Secret) and of the inventory: see `crate::secrets`.
     let decision = judge(set, &review, Wants::VALIDATE);
     let namespace = match origin.cluster_scoped {
         Some(true) => None,
@@ -196,7 +195,7 @@ pub fn judge_object(
     } else {
         format!("{}/{}", gvk.group, gvk.version)
     };
-    let mut record = ObjectRecord {
+    let record = ObjectRecord {
         api_version,
         kind: review.kind().to_string(),
         namespace,
@@ -213,12 +212,6 @@ pub fn judge_object(
         }),
         findings: findings(set, &decision),
     };
-    if !secrets.is_empty() {
-        for f in &mut record.findings {
-            f.message = scrub(&f.message, &secrets);
-            f.path = f.path.as_deref().map(|p| scrub(p, &secrets));
-        }
-    }
     Ok(record)
 }
 
@@ -265,136 +258,9 @@ pub fn findings(set: &PolicySet, decision: &Decision) -> Vec<Finding> {
     out
 }
 
-/// Shortest value that is scrubbed from messages: shorter ones are too common to be secret and
-/// would mangle ordinary words.
-const MIN_SCRUBBED: usize = 4;
-
-/// The values of a Secret in every form a message could quote them: `data` as written (base64)
-/// and decoded, `stringData` as written and base64-encoded. Empty for anything but a Secret.
-pub fn secret_values(object: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    collect_secret_values(object, &mut out);
-    finish_secret_values(out)
-}
-
-/// [`secret_values`] of a review's object and old object.
-fn review_secret_values(review: &Review) -> Vec<String> {
-    let mut out = Vec::new();
-    for object in [review.object(), review.input.pointer("/request/oldObject")]
-        .into_iter()
-        .flatten()
-    {
-        collect_secret_values(object, &mut out);
-    }
-    finish_secret_values(out)
-}
-
-fn collect_secret_values(object: &Value, out: &mut Vec<String>) {
-    if object.get("kind").and_then(Value::as_str) != Some("Secret") {
-        return;
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    if let Some(Value::Object(data)) = object.get("data") {
-        for v in data.values() {
-            if let Some(s) = v.as_str() {
-                out.push(s.to_string());
-                // A manifest's base64 may be wrapped over several lines.
-                let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-                if let Ok(bytes) = b64.decode(compact) {
-                    if let Ok(text) = String::from_utf8(bytes) {
-                        out.push(text);
-                    }
-                }
-            }
-        }
-    }
-    if let Some(Value::Object(data)) = object.get("stringData") {
-        for v in data.values() {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => continue,
-                other => other.to_string(),
-            };
-            out.push(b64.encode(text.as_bytes()));
-            out.push(text);
-        }
-    }
-}
-
-fn finish_secret_values(mut out: Vec<String>) -> Vec<String> {
-    // As a message quoting a value with `%q` or JSON writes it: `p"ss` as `p\"ss`.
-    let escaped: Vec<String> = out
-        .iter()
-        .filter_map(|s| {
-            let quoted = serde_json::to_string(s).ok()?;
-            let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
-            (inner != s).then(|| inner.to_string())
-        })
-        .collect();
-    out.extend(escaped);
-    out.retain(|s| s.chars().count() >= MIN_SCRUBBED);
-    // Longest first, so a value containing another is removed whole.
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out.dedup();
-    out
-}
-
-/// Replaces every occurrence of each value (and of each line of a multi-line value) in `text`.
-pub fn scrub(text: &str, values: &[String]) -> String {
-    let mut out = text.to_string();
-    for v in values {
-        if out.contains(v.as_str()) {
-            out = out.replace(v.as_str(), "[redacted]");
-        }
-        if v.contains('\n') {
-            for line in v
-                .lines()
-                .map(str::trim)
-                .filter(|l| l.chars().count() >= MIN_SCRUBBED)
-            {
-                if out.contains(line) {
-                    out = out.replace(line, "[redacted]");
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn secret_values_cover_every_form() {
-        let secret = json!({"kind": "Secret", "data": {"a": "Q0FOQVJZLXBsYWlu"}, "stringData": {"b": "CANARY-two"}});
-        let values = secret_values(&secret);
-        assert!(values.contains(&"Q0FOQVJZLXBsYWlu".to_string()));
-        assert!(values.contains(&"CANARY-plain".to_string()));
-        assert!(values.contains(&"CANARY-two".to_string()));
-        assert!(values.contains(&"Q0FOQVJZLXR3bw==".to_string()));
-        let msg = scrub("value CANARY-plain and Q0FOQVJZLXR3bw== here", &values);
-        assert_eq!(msg, "value [redacted] and [redacted] here");
-        assert!(secret_values(&json!({"kind": "ConfigMap", "data": {"a": "CANARY"}})).is_empty());
-    }
-
-    #[test]
-    fn wrapped_and_escaped_secret_values_are_scrubbed() {
-        let review = Review::from_manifest(
-            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-                "uid": "u", "operation": "CREATE",
-                "kind": {"group": "", "version": "v1", "kind": "Secret"},
-                "resource": {"group": "", "version": "v1", "resource": "secrets"},
-                "object": {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-                           "data": {"a": "Q0FOQVJZ\nLXBsYWlu"}, "stringData": {"b": "CANARY\"two"}}}}),
-            &ManifestRequest::default(),
-        )
-        .unwrap();
-        let values = review_secret_values(&review);
-        let msg = scrub("CANARY-plain, \"CANARY\\\"two\"", &values);
-        assert!(!msg.contains("CANARY"), "{msg}");
-    }
 
     #[test]
     fn pairs_take_the_worst_label() {

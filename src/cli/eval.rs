@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// kinds referential templates name in requires-sync-data; repeatable.
     #[arg(long = "inventory", value_name = "FILE|DIR")]
     pub inventory: Vec<PathBuf>,
+    /// Show what the policies' `print()` calls wrote, on standard error (Secret values
+    /// redacted).
+    #[arg(long)]
+    pub prints: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -105,6 +109,7 @@ pub fn evaluate_objects(
                     skipped: None,
                     timings: Vec::new(),
                     failure_policy: Default::default(),
+                    prints: Vec::new(),
                 },
                 error: Some(e.to_string()),
             }),
@@ -121,6 +126,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
         Output::Text => print_text(&results),
+    }
+    if args.prints {
+        for r in &results {
+            for (policy, line) in &r.decision.prints {
+                eprintln!("print {} [{policy}] {line}", r.source);
+            }
+        }
     }
     let denied = results.iter().any(|r| !r.decision.allowed);
     Ok(if denied { 1 } else { 0 })

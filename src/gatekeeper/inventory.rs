@@ -107,6 +107,17 @@ impl Inventory {
         Value::Object(data)
     }
 
+    /// The values of every Secret in the inventory (see [`crate::secrets`]).
+    pub fn secret_values(&self) -> crate::secrets::SecretValues {
+        let trees = std::iter::once(&self.cluster).chain(self.namespace.values());
+        let secrets = trees.flat_map(|tree| {
+            tree.values()
+                .filter_map(|kinds| kinds.get("Secret"))
+                .flat_map(|by_name| by_name.values())
+        });
+        crate::secrets::SecretValues::of_objects(secrets)
+    }
+
     /// Namespace labels as the inventory's Namespace objects give them.
     pub fn namespace_labels(&self) -> NamespaceLabels {
         let labels = NamespaceLabels::default();

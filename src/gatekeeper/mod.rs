@@ -46,6 +46,9 @@ pub struct GatekeeperPolicy {
     pub parameters: RValue,
     /// Kinds the template reads from `data.inventory`.
     pub sync: Vec<inventory::SyncKind>,
+    /// The values of the Secrets in this policy's `data.inventory`, gathered when the inventory
+    /// is installed: its messages are scrubbed of them as of the request's own.
+    pub inventory_secrets: Arc<crate::secrets::SecretValues>,
 }
 
 impl GatekeeperPolicy {
@@ -365,6 +368,7 @@ pub fn compile_constraint(
         matcher: constraint.matcher.clone(),
         parameters: RValue::from(constraint.parameters.clone()),
         sync: template.template.sync.clone(),
+        inventory_secrets: Arc::new(inventory.secret_values()),
     };
     let mut engine = template.engine.clone();
     set_inventory(&mut engine, inventory)
@@ -421,11 +425,15 @@ pub fn with_inventory(
     policies: &[CompiledPolicy],
     inventory: &Inventory,
 ) -> Result<Vec<CompiledPolicy>, LoadError> {
+    let secrets = Arc::new(inventory.secret_values());
     policies
         .iter()
         .map(|p| {
             let mut p = p.clone();
-            if matches!(p.flavor, Flavor::Gatekeeper(_)) {
+            if let Flavor::Gatekeeper(gk) = &p.flavor {
+                let mut gk = (**gk).clone();
+                gk.inventory_secrets = secrets.clone();
+                p.flavor = Flavor::Gatekeeper(Arc::new(gk));
                 for engine in p.engines.iter_mut() {
                     set_inventory(engine, inventory)
                         .map_err(|e| LoadError::new(&p.file, 1, 1, e))?;
@@ -511,6 +519,8 @@ fn prime(engine: &mut regorus::Engine, package: &str, gk: &GatekeeperPolicy, kin
     }}));
     engine.set_input(gk.input(&input));
     let _ = engine.eval_rule(format!("{package}.violation"));
+    // Clones of this engine must not start with (and keep copying) the priming's prints.
+    let _ = engine.take_prints();
 }
 
 #[cfg(test)]

@@ -252,7 +252,8 @@ impl Template {
             limit: timeout,
             check_interval: NonZeroU32::MIN,
         });
-        engine.set_gather_prints(false);
+        // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
+        engine.set_gather_prints(true);
         if let Err(e) = rego_compat::install(&mut engine) {
             return Err(vec![
                 origin.error(format!("ConstraintTemplate {}: {e}", self.name))

@@ -83,6 +83,9 @@ pub struct PolicyOutput {
     pub patch: Vec<AddOp>,
     pub failure: Option<EvalFailure>,
     pub duration: Duration,
+    /// What `print()` wrote during this evaluation ("file:line: text"), drained from the engine
+    /// so that it never reaches stderr and never piles up in a reused engine.
+    pub prints: Vec<String>,
 }
 
 /// Evaluates `policy` for `env` on `input`. `redact` withholds engine error text (Secrets).
@@ -103,6 +106,10 @@ pub fn evaluate(
 pub(crate) trait Evaluator {
     fn set_input(&mut self, input: Value);
     fn eval_rule(&mut self, path: String) -> anyhow::Result<Value>;
+    /// Drains what `print()` gathered (regorus's bytecode has no `print`: nothing).
+    fn take_prints(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl Evaluator for regorus::Engine {
@@ -112,6 +119,10 @@ impl Evaluator for regorus::Engine {
 
     fn eval_rule(&mut self, path: String) -> anyhow::Result<Value> {
         regorus::Engine::eval_rule(self, path)
+    }
+
+    fn take_prints(&mut self) -> Vec<String> {
+        regorus::Engine::take_prints(self).unwrap_or_default()
     }
 }
 
@@ -184,6 +195,7 @@ pub(crate) fn evaluate_with<E: Evaluator>(
             }
         }
     }
+    out.prints = engine.take_prints();
     out.duration = started.elapsed();
     out
 }

@@ -424,7 +424,8 @@ pub(crate) fn new_engine(
 ) -> Result<Engine, Vec<LoadError>> {
     let mut engine = Engine::new();
     engine.set_execution_timer_config(timer(timeout));
-    engine.set_gather_prints(false);
+    // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
+    engine.set_gather_prints(true);
     let mut errors = Vec::new();
     for lib in libraries {
         if let Err(e) = engine.add_policy(lib.name.clone(), lib.text.clone()) {
@@ -637,6 +638,8 @@ pub(crate) fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &Pol
             let _ = engine.eval_rule(format!("data.{package}.{rule}"));
         }
     }
+    // Clones of this engine must not start with (and keep copying) the priming's prints.
+    let _ = engine.take_prints();
 }
 
 fn compile_exceptions(config: &Config, errors: &mut Vec<LoadError>) -> Vec<CompiledException> {

@@ -100,13 +100,13 @@ pub fn run_file(path: &Path, sets: &mut dyn SetForEnvironment) -> Vec<TestResult
         .map(|(i, case)| {
             let line = lines.get(i).copied().unwrap_or(1);
             let started = Instant::now();
-            let outcome = run_case(case, base, sets);
+            let (outcome, output) = run_case(case, base, sets);
             TestResult {
                 file: file.clone(),
                 line,
                 name: case.name.clone(),
                 outcome,
-                output: Vec::new(),
+                output,
                 duration: started.elapsed(),
             }
         })
@@ -131,10 +131,18 @@ fn read_json_or_yaml(path: &Path) -> Result<Value, String> {
     serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn run_case(case: &Case, base: &Path, sets: &mut dyn SetForEnvironment) -> Outcome {
+/// The case's outcome, and what the policies printed (scrubbed of Secret values by `judge`).
+fn run_case(case: &Case, base: &Path, sets: &mut dyn SetForEnvironment) -> (Outcome, Vec<String>) {
     match judge_case(case, base, sets) {
-        Ok((decision, object)) => check(&case.expect, &decision, object.as_ref()),
-        Err(e) => Outcome::Error(e),
+        Ok((decision, object)) => (
+            check(&case.expect, &decision, object.as_ref()),
+            decision
+                .prints
+                .iter()
+                .map(|(policy, line)| format!("[{policy}] {line}"))
+                .collect(),
+        ),
+        Err(e) => (Outcome::Error(e), Vec::new()),
     }
 }
 

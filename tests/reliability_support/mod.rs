@@ -237,7 +237,7 @@ impl Regate {
             .env("REGATE_WATCH_NAMESPACES", "false")
             .current_dir(root)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(root.join("regate.stdout")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .map_err(|e| format!("spawn {bin}: {e}"))?;
@@ -254,7 +254,10 @@ impl Regate {
             if let Ok(Some(status)) = regate.child.try_wait() {
                 return Err(format!("exited with {status}: {}", regate.logs()));
             }
-            if regate.logs().contains("regate serving")
+            // Below info (`off`, `error`, `warn`) the "serving" line is not logged: the port
+            // answering is the sign.
+            let quiet = matches!(opts.log_level.as_str(), "off" | "error" | "warn");
+            if (quiet || regate.logs().contains("regate serving"))
                 && std::net::TcpStream::connect(regate.addr).is_ok()
             {
                 return Ok(regate);
@@ -304,6 +307,14 @@ impl Regate {
 
     pub fn http2(&self) -> reqwest::Client {
         crate::common::client(&self.ca_path(), true)
+    }
+
+    /// Everything the process wrote to standard output.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(
+            &std::fs::read(self.root().join("regate.stdout")).unwrap_or_default(),
+        )
+        .to_string()
     }
 
     pub fn logs(&self) -> String {

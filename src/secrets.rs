@@ -1,0 +1,446 @@
+//! Secret values, and the one scrubber every text leaving regate goes through.
+//!
+//! A policy may quote what it judges: `sprintf("%v", [object.stringData])`, a `print()`, an
+//! engine error. Whatever a request's Secrets hold (object and oldObject, `data` and
+//! `stringData`), and whatever the Secrets of Gatekeeper's `data.inventory` hold, is replaced by
+//! [`REDACTED`] in every message, warning, audit annotation, print, failure detail and report
+//! before it leaves. Values are looked for in every form a message could quote them in: as
+//! written, base64 (padded, unpadded, wrapped at 64 or 76 columns), base64-decoded, trimmed, line
+//! by line, and escaped as JSON, HTML-safe JSON, doubly escaped JSON and Go's `%q` write them.
+//!
+//! Short values (fewer than [`MIN_SUBSTRING_CHARS`] characters) are redacted only where they
+//! stand as a whole word (between characters that are not letters, digits or `_`, or at either
+//! end of the text): redacting every `a`, `12` or `admin` inside other words (`W_ADMIN`) would
+//! destroy the message, and a value that short is guessable whatever regate hides. Values made
+//! only of whitespace are not looked for. See docs/RELIABILITY.md, "Secret values".
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use serde_json::Value;
+
+/// What a scrubbed value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Values at least this long (in characters) are redacted wherever they occur; shorter ones only
+/// as a whole word. Eight: the shortest password most policies accept, and long enough that a
+/// value is rarely an ordinary word of a message.
+pub const MIN_SUBSTRING_CHARS: usize = 8;
+
+/// Columns base64 text is commonly wrapped at: MIME and `base64(1)` (76), PEM (64).
+const WRAP_WIDTHS: [usize; 2] = [76, 64];
+
+/// The values to scrub, in every form, with a matcher built once.
+#[derive(Debug, Clone, Default)]
+pub struct SecretValues {
+    /// Values redacted wherever they occur, longest first.
+    long: Vec<String>,
+    /// Values redacted only as a whole word.
+    short: Vec<String>,
+    matcher: Option<AhoCorasick>,
+}
+
+impl SecretValues {
+    /// The values of every Secret among `objects` (anything else contributes nothing).
+    pub fn of_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> SecretValues {
+        let mut forms = Vec::new();
+        for object in objects {
+            collect_secret(object, &mut forms);
+        }
+        SecretValues::from_forms(forms)
+    }
+
+    /// The values of a review's Secrets: its object and its old object.
+    pub fn of_review(review: &crate::admission::review::Review) -> SecretValues {
+        let old = review.input.pointer("/request/oldObject");
+        SecretValues::of_objects(review.object().into_iter().chain(old))
+    }
+
+    /// Every value of `parts` in one matcher, so that the longest value wins wherever values
+    /// overlap across parts.
+    pub fn union(parts: &[&SecretValues]) -> SecretValues {
+        let non_empty: Vec<&&SecretValues> = parts.iter().filter(|p| !p.is_empty()).collect();
+        match non_empty.as_slice() {
+            [] => SecretValues::default(),
+            [one] => (**one).clone(),
+            many => SecretValues::from_forms(
+                many.iter()
+                    .flat_map(|p| p.long.iter().chain(&p.short).cloned())
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.long.is_empty() && self.short.is_empty()
+    }
+
+    /// How many forms are looked for.
+    pub fn len(&self) -> usize {
+        self.long.len() + self.short.len()
+    }
+
+    /// `text` with every value replaced by [`REDACTED`].
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = match &self.matcher {
+            Some(m) if m.is_match(text) => {
+                let mut dst = String::with_capacity(text.len());
+                m.replace_all_with(text, &mut dst, |_, _, dst| {
+                    dst.push_str(REDACTED);
+                    true
+                });
+                dst
+            }
+            _ => text.to_string(),
+        };
+        for value in &self.short {
+            if let Some(replaced) = replace_words(&out, value) {
+                out = replaced;
+            }
+        }
+        out
+    }
+
+    /// Scrubs `text` where it is.
+    pub fn scrub_in_place(&self, text: &mut String) {
+        if !self.is_empty() {
+            *text = self.scrub(text);
+        }
+    }
+
+    fn from_forms(forms: Vec<String>) -> SecretValues {
+        let mut long = Vec::new();
+        let mut short = Vec::new();
+        for form in forms {
+            if form.trim().is_empty() {
+                continue;
+            }
+            if form.chars().count() >= MIN_SUBSTRING_CHARS {
+                long.push(form);
+            } else {
+                short.push(form);
+            }
+        }
+        long.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        long.dedup();
+        short.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        short.dedup();
+        // Leftmost-longest: where values overlap, the longest is removed whole.
+        let matcher = if long.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&long)
+                .ok()
+        };
+        SecretValues {
+            long,
+            short,
+            matcher,
+        }
+    }
+}
+
+/// Adds every form of every value of `object` when it is a Secret.
+fn collect_secret(object: &Value, forms: &mut Vec<String>) {
+    if object.get("kind").and_then(Value::as_str) != Some("Secret") {
+        return;
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(Value::Object(data)) = object.get("data") {
+        for value in data.values() {
+            let Some(written) = value.as_str() else {
+                collect_leaves(value, forms);
+                continue;
+            };
+            // As written (a manifest's base64 may be wrapped, or not be base64 at all).
+            add_text_forms(written, forms);
+            let compact: String = written.chars().filter(|c| !c.is_whitespace()).collect();
+            add_base64_forms(&compact, forms);
+            if let Ok(bytes) = b64.decode(compact.as_bytes()) {
+                match String::from_utf8(bytes) {
+                    Ok(text) => add_text_forms(&text, forms),
+                    Err(e) => {
+                        // Binary: each readable run may still be quoted.
+                        let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                        for run in lossy.split('\u{FFFD}') {
+                            add_text_forms(run, forms);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(data)) = object.get("stringData") {
+        for value in data.values() {
+            match value {
+                Value::Null => {}
+                Value::String(text) => {
+                    add_text_forms(text, forms);
+                    add_base64_forms(&b64.encode(text.as_bytes()), forms);
+                }
+                other => {
+                    let text = other.to_string();
+                    add_text_forms(&text, forms);
+                    add_base64_forms(&b64.encode(text.as_bytes()), forms);
+                    collect_leaves(other, forms);
+                }
+            }
+        }
+    }
+}
+
+/// The strings and numbers inside a value that is not a plain string.
+fn collect_leaves(value: &Value, forms: &mut Vec<String>) {
+    match value {
+        Value::String(s) => add_text_forms(s, forms),
+        Value::Number(n) => forms.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| collect_leaves(v, forms)),
+        Value::Object(map) => map.values().for_each(|v| collect_leaves(v, forms)),
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// A text value as written, trimmed, line by line, and in its escaped forms.
+fn add_text_forms(text: &str, forms: &mut Vec<String>) {
+    let mut plain = vec![text.to_string()];
+    let trimmed = text.trim();
+    if trimmed != text {
+        plain.push(trimmed.to_string());
+    }
+    if text.contains('\n') || text.contains('\r') {
+        plain.extend(text.lines().map(|l| l.trim().to_string()));
+    }
+    for p in plain {
+        for escaped in escaped_forms(&p) {
+            if escaped != p {
+                forms.push(escaped);
+            }
+        }
+        forms.push(p);
+    }
+}
+
+/// Base64 text padded and unpadded, and wrapped at the usual columns (each line a form, so a
+/// wrapped quote is redacted line by line).
+fn add_base64_forms(encoded: &str, forms: &mut Vec<String>) {
+    if encoded.is_empty() {
+        return;
+    }
+    forms.push(encoded.to_string());
+    let unpadded = encoded.trim_end_matches('=');
+    if unpadded != encoded {
+        forms.push(unpadded.to_string());
+    }
+    for width in WRAP_WIDTHS {
+        if encoded.len() > width {
+            let bytes = encoded.as_bytes();
+            for chunk in bytes.chunks(width) {
+                forms.push(String::from_utf8_lossy(chunk).into_owned());
+            }
+        }
+    }
+}
+
+/// `text` as JSON writes it inside quotes, as Go's JSON writes it (`<`, `>`, `&` as `\u003c`…),
+/// escaped twice (JSON inside JSON), and as Go's `%q` writes it.
+fn escaped_forms(text: &str) -> Vec<String> {
+    let json = json_escape(text);
+    let html = json
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let twice = json_escape(&json);
+    vec![json, html, twice, go_quote(text)]
+}
+
+fn json_escape(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted)
+        .to_string()
+}
+
+/// Go's `strconv.Quote` (what `%q` writes), without the quotes.
+fn go_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// `text` with each whole-word occurrence of `value` redacted; `None` when there is none.
+fn replace_words(text: &str, value: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (at, found) in text.match_indices(value) {
+        let end = at + found.len();
+        let before = text.get(..at).and_then(|t| t.chars().next_back());
+        let after = text.get(end..).and_then(|t| t.chars().next());
+        if before.is_some_and(is_word_char) || after.is_some_and(is_word_char) {
+            continue;
+        }
+        out.push_str(text.get(last..at).unwrap_or(""));
+        out.push_str(REDACTED);
+        last = end;
+    }
+    if last == 0 {
+        return None;
+    }
+    out.push_str(text.get(last..).unwrap_or(""));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    }
+
+    fn secret(data: Value, string_data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+               "data": data, "stringData": string_data})
+    }
+
+    #[test]
+    fn every_form_of_a_value_is_redacted() {
+        let canary = "CANARY-4f1c\"q\n<x>&é\u{1}";
+        let values = SecretValues::of_objects([&secret(
+            json!({"a": b64(canary)}),
+            json!({"b": "CANARY-plain-77"}),
+        )]);
+        let quoted_json = serde_json::to_string(canary).unwrap();
+        let go_q = format!("\"{}\"", go_quote(canary));
+        let html = quoted_json
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026");
+        let twice = serde_json::to_string(&quoted_json).unwrap();
+        let long = "k".repeat(100);
+        let wrapped_values = SecretValues::of_objects([&secret(json!({}), json!({"w": long}))]);
+        let wrapped = b64(&"k".repeat(100))
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for text in [
+            format!("raw {canary} end"),
+            format!("b64 {} end", b64(canary)),
+            format!("b64 {} end", b64(canary).trim_end_matches('=')),
+            format!("json {quoted_json} end"),
+            format!("go {go_q} end"),
+            format!("html {html} end"),
+            format!("twice {twice} end"),
+            format!(
+                "{{\"b\": \"CANARY-plain-77\"}} and {}",
+                b64("CANARY-plain-77")
+            ),
+        ] {
+            let scrubbed = values.scrub(&text);
+            assert!(!scrubbed.contains("CANARY"), "{text:?} -> {scrubbed:?}");
+            assert!(!scrubbed.contains(&b64(canary)[..12]), "{scrubbed:?}");
+            assert!(scrubbed.contains(REDACTED), "{scrubbed:?}");
+        }
+        let scrubbed = wrapped_values.scrub(&format!("wrapped: {wrapped}"));
+        assert!(!scrubbed.contains("a2tr"), "{scrubbed:?}");
+    }
+
+    #[test]
+    fn wrapped_data_and_binary_values_are_redacted() {
+        let encoded = b64("CANARY-wrapped-value");
+        let written = format!("{}\n{}", &encoded[..10], &encoded[10..]);
+        let binary = base64::engine::general_purpose::STANDARD
+            .encode([&[0xffu8, 0xfe][..], b"CANARY-binary"].concat());
+        let values = SecretValues::of_objects([&secret(
+            json!({"w": written, "bin": binary, "bad": "CANARY-not*base64%"}),
+            Value::Null,
+        )]);
+        for text in [
+            encoded.clone(),
+            "CANARY-wrapped-value".to_string(),
+            "x CANARY-binary y".to_string(),
+            "CANARY-not*base64%".to_string(),
+        ] {
+            let scrubbed = values.scrub(&text);
+            assert!(!scrubbed.contains("CANARY"), "{scrubbed:?}");
+            assert!(!scrubbed.contains(&encoded[..10]), "{scrubbed:?}");
+        }
+    }
+
+    #[test]
+    fn short_values_are_redacted_only_as_whole_words() {
+        let values = SecretValues::of_objects([&secret(
+            Value::Null,
+            json!({"pin": "42", "a": "ab", "c": "x", "sp": "  "}),
+        )]);
+        assert_eq!(
+            values.scrub("pin 42, \"ab\" and ab=x"),
+            "pin [redacted], \"[redacted]\" and [redacted]=[redacted]"
+        );
+        // Inside other words, numbers or identifiers: left alone.
+        assert_eq!(values.scrub("abc 420 x_1 tabs ex"), "abc 420 x_1 tabs ex");
+        let words = SecretValues::of_objects([&secret(
+            Value::Null,
+            json!({"W_ADMIN": "ADMIN", "p": "hunter2"}),
+        )]);
+        assert_eq!(
+            words.scrub(r#"key "W_ADMIN" holds "ADMIN"; hunter2, hunter22"#),
+            r#"key "W_ADMIN" holds "[redacted]"; [redacted], hunter22"#
+        );
+        // Whitespace-only values are not looked for.
+        assert_eq!(values.scrub("a  b"), "a  b");
+        // Base64 forms follow the same rule: whole words when short, anywhere when long.
+        assert_eq!(
+            values.scrub(&format!("v {} v", b64("42"))),
+            "v [redacted] v"
+        );
+        assert_eq!(
+            words.scrub(&format!("v{}v", b64("hunter2"))),
+            "v[redacted]v"
+        );
+    }
+
+    #[test]
+    fn anything_but_a_secret_gives_nothing() {
+        let cm = json!({"kind": "ConfigMap", "data": {"a": "CANARY-cm"}});
+        assert!(SecretValues::of_objects([&cm]).is_empty());
+        assert_eq!(SecretValues::default().scrub("x CANARY"), "x CANARY");
+    }
+
+    #[test]
+    fn union_prefers_the_longest_value_across_parts() {
+        let a = SecretValues::of_objects([&secret(Value::Null, json!({"a": "CANARY"}))]);
+        let b = SecretValues::of_objects([&secret(Value::Null, json!({"b": "xxCANARYyy"}))]);
+        let both = SecretValues::union(&[&a, &b]);
+        assert_eq!(both.scrub("v=xxCANARYyy"), "v=[redacted]");
+        assert_eq!(
+            SecretValues::union(&[&a, &SecretValues::default()]).len(),
+            a.len()
+        );
+    }
+}

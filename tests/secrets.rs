@@ -1,0 +1,580 @@
+//! Secret values never leave regate, whatever a careless policy does with them: careless native
+//! policies and Gatekeeper templates quote a Secret's `stringData`, `data` (as written and
+//! decoded), its oldObject and the Secrets of `data.inventory` in deny messages, warnings, audit
+//! annotations and `print()`. Canaries in raw, base64, JSON-escaped and line-wrapped forms must be
+//! in no answer of a real `regate serve` (over TLS), none of its logs (every level, `off`
+//! included), neither stdout nor stderr, no metric, no `eval`/`test`/`verify` output and no audit
+//! report format, and each scrubbed text must say `[redacted]`. See docs/RELIABILITY.md,
+//! "Secret values".
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod reliability_support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64::Engine as _;
+use common::*;
+use reliability_support::*;
+use serde_json::{json, Value};
+
+const RAW: &str = "CANARY-raw-1f6a9c";
+/// Quote, `<&>`, newline and backslash: quoted by `%v` in its JSON-escaped form.
+const ESC: &str = "CANARY-esc\"q<&>\n\\x7-b2";
+/// Stored base64 in `data`.
+const B64: &str = "CANARY-b64-8e0d42";
+/// A short value: redacted where it stands as a whole word.
+const SHORT: &str = "q7";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+fn long_value() -> String {
+    format!("CANARY-long-{}", "z".repeat(90))
+}
+
+/// `long_value()` base64-encoded and wrapped at 76 columns, as `base64(1)` writes it.
+fn wrapped() -> String {
+    b64(&long_value())
+        .as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What must never appear: the canaries, their base64 (any value starts `Q0FOQVJZ`), the middle
+/// of the wrapped value's base64, and the short value quoted.
+fn forbidden() -> Vec<String> {
+    vec![
+        "CANARY".to_string(),
+        "Q0FOQVJZ".to_string(),
+        "enp6enp6".to_string(),
+        b64(B64),
+        format!("\"{SHORT}\""),
+        format!("\\\"{SHORT}\\\""),
+    ]
+}
+
+#[track_caller]
+fn assert_clean(what: &str, text: &str) {
+    for needle in forbidden() {
+        assert!(
+            !text.contains(&needle),
+            "{what} contains {needle:?}:\n{text}"
+        );
+    }
+}
+
+fn secret(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": "prod"},
+        "stringData": {"RAW_KEY": RAW, "ESC_KEY": ESC, "PIN": SHORT},
+        "data": {"B64_KEY": b64(B64), "WRAPPED_KEY": wrapped()}})
+}
+
+fn harmless_secret(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": "prod"},
+        "stringData": {"RAW_KEY": "harmless-new-value-0123456789abcdef"}})
+}
+
+fn review(uid: &str, operation: &str, object: Value, old: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": "app", "namespace": "prod", "operation": operation,
+            "userInfo": {"username": "alice"},
+            "object": object, "oldObject": old,
+        }
+    }))
+    .unwrap()
+}
+
+fn native(id: &str, action: &str, body: &str) -> (String, String) {
+    let package = id.replace('-', "_");
+    (
+        format!("{id}.rego"),
+        format!(
+            "# METADATA\n# title: {id}\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [Secret]\n#   action: {action}\npackage regate.policies.{package}\n\n{body}\n"
+        ),
+    )
+}
+
+/// Careless native policies: deny, audit and warn messages that quote every value, and a
+/// `print()` of every value.
+fn careless_policies() -> Vec<(String, String)> {
+    let quote_all = r#"
+deny contains msg if {
+  o := input.request.object
+  msg := sprintf("stringData %v data %v", [object.get(o, "stringData", {}), object.get(o, "data", {})])
+}
+
+deny contains msg if {
+  old := input.request.oldObject
+  is_object(old)
+  msg := sprintf("old stringData %v old data %v", [object.get(old, "stringData", {}), object.get(old, "data", {})])
+}
+
+deny contains msg if {
+  some o in [input.request.object, input.request.oldObject]
+  is_object(o)
+  msg := sprintf("decoded B64_KEY=%s, PIN is %s", [base64.decode(o.data.B64_KEY), o.stringData.PIN])
+}
+"#;
+    let prints = r#"
+warn contains "checked the values" if {
+  some o in [input.request.object, input.request.oldObject]
+  is_object(o)
+  some k, v in object.get(o, "stringData", {})
+  print("checking key DB_PASSWORD", k, "value", v)
+  some d, e in object.get(o, "data", {})
+  print("data key", d, "value", e)
+}
+"#;
+    vec![
+        native("leaky-deny", "deny", quote_all),
+        native("leaky-audit", "audit", quote_all),
+        native(
+            "leaky-warn",
+            "deny",
+            &quote_all.replace("deny contains", "warn contains"),
+        ),
+        native("leaky-print", "warn", prints),
+    ]
+}
+
+const TEMPLATE: &str = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sleakysecret
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sLeakySecret
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8sleakysecret
+
+        violation[{"msg": msg}] {
+          msg := sprintf("stringData %v", [input.review.object.stringData])
+        }
+
+        violation[{"msg": msg}] {
+          msg := sprintf("data %v", [input.review.object.data])
+        }
+
+        violation[{"msg": msg}] {
+          msg := sprintf("old data %v old stringData %v", [input.review.oldObject.data, input.review.oldObject.stringData])
+        }
+"#;
+
+fn constraint(name: &str, action: &str) -> String {
+    format!(
+        "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sLeakySecret\nmetadata:\n  name: {name}\nspec:\n  enforcementAction: {action}\n  match:\n    kinds:\n      - apiGroups: [\"\"]\n        kinds: [\"Secret\"]\n"
+    )
+}
+
+/// A referential template that quotes the Secrets of `data.inventory` when judging a Pod.
+const INVENTORY_TEMPLATE: &str = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sinventoryleak
+  annotations:
+    metadata.gatekeeper.sh/requires-sync-data: |
+      "[[{"groups": [""], "versions": ["v1"], "kinds": ["Secret"]}]]"
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sInventoryLeak
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8sinventoryleak
+
+        violation[{"msg": msg}] {
+          s := data.inventory.namespace[_][_]["Secret"][_]
+          msg := sprintf("inventory %v %v %v", [s.metadata.name, s.data, s.stringData])
+        }
+"#;
+
+const INVENTORY_CONSTRAINT: &str = r#"apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sInventoryLeak
+metadata:
+  name: inventory-leak
+spec:
+  enforcementAction: deny
+  match:
+    kinds:
+      - apiGroups: [""]
+        kinds: ["Pod"]
+"#;
+
+fn gatekeeper_policies() -> Vec<(String, String)> {
+    vec![
+        ("leaky-template.yaml".into(), TEMPLATE.into()),
+        (
+            "leaky-secret-warn.yaml".into(),
+            constraint("leaky-secret-warn", "warn"),
+        ),
+        (
+            "leaky-secret-deny.yaml".into(),
+            constraint("leaky-secret-deny", "deny"),
+        ),
+    ]
+}
+
+fn texts_of(body: &Value) -> (String, Vec<String>, Vec<String>) {
+    let r = response(body);
+    let message = r["status"]["message"].as_str().unwrap_or("").to_string();
+    let annotations = r["auditAnnotations"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (message, warnings(body), annotations)
+}
+
+/// The careless policies quote every value in messages, warnings and audit annotations of a real
+/// server's answers, for a Secret's CREATE and for an UPDATE whose old object alone holds the
+/// canaries, over HTTP/1.1 and HTTP/2; with every log at trace level, nothing leaks into the
+/// answers, the logs, stdout or /metrics, and each quoting text says `[redacted]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_scrubs_secret_values_from_answers_logs_and_metrics() {
+    let mut extra = careless_policies();
+    extra.extend(gatekeeper_policies());
+    let regate = Regate::start(BinaryOptions {
+        log_level: "trace".into(),
+        extra_policies: extra,
+        ..BinaryOptions::default()
+    });
+    let bodies = [
+        (
+            "create",
+            review("create", "CREATE", secret("app"), Value::Null),
+        ),
+        (
+            "update-old-only",
+            review("update", "UPDATE", harmless_secret("app"), secret("app")),
+        ),
+    ];
+    for client in [regate.http1(), regate.http2()] {
+        for (what, body) in &bodies {
+            for endpoint in ["/validate", "/mutate"] {
+                let (status, _, answer) = post(&client, &regate.url(endpoint), body.clone()).await;
+                assert_eq!(status, 200, "{what} {endpoint}: {answer}");
+                let text = answer.to_string();
+                assert_clean(&format!("{what} {endpoint} answer"), &text);
+                if endpoint == "/mutate" {
+                    continue;
+                }
+                let (message, warnings, annotations) = texts_of(&answer);
+                assert_eq!(response(&answer)["allowed"], false, "{text}");
+                for id in ["leaky-deny", "leaky-secret-deny"] {
+                    assert!(message.contains(&format!("[{id}]")), "{what}: {message}");
+                }
+                assert!(message.contains("[redacted]"), "{what}: {message}");
+                for id in ["leaky-warn", "leaky-secret-warn"] {
+                    assert!(
+                        warnings
+                            .iter()
+                            .any(|w| w.contains(&format!("[{id}]")) && w.contains("[redacted]")),
+                        "{what}: {warnings:?}"
+                    );
+                }
+                assert!(
+                    !annotations.is_empty() && annotations.iter().all(|a| a.contains("[redacted]")),
+                    "{what}: {annotations:?}"
+                );
+            }
+        }
+    }
+    assert!(regate.wait_log("admission decision", 8, std::time::Duration::from_secs(10)));
+    assert_clean("the log (trace)", &regate.logs());
+    assert_clean("stdout", &regate.stdout_text());
+    assert_clean("/metrics", &regate.metrics_text().await);
+}
+
+/// A policy `print()`s every value of the Secret it judges. At every log level (`off` too),
+/// `serve` writes none of it: not to stderr (where regorus would print), not to stdout, not in
+/// the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_never_reach_serve_output_at_any_log_level() {
+    for level in ["off", "error", "warn", "info", "debug", "trace"] {
+        let regate = Regate::start(BinaryOptions {
+            log_level: level.into(),
+            extra_policies: vec![careless_policies().pop().unwrap()],
+            ..BinaryOptions::default()
+        });
+        let client = regate.http1();
+        for body in [
+            review("p1", "CREATE", secret("app"), Value::Null),
+            review("p2", "UPDATE", harmless_secret("app"), secret("app")),
+        ] {
+            let (status, _, answer) = post(&client, &regate.url("/validate"), body).await;
+            assert_eq!(status, 200, "{answer}");
+            // The print policy ran: its warning is there.
+            assert!(
+                warnings(&answer)
+                    .iter()
+                    .any(|w| w.contains("[leaky-print]")),
+                "{answer}"
+            );
+            assert_clean(&format!("answer at {level}"), &answer.to_string());
+        }
+        let logs = regate.logs();
+        assert!(!logs.contains("checking key"), "{level}: {logs}");
+        assert_clean(&format!("stderr at {level}"), &logs);
+        let stdout = regate.stdout_text();
+        assert!(!stdout.contains("checking key"), "{level}: {stdout}");
+        assert_clean(&format!("stdout at {level}"), &stdout);
+    }
+}
+
+/// A directory of policies (the careless ones, the Gatekeeper ones, the inventory template),
+/// manifests (a Secret, and a Pod the inventory template judges) and an inventory holding a
+/// Secret with the canaries.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let policies = root.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        let mut all = careless_policies();
+        all.extend(gatekeeper_policies());
+        all.push(("inventory-template.yaml".into(), INVENTORY_TEMPLATE.into()));
+        all.push((
+            "inventory-constraint.yaml".into(),
+            INVENTORY_CONSTRAINT.into(),
+        ));
+        for (name, text) in all {
+            std::fs::write(policies.join(name), text).unwrap();
+        }
+        std::fs::create_dir_all(root.join("manifests")).unwrap();
+        std::fs::write(
+            root.join("manifests/secret.yaml"),
+            serde_json::to_string_pretty(&secret("app")).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("manifests/pod.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: prod\nspec:\n  containers:\n    - name: c\n      image: nginx\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("inventory")).unwrap();
+        std::fs::write(
+            root.join("inventory/secret.yaml"),
+            serde_json::to_string_pretty(&secret("db-credentials")).unwrap(),
+        )
+        .unwrap();
+        Workspace { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `regate <args>` in the workspace: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+            .env_remove("REGATE_POLICIES")
+            .env_remove("REGATE_CONFIG")
+            .env_remove("REGATE_INCLUDE_DEFAULTS")
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+/// `regate eval` (text and JSON) quotes nothing; `--prints` shows what the policies printed,
+/// scrubbed; an inventory Secret quoted by a referential constraint is scrubbed too.
+#[test]
+fn eval_output_and_prints_are_scrubbed() {
+    let ws = Workspace::new();
+    for output in ["text", "json"] {
+        let (code, stdout, stderr) = ws.run(&[
+            "eval",
+            "--policies",
+            "policies",
+            "-f",
+            "manifests",
+            "--inventory",
+            "inventory",
+            "--prints",
+            "-o",
+            output,
+        ]);
+        assert_eq!(code, 1, "{stdout}\n{stderr}");
+        assert_clean(&format!("eval -o {output} stdout"), &stdout);
+        assert_clean(&format!("eval -o {output} stderr"), &stderr);
+        assert!(stdout.contains("[redacted]"), "{stdout}");
+        assert!(stdout.contains("inventory-leak"), "{stdout}");
+        assert!(
+            stderr.contains("checking key DB_PASSWORD") && stderr.contains("[redacted]"),
+            "{stderr}"
+        );
+    }
+    // Without --prints, nothing printed.
+    let (_, _, stderr) = ws.run(&["eval", "--policies", "policies", "-f", "manifests"]);
+    assert!(!stderr.contains("checking key"), "{stderr}");
+}
+
+/// The inventory's Secret values are scrubbed from a constraint's message even when the
+/// request itself holds no Secret.
+#[test]
+fn inventory_secret_values_are_scrubbed_from_constraint_messages() {
+    let ws = Workspace::new();
+    let (code, stdout, stderr) = ws.run(&[
+        "eval",
+        "--policies",
+        "policies",
+        "-f",
+        "manifests/pod.yaml",
+        "--inventory",
+        "inventory",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let results: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let message = results[0]["violations"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("inventory db-credentials") && message.contains("[redacted]"),
+        "{message}"
+    );
+    assert_clean("eval of a Pod with a Secret inventory", &stdout);
+}
+
+/// Every audit report format of a Secret and of a Pod judged against a Secret inventory.
+#[test]
+fn audit_reports_in_every_format_are_scrubbed() {
+    let ws = Workspace::new();
+    for format in ["text", "json", "policyreport", "junit", "sarif", "html"] {
+        let (code, stdout, stderr) = ws.run(&[
+            "audit",
+            "--policies",
+            "policies",
+            "-f",
+            "manifests",
+            "--inventory",
+            "inventory",
+            "-o",
+            format,
+        ]);
+        assert!(
+            code == 0 || code == 1,
+            "{format}: {code}\n{stdout}\n{stderr}"
+        );
+        assert_clean(&format!("audit -o {format}"), &stdout);
+        assert_clean(&format!("audit -o {format} stderr"), &stderr);
+        assert!(stdout.contains("[redacted]"), "{format}: {stdout}");
+    }
+}
+
+/// `regate test`: a failing case shows what the policies printed, scrubbed, and its messages.
+#[test]
+fn test_output_shows_scrubbed_prints_of_failing_cases() {
+    let ws = Workspace::new();
+    let case = json!({"cases": [{
+        "name": "a careless Secret",
+        "namespace": "prod",
+        "object": secret("app"),
+        "expect": {"allowed": true},
+    }]});
+    std::fs::write(
+        ws.path("cases.yaml"),
+        serde_json::to_string_pretty(&case).unwrap(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = ws.run(&["test", "policies", "cases.yaml"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("print: [leaky-print]") && stdout.contains("checking key DB_PASSWORD"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[redacted]"), "{stdout}");
+    assert_clean("regate test stdout", &stdout);
+    assert_clean("regate test stderr", &stderr);
+}
+
+/// `regate verify` prints the messages of failed cases: scrubbed, for a Secret under review and
+/// for a Secret in a case's inventory.
+#[test]
+fn verify_output_is_scrubbed() {
+    let ws = Workspace::new();
+    let suite = ws.path("suite");
+    std::fs::create_dir_all(&suite).unwrap();
+    std::fs::write(suite.join("template.yaml"), TEMPLATE).unwrap();
+    std::fs::write(
+        suite.join("constraint.yaml"),
+        constraint("leaky-secret-deny", "deny"),
+    )
+    .unwrap();
+    std::fs::write(suite.join("inventory-template.yaml"), INVENTORY_TEMPLATE).unwrap();
+    std::fs::write(
+        suite.join("inventory-constraint.yaml"),
+        INVENTORY_CONSTRAINT,
+    )
+    .unwrap();
+    std::fs::copy(ws.path("manifests/secret.yaml"), suite.join("secret.yaml")).unwrap();
+    std::fs::copy(ws.path("manifests/pod.yaml"), suite.join("pod.yaml")).unwrap();
+    std::fs::copy(
+        ws.path("inventory/secret.yaml"),
+        suite.join("inventory-secret.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        suite.join("suite.yaml"),
+        r#"kind: Suite
+apiVersion: test.gatekeeper.sh/v1alpha1
+tests:
+  - name: leaky
+    template: template.yaml
+    constraint: constraint.yaml
+    cases:
+      - name: secret under review
+        object: secret.yaml
+        assertions:
+          - violations: no
+  - name: inventory
+    template: inventory-template.yaml
+    constraint: inventory-constraint.yaml
+    cases:
+      - name: secret in the inventory
+        object: pod.yaml
+        inventory: [inventory-secret.yaml]
+        assertions:
+          - violations: no
+"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = ws.run(&["verify", "suite"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("FAIL").count(), 2, "{stdout}");
+    assert!(stdout.contains("[redacted]"), "{stdout}");
+    assert!(stdout.contains("inventory db-credentials"), "{stdout}");
+    assert_clean("regate verify stdout", &stdout);
+    assert_clean("regate verify stderr", &stderr);
+}
