@@ -37,7 +37,7 @@ fn generated() -> u32 {
     std::env::var("REGATE_DIFFERENTIAL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1500)
+        .unwrap_or(3000)
 }
 
 fn repo() -> PathBuf {
@@ -123,7 +123,14 @@ fn seeds() -> Vec<Value> {
 }
 
 /// Field names and string literals the default policies read: where generation pokes.
-fn vocabulary() -> Vec<String> {
+struct Words {
+    /// Every name and literal.
+    fields: Vec<String>,
+    /// Those written like configuration keys (`LOG_LEVEL`).
+    keys: Vec<String>,
+}
+
+fn vocabulary() -> Words {
     let mut paths = Vec::new();
     files(&repo().join("policies"), &["rego"], &mut paths);
     let field = regex::Regex::new(r"\.([A-Za-z][A-Za-z0-9_]*)").unwrap();
@@ -143,56 +150,81 @@ fn vocabulary() -> Vec<String> {
             }
         }
     }
-    words.into_iter().collect()
+    let fields: Vec<String> = words.into_iter().collect();
+    let keys = fields
+        .iter()
+        .filter(|w| {
+            w.len() > 2
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .cloned()
+        .collect();
+    Words { fields, keys }
 }
 
-/// Values of every JSON type, and strings shaped like what the policies compare against.
-fn odd_values(vocabulary: &[String]) -> Vec<Value> {
-    let mut v = vec![
-        Value::Null,
-        json!(true),
-        json!(false),
-        json!(0),
-        json!(-1),
-        json!(1000),
-        json!(2.5),
-        json!(""),
-        json!("true"),
-        json!("false"),
-        json!("0"),
-        json!("*"),
-        json!("https://a.example.com,*"),
-        json!("http://localhost:3000"),
-        json!("https://shop.example.com"),
-        json!("changeme"),
-        json!("x".repeat(80)),
-        json!("é\u{0}\n\"'"),
-        json!("ALL"),
-        json!("debug"),
-        json!([]),
-        json!(["ALL"]),
-        json!(["NET_ADMIN", 7]),
-        json!({}),
-        json!({"runAsNonRoot": false}),
-    ];
-    v.extend(vocabulary.iter().take(60).map(|w| json!(w)));
-    v
+/// Values by JSON type (a class is drawn first, so null or a list is as likely as a string),
+/// with strings shaped like what the policies compare against.
+fn odd_values(vocabulary: &[String]) -> Vec<Vec<Value>> {
+    vec![
+        vec![Value::Null],
+        vec![json!(true), json!(false)],
+        vec![json!(0), json!(-1), json!(1000), json!(2.5)],
+        vec![
+            json!(""),
+            json!("true"),
+            json!("false"),
+            json!("0"),
+            json!("*"),
+            json!("https://a.example.com,*"),
+            json!("http://localhost:3000"),
+            json!("https://shop.example.com"),
+            json!("changeme"),
+            json!("x".repeat(80)),
+            json!("é\u{0}\n\"'"),
+            json!("ALL"),
+            json!("debug"),
+        ],
+        vocabulary.iter().map(|w| json!(w)).collect(),
+        vec![
+            json!([]),
+            json!(["ALL"]),
+            json!(["NET_ADMIN", 7]),
+            json!([{}]),
+        ],
+        vec![
+            json!({}),
+            json!({"runAsNonRoot": false}),
+            json!({"a": null}),
+        ],
+    ]
+}
+
+fn pick<'a>(classes: &'a [Vec<Value>], class: usize, v: usize) -> &'a Value {
+    let c = &classes[class % classes.len()];
+    &c[v % c.len()]
 }
 
 #[derive(Debug, Clone)]
 enum Edit {
-    /// Replace (or add, in a map) the value at the n-th place of the object.
-    Set(usize, usize),
-    /// Add a key from the vocabulary to the n-th map.
-    Add(usize, usize, usize),
+    /// Replace the value at the n-th place of the object (a value class, a value in it).
+    Set(usize, usize, usize),
+    /// Add a key from the vocabulary to the n-th map (a value class, a value in it).
+    Add(usize, usize, usize, usize),
     /// Remove the n-th place.
     Remove(usize),
 }
 
 fn edit_strategy() -> impl Strategy<Value = Edit> {
     prop_oneof![
-        (any::<usize>(), any::<usize>()).prop_map(|(p, v)| Edit::Set(p, v)),
-        (any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(p, k, v)| Edit::Add(p, k, v)),
+        (any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(p, c, v)| Edit::Set(p, c, v)),
+        (
+            any::<usize>(),
+            any::<usize>(),
+            any::<usize>(),
+            any::<usize>()
+        )
+            .prop_map(|(p, k, c, v)| Edit::Add(p, k, c, v)),
         any::<usize>().prop_map(Edit::Remove),
     ]
 }
@@ -218,7 +250,7 @@ fn places(v: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
-fn apply(object: &mut Value, edit: &Edit, words: &[String], values: &[Value]) {
+fn apply(object: &mut Value, edit: &Edit, words: &Words, values: &[Vec<Value>]) {
     let mut all = Vec::new();
     places(object, String::new(), &mut all);
     // Identity is kept: a review must still be one (kind and apiVersion are what route it).
@@ -227,12 +259,12 @@ fn apply(object: &mut Value, edit: &Edit, words: &[String], values: &[Value]) {
         return;
     }
     match *edit {
-        Edit::Set(p, v) => {
+        Edit::Set(p, c, v) => {
             if let Some(slot) = object.pointer_mut(&all[p % all.len()]) {
-                *slot = values[v % values.len()].clone();
+                *slot = pick(values, c, v).clone();
             }
         }
-        Edit::Add(p, k, v) => {
+        Edit::Add(p, k, c, v) => {
             let maps: Vec<&String> = all
                 .iter()
                 .filter(|p| object.pointer(p).is_some_and(Value::is_object))
@@ -241,8 +273,14 @@ fn apply(object: &mut Value, edit: &Edit, words: &[String], values: &[Value]) {
                 return;
             }
             let at = maps[p % maps.len()].clone();
+            // A ConfigMap's or Secret's keys are what its policies look up by name.
+            let keys = if at.ends_with("/data") || at.ends_with("/stringData") {
+                &words.keys
+            } else {
+                &words.fields
+            };
             if let Some(Value::Object(m)) = object.pointer_mut(&at) {
-                m.insert(words[k % words.len()].clone(), values[v % values.len()].clone());
+                m.insert(keys[k % keys.len()].clone(), pick(values, c, v).clone());
             }
         }
         Edit::Remove(p) => {
@@ -312,7 +350,10 @@ impl Backends {
         Backends {
             reference: set.clone().with_strategy(Backend::CloneEach),
             others: vec![
-                ("interpreter", set.clone().with_strategy(Backend::Interpreter)),
+                (
+                    "interpreter",
+                    set.clone().with_strategy(Backend::Interpreter),
+                ),
                 ("compiled", set.clone().with_strategy(Backend::Compiled)),
                 ("grouped", set.with_strategy(Backend::Grouped)),
             ],
@@ -351,7 +392,10 @@ fn every_backend_agrees_on_the_seeds() {
             }
         }
     }
-    println!("{} seeds, {judged} reviews judged on every backend", seeds.len());
+    println!(
+        "{} seeds, {judged} reviews judged on every backend",
+        seeds.len()
+    );
     assert!(
         failures.is_empty(),
         "{} disagreements, first: {}",
@@ -365,7 +409,16 @@ fn every_backend_agrees_on_generated_reviews() {
     let backends = Backends::new();
     let seeds = seeds();
     let words = vocabulary();
-    let values = odd_values(&words);
+    let values = odd_values(&words.fields);
+    // Seeds by kind, a kind drawn first: the few ConfigMaps weigh as much as the many Pods.
+    let mut by_kind: std::collections::BTreeMap<String, Vec<&Value>> = Default::default();
+    for s in &seeds {
+        by_kind
+            .entry(s["kind"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push(s);
+    }
+    let by_kind: Vec<Vec<&Value>> = by_kind.into_values().collect();
     let config = PropConfig {
         cases: generated(),
         failure_persistence: None,
@@ -375,13 +428,13 @@ fn every_backend_agrees_on_generated_reviews() {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
     let mut runner = TestRunner::new_with_rng(config, rng);
     let strategy = (
-        0..seeds.len(),
+        (0..by_kind.len(), any::<usize>()),
         prop::collection::vec(edit_strategy(), 1..6),
         0..NAMESPACES.len(),
         any::<bool>(),
     );
-    let result = runner.run(&strategy, |(seed, edits, ns, update)| {
-        let mut object = seeds[seed].clone();
+    let result = runner.run(&strategy, |((kind, seed), edits, ns, update)| {
+        let mut object = by_kind[kind][seed % by_kind[kind].len()].clone();
         for e in &edits {
             apply(&mut object, e, &words, &values);
         }
