@@ -392,6 +392,13 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
+        // Bounded before parsing: deep nesting costs the YAML scanner quadratic time.
+        crate::yaml_depth::check(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.line,
+            column: 1,
+            message: e.reason(),
+        })?;
         let config: Config = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
@@ -408,7 +415,84 @@ impl Config {
             path: path.to_path_buf(),
             message,
         })?;
+        config.check_ranges(text).map_err(|bad| match bad.line {
+            Some((line, column)) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: bad.message,
+            },
+            None => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: bad.message,
+            },
+        })?;
         Ok(config)
+    }
+
+    /// Refuses limits that make no sense: a zero header timeout fails every handshake while
+    /// `/readyz` says 200, a zero body limit refuses every review, a zero evaluation budget fails
+    /// every policy, and values past the bounds overflow the clock or the process. `text` is
+    /// the source, to name the line of the offending key.
+    fn check_ranges(&self, text: &str) -> Result<(), OutOfRange> {
+        let l = &self.limits;
+        let checks: [(&str, u64, RangeOf); 8] = [
+            ("maxBodyBytes", l.max_body_bytes as u64, MAX_BODY_BYTES),
+            (
+                "evaluationTimeoutMs",
+                l.evaluation_timeout_ms,
+                EVALUATION_TIMEOUT_MS,
+            ),
+            ("maxInFlight", l.max_in_flight as u64, MAX_IN_FLIGHT),
+            ("queueTimeoutMs", l.queue_timeout_ms, QUEUE_TIMEOUT_MS),
+            ("maxConnections", l.max_connections as u64, MAX_CONNECTIONS),
+            (
+                "headerReadTimeoutMs",
+                l.header_read_timeout_ms,
+                READ_TIMEOUT_MS,
+            ),
+            ("bodyReadTimeoutMs", l.body_read_timeout_ms, READ_TIMEOUT_MS),
+            ("drainTimeoutMs", l.drain_timeout_ms, DRAIN_TIMEOUT_MS),
+        ];
+        for (key, value, range) in checks {
+            if value < range.min || value > range.max {
+                return Err(OutOfRange {
+                    line: key_line(text, "limits", key),
+                    message: format!(
+                        "limits.{key}: {value} is out of range: {} ({}..={}{})",
+                        range.why, range.min, range.max, range.unit
+                    ),
+                });
+            }
+        }
+        if let Some(size) = self.audit.page_size {
+            if !(1..=MAX_PAGE_SIZE).contains(&size) {
+                return Err(OutOfRange {
+                    line: key_line(text, "audit", "pageSize"),
+                    message: format!(
+                        "audit.pageSize: {size} is out of range: objects per list page (1..={MAX_PAGE_SIZE})"
+                    ),
+                });
+            }
+        }
+        if let Some(interval) = self.audit.interval.as_deref().map(str::trim) {
+            let line = key_line(text, "audit", "interval");
+            if !interval.is_empty() {
+                let d = parse_duration(interval).map_err(|e| OutOfRange {
+                    line,
+                    message: format!("audit.interval: {e}"),
+                })?;
+                if !d.is_zero() && !(MIN_AUDIT_INTERVAL..=MAX_AUDIT_INTERVAL).contains(&d) {
+                    return Err(OutOfRange {
+                        line,
+                        message: format!(
+                            "audit.interval: {interval:?} is out of range: between 10s and 366d (0 or no value turns the audit off)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -431,9 +515,6 @@ impl Config {
                 ));
             }
         }
-        if let Some(interval) = &self.audit.interval {
-            parse_duration(interval).map_err(|e| format!("audit.interval: {e}"))?;
-        }
         Ok(())
     }
 
@@ -443,6 +524,96 @@ impl Config {
         self.exempt_namespaces.iter().any(|n| n == namespace)
             || own_namespace().is_some_and(|own| own == namespace)
     }
+}
+
+/// Accepted values of a limit, and what it is (for the error message).
+#[derive(Debug, Clone, Copy)]
+struct RangeOf {
+    min: u64,
+    max: u64,
+    unit: &'static str,
+    why: &'static str,
+}
+
+const MAX_BODY_BYTES: RangeOf = RangeOf {
+    min: 1024,
+    max: 1 << 30,
+    unit: " bytes",
+    why: "an AdmissionReview needs at least 1 KiB, and a body past 1 GiB cannot be held",
+};
+const EVALUATION_TIMEOUT_MS: RangeOf = RangeOf {
+    min: 1,
+    max: 600_000,
+    unit: " ms",
+    why: "0 fails every policy; past 10 minutes no client is still waiting",
+};
+const MAX_IN_FLIGHT: RangeOf = RangeOf {
+    min: 1,
+    max: 65_536,
+    unit: "",
+    why: "0 refuses every review",
+};
+const QUEUE_TIMEOUT_MS: RangeOf = RangeOf {
+    min: 0,
+    max: 600_000,
+    unit: " ms",
+    why: "0 means no waiting; past 10 minutes no client is still waiting",
+};
+const MAX_CONNECTIONS: RangeOf = RangeOf {
+    min: 1,
+    max: 1_000_000,
+    unit: "",
+    why: "0 refuses every connection",
+};
+const READ_TIMEOUT_MS: RangeOf = RangeOf {
+    min: 100,
+    max: 600_000,
+    unit: " ms",
+    why: "below 100 ms every TLS handshake or request times out while /readyz says 200",
+};
+const DRAIN_TIMEOUT_MS: RangeOf = RangeOf {
+    min: 0,
+    max: 3_600_000,
+    unit: " ms",
+    why: "0 drains nothing; past an hour no pod is given that long to stop",
+};
+const MAX_PAGE_SIZE: u32 = 100_000;
+const MIN_AUDIT_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_AUDIT_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
+
+/// A limit outside its range, and where the key is written when it can be found.
+struct OutOfRange {
+    line: Option<(usize, usize)>,
+    message: String,
+}
+
+/// (line, column), 1-based, of `key` inside the top-level `section`, found in the source text:
+/// serde has forgotten positions by the time ranges are checked. Block and flow style both work.
+fn key_line(text: &str, section: &str, key: &str) -> Option<(usize, usize)> {
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let is_top_level = !line.starts_with([' ', '\t', '#', '-']) && !line.trim().is_empty();
+        if is_top_level {
+            in_section = line.starts_with(section)
+                && line[section.len()..]
+                    .trim_start_matches(['"', '\''])
+                    .starts_with(':');
+        }
+        if !in_section {
+            continue;
+        }
+        for quote in ["", "\"", "'"] {
+            let pattern = format!("{quote}{key}{quote}");
+            if let Some(at) = line.find(&pattern) {
+                let after = line[at + pattern.len()..].trim_start();
+                let before = line[..at].chars().last();
+                if after.starts_with(':') && before.is_none_or(|c| " \t{,".contains(c)) {
+                    return Some((i + 1, at + 1));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The namespace regate runs in: `REGATE_NAMESPACE` or `POD_NAMESPACE` (the chart sets it from
@@ -481,14 +652,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 15m or 1h"))?;
-    let secs = match unit {
+    let per_unit: u64 = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{text:?} is not a duration like 30s, 15m or 1h")),
     };
+    // Checked: `18446744073709551615d` would otherwise wrap (release) or panic (debug).
+    let secs = n
+        .checked_mul(per_unit)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -628,5 +803,98 @@ policies:
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("18446744073709551615d").is_err());
+        assert!(parse_duration("99999999999999999999999s").is_err());
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, Path::new("regate.yaml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn senseless_limits_are_refused_with_key_and_line() {
+        for (text, key, line) in [
+            (
+                "limits:\n  headerReadTimeoutMs: 0\n",
+                "limits.headerReadTimeoutMs",
+                2,
+            ),
+            (
+                "mode: enforce\nlimits:\n  maxInFlight: 8\n  evaluationTimeoutMs: 0\n",
+                "limits.evaluationTimeoutMs",
+                4,
+            ),
+            ("limits: {maxBodyBytes: 0}\n", "limits.maxBodyBytes", 1),
+            ("limits:\n  maxInFlight: 0\n", "limits.maxInFlight", 2),
+            ("limits:\n  maxConnections: 0\n", "limits.maxConnections", 2),
+            (
+                "limits:\n  bodyReadTimeoutMs: 5\n",
+                "limits.bodyReadTimeoutMs",
+                2,
+            ),
+            (
+                "limits:\n  evaluationTimeoutMs: 18446744073709551615\n",
+                "limits.evaluationTimeoutMs",
+                2,
+            ),
+            (
+                "limits:\n  drainTimeoutMs: 99999999999\n",
+                "limits.drainTimeoutMs",
+                2,
+            ),
+            (
+                "audit:\n  interval: 18446744073709551615d\n",
+                "audit.interval",
+                2,
+            ),
+            (
+                "audit:\n  pageSize: 5\n  interval: 1s\n",
+                "audit.interval",
+                3,
+            ),
+            ("audit: {pageSize: 0}\n", "audit.pageSize", 1),
+        ] {
+            let msg = error_of(text);
+            assert!(
+                msg.starts_with(&format!("regate.yaml:{line}:")),
+                "{text}: {msg}"
+            );
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
+        // The key is named even where its line cannot be found.
+        let msg = error_of("limits:\n  ? headerReadTimeoutMs\n  : 0\n");
+        assert!(msg.contains("limits.headerReadTimeoutMs"), "{msg}");
+    }
+
+    #[test]
+    fn sensible_limits_and_intervals_are_accepted() {
+        let text = "limits:\n  queueTimeoutMs: 0\n  drainTimeoutMs: 0\n  headerReadTimeoutMs: 100\n  maxBodyBytes: 1024\naudit:\n  interval: 15m\n";
+        assert!(Config::parse(text, Path::new("r.yaml")).is_ok());
+        for interval in ["\"\"", "0s", "10s", "366d"] {
+            let text = format!("audit:\n  interval: {interval}\n");
+            assert!(
+                Config::parse(&text, Path::new("r.yaml")).is_ok(),
+                "{interval}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let flow = format!(
+            "policies:\n  x:\n    parameters: {{a: {}}}\n",
+            "[".repeat(100_000)
+        );
+        let msg = error_of(&flow);
+        assert!(msg.starts_with("regate.yaml:3:"), "{msg}");
+        assert!(msg.contains("nested deeper than 128 levels"), "{msg}");
+        let block: String = (0..1_000)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i + 1)))
+            .collect();
+        let msg = error_of(&format!("policies:\n{block}"));
+        assert!(msg.contains("nested deeper than 128 levels"), "{msg}");
     }
 }

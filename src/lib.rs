@@ -19,3 +19,4 @@ pub mod server;
 pub mod telemetry;
 pub mod testing;
 pub mod tls;
+pub mod yaml_depth;

@@ -40,45 +40,136 @@ pub enum ManifestError {
     },
 }
 
-/// Reads every object under each path (`-` is standard input).
+impl ManifestError {
+    /// The file (or path) the error is about.
+    pub fn file(&self) -> String {
+        match self {
+            ManifestError::Read { path, .. } => path.display().to_string(),
+            ManifestError::Parse { file, .. } => file.clone(),
+        }
+    }
+
+    /// 1-based line of the error (1 when the file could not be read at all).
+    pub fn line(&self) -> usize {
+        match self {
+            ManifestError::Read { .. } => 1,
+            ManifestError::Parse { line, .. } => *line,
+        }
+    }
+
+    /// What went wrong, without the location.
+    pub fn reason(&self) -> String {
+        match self {
+            ManifestError::Read { source, .. } => format!("cannot read: {source}"),
+            ManifestError::Parse { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// What was read from some paths: every object that could be parsed, and every file or
+/// document that could not (so that one broken file does not hide the verdicts on the others).
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub objects: Vec<ManifestObject>,
+    pub errors: Vec<Unreadable>,
+}
+
+/// A file or document that could not be read or parsed, and its place among the objects.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// How many objects were read before it.
+    pub at: usize,
+    pub error: ManifestError,
+}
+
+impl Manifests {
+    fn extend(&mut self, other: Manifests) {
+        let offset = self.objects.len();
+        self.errors
+            .extend(other.errors.into_iter().map(|u| Unreadable {
+                at: u.at + offset,
+                error: u.error,
+            }));
+        self.objects.extend(other.objects);
+    }
+
+    fn error(&mut self, error: ManifestError) {
+        self.errors.push(Unreadable {
+            at: self.objects.len(),
+            error,
+        });
+    }
+
+    /// The objects, or the first error.
+    pub fn into_result(self) -> Result<Vec<ManifestObject>, ManifestError> {
+        match self.errors.into_iter().next() {
+            Some(u) => Err(u.error),
+            None => Ok(self.objects),
+        }
+    }
+
+    fn failed(error: ManifestError) -> Manifests {
+        let mut out = Manifests::default();
+        out.error(error);
+        out
+    }
+}
+
+/// Reads every object under each path (`-` is standard input); the first error stops it.
 pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<ManifestObject>, ManifestError> {
-    let mut out = Vec::new();
+    read_paths_lenient(paths).into_result()
+}
+
+/// Reads every object under each path (`-` is standard input), going on past files and
+/// documents that cannot be read or parsed; those are returned as errors, in file order.
+pub fn read_paths_lenient(paths: &[PathBuf]) -> Manifests {
+    let mut out = Manifests::default();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|source| ManifestError::Read {
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(_) => out.extend(parse_text_lenient(&text, "<stdin>")),
+                Err(source) => out.error(ManifestError::Read {
                     path: path.clone(),
                     source,
-                })?;
-            out.extend(parse_text(&text, "<stdin>")?);
+                }),
+            }
         } else if path.is_dir() {
             let mut files = Vec::new();
-            collect(path, &mut files)?;
+            let mut errors = Vec::new();
+            collect(path, &mut files, &mut errors);
+            for e in errors {
+                out.error(e);
+            }
             files.sort();
             for file in files {
-                out.extend(read_file(&file)?);
+                out.extend(read_file_lenient(&file));
             }
         } else {
-            out.extend(read_file(path)?);
+            out.extend(read_file_lenient(path));
         }
     }
-    Ok(out)
+    out
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ManifestError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+fn collect(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(source) => {
+            errors.push(ManifestError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+            return;
+        }
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         if path.is_dir() {
-            collect(&path, out)?;
+            collect(&path, out, errors);
         } else if path
             .extension()
             .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
@@ -86,37 +177,61 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
             out.push(path);
         }
     }
-    Ok(())
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<ManifestObject>, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_text(&text, &path.display().to_string())
+    read_file_lenient(path).into_result()
 }
 
-/// Splits YAML documents on `---` lines, parses each, and flattens `List` kinds.
+fn read_file_lenient(path: &Path) -> Manifests {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_text_lenient(&text, &path.display().to_string()),
+        Err(source) => Manifests::failed(ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Splits YAML documents on `---` lines, parses each, and flattens `List` kinds; the first
+/// error stops it.
 pub fn parse_text(text: &str, file: &str) -> Result<Vec<ManifestObject>, ManifestError> {
+    parse_text_lenient(text, file).into_result()
+}
+
+/// [`parse_text`], going on past documents that do not parse.
+pub fn parse_text_lenient(text: &str, file: &str) -> Manifests {
+    // Nesting is bounded before any parser sees the text: a deeply nested file costs the YAML
+    // scanner quadratic time, and none of its documents can be trusted to split correctly.
+    if let Err(e) = crate::yaml_depth::check(text) {
+        return Manifests::failed(ManifestError::Parse {
+            file: file.to_string(),
+            line: e.line,
+            message: e.reason(),
+        });
+    }
+    let mut out = Manifests::default();
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Parse {
-            file: file.to_string(),
-            line: e.line(),
-            message: format!("invalid JSON: {e}"),
-        })?;
-        let mut out = Vec::new();
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                return Manifests::failed(ManifestError::Parse {
+                    file: file.to_string(),
+                    line: e.line(),
+                    message: format!("invalid JSON: {e}"),
+                })
+            }
+        };
         let docs = match value {
             Value::Array(items) => items,
             other => vec![other],
         };
         for (i, doc) in docs.into_iter().enumerate() {
-            push_object(&mut out, file, i, 1, doc);
+            push_object(&mut out.objects, file, i, 1, doc);
         }
-        return Ok(out);
+        return out;
     }
-    let mut out = Vec::new();
     let mut doc_index = 0;
     for (start_line, chunk) in split_documents(text) {
         if chunk.lines().all(|l| {
@@ -125,21 +240,25 @@ pub fn parse_text(text: &str, file: &str) -> Result<Vec<ManifestObject>, Manifes
         }) {
             continue;
         }
-        let value: Value = serde_yaml::from_str(&chunk).map_err(|e| ManifestError::Parse {
-            file: file.to_string(),
-            line: start_line
-                + e.location()
-                    .map(|l| l.line())
-                    .unwrap_or(1)
-                    .saturating_sub(1),
-            message: format!("invalid YAML: {e}"),
-        })?;
-        if !value.is_null() {
-            push_object(&mut out, file, doc_index, start_line, value);
+        match serde_yaml::from_str::<Value>(&chunk) {
+            Ok(value) => {
+                if !value.is_null() {
+                    push_object(&mut out.objects, file, doc_index, start_line, value);
+                }
+            }
+            Err(e) => out.error(ManifestError::Parse {
+                file: file.to_string(),
+                line: start_line
+                    + e.location()
+                        .map(|l| l.line())
+                        .unwrap_or(1)
+                        .saturating_sub(1),
+                message: format!("invalid YAML: {e}"),
+            }),
         }
         doc_index += 1;
     }
-    Ok(out)
+    out
 }
 
 fn push_object(out: &mut Vec<ManifestObject>, file: &str, index: usize, line: usize, value: Value) {
@@ -218,5 +337,41 @@ mod tests {
         assert_eq!(objs[1].line, 7);
         assert_eq!(objs[1].object["kind"], "Secret");
         Ok(())
+    }
+
+    #[test]
+    fn a_broken_document_leaves_the_others_readable() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: [unclosed\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n";
+        let read = parse_text_lenient(text, "x.yaml");
+        assert_eq!(read.objects.len(), 2);
+        assert_eq!(read.errors.len(), 1);
+        assert_eq!(read.errors[0].at, 1);
+        assert_eq!(read.errors[0].error.file(), "x.yaml");
+        assert!(read.errors[0].error.line() >= 5, "{}", read.errors[0].error);
+        assert!(parse_text(text, "x.yaml").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        for text in [
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\ndata: {}",
+                "[".repeat(50_000)
+            ),
+            format!("{}1", "[".repeat(50_000)),
+            (0..2_000)
+                .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                .collect::<String>(),
+        ] {
+            let read = parse_text_lenient(&text, "deep.yaml");
+            assert!(read.objects.is_empty());
+            let msg = read
+                .errors
+                .first()
+                .map(|u| u.error.to_string())
+                .unwrap_or_default();
+            assert!(msg.starts_with("deep.yaml:"), "{msg}");
+            assert!(msg.contains("nested deeper than 128 levels"), "{msg}");
+        }
     }
 }

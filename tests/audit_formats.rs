@@ -605,3 +605,146 @@ fn default_policies_over_repository_manifests() {
         assert!(f["line"].as_u64().unwrap() >= 1);
     }
 }
+
+/// A file that does not parse (a broken document beside a good one, a file nested past the depth
+/// limit) is an error finding at its file and line in every format; everything else is judged,
+/// and the audit exits 2 at the end instead of aborting with nothing reported.
+#[test]
+fn an_unparsable_file_is_an_error_finding_and_the_rest_is_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = write_policies(dir.path());
+    let root = manifests(dir.path());
+    std::fs::write(
+        root.join("broken.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine, namespace: prod}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("sub/deep.json"),
+        format!(
+            "{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"data\": {}1{}}}",
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        ),
+    )
+    .unwrap();
+    let run = |format: &str, fail_on: &str| {
+        cli(
+            dir.path(),
+            &[
+                "-f",
+                root.to_str().unwrap(),
+                "--policies",
+                policies.to_str().unwrap(),
+                "--fail-on",
+                fail_on,
+                "-o",
+                format,
+            ],
+        )
+    };
+
+    let (code, text, stderr) = run("json", "never");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("2 file(s) or document(s) could not be parsed"),
+        "{stderr}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["summary"]["unreadable"], 2);
+    assert_eq!(
+        v["summary"]["objects"], 6,
+        "the 5 objects and the good document"
+    );
+    let findings = v["findings"].as_array().unwrap();
+    assert!(findings
+        .iter()
+        .any(|f| f["policy"] == "t-privileged" && f["action"] == "deny"));
+    let parse_errors: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["policy"] == "manifest-parse")
+        .collect();
+    assert_eq!(parse_errors.len(), 2, "{text}");
+    let broken = parse_errors
+        .iter()
+        .find(|f| f["file"].as_str().unwrap().ends_with("broken.yaml"))
+        .unwrap();
+    assert_eq!(broken["action"], "error");
+    assert!(broken["line"].as_u64().unwrap() >= 5, "{broken}");
+    let deep = parse_errors
+        .iter()
+        .find(|f| f["file"].as_str().unwrap().ends_with("sub/deep.json"))
+        .unwrap();
+    assert_eq!(deep["line"], 1);
+    assert!(
+        deep["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested deeper than 128 levels"),
+        "{deep}"
+    );
+
+    let (code, text, _) = run("sarif", "deny");
+    assert_eq!(code, 2);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["runs"][0]["invocations"][0]["executionSuccessful"], false);
+    let results = v["runs"][0]["results"].as_array().unwrap();
+    let broken = results
+        .iter()
+        .find(|r| {
+            r["ruleId"] == "manifest-parse"
+                && r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("broken.yaml")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(broken["level"], "error");
+    assert!(
+        broken["locations"][0]["physicalLocation"]["region"]["startLine"]
+            .as_u64()
+            .unwrap()
+            >= 5
+    );
+
+    let (code, text, _) = run("text", "deny");
+    assert_eq!(code, 2);
+    assert!(
+        text.lines().any(|l| l.starts_with("ERROR")
+            && l.contains("[manifest-parse]")
+            && l.contains("broken.yaml:")),
+        "{text}"
+    );
+    assert!(text.contains("[t-privileged]"), "{text}");
+
+    let (code, text, _) = run("junit", "deny");
+    assert_eq!(code, 2);
+    let xml = parse_xml(&text);
+    let cases = xml.find_all("testcase");
+    let case = cases
+        .iter()
+        .find(|c| {
+            c.attr("classname") == "regate.manifest-parse"
+                && c.attr("file").ends_with("broken.yaml")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(!case.find_all("error").is_empty(), "{text}");
+
+    let (code, text, _) = run("policyreport", "deny");
+    assert_eq!(code, 2);
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let results: Vec<&Value> = docs
+        .iter()
+        .flat_map(|d| d["results"].as_array().unwrap())
+        .filter(|r| r["policy"] == "manifest-parse")
+        .collect();
+    assert_eq!(results.len(), 2, "{text}");
+    assert!(results.iter().all(|r| r["result"] == "error"));
+
+    let (code, text, _) = run("html", "deny");
+    assert_eq!(code, 2);
+    assert!(text.contains("manifest-parse") && text.contains("broken.yaml"));
+}

@@ -3,6 +3,8 @@
 //! printed; every disagreement must be one that docs/policies.md explains.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,10 +19,6 @@ use serde_json::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn corpora() -> PathBuf {
-    repo().join("../shared/corpora")
 }
 
 fn default_set() -> PolicySet {
@@ -61,11 +59,9 @@ fn read_objects(path: &Path) -> Vec<Value> {
 
 #[test]
 fn pod_security_admission_restricted() {
-    let root = corpora().join("pod-security-admission/restricted/v1.37");
-    if !root.exists() {
-        println!("skipped: {} not found", root.display());
+    let Some(root) = common::corpus("pod-security-admission/restricted/v1.37") else {
         return;
-    }
+    };
     let set = default_set();
     let checks: [(&str, &[&str]); 2] = [
         ("pod-run-as-non-root", &["runasnonroot", "runasuser"]),
@@ -118,12 +114,10 @@ struct KyvernoCase {
 /// dropping ALL capabilities (regate's does), and its read-only rule skips init containers.
 #[test]
 fn kyverno_cli_verdicts() {
-    let root = corpora().join("kyverno-policies");
-    let manifest = root.join("manifest.jsonl");
-    if !manifest.exists() {
-        println!("skipped: {} not found", manifest.display());
+    let Some(manifest) = common::corpus("kyverno-policies/manifest.jsonl") else {
         return;
-    }
+    };
+    let root = manifest.parent().unwrap().to_path_buf();
     let set = default_set();
     let pairs = [
         ("require-run-as-nonroot", "pod-run-as-non-root"),

@@ -10,7 +10,7 @@ use crate::admission::review::is_cluster_scoped;
 use crate::audit::record::Origin;
 use crate::audit::runner::{AuditRun, Auditor, SourceKind};
 use crate::audit::AuditError;
-use crate::manifest::{self, ManifestObject};
+use crate::manifest::{self, ManifestObject, Unreadable};
 use crate::policy::set::PolicySet;
 
 /// Options of a file audit.
@@ -40,8 +40,9 @@ pub fn audit_paths(
     paths: &[PathBuf],
     opts: &FileOptions,
 ) -> Result<AuditRun, AuditError> {
-    let objects = manifest::read_paths(paths)?;
-    audit_objects(set, objects, opts)
+    // A file that cannot be parsed is an error finding in its place, not the end of the audit.
+    let read = manifest::read_paths_lenient(paths);
+    audit_read(set, read.objects, read.errors, opts)
 }
 
 fn namespace_of(object: &Value, default: Option<&str>) -> String {
@@ -63,11 +64,23 @@ pub fn audit_objects(
     objects: Vec<ManifestObject>,
     opts: &FileOptions,
 ) -> Result<AuditRun, AuditError> {
+    audit_read(set, objects, Vec::new(), opts)
+}
+
+fn audit_read(
+    set: Arc<PolicySet>,
+    objects: Vec<ManifestObject>,
+    unreadable: Vec<Unreadable>,
+    opts: &FileOptions,
+) -> Result<AuditRun, AuditError> {
     let namespaces: Vec<String> = objects
         .iter()
         .map(|o| namespace_of(&o.object, opts.namespace.as_deref()))
         .collect();
     let mut auditor = Auditor::new(set, namespaces, opts.keep_passing);
+    for u in unreadable {
+        auditor.unreadable(u.error.file(), u.error.line(), u.error.reason())?;
+    }
     let mut page: Vec<(Value, Origin)> = Vec::with_capacity(opts.page_size.max(1));
     for m in objects {
         let origin = Origin {

@@ -8,11 +8,15 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::audit::record::{judge_object, Origin};
+use crate::audit::record::{judge_object, Finding, Label, ObjectRecord, Origin};
 use crate::audit::spool::Spool;
 use crate::audit::totals::Totals;
 use crate::audit::AuditError;
+use crate::config::Environment;
 use crate::policy::metadata::Severity;
+
+/// The policy id of the error finding for a file or document that could not be parsed.
+pub const UNREADABLE_POLICY: &str = "manifest-parse";
 use crate::policy::set::PolicySet;
 
 /// Where the audited objects came from.
@@ -105,6 +109,39 @@ impl Auditor {
         Ok(())
     }
 
+    /// A file or document that could not be read or parsed: an error finding at its file and
+    /// line, which every report format shows in place, and an incomplete audit (exit 2).
+    pub fn unreadable(
+        &mut self,
+        file: String,
+        line: usize,
+        message: String,
+    ) -> Result<(), AuditError> {
+        let record = ObjectRecord {
+            api_version: String::new(),
+            kind: "File".to_string(),
+            namespace: None,
+            name: file.clone(),
+            uid: None,
+            file: Some(file),
+            line: Some(line),
+            environment: Environment::Production,
+            evaluated: Vec::new(),
+            skipped: None,
+            findings: vec![Finding {
+                policy: UNREADABLE_POLICY.to_string(),
+                action: Label::Error,
+                rule: "parse".to_string(),
+                severity: Severity::High,
+                message,
+                path: None,
+            }],
+        };
+        self.totals.record_unreadable(&record);
+        self.spool.push(&record)?;
+        Ok(())
+    }
+
     /// Judges a page; the page is dropped when this returns.
     pub fn judge_page(&mut self, page: Vec<(Value, Origin)>) -> Result<(), AuditError> {
         for (object, origin) in page {
@@ -163,9 +200,9 @@ pub struct AuditRun {
 }
 
 impl AuditRun {
-    /// Whether every part of the audit could be done.
+    /// Whether every part of the audit could be done (every file parsed too).
     pub fn complete(&self) -> bool {
-        self.issues.is_empty()
+        self.issues.is_empty() && self.totals.unreadable == 0
     }
 
     pub fn policy(&self, id: &str) -> Option<&PolicyInfo> {

@@ -62,6 +62,8 @@ pub struct Totals {
     pub skipped: u64,
     /// Objects that could not be presented as admission requests.
     pub invalid: u64,
+    /// Files or documents that could not be read or parsed (each is one error finding).
+    pub unreadable: u64,
     /// All findings by label.
     pub findings: Counts,
     /// (object, policy) pairs judged.
@@ -85,12 +87,26 @@ impl Totals {
         if record.skipped.is_some() {
             self.skipped += 1;
         }
-        let ns = record.namespace_key().to_string();
-        let ns_counts = self.by_namespace.entry(ns.clone()).or_default();
-        ns_counts.objects += 1;
+        self.by_namespace
+            .entry(record.namespace_key().to_string())
+            .or_default()
+            .objects += 1;
         if !record.findings.is_empty() {
             self.objects_with_findings += 1;
         }
+        self.record_findings(record);
+    }
+
+    /// A file or document that could not be read or parsed: its error finding counts like any
+    /// other, but it is not an object.
+    pub fn record_unreadable(&mut self, record: &ObjectRecord) {
+        self.unreadable += 1;
+        self.record_findings(record);
+    }
+
+    fn record_findings(&mut self, record: &ObjectRecord) {
+        let ns = record.namespace_key().to_string();
+        let ns_counts = self.by_namespace.entry(ns.clone()).or_default();
         for f in &record.findings {
             self.findings.add(f.action);
             ns_counts.findings.add(f.action);

@@ -141,8 +141,16 @@ pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let peak = audit::peak_rss_bytes()
         .map(|b| format!("; peak memory {:.1} MiB", b as f64 / (1024.0 * 1024.0)))
         .unwrap_or_default();
+    let unreadable = if t.unreadable > 0 {
+        format!(
+            "; {} file(s) or document(s) could not be parsed",
+            t.unreadable
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "regate audit: {} objects judged in {:.2}s ({:.0} objects/s): {} deny, {} warn, {} audit, {} error{peak}",
+        "regate audit: {} objects judged in {:.2}s ({:.0} objects/s): {} deny, {} warn, {} audit, {} error{unreadable}{peak}",
         t.objects,
         run.duration.as_secs_f64(),
         run.rate(),

@@ -30,8 +30,10 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
+                // A config that cannot be loaded at all is bad input (2), as `serve` and the
+                // other commands treat it; 1 is for problems found in what did load.
                 eprintln!("{e}");
-                return Ok(1);
+                return Ok(2);
             }
         },
         None => Config::default(),

@@ -96,21 +96,7 @@ pub fn evaluate_objects(
                 namespace: None,
                 name: String::new(),
                 warnings: Vec::new(),
-                decision: Decision {
-                    uid: String::new(),
-                    allowed: false,
-                    environment: Environment::Production,
-                    violations: Vec::new(),
-                    warn_results: Vec::new(),
-                    failures: Vec::new(),
-                    waivers: Vec::new(),
-                    patch: None,
-                    evaluated: Vec::new(),
-                    skipped: None,
-                    timings: Vec::new(),
-                    failure_policy: Default::default(),
-                    prints: Vec::new(),
-                },
+                decision: empty_decision(),
                 error: Some(e.to_string()),
             }),
         }
@@ -121,8 +107,25 @@ pub fn evaluate_objects(
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let set = args.policy.build_set(args.environment)?;
     let set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
-    let objects = manifest::read_paths(&args.files)?;
-    let results = evaluate_objects(&set, objects, args.namespace.as_deref(), &args.operation);
+    // One unreadable file must not hide the verdicts on the others: it is reported in its place
+    // (file order) as an invalid result, and the run exits 2 once everything else is judged.
+    let read = manifest::read_paths_lenient(&args.files);
+    let unreadable = read.errors.len();
+    let judged = evaluate_objects(
+        &set,
+        read.objects,
+        args.namespace.as_deref(),
+        &args.operation,
+    );
+    let mut results = Vec::with_capacity(judged.len() + unreadable);
+    let mut errors = read.errors.into_iter().peekable();
+    for (i, result) in judged.into_iter().enumerate() {
+        while let Some(u) = errors.next_if(|u| u.at <= i) {
+            results.push(unreadable_result(&u.error));
+        }
+        results.push(result);
+    }
+    results.extend(errors.map(|u| unreadable_result(&u.error)));
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
         Output::Text => print_text(&results),
@@ -134,8 +137,43 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    if unreadable > 0 {
+        eprintln!("regate eval: {unreadable} file(s) or document(s) could not be read or parsed");
+        return Ok(2);
+    }
     let denied = results.iter().any(|r| !r.decision.allowed);
     Ok(if denied { 1 } else { 0 })
+}
+
+/// A file or document that could not be read or parsed, as a result: denied, with the error.
+fn unreadable_result(e: &manifest::ManifestError) -> EvalResult {
+    EvalResult {
+        source: format!("{}:{}", e.file(), e.line()),
+        kind: String::new(),
+        namespace: None,
+        name: String::new(),
+        warnings: Vec::new(),
+        decision: empty_decision(),
+        error: Some(e.reason()),
+    }
+}
+
+fn empty_decision() -> Decision {
+    Decision {
+        uid: String::new(),
+        allowed: false,
+        environment: Environment::Production,
+        violations: Vec::new(),
+        warn_results: Vec::new(),
+        failures: Vec::new(),
+        waivers: Vec::new(),
+        patch: None,
+        evaluated: Vec::new(),
+        skipped: None,
+        timings: Vec::new(),
+        failure_policy: Default::default(),
+        prints: Vec::new(),
+    }
 }
 
 fn print_text(results: &[EvalResult]) {

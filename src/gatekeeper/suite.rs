@@ -247,6 +247,9 @@ pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
         Ok(t) => t,
         Err(e) => return vec![fail("", "", format!("cannot read suite: {e}"))],
     };
+    if let Err(e) = crate::yaml_depth::check(&text) {
+        return vec![fail("", "", format!("invalid suite: {e}"))];
+    }
     let suite: SuiteFile = match serde_yaml::from_str(&text) {
         Ok(s) => s,
         Err(e) => return vec![fail("", "", format!("invalid suite: {e}"))],

@@ -204,6 +204,11 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
         yaml.push('\n');
     }
     let first_yaml_line = start + 2;
+    crate::yaml_depth::check(&yaml).map_err(|e| MetadataError {
+        line: first_yaml_line + e.line.saturating_sub(1),
+        column: 1,
+        message: format!("METADATA: {}", e.reason()),
+    })?;
     let raw: RawMetadata = serde_yaml::from_str(&yaml).map_err(|e| {
         let (line, column) = e
             .location()

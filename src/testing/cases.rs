@@ -84,6 +84,9 @@ pub fn run_file(path: &Path, sets: &mut dyn SetForEnvironment) -> Vec<TestResult
         Ok(t) => t,
         Err(e) => return vec![fail(1, "read", Outcome::Error(e.to_string()))],
     };
+    if let Err(e) = crate::yaml_depth::check(&text) {
+        return vec![fail(e.line, "parse", Outcome::Error(e.reason()))];
+    }
     let parsed: CaseFile = match serde_yaml::from_str(&text) {
         Ok(p) => p,
         Err(e) => {
@@ -128,6 +131,8 @@ fn case_lines(text: &str) -> Vec<usize> {
 fn read_json_or_yaml(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    crate::yaml_depth::check(&text)
+        .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.reason()))?;
     serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 

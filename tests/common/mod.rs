@@ -19,6 +19,25 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A path under `../shared/corpora` (beside the checkout), or `None` when it is absent, with a
+/// printed "skipped" line: a fresh clone has no corpora and its `cargo test` must still pass.
+/// Under `CI=true` an absent corpus fails the test instead, so CI always runs the corpus tests.
+/// The one way every test that reads the corpora handles their absence.
+pub fn corpus(relative: &str) -> Option<PathBuf> {
+    let path = repo().join("../shared/corpora").join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    assert!(
+        !ci,
+        "../shared/corpora/{relative} not found at {} (CI=true: the corpus tests must run)",
+        path.display()
+    );
+    println!("skipped: ../shared/corpora/{relative} not found");
+    None
+}
+
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
