@@ -13,8 +13,13 @@
 //! with a fixed seed so that CI judges the same reviews on every run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{corpus, repo};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -31,33 +36,14 @@ use serde_json::{json, Value};
 
 const CONFIG: &str = "environments:\n  default: production\n  namespaces: { prod: production, staging: staging, dev: development }\n";
 const NAMESPACES: [&str; 4] = ["dev", "staging", "prod", "elsewhere"];
-/// Generated reviews per run (each judged on every strategy); `REGATE_DIFFERENTIAL_CASES`
-/// asks for more (or fewer).
+/// Generated reviews per run (each judged on every strategy): 3,000 in CI, 500 elsewhere;
+/// `REGATE_DIFFERENTIAL_CASES` asks for more (or fewer).
 fn generated() -> u32 {
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     std::env::var("REGATE_DIFFERENTIAL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000)
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A folder of `../shared/corpora`, or `None` (with the reason printed) where the corpora are
-/// not beside the checkout; under CI they must be.
-fn corpus(rel: &str) -> Option<PathBuf> {
-    let path = repo().join("../shared/corpora").join(rel);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing under CI",
-        path.display()
-    );
-    eprintln!("skipped: {} not found", path.display());
-    None
+        .unwrap_or(if ci { 3000 } else { 500 })
 }
 
 fn files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
