@@ -248,23 +248,30 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
         timings: Vec::with_capacity(candidates.len()),
         failure_policy: set.config.policy_failure,
     };
-    let mut adds = Vec::new();
+    // Waivers first: the policies left are exactly the ones evaluated, and a pass that
+    // evaluates several policies at once (`PolicySet::evaluate`) runs only when all of its
+    // policies are among them, so a waived policy never spends this request's time.
+    let mut selected: Vec<usize> = Vec::with_capacity(candidates.len());
     for i in candidates {
-        let policy = &set.policies[i];
-        let id = policy.id();
-        if let Some(ex) = set
+        let id = set.policies[i].id();
+        match set
             .exceptions
             .iter()
             .find(|e| !e.is_expired(now) && e.matches(id, namespace, review.kind(), name))
         {
-            decision.waivers.push(Waiver {
+            Some(ex) => decision.waivers.push(Waiver {
                 policy: id.to_string(),
                 exception: ex.name.clone(),
                 reason: ex.reason.clone(),
                 expires: ex.expires_text.clone(),
-            });
-            continue;
+            }),
+            None => selected.push(i),
         }
+    }
+    let mut adds = Vec::new();
+    for &i in &selected {
+        let policy = &set.policies[i];
+        let id = policy.id();
         if started.elapsed() >= set.evaluation_timeout {
             // The request's budget is spent: the remaining policies fail like a stuck one would.
             decision.failures.push(PolicyFailure {
@@ -280,7 +287,7 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
             }
             _ => &input,
         };
-        let output = set.evaluate(i, environment, input, wants, redact);
+        let output = set.evaluate(i, &selected, environment, input, wants, redact);
         decision.evaluated.push(id.to_string());
         decision.timings.push((id.to_string(), output.duration));
         let action = policy.action(environment);

@@ -245,16 +245,26 @@ pub fn compile_sources(
             }
         }
     }
-    let mut policies: Vec<CompiledPolicy> = Vec::new();
+    // Gatekeeper identifies a constraint by its kind and name: one name may be used by
+    // constraints of different kinds (the library's samples do), never twice within a kind.
+    let mut kinds_of_name: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut unique: Vec<Doc> = Vec::new();
     for doc in constraints {
         let (kind, name) = constraint::identity(&doc.value);
-        if let Some(other) = policies.iter().find(|p| p.meta.id == name) {
+        let seen = kinds_of_name.entry(name.clone()).or_default();
+        if let Some((_, at)) = seen.iter().find(|(k, _)| *k == kind) {
             errors.push(doc.origin.error(format!(
-                "constraint {name}: another constraint in {} has this name; regate identifies constraints by name",
-                other.file
+                "constraint {kind} {name:?} is already defined in {at}; a kind and a name identify one constraint"
             )));
             continue;
         }
+        seen.push((kind, format!("{}:{}", doc.origin.file, doc.origin.line)));
+        unique.push(doc);
+    }
+    let mut policies: Vec<CompiledPolicy> = Vec::new();
+    for doc in unique {
+        let (kind, name) = constraint::identity(&doc.value);
+        let id = constraint_id(&kind, &name, kinds_of_name.get(&name).map_or(1, Vec::len));
         let Some(template) = templates.iter().find(|t| t.template.kind == kind) else {
             errors.push(doc.origin.error(format!(
                 "constraint {name}: no ConstraintTemplate defines kind {kind:?} (or its template failed to load)"
@@ -262,7 +272,7 @@ pub fn compile_sources(
             continue;
         };
         let compiled = Constraint::parse(&doc.value, doc.origin, &template.template)
-            .and_then(|c| compile_constraint(template, &c, config, &Inventory::default()));
+            .and_then(|c| compile_constraint(template, &c, &id, config, &Inventory::default()));
         match compiled {
             Ok(p) => policies.push(p),
             Err(e) => errors.push(e),
@@ -271,16 +281,28 @@ pub fn compile_sources(
     (policies, errors)
 }
 
+/// A constraint's policy id: its name, or `Kind/name` when constraints of `kinds` different
+/// kinds share that name (ids name one policy in `regate.yaml`, exceptions, metrics and
+/// messages).
+pub fn constraint_id(kind: &str, name: &str, kinds: usize) -> String {
+    if kinds > 1 {
+        format!("{kind}/{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// One constraint as a policy: the template's engine with `data.inventory`, its action per
 /// environment (config overrides and `mode: audit` apply as to native policies).
 pub fn compile_constraint(
     template: &CompiledTemplate,
     constraint: &Constraint,
+    id: &str,
     config: &Config,
     inventory: &Inventory,
 ) -> Result<CompiledPolicy, LoadError> {
     let origin = &constraint.origin;
-    let overrides = config.policies.get(&constraint.name);
+    let overrides = config.policies.get(id);
     if let Some(o) = overrides {
         if !o.parameters.is_empty() {
             return Err(LoadError::new(
@@ -289,7 +311,7 @@ pub fn compile_constraint(
                 1,
                 format!(
                     "policies.{}.parameters: a Gatekeeper constraint takes its parameters from its spec.parameters ({})",
-                    constraint.name, origin.file
+                    id, origin.file
                 ),
             ));
         }
@@ -323,7 +345,7 @@ pub fn compile_constraint(
         kinds.first().map(String::as_str),
     );
     let meta = PolicyMeta {
-        id: constraint.name.clone(),
+        id: id.to_string(),
         title: template.template.title.clone(),
         description: template.template.description.clone(),
         severity: constraint.severity,
@@ -350,6 +372,7 @@ pub fn compile_constraint(
             constraint.parameters.clone(),
         ],
         flavor: Flavor::Gatekeeper(Arc::new(gk)),
+        reads_managed_fields: crate::policy::set::mentions_managed_fields(&template.engine),
     })
 }
 
@@ -394,15 +417,13 @@ pub fn apply_inventory(set: &PolicySet, inventory: &Inventory) -> Result<PolicyS
         return Ok(set.clone());
     }
     let policies = with_inventory(&set.policies, inventory)?;
-    let mut out = PolicySet::assemble(
-        policies,
-        set.config.clone(),
-        set.resolver.labels().clone(),
-        set.exceptions.clone(),
-        set.uses_embedded,
-    );
-    out.reads_managed_fields = set.reads_managed_fields;
-    Ok(out)
+    // Only the constraints' engines changed: native programs are not recompiled, and threads
+    // keep what they cached for them.
+    let changed: Vec<bool> = policies
+        .iter()
+        .map(|p| matches!(p.flavor, Flavor::Gatekeeper(_)))
+        .collect();
+    Ok(set.with_changed_engines(policies, &changed))
 }
 
 /// `eval --inventory` and `audit --inventory`: the set with an inventory read from `paths`,
