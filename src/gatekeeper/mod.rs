@@ -484,6 +484,91 @@ fn prime(engine: &mut regorus::Engine, package: &str, gk: &GatekeeperPolicy, kin
 mod tests {
     use super::*;
 
+    fn template(kind: &str) -> String {
+        format!(
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: {}\nspec:\n  crd:\n    spec:\n      names:\n        kind: {kind}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package {}\n        violation[{{\"msg\": \"no\"}}] {{ input.review.object.bad }}\n",
+            kind.to_ascii_lowercase(),
+            kind.to_ascii_lowercase()
+        )
+    }
+
+    fn constraint(kind: &str, name: &str) -> String {
+        format!("apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: {kind}\nmetadata:\n  name: {name}\n")
+    }
+
+    /// As in Gatekeeper, a constraint is its kind and name: one name may serve two kinds (the
+    /// ids then say the kind), never one kind twice.
+    #[test]
+    fn constraints_are_identified_by_kind_and_name() {
+        let sources = [
+            ("t/a.yaml", template("K8sA")),
+            ("t/b.yaml", template("K8sB")),
+            ("c/a.yaml", constraint("K8sA", "shared")),
+            ("c/b.yaml", constraint("K8sB", "shared")),
+            ("c/only.yaml", constraint("K8sA", "only")),
+        ]
+        .map(|(name, text)| PolicySource {
+            name: name.to_string(),
+            text,
+        });
+        let refs: Vec<&PolicySource> = sources.iter().collect();
+        let (policies, errors) = compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+        assert_eq!(errors, vec![]);
+        let ids: Vec<&str> = policies.iter().map(|p| p.id()).collect();
+        assert_eq!(ids, vec!["K8sA/shared", "K8sB/shared", "only"]);
+
+        let twice = [
+            ("t/a.yaml", template("K8sA")),
+            ("c/a.yaml", constraint("K8sA", "same")),
+            ("c/a2.yaml", constraint("K8sA", "same")),
+        ]
+        .map(|(name, text)| PolicySource {
+            name: name.to_string(),
+            text,
+        });
+        let refs: Vec<&PolicySource> = twice.iter().collect();
+        let (_, errors) = compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, "c/a2.yaml");
+        assert!(
+            errors[0]
+                .message
+                .contains("K8sA \"same\" is already defined in c/a.yaml:1"),
+            "{errors:?}"
+        );
+    }
+
+    /// Whether `managedFields` is kept in the input follows from the policies themselves, for
+    /// every way a set is put together (`verify` assembles one per case).
+    #[test]
+    fn managed_fields_are_kept_for_policies_that_read_them() {
+        let reading = template("K8sA").replace(
+            "input.review.object.bad",
+            "input.review.object.metadata.managedFields",
+        );
+        for (text, expected) in [(template("K8sA"), false), (reading, true)] {
+            let sources =
+                [("t/a.yaml", text), ("c/a.yaml", constraint("K8sA", "a"))].map(|(name, text)| {
+                    PolicySource {
+                        name: name.to_string(),
+                        text,
+                    }
+                });
+            let refs: Vec<&PolicySource> = sources.iter().collect();
+            let (policies, errors) =
+                compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+            assert_eq!(errors, vec![]);
+            let set = PolicySet::assemble(
+                policies,
+                Arc::new(Config::default()),
+                crate::environment::NamespaceLabels::default(),
+                Vec::new(),
+                false,
+            );
+            assert_eq!(set.reads_managed_fields, expected);
+        }
+    }
+
     #[test]
     fn bare_object_review_has_gatekeepers_shape() {
         let input = RValue::from(json!({"request": {

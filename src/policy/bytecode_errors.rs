@@ -171,10 +171,12 @@ pub fn unguarded_errors(program: &Program) -> Option<String> {
             | Instruction::LogicalBlockStart { .. }
             | Instruction::AllOfNext { .. }
             | Instruction::AnyOfNext { .. }
-            | Instruction::LogicalBlockEnd { .. } => return Some(format!(
+            | Instruction::LogicalBlockEnd { .. } => {
+                return Some(format!(
                 "{} compiled to a host or Azure Policy instruction, which regate does not examine",
                 location(program, pc)
-            )),
+            ))
+            }
         };
         let left_ok = producer(program, pc, left).is_some_and(|p| p != Producer::Unknown);
         let right_ok = match producer(program, pc, right) {

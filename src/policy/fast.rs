@@ -1245,6 +1245,96 @@ mod tests {
         assert!(!d.allowed);
     }
 
+    /// A runaway policy (10^10 steps) is stopped by the time limit on every strategy: the
+    /// interpreter reads the clock every `INTERPRETER_TIMER_CHECK_INTERVAL` steps, the VM every
+    /// `TIMER_CHECK_INTERVAL` instructions. (Were either check missing, this test would not end.)
+    #[test]
+    fn a_runaway_policy_is_stopped_on_every_strategy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            policy_text("deny contains \"m\" if {\n\tcount([x | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000); x == y]) > 1\n}"),
+        )
+        .unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let config = Config::parse(
+            "limits:\n  evaluationTimeoutMs: 100\n",
+            std::path::Path::new("regate.yaml"),
+        )
+        .unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(config),
+            NamespaceLabels::default(),
+        )
+        .unwrap();
+        for strategy in STRATEGIES {
+            let d = judge(
+                &set.clone().with_strategy(strategy),
+                &odd_review(),
+                Wants::VALIDATE,
+            );
+            assert_eq!(d.failures.len(), 1, "{strategy:?}: {}", summary(&d));
+            assert_eq!(
+                d.failures[0].reason,
+                FailureReason::TimeLimit,
+                "{strategy:?}"
+            );
+            assert!(!d.allowed);
+        }
+    }
+
+    /// An inventory sync changes only the constraints' data: native programs are not
+    /// recompiled, the set keeps its identity (threads keep their VMs), and only the
+    /// constraints' engines are taken again by the threads.
+    #[test]
+    fn an_inventory_sync_keeps_compiled_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            policy_text("deny contains \"m\" if input.request.object.data.x == \"abc\""),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("gk.yaml"),
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8sinv\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sInv\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package k8sinv\n        violation[{\"msg\": \"taken\"}] { data.inventory.cluster[\"v1\"][\"Namespace\"][\"n\"] }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sInv\nmetadata:\n  name: inv\nspec:\n  match:\n    kinds: [{apiGroups: [\"\"], kinds: [ConfigMap]}]\n",
+        )
+        .unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap();
+        let review = odd_review();
+        let before = judge(&set, &review, Wants::VALIDATE);
+        assert_eq!(before.violations.len(), 1, "{}", summary(&before));
+        let mut inventory = crate::gatekeeper::Inventory::default();
+        inventory
+            .add(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}))
+            .unwrap();
+        let synced = crate::gatekeeper::apply_inventory(&set, &inventory).unwrap();
+        assert_eq!(synced.accel.id, set.accel.id);
+        let native = set.policies.iter().position(|p| p.id() == "p").unwrap();
+        let constraint = set.policies.iter().position(|p| p.id() == "inv").unwrap();
+        let (a, b) = (&set.accel.slots[native], &synced.accel.slots[native]);
+        assert!(Arc::ptr_eq(
+            a.program.as_ref().unwrap(),
+            b.program.as_ref().unwrap()
+        ));
+        assert_eq!(a.generation, b.generation);
+        assert_ne!(
+            set.accel.slots[constraint].generation,
+            synced.accel.slots[constraint].generation
+        );
+        // This thread cached the constraint's old engine: it answers with the new inventory.
+        let after = judge(&synced, &review, Wants::VALIDATE);
+        assert_eq!(after.violations.len(), 2, "{}", summary(&after));
+        let old = judge(&set, &review, Wants::VALIDATE);
+        assert_eq!(summary(&old), summary(&before));
+    }
+
     /// A policy waived by an exception is not evaluated, not even inside a pass: here it would
     /// run over the request's time budget, and every policy judged after it would fail closed.
     #[test]

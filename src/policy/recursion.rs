@@ -730,7 +730,7 @@ mod tests {
             ),
             ("x := 1 if { not y }\ny if { count([1 | x]) > 0 }\n", 3),
             ("a := data.p.b\nb := data.p.a\n", 3),
-            ("a := b with input as c\nb := 1\nc := a\n", 3),
+            ("a := x if { x := b with input as c }\nb := 1\nc := a\n", 3),
         ] {
             let c = one(&format!("{HEAD}{text}"));
             assert_eq!(c.len(), 1, "{text}: {c:?}");
@@ -774,6 +774,120 @@ mod tests {
                 ("c.rego", "package a\nimport rego.v1\nz := 1\n"),
             ]),
             vec![]
+        );
+    }
+
+    /// Through the real build: every recursive shape is a load error at the rule's file and
+    /// line, OPA's `rego_recursion_error`, and the set is not built.
+    #[test]
+    fn a_set_with_recursion_is_not_built() {
+        use crate::config::Config;
+        use crate::environment::NamespaceLabels;
+        use crate::policy::set::PolicySet;
+        use crate::policy::source;
+        let policy = |rules: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\nimport data.regate.lib.h\n\n{rules}\n"
+            )
+        };
+        // Line 12 is the first rule of the policy.
+        for (rules, lib, file, line) in [
+            ("f(x) := f(x)\ndeny contains 1 if f(1)", "", "p.rego", 12),
+            (
+                "a := b if { input.x }\nb := a\ndeny contains 1 if a",
+                "",
+                "p.rego",
+                12,
+            ),
+            (
+                "f(x) := 1 if x == 0\nelse := g(x)\ng(x) := f(x - 1)\ndeny contains 1 if f(2)",
+                "",
+                "p.rego",
+                12,
+            ),
+            (
+                "deny contains m if { some m in h.msgs }",
+                "msgs := {m | some m in data.regate.policies.p.deny}",
+                "h.rego",
+                4,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("p.rego"), policy(rules)).unwrap();
+            std::fs::create_dir(dir.path().join("lib")).unwrap();
+            std::fs::write(
+                dir.path().join("lib/h.rego"),
+                format!("package regate.lib.h\n\nimport rego.v1\n{lib}\n"),
+            )
+            .unwrap();
+            let (sources, _) = source::resolve(dir.path(), false).unwrap();
+            let errors = PolicySet::build(
+                &sources,
+                std::sync::Arc::new(Config::default()),
+                NamespaceLabels::default(),
+            )
+            .unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{rules}: {errors}");
+            let e = &errors.0[0];
+            assert!(e.file.ends_with(file), "{rules}: {e}");
+            assert_eq!(e.line, line, "{rules}: {e}");
+            assert!(
+                e.message.starts_with("rego_recursion_error: rule data."),
+                "{e}"
+            );
+        }
+    }
+
+    /// A template's recursion is reported at its line in the YAML file.
+    #[test]
+    fn a_recursive_template_is_refused() {
+        use crate::gatekeeper::{Origin, Template};
+        let text = "apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sloop
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sLoop
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8sloop
+
+        violation[{\"msg\": msg}] {
+          msg := m(input.review)
+        }
+
+        m(x) = y {
+          y := m(x)
+        }
+";
+        let doc: serde_json::Value = serde_yaml::from_str(text).unwrap();
+        let template = Template::parse(
+            &doc,
+            Origin {
+                file: "t.yaml".into(),
+                line: 1,
+                text: text.into(),
+            },
+        )
+        .unwrap();
+        let errors = template
+            .compile(std::time::Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            (errors[0].file.as_str(), errors[0].line),
+            ("t.yaml", 19),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0]
+                .message
+                .contains("rego_recursion_error: rule data.k8sloop.m is recursive"),
+            "{errors:?}"
         );
     }
 
