@@ -166,7 +166,9 @@ impl Decision {
     pub fn audit_annotations(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for v in self.violations.iter().filter(|v| v.action == Action::Audit) {
-            let key = format!("regate.dev/{}", v.policy);
+            // A kind-qualified constraint id (`K8sAllowedRepos/name`) has a `/`, which an
+            // annotation key's name part cannot.
+            let key = format!("regate.dev/{}", v.policy.replace('/', "."));
             match out.iter_mut().find(|(k, _)| k == &key) {
                 Some((_, msg)) => {
                     msg.push_str("; ");
