@@ -140,8 +140,25 @@ fn graph_with_sites(modules: &[Ref<Module>]) -> (Vec<(Path, Site)>, Vec<BTreeSet
         }
     }
     let paths: Vec<&Path> = sites.keys().collect();
-    let index: HashMap<&Path, usize> = paths.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let index: HashMap<&[String], usize> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_slice(), i))
+        .collect();
     let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); paths.len()];
+    // The first name of every rule below its package: a bare variable that is none of these
+    // names no rule of its package (most are locals and builtins), and costs no lookup.
+    let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for module in modules {
+        let depth = package_path(module).len();
+        for rule in &module.policy {
+            if let Some(name) =
+                rule_path(&package_path(module), rule).and_then(|p| p.get(depth).cloned())
+            {
+                names.insert(name);
+            }
+        }
+    }
     for module in modules {
         let package = package_path(module);
         let imports = imports_of(module);
@@ -149,19 +166,31 @@ fn graph_with_sites(modules: &[Ref<Module>]) -> (Vec<(Path, Site)>, Vec<BTreeSet
             let Some(path) = rule_path(&package, rule) else {
                 continue;
             };
-            let Some(&from) = index.get(&path) else {
+            let Some(&from) = index.get(path.as_slice()) else {
                 continue;
             };
             let mut refs = Refs {
                 package: &package,
                 imports: &imports,
+                names: &names,
                 locals: locals_of(rule),
                 found: Vec::new(),
             };
             refs.rule(rule);
             for reference in refs.found {
-                for (i, target) in paths.iter().enumerate() {
-                    if is_prefix(target, &reference) || is_prefix(&reference, target) {
+                // Rules the reference reads into (`p` for `p.x.y`)…
+                for k in 1..=reference.len() {
+                    if let Some(&i) = index.get(&reference[..k]) {
+                        edges[from].insert(i);
+                    }
+                }
+                // …and rules below it (every rule of a package it reads whole): contiguous
+                // in the sorted map.
+                for (target, _) in sites
+                    .range(reference.clone()..)
+                    .take_while(|(t, _)| is_prefix(&reference, t))
+                {
+                    if let Some(&i) = index.get(target.as_slice()) {
                         edges[from].insert(i);
                     }
                 }
@@ -470,6 +499,7 @@ fn vars_in(expr: &Expr, out: &mut BTreeSet<String>) {
 struct Refs<'a> {
     package: &'a Path,
     imports: &'a HashMap<String, Path>,
+    names: &'a std::collections::HashSet<String>,
     locals: BTreeSet<String>,
     found: Vec<Path>,
 }
@@ -571,6 +601,8 @@ impl Refs<'_> {
         let mut path = if root == "data" {
             vec![root]
         } else if self.locals.contains(&root) || root == "input" {
+            return;
+        } else if !self.imports.contains_key(&root) && !self.names.contains(&root) {
             return;
         } else if let Some(imported) = self.imports.get(&root) {
             imported.clone()

@@ -208,6 +208,22 @@ impl PolicySet {
                 Err(mut e) => errors.append(&mut e),
             }
         }
+        // A recursive rule would overflow the stack of the first evaluation that reaches it
+        // (priming, or a request): checked before anything is evaluated, over the modules of
+        // every policy at once (the libraries they share are the same modules).
+        let mut modules: Vec<regorus::unstable::Ref<regorus::unstable::Module>> = Vec::new();
+        for policy in &mut policies {
+            for m in policy.engines[0].get_modules() {
+                if !modules.iter().any(|o| o == m) {
+                    modules.push(m.clone());
+                }
+            }
+        }
+        errors.extend(
+            crate::policy::recursion::find_cycles(&modules)
+                .into_iter()
+                .map(|c| LoadError::new(&c.file, c.line, c.column, c.message())),
+        );
         let yaml: Vec<&PolicySource> = sources
             .iter()
             .filter(|s| s.role() == SourceRole::Yaml)
@@ -545,11 +561,6 @@ fn compile_policy(
     let mut base = library_base.clone()?;
     if let Err(e) = base.add_policy(source.name.clone(), source.text.clone()) {
         return Err(vec![locate_regorus_error(&source.name, &e.to_string())]);
-    }
-    // A recursive rule would overflow the stack of the request that reaches it.
-    let recursion = crate::policy::recursion::check(&mut base);
-    if !recursion.is_empty() {
-        return Err(recursion);
     }
     let has = |engine: &Engine, rule: &str| {
         engine
