@@ -600,9 +600,10 @@ impl Refs<'_> {
         };
         let mut path = if root == "data" {
             vec![root]
-        } else if self.locals.contains(&root) || root == "input" {
-            return;
-        } else if !self.imports.contains_key(&root) && !self.names.contains(&root) {
+        } else if self.locals.contains(&root)
+            || root == "input"
+            || !(self.imports.contains_key(&root) || self.names.contains(&root))
+        {
             return;
         } else if let Some(imported) = self.imports.get(&root) {
             imported.clone()
