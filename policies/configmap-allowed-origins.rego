@@ -33,6 +33,7 @@ lists contains {"key": key, "entries": entries} if {
 	some key, raw in regate.object_or_empty(object.get(regate.obj, "data", {}))
 	key in keys
 	value := text(raw)
+	is_string(value)
 	entries := [e | some part in split(value, ","); e := trim_space(part); e != ""]
 }
 
@@ -48,9 +49,11 @@ deny contains {
 }
 
 # A value as text: strings as they are, unquoted scalars of a manifest as printed, null as "".
-text(raw) := t if {
-	t := regate.str(raw)
-} else := "" if raw == null
+# (Every body before an `else` has a value that is surely defined: regorus's bytecode does not
+# fall through to the `else` from a body whose value is undefined.)
+text(raw) := "" if raw == null
+
+else := regate.str(raw)
 
 entries contains {"key": list.key, "entry": entry} if {
 	some list in lists
@@ -62,6 +65,7 @@ origins := {entry: o |
 	some e in entries
 	entry := e.entry
 	o := origin(entry)
+	is_object(o)
 }
 
 empty_message(key) := sprintf(

@@ -79,4 +79,5 @@ image_tag(image) := tag if {
 	name := array.reverse(split(image, "/"))[0]
 	contains(name, ":")
 	tag := array.reverse(split(name, ":"))[0]
+	tag != ""
 } else := ""

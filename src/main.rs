@@ -25,6 +25,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(strategy) = cli.eval_strategy {
+        regate::policy::fast::set_strategy(strategy.into());
+    }
     match cli.command {
         Command::Serve(args) => {
             // Evaluation is CPU-bound: it turns its worker thread into a blocking one

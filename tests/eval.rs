@@ -227,3 +227,51 @@ fn embedded_defaults_when_no_policy_directory() {
         "{stdout}"
     );
 }
+
+/// The evaluation strategy is a documented flag (and environment variable): an unknown value
+/// is an error listing the valid ones, never a silent default.
+#[test]
+fn an_unknown_evaluation_strategy_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, env) in [
+        (vec!["--eval-strategy", "bogus", "check"], None),
+        (vec!["check"], Some("typo")),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.current_dir(dir.path()).args(&args);
+        match env {
+            Some(v) => cmd.env("REGATE_EVAL_STRATEGY", v),
+            None => cmd.env_remove("REGATE_EVAL_STRATEGY"),
+        };
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("grouped, compiled, interpreter, clone"),
+            "{stderr}"
+        );
+    }
+    // A valid one applies, and `regate policies` shows each policy's backend.
+    let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .current_dir(dir.path())
+        .args(["--eval-strategy", "interpreter", "policies"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("backend: interpreter: --eval-strategy interpreter"),
+        "{stdout}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .current_dir(dir.path())
+        .env_remove("REGATE_EVAL_STRATEGY")
+        .args(["check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  configmap-allowed-origins: bytecode"),
+        "{stdout}"
+    );
+}

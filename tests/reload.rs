@@ -304,3 +304,71 @@ async fn a_vanished_policy_directory_keeps_the_last_good_set() {
     );
     server.stop().await;
 }
+
+/// A recursive rule would overflow the stack of the first request that reaches it and abort
+/// the process. An edit that introduces one is refused when the set is built (as OPA refuses
+/// it, naming the rule's file and line): the last good set keeps serving, and `regate check`
+/// reports the same error.
+#[tokio::test]
+async fn a_recursive_edit_keeps_the_last_good_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("forbidden-key.rego");
+    std::fs::write(&file, policy("DEBUG")).unwrap();
+    let server = TestServer::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        config: Some(String::new()),
+        include_defaults: false,
+    })
+    .await;
+    let client = server.http1();
+    assert!(!allowed(&client, &server, "DEBUG").await.0);
+
+    let recursive = policy("TRACE").replace(
+        "deny contains sprintf",
+        "a := b if { input.request }\n\nb := a\n\ndeny contains \"loop\" if a\n\ndeny contains sprintf",
+    );
+    std::fs::write(&file, &recursive).unwrap();
+    let metrics_url = format!("http://{}/readyz?verbose", server.metrics_addr.unwrap());
+    wait_until(|| {
+        let url = metrics_url.clone();
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("rego_recursion_error")
+        }
+    })
+    .await;
+    let detail = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // `a := b …` is line 10 of the edited file.
+    assert!(detail.contains("forbidden-key.rego:10:"), "{detail}");
+    assert!(
+        !allowed(&client, &server, "DEBUG").await.0,
+        "the last good set still judges"
+    );
+    assert!(allowed(&client, &server, "TRACE").await.0);
+    server.stop().await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("forbidden-key.rego:10:"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rego_recursion_error: rule data.regate.policies.forbidden_key.a is recursive"
+        ),
+        "{stderr}"
+    );
+}

@@ -207,7 +207,9 @@ impl Decision {
     pub fn audit_annotations(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for v in self.violations.iter().filter(|v| v.action == Action::Audit) {
-            let key = format!("regate.dev/{}", v.policy);
+            // A kind-qualified constraint id (`K8sAllowedRepos/name`) has a `/`, which an
+            // annotation key's name part cannot.
+            let key = format!("regate.dev/{}", v.policy.replace('/', "."));
             match out.iter_mut().find(|(k, _)| k == &key) {
                 Some((_, msg)) => {
                     msg.push_str("; ");
@@ -293,23 +295,30 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
     };
     // The inventory's Secrets, from the Gatekeeper policies that read it.
     let mut inventory_secrets: Vec<std::sync::Arc<SecretValues>> = Vec::new();
-    let mut adds = Vec::new();
+    // Waivers first: the policies left are exactly the ones evaluated, and a pass that
+    // evaluates several policies at once (`PolicySet::evaluate`) runs only when all of its
+    // policies are among them, so a waived policy never spends this request's time.
+    let mut selected: Vec<usize> = Vec::with_capacity(candidates.len());
     for i in candidates {
-        let policy = &set.policies[i];
-        let id = policy.id();
-        if let Some(ex) = set
+        let id = set.policies[i].id();
+        match set
             .exceptions
             .iter()
             .find(|e| !e.is_expired(now) && e.matches(id, namespace, review.kind(), name))
         {
-            decision.waivers.push(Waiver {
+            Some(ex) => decision.waivers.push(Waiver {
                 policy: id.to_string(),
                 exception: ex.name.clone(),
                 reason: ex.reason.clone(),
                 expires: ex.expires_text.clone(),
-            });
-            continue;
+            }),
+            None => selected.push(i),
         }
+    }
+    let mut adds = Vec::new();
+    for &i in &selected {
+        let policy = &set.policies[i];
+        let id = policy.id();
         if started.elapsed() >= set.evaluation_timeout {
             // The request's budget is spent: the remaining policies fail like a stuck one would.
             decision.failures.push(PolicyFailure {
@@ -325,7 +334,7 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
             }
             _ => &input,
         };
-        let output = set.evaluate(i, environment, input, wants, redact);
+        let output = set.evaluate(i, &selected, environment, input, wants, redact);
         if let Flavor::Gatekeeper(gk) = &policy.flavor {
             if !gk.inventory_secrets.is_empty()
                 && !inventory_secrets

@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::bench::{echo, fixtures, load, policies};
-use crate::cli::PolicyArgs;
+use crate::cli::{EvalStrategy, PolicyArgs};
 use crate::policy::eval::Wants;
-use crate::policy::fast::{self, Strategy};
+use crate::policy::fast;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -41,20 +41,6 @@ pub enum EndpointArg {
     Both,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StrategyArg {
-    /// Compiled bytecode, and policies with the same kinds and data in one pass (what `serve`
-    /// does). Per-policy times are then equal shares of their pass.
-    Grouped,
-    /// Per-thread engines, compiled bytecode where regorus compiles the policy, one policy at a
-    /// time (per-policy times are each policy's own).
-    Compiled,
-    /// Per-thread interpreter engines.
-    Interpreter,
-    /// A clone of the primed engine per evaluation.
-    Clone,
-}
-
 #[derive(Debug, Args)]
 pub struct PoliciesArgs {
     /// AdmissionReview fixtures: a directory of *.json (with expected.yaml) or one file.
@@ -70,9 +56,9 @@ pub struct PoliciesArgs {
     /// Which output rules to evaluate, as the endpoint would.
     #[arg(long, value_enum, default_value = "validate")]
     pub endpoint: EndpointArg,
-    /// How policies are evaluated (the REGATE_EVAL_STRATEGY variable sets it for `serve`).
-    #[arg(long, value_enum, default_value = "grouped")]
-    pub strategy: StrategyArg,
+    /// How policies are evaluated; the same as the global `--eval-strategy` (default: grouped).
+    #[arg(long, value_enum)]
+    pub strategy: Option<EvalStrategy>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
     #[command(flatten)]
@@ -173,12 +159,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
 }
 
 fn run_policies(a: PoliciesArgs) -> anyhow::Result<i32> {
-    fast::set_strategy(match a.strategy {
-        StrategyArg::Grouped => Strategy::Grouped,
-        StrategyArg::Compiled => Strategy::Compiled,
-        StrategyArg::Interpreter => Strategy::Interpreter,
-        StrategyArg::Clone => Strategy::CloneEach,
-    });
+    if let Some(strategy) = a.strategy {
+        fast::set_strategy(strategy.into());
+    }
     let path = a.fixtures.clone().unwrap_or_else(fixtures::default_path);
     let fixtures = fixtures::load(&path)?;
     let set = a

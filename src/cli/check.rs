@@ -80,6 +80,9 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
     } else {
         let source = if embedded { " (embedded defaults)" } else { "" };
         println!("{} policies OK{source}", set.policies.len());
+        for (i, p) in set.policies.iter().enumerate() {
+            println!("  {}: {}", p.meta.id, set.backend(i));
+        }
     }
     Ok(if problems > 0 { 1 } else { 0 })
 }
@@ -88,7 +91,7 @@ fn print_policies(set: &PolicySet) {
     println!(
         "ID                               SEVERITY  DEVELOPMENT STAGING     PRODUCTION  KINDS"
     );
-    for p in &set.policies {
+    for (i, p) in set.policies.iter().enumerate() {
         println!(
             "{:<32} {:<9} {:<11} {:<11} {:<11} {}",
             p.meta.id,
@@ -99,5 +102,6 @@ fn print_policies(set: &PolicySet) {
             p.meta.kinds.join(",")
         );
         println!("    {}", p.meta.title);
+        println!("    backend: {}", set.backend(i));
     }
 }

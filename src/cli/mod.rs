@@ -35,6 +35,38 @@ pub struct Cli {
     /// Log level or filter (e.g. info, regate=debug); RUST_LOG also works.
     #[arg(long, global = true, env = "REGATE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// How policies are evaluated, for benchmarks and comparisons (default: grouped). Every
+    /// strategy gives the same decisions; an unknown value is an error.
+    #[arg(long, global = true, env = "REGATE_EVAL_STRATEGY", value_enum)]
+    pub eval_strategy: Option<EvalStrategy>,
+}
+
+/// `--eval-strategy`: see [`crate::policy::fast::Strategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalStrategy {
+    /// Bytecode wherever it is proven equal, and policies with the same kinds and data in one
+    /// pass of one program (what `serve` does by default).
+    #[value(alias = "auto")]
+    Grouped,
+    /// Bytecode wherever it is proven equal, one program per policy.
+    #[value(alias = "rvm")]
+    Compiled,
+    /// The interpreter only, with per-thread engines.
+    Interpreter,
+    /// A fresh clone of the primed interpreter engine per evaluation.
+    Clone,
+}
+
+impl From<EvalStrategy> for crate::policy::fast::Strategy {
+    fn from(s: EvalStrategy) -> Self {
+        use crate::policy::fast::Strategy;
+        match s {
+            EvalStrategy::Grouped => Strategy::Grouped,
+            EvalStrategy::Compiled => Strategy::Compiled,
+            EvalStrategy::Interpreter => Strategy::Interpreter,
+            EvalStrategy::Clone => Strategy::CloneEach,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -302,16 +302,26 @@ pub fn compile_sources(
             }
         }
     }
-    let mut policies: Vec<CompiledPolicy> = Vec::new();
+    // Gatekeeper identifies a constraint by its kind and name: one name may be used by
+    // constraints of different kinds (the library's samples do), never twice within a kind.
+    let mut kinds_of_name: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut unique: Vec<Doc> = Vec::new();
     for doc in constraints {
         let (kind, name) = constraint::identity(&doc.value);
-        if let Some(other) = policies.iter().find(|p| p.meta.id == name) {
+        let seen = kinds_of_name.entry(name.clone()).or_default();
+        if let Some((_, at)) = seen.iter().find(|(k, _)| *k == kind) {
             errors.push(doc.origin.error(format!(
-                "constraint {name}: another constraint in {} has this name; regate identifies constraints by name",
-                other.file
+                "constraint {kind} {name:?} is already defined in {at}; a kind and a name identify one constraint"
             )));
             continue;
         }
+        seen.push((kind, format!("{}:{}", doc.origin.file, doc.origin.line)));
+        unique.push(doc);
+    }
+    let mut policies: Vec<CompiledPolicy> = Vec::new();
+    for doc in unique {
+        let (kind, name) = constraint::identity(&doc.value);
+        let id = constraint_id(&kind, &name, kinds_of_name.get(&name).map_or(1, Vec::len));
         let Some(template) = templates.iter().find(|t| t.template.kind == kind) else {
             errors.push(doc.origin.error(format!(
                 "constraint {name}: no ConstraintTemplate defines kind {kind:?} (or its template failed to load)"
@@ -319,7 +329,7 @@ pub fn compile_sources(
             continue;
         };
         let compiled = Constraint::parse(&doc.value, doc.origin, &template.template)
-            .and_then(|c| compile_constraint(template, &c, config, &Inventory::default()));
+            .and_then(|c| compile_constraint(template, &c, &id, config, &Inventory::default()));
         match compiled {
             Ok(p) => policies.push(p),
             Err(e) => errors.push(e),
@@ -328,16 +338,28 @@ pub fn compile_sources(
     (policies, errors)
 }
 
+/// A constraint's policy id: its name, or `Kind/name` when constraints of `kinds` different
+/// kinds share that name (ids name one policy in `regate.yaml`, exceptions, metrics and
+/// messages).
+pub fn constraint_id(kind: &str, name: &str, kinds: usize) -> String {
+    if kinds > 1 {
+        format!("{kind}/{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// One constraint as a policy: the template's engine with `data.inventory`, its action per
 /// environment (config overrides and `mode: audit` apply as to native policies).
 pub fn compile_constraint(
     template: &CompiledTemplate,
     constraint: &Constraint,
+    id: &str,
     config: &Config,
     inventory: &Inventory,
 ) -> Result<CompiledPolicy, LoadError> {
     let origin = &constraint.origin;
-    let overrides = config.policies.get(&constraint.name);
+    let overrides = config.policies.get(id);
     if let Some(o) = overrides {
         if !o.parameters.is_empty() {
             return Err(LoadError::new(
@@ -346,7 +368,7 @@ pub fn compile_constraint(
                 1,
                 format!(
                     "policies.{}.parameters: a Gatekeeper constraint takes its parameters from its spec.parameters ({})",
-                    constraint.name, origin.file
+                    id, origin.file
                 ),
             ));
         }
@@ -381,7 +403,7 @@ pub fn compile_constraint(
         kinds.first().map(String::as_str),
     );
     let meta = PolicyMeta {
-        id: constraint.name.clone(),
+        id: id.to_string(),
         title: template.template.title.clone(),
         description: template.template.description.clone(),
         severity: constraint.severity,
@@ -408,6 +430,7 @@ pub fn compile_constraint(
             constraint.parameters.clone(),
         ],
         flavor: Flavor::Gatekeeper(Arc::new(gk)),
+        reads_managed_fields: crate::policy::set::mentions_managed_fields(&template.engine),
     })
 }
 
@@ -456,15 +479,13 @@ pub fn apply_inventory(set: &PolicySet, inventory: &Inventory) -> Result<PolicyS
         return Ok(set.clone());
     }
     let policies = with_inventory(&set.policies, inventory)?;
-    let mut out = PolicySet::assemble(
-        policies,
-        set.config.clone(),
-        set.resolver.labels().clone(),
-        set.exceptions.clone(),
-        set.uses_embedded,
-    );
-    out.reads_managed_fields = set.reads_managed_fields;
-    Ok(out)
+    // Only the constraints' engines changed: native programs are not recompiled, and threads
+    // keep what they cached for them.
+    let changed: Vec<bool> = policies
+        .iter()
+        .map(|p| matches!(p.flavor, Flavor::Gatekeeper(_)))
+        .collect();
+    Ok(set.with_changed_engines(policies, &changed))
 }
 
 /// `eval --inventory` and `audit --inventory`: the set with an inventory read from `paths`,
@@ -526,6 +547,91 @@ fn prime(engine: &mut regorus::Engine, package: &str, gk: &GatekeeperPolicy, kin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn template(kind: &str) -> String {
+        format!(
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: {}\nspec:\n  crd:\n    spec:\n      names:\n        kind: {kind}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package {}\n        violation[{{\"msg\": \"no\"}}] {{ input.review.object.bad }}\n",
+            kind.to_ascii_lowercase(),
+            kind.to_ascii_lowercase()
+        )
+    }
+
+    fn constraint(kind: &str, name: &str) -> String {
+        format!("apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: {kind}\nmetadata:\n  name: {name}\n")
+    }
+
+    /// As in Gatekeeper, a constraint is its kind and name: one name may serve two kinds (the
+    /// ids then say the kind), never one kind twice.
+    #[test]
+    fn constraints_are_identified_by_kind_and_name() {
+        let sources = [
+            ("t/a.yaml", template("K8sA")),
+            ("t/b.yaml", template("K8sB")),
+            ("c/a.yaml", constraint("K8sA", "shared")),
+            ("c/b.yaml", constraint("K8sB", "shared")),
+            ("c/only.yaml", constraint("K8sA", "only")),
+        ]
+        .map(|(name, text)| PolicySource {
+            name: name.to_string(),
+            text,
+        });
+        let refs: Vec<&PolicySource> = sources.iter().collect();
+        let (policies, errors) = compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+        assert_eq!(errors, vec![]);
+        let ids: Vec<&str> = policies.iter().map(|p| p.id()).collect();
+        assert_eq!(ids, vec!["K8sA/shared", "K8sB/shared", "only"]);
+
+        let twice = [
+            ("t/a.yaml", template("K8sA")),
+            ("c/a.yaml", constraint("K8sA", "same")),
+            ("c/a2.yaml", constraint("K8sA", "same")),
+        ]
+        .map(|(name, text)| PolicySource {
+            name: name.to_string(),
+            text,
+        });
+        let refs: Vec<&PolicySource> = twice.iter().collect();
+        let (_, errors) = compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, "c/a2.yaml");
+        assert!(
+            errors[0]
+                .message
+                .contains("K8sA \"same\" is already defined in c/a.yaml:1"),
+            "{errors:?}"
+        );
+    }
+
+    /// Whether `managedFields` is kept in the input follows from the policies themselves, for
+    /// every way a set is put together (`verify` assembles one per case).
+    #[test]
+    fn managed_fields_are_kept_for_policies_that_read_them() {
+        let reading = template("K8sA").replace(
+            "input.review.object.bad",
+            "input.review.object.metadata.managedFields",
+        );
+        for (text, expected) in [(template("K8sA"), false), (reading, true)] {
+            let sources =
+                [("t/a.yaml", text), ("c/a.yaml", constraint("K8sA", "a"))].map(|(name, text)| {
+                    PolicySource {
+                        name: name.to_string(),
+                        text,
+                    }
+                });
+            let refs: Vec<&PolicySource> = sources.iter().collect();
+            let (policies, errors) =
+                compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+            assert_eq!(errors, vec![]);
+            let set = PolicySet::assemble(
+                policies,
+                Arc::new(Config::default()),
+                crate::environment::NamespaceLabels::default(),
+                Vec::new(),
+                false,
+            );
+            assert_eq!(set.reads_managed_fields, expected);
+        }
+    }
 
     #[test]
     fn bare_object_review_has_gatekeepers_shape() {

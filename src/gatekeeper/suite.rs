@@ -381,6 +381,7 @@ fn load_test(dir: &Path, test: &TestSpec) -> Result<CompiledPolicy, Load> {
     compile_constraint(
         &template,
         &constraint,
+        &constraint.name,
         &verify_config(),
         &Inventory::default(),
     )

@@ -1,10 +1,8 @@
 //! ConstraintTemplates (`templates.gatekeeper.sh/v1`, `v1beta1`, `v1alpha1`): the Rego of the
 //! `admission.k8s.gatekeeper.sh` target and its `libs`, compiled once per template.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Engine;
 use serde_json::Value;
 
@@ -248,10 +246,7 @@ impl Template {
         let origin = &self.origin;
         let mut engine = Engine::new();
         engine.set_rego_v0(true);
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit: timeout,
-            check_interval: NonZeroU32::MIN,
-        });
+        engine.set_execution_timer_config(crate::policy::set::timer(timeout));
         // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
         engine.set_gather_prints(true);
         if let Err(e) = rego_compat::install(&mut engine) {
@@ -297,6 +292,20 @@ impl Template {
         }
         if !errors.is_empty() {
             return Err(errors);
+        }
+        // A recursive rule would overflow the stack of the request that reaches it.
+        let recursion: Vec<LoadError> = crate::policy::recursion::find_cycles(engine.get_modules())
+            .into_iter()
+            .map(|c| match pieces.iter().find(|p| p.name == c.file) {
+                Some(piece) => self.relocate(
+                    piece,
+                    &format!("{}:{}:{}\nerror: {}", c.file, c.line, c.column, c.message()),
+                ),
+                None => self.origin.error(c.message()),
+            })
+            .collect();
+        if !recursion.is_empty() {
+            return Err(recursion);
         }
         let Some((_, package)) = metadata::package_of(&self.rego) else {
             return Err(vec![origin.error_at(

@@ -108,7 +108,75 @@ pub fn unguarded_errors(program: &Program) -> Option<String> {
             Instruction::Div { left, right, .. } | Instruction::Mod { left, right, .. } => {
                 (left, right, true)
             }
-            _ => continue,
+            // Every other instruction, named so that a regorus release adding one fails to
+            // compile here instead of passing unexamined. These raise no error of their own
+            // that a rule body swallows where the interpreter reports one: loads and moves,
+            // comparisons (non-strict, ordered as OPA orders values), builtin calls (guarded by
+            // `guard_builtins`), user function and rule calls (their bodies are this same
+            // program), collection building, and control flow.
+            Instruction::Load { .. }
+            | Instruction::LoadTrue { .. }
+            | Instruction::LoadFalse { .. }
+            | Instruction::LoadNull { .. }
+            | Instruction::LoadBool { .. }
+            | Instruction::LoadData { .. }
+            | Instruction::LoadInput { .. }
+            | Instruction::LoadContext { .. }
+            | Instruction::LoadMetadata { .. }
+            | Instruction::Move { .. }
+            | Instruction::Eq { .. }
+            | Instruction::Ne { .. }
+            | Instruction::Lt { .. }
+            | Instruction::Le { .. }
+            | Instruction::Gt { .. }
+            | Instruction::Ge { .. }
+            | Instruction::And { .. }
+            | Instruction::Or { .. }
+            | Instruction::Not { .. }
+            | Instruction::BuiltinCall { .. }
+            | Instruction::FunctionCall { .. }
+            | Instruction::Return { .. }
+            | Instruction::ObjectSet { .. }
+            | Instruction::ObjectCreate { .. }
+            | Instruction::Index { .. }
+            | Instruction::IndexLiteral { .. }
+            | Instruction::ChainedIndex { .. }
+            | Instruction::ArrayNew { .. }
+            | Instruction::ArrayPush { .. }
+            | Instruction::ArrayPushDefined { .. }
+            | Instruction::ArrayCreate { .. }
+            | Instruction::SetNew { .. }
+            | Instruction::SetAdd { .. }
+            | Instruction::SetCreate { .. }
+            | Instruction::Contains { .. }
+            | Instruction::Count { .. }
+            | Instruction::AssertEq { .. }
+            | Instruction::Guard { .. }
+            | Instruction::ReturnUndefinedIfNotTrue { .. }
+            | Instruction::CoalesceUndefinedToNull { .. }
+            | Instruction::LoopStart { .. }
+            | Instruction::LoopNext { .. }
+            | Instruction::CallRule { .. }
+            | Instruction::RuleInit { .. }
+            | Instruction::VirtualDataDocumentLookup { .. }
+            | Instruction::DestructuringSuccess {}
+            | Instruction::RuleReturn {}
+            | Instruction::Halt {}
+            | Instruction::ComprehensionBegin { .. }
+            | Instruction::ComprehensionYield { .. }
+            | Instruction::ComprehensionEnd {} => continue,
+            // Host calls and Azure Policy conditions: never emitted for Rego, and not examined.
+            Instruction::HostAwait { .. }
+            | Instruction::PolicyCondition { .. }
+            | Instruction::LogicalBlockStart { .. }
+            | Instruction::AllOfNext { .. }
+            | Instruction::AnyOfNext { .. }
+            | Instruction::LogicalBlockEnd { .. } => {
+                return Some(format!(
+                "{} compiled to a host or Azure Policy instruction, which regate does not examine",
+                location(program, pc)
+            ))
+            }
         };
         let left_ok = producer(program, pc, left).is_some_and(|p| p != Producer::Unknown);
         let right_ok = match producer(program, pc, right) {
@@ -118,11 +186,27 @@ pub fn unguarded_errors(program: &Program) -> Option<String> {
         };
         if !(left_ok && right_ok) {
             return Some(format!(
-                "arithmetic at instruction {pc} may meet a value that is not a number (or a zero divisor): an error the interpreter reports and bytecode ignores"
+                "arithmetic at {} may meet a value that is not a number (or a zero divisor): an error the interpreter reports and bytecode ignores",
+                location(program, pc)
             ));
         }
     }
     None
+}
+
+/// `file:line` of the Rego an instruction was compiled from, or `instruction <pc>`.
+pub fn location(program: &Program, pc: usize) -> String {
+    program
+        .instruction_spans
+        .get(pc)
+        .and_then(Option::as_ref)
+        .and_then(|span| {
+            program
+                .sources
+                .get(span.source_index)
+                .map(|file| format!("{}:{}", file.name, span.line))
+        })
+        .unwrap_or_else(|| format!("instruction {pc}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +301,38 @@ fn producer(program: &Program, pc: usize, register: u8) -> Option<Producer> {
             | Instruction::CallRule { dest, .. } => (dest == register).then_some(Producer::Unknown),
             // Exits on failure, never a jump's target, writes nothing.
             Instruction::AssertEq { .. } | Instruction::ReturnUndefinedIfNotTrue { .. } => None,
-            _ => return None,
+            // Anything else may jump, be jumped to, or write registers this scan does not
+            // follow: the producer is unknown. Named one by one so that an instruction a
+            // regorus release adds must be classified here before it compiles.
+            Instruction::HostAwait { .. }
+            | Instruction::Return { .. }
+            | Instruction::ObjectSet { .. }
+            | Instruction::ObjectCreate { .. }
+            | Instruction::ChainedIndex { .. }
+            | Instruction::ArrayNew { .. }
+            | Instruction::ArrayPush { .. }
+            | Instruction::ArrayPushDefined { .. }
+            | Instruction::ArrayCreate { .. }
+            | Instruction::SetNew { .. }
+            | Instruction::SetAdd { .. }
+            | Instruction::SetCreate { .. }
+            | Instruction::Guard { .. }
+            | Instruction::CoalesceUndefinedToNull { .. }
+            | Instruction::LoopStart { .. }
+            | Instruction::LoopNext { .. }
+            | Instruction::RuleInit { .. }
+            | Instruction::VirtualDataDocumentLookup { .. }
+            | Instruction::DestructuringSuccess {}
+            | Instruction::RuleReturn {}
+            | Instruction::Halt {}
+            | Instruction::ComprehensionBegin { .. }
+            | Instruction::ComprehensionYield { .. }
+            | Instruction::ComprehensionEnd {}
+            | Instruction::PolicyCondition { .. }
+            | Instruction::LogicalBlockStart { .. }
+            | Instruction::AllOfNext { .. }
+            | Instruction::AnyOfNext { .. }
+            | Instruction::LogicalBlockEnd { .. } => return None,
         };
         if written.is_some() {
             return written;

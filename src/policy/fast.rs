@@ -56,19 +56,9 @@ impl Strategy {
             Strategy::CloneEach => "clone",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Strategy> {
-        match s {
-            "grouped" | "auto" => Some(Strategy::Grouped),
-            "compiled" | "rvm" => Some(Strategy::Compiled),
-            "interpreter" => Some(Strategy::Interpreter),
-            "clone" => Some(Strategy::CloneEach),
-            _ => None,
-        }
-    }
 }
 
-/// 0: not chosen yet (read `REGATE_EVAL_STRATEGY` on first use).
+/// The strategy for sets built from now on; 0: not chosen ([`Strategy::Grouped`]).
 static STRATEGY: AtomicU8 = AtomicU8::new(0);
 
 fn encode(s: Strategy) -> u8 {
@@ -80,9 +70,9 @@ fn encode(s: Strategy) -> u8 {
     }
 }
 
-/// Chooses the strategy for sets built from now on (`regate bench policies --strategy`). The
-/// environment variable `REGATE_EVAL_STRATEGY` (grouped, compiled, interpreter, clone) sets it
-/// for `serve`.
+/// Chooses the strategy for sets built from now on: the command line's `--eval-strategy`
+/// (environment `REGATE_EVAL_STRATEGY`, checked by the command line: an unknown value is an
+/// error there, never a silent default), or `regate bench policies --strategy`.
 pub fn set_strategy(s: Strategy) {
     STRATEGY.store(encode(s), Ordering::Relaxed);
 }
@@ -92,15 +82,7 @@ pub fn strategy() -> Strategy {
         1 => Strategy::Compiled,
         2 => Strategy::Interpreter,
         3 => Strategy::CloneEach,
-        4 => Strategy::Grouped,
-        _ => {
-            let chosen = std::env::var("REGATE_EVAL_STRATEGY")
-                .ok()
-                .and_then(|v| Strategy::parse(v.trim()))
-                .unwrap_or(Strategy::Grouped);
-            STRATEGY.store(encode(chosen), Ordering::Relaxed);
-            chosen
-        }
+        _ => Strategy::Grouped,
     }
 }
 
@@ -135,8 +117,36 @@ struct Slot {
     /// assembled is evaluated by the interpreter instead of with the wrong program.
     policy: String,
     program: Option<Arc<Compiled>>,
+    /// Why the policy runs on the interpreter (`program` is `None`).
+    refused: Option<String>,
+    /// Which interpreter engines of the policy threads may keep: a set whose policies changed
+    /// only in their data (Gatekeeper's inventory) keeps the identity of the set it replaces,
+    /// and threads re-clone just the engines whose generation changed.
+    generation: u64,
     /// The group (index in `Accel::groups`) whose pass answers for this policy.
     group: Option<usize>,
+}
+
+/// Which evaluator answers for a policy, chosen when its set is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Compiled bytecode on regorus's VM (the interpreter is consulted only on a VM error).
+    Bytecode {
+        /// Evaluated in one pass together with other policies (or its own deny and warn).
+        grouped: bool,
+    },
+    /// The tree-walking interpreter, and why the bytecode was refused.
+    Interpreter { reason: String },
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Bytecode { grouped: false } => write!(f, "bytecode"),
+            Backend::Bytecode { grouped: true } => write!(f, "bytecode (grouped pass)"),
+            Backend::Interpreter { reason } => write!(f, "interpreter: {reason}"),
+        }
+    }
 }
 
 /// Policies evaluated in one pass of one program.
@@ -175,16 +185,22 @@ impl Accel {
     ) -> Accel {
         let mut slots = Vec::with_capacity(policies.len());
         for policy in policies.iter_mut() {
-            let program = if matches!(strategy, Strategy::Compiled | Strategy::Grouped) {
+            let (program, refused) = if matches!(strategy, Strategy::Compiled | Strategy::Grouped) {
                 match compile(policy) {
-                    Ok(c) => Some(Arc::new(c)),
+                    Ok(c) => (Some(Arc::new(c)), None),
                     Err(reason) => {
                         info!(policy = %policy.meta.id, %reason, "policy not compiled to bytecode; it runs on the interpreter");
-                        None
+                        (None, Some(reason))
                     }
                 }
             } else {
-                None
+                (
+                    None,
+                    Some(format!(
+                        "--eval-strategy {} runs every policy on the interpreter",
+                        strategy.as_str()
+                    )),
+                )
             };
             if program.is_none() && matches!(policy.flavor, Flavor::Native) {
                 let package = policy
@@ -200,6 +216,8 @@ impl Accel {
             slots.push(Slot {
                 policy: policy.meta.id.clone(),
                 program,
+                refused,
+                generation: 0,
                 group: None,
             });
         }
@@ -257,6 +275,48 @@ impl Accel {
 
     pub fn strategy(&self) -> Strategy {
         self.strategy
+    }
+
+    /// This accel for policies that differ from the ones it was built for only in the data of
+    /// the interpreter engines of those `changed` says (a new `data.inventory`): the same
+    /// programs, groups and identity, so threads keep their VMs and re-clone only those
+    /// engines. `None` when a changed policy runs as bytecode (its program holds the old data).
+    pub(crate) fn with_new_engines(&self, changed: &[bool]) -> Option<Accel> {
+        let mut slots = self.slots.clone();
+        for (slot, _) in slots.iter_mut().zip(changed).filter(|(_, &c)| c) {
+            if slot.program.is_some() {
+                return None;
+            }
+            slot.generation = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Accel {
+            id: self.id,
+            strategy: self.strategy,
+            slots,
+            groups: self.groups.clone(),
+            timeout: self.timeout,
+        })
+    }
+
+    /// The backend of the policy at `index`, and for the interpreter, why.
+    pub fn backend(&self, index: usize) -> Backend {
+        match self.slots.get(index) {
+            Some(Slot {
+                program: Some(_),
+                group,
+                ..
+            }) => Backend::Bytecode {
+                grouped: group.is_some(),
+            },
+            Some(Slot { refused, .. }) => Backend::Interpreter {
+                reason: refused
+                    .clone()
+                    .unwrap_or_else(|| "not compiled".to_string()),
+            },
+            None => Backend::Interpreter {
+                reason: "not part of the compiled set".to_string(),
+            },
+        }
     }
 }
 
@@ -320,6 +380,12 @@ fn to_program(
     entries: &[String],
     data: [Value; 3],
 ) -> Result<Compiled, String> {
+    if let Some(problem) = crate::policy::undefined_bindings::find(
+        compiled.get_modules(),
+        &entries.iter().map(String::as_str).collect::<Vec<_>>(),
+    ) {
+        return Err(problem);
+    }
     if let Some(path) = may_conflict(compiled) {
         return Err(format!(
             "{path} has definitions that may give different values, a conflict the interpreter reports and bytecode would not"
@@ -516,7 +582,14 @@ fn may_conflict(compiled: &regorus::CompiledPolicy) -> Option<String> {
                     .zip(ab.iter())
                     .any(|(x, y)| matches!((literal(x), literal(y)), (Some(x), Some(y)) if x != y));
                 if !same_value && !exclusive {
-                    return Some(path.clone());
+                    let at = definitions
+                        .first()
+                        .map(|d| {
+                            let span = d.span();
+                            format!(" ({}:{})", span.source.get_path(), span.line)
+                        })
+                        .unwrap_or_default();
+                    return Some(format!("{path}{at}"));
                 }
             }
         }
@@ -806,6 +879,8 @@ fn from_pass(
 
 #[derive(Default)]
 struct ThreadSlot {
+    /// The slot generation `engines` were cloned for.
+    generation: u64,
     engines: [Option<Engine>; 3],
     vms: [Option<RegoVM>; 3],
 }
@@ -816,9 +891,13 @@ thread_local! {
 
 impl PolicySet {
     /// Evaluates `self.policies[index]`: exactly what [`eval::evaluate`] answers, faster.
+    /// `selected` (ascending) are the policies the caller evaluates for this request: a pass
+    /// over several policies at once runs only when every policy in it is selected, so a
+    /// policy the caller skipped (waived, or not matching) never costs this request time.
     pub fn evaluate(
         &self,
         index: usize,
+        selected: &[usize],
         env: Environment,
         input: &Value,
         wants: Wants,
@@ -847,7 +926,14 @@ impl PolicySet {
                 cache.groups.clear();
                 cache.pass = None;
             }
-            if let Some(g) = slot.group {
+            if let Some(g) = slot.group.filter(|&g| {
+                accel.groups.get(g).is_some_and(|group| {
+                    group
+                        .members
+                        .iter()
+                        .all(|m| selected.binary_search(m).is_ok())
+                })
+            }) {
                 if let Some(out) = from_pass(&mut cache, accel, g, policy, env, input, wants, redact) {
                     return Some(out);
                 }
@@ -856,6 +942,10 @@ impl PolicySet {
                 cache.slots.resize_with(accel.slots.len(), ThreadSlot::default);
             }
             let mine = cache.slots.get_mut(index)?;
+            if mine.generation != slot.generation {
+                mine.engines = Default::default();
+                mine.generation = slot.generation;
+            }
             let e = env.index();
             if let Some(compiled) = &slot.program {
                 if mine.vms[e].is_none() {
@@ -892,6 +982,11 @@ impl PolicySet {
     /// Ids of the policies that run as compiled bytecode in this set.
     pub fn compiled_policies(&self) -> Vec<&str> {
         self.accel.compiled()
+    }
+
+    /// Which evaluator answers for `self.policies[index]`, and for the interpreter, why.
+    pub fn backend(&self, index: usize) -> Backend {
+        self.accel.backend(index)
     }
 
     /// The evaluation strategy this set was built with.
@@ -1148,6 +1243,230 @@ mod tests {
         );
         assert_eq!(d.failures[0].reason, FailureReason::TimeLimit);
         assert!(!d.allowed);
+    }
+
+    /// A runaway policy (10^10 steps) is stopped by the time limit on every strategy: the
+    /// interpreter reads the clock every `INTERPRETER_TIMER_CHECK_INTERVAL` steps, the VM every
+    /// `TIMER_CHECK_INTERVAL` instructions. (Were either check missing, this test would not end.)
+    #[test]
+    fn a_runaway_policy_is_stopped_on_every_strategy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            policy_text("deny contains \"m\" if {\n\tcount([x | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000); x == y]) > 1\n}"),
+        )
+        .unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let config = Config::parse(
+            "limits:\n  evaluationTimeoutMs: 100\n",
+            std::path::Path::new("regate.yaml"),
+        )
+        .unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(config),
+            NamespaceLabels::default(),
+        )
+        .unwrap();
+        for strategy in STRATEGIES {
+            let d = judge(
+                &set.clone().with_strategy(strategy),
+                &odd_review(),
+                Wants::VALIDATE,
+            );
+            assert_eq!(d.failures.len(), 1, "{strategy:?}: {}", summary(&d));
+            assert_eq!(
+                d.failures[0].reason,
+                FailureReason::TimeLimit,
+                "{strategy:?}"
+            );
+            assert!(!d.allowed);
+        }
+    }
+
+    /// An inventory sync changes only the constraints' data: native programs are not
+    /// recompiled, the set keeps its identity (threads keep their VMs), and only the
+    /// constraints' engines are taken again by the threads.
+    #[test]
+    fn an_inventory_sync_keeps_compiled_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            policy_text("deny contains \"m\" if input.request.object.data.x == \"abc\""),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("gk.yaml"),
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8sinv\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sInv\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package k8sinv\n        violation[{\"msg\": \"taken\"}] { data.inventory.cluster[\"v1\"][\"Namespace\"][\"n\"] }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sInv\nmetadata:\n  name: inv\nspec:\n  match:\n    kinds: [{apiGroups: [\"\"], kinds: [ConfigMap]}]\n",
+        )
+        .unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap();
+        let review = odd_review();
+        let before = judge(&set, &review, Wants::VALIDATE);
+        assert_eq!(before.violations.len(), 1, "{}", summary(&before));
+        let mut inventory = crate::gatekeeper::Inventory::default();
+        inventory
+            .add(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}))
+            .unwrap();
+        let synced = crate::gatekeeper::apply_inventory(&set, &inventory).unwrap();
+        assert_eq!(synced.accel.id, set.accel.id);
+        let native = set.policies.iter().position(|p| p.id() == "p").unwrap();
+        let constraint = set.policies.iter().position(|p| p.id() == "inv").unwrap();
+        let (a, b) = (&set.accel.slots[native], &synced.accel.slots[native]);
+        assert!(Arc::ptr_eq(
+            a.program.as_ref().unwrap(),
+            b.program.as_ref().unwrap()
+        ));
+        assert_eq!(a.generation, b.generation);
+        assert_ne!(
+            set.accel.slots[constraint].generation,
+            synced.accel.slots[constraint].generation
+        );
+        // This thread cached the constraint's old engine: it answers with the new inventory.
+        let after = judge(&synced, &review, Wants::VALIDATE);
+        assert_eq!(after.violations.len(), 2, "{}", summary(&after));
+        let old = judge(&set, &review, Wants::VALIDATE);
+        assert_eq!(summary(&old), summary(&before));
+    }
+
+    /// A policy waived by an exception is not evaluated, not even inside a pass: here it would
+    /// run over the request's time budget, and every policy judged after it would fail closed.
+    #[test]
+    fn a_waived_policy_never_runs_in_a_pass() {
+        let policy = |id: &str, body: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (id, body) in [
+            ("a", "input.request.object.data.missing"),
+            (
+                "b",
+                "count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x == y]) > 1",
+            ),
+            ("c", "input.request.object.data.missing"),
+        ] {
+            std::fs::write(dir.path().join(format!("{id}.rego")), policy(id, body)).unwrap();
+        }
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let config = Config::parse(
+            "limits:\n  evaluationTimeoutMs: 100\nexceptions:\n  - name: slow\n    policies: [b]\n    match: { namespace: n }\n    reason: testing\n    expires: \"2099-01-01T00:00:00Z\"\n",
+            std::path::Path::new("regate.yaml"),
+        )
+        .unwrap();
+        let set = PolicySet::build(
+            &sources,
+            std::sync::Arc::new(config),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+        .with_strategy(Strategy::Grouped);
+        assert_eq!(set.accel.groups(), vec![vec!["a", "b", "c"]]);
+        let review = Review::from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
+        )
+        .unwrap();
+        let d = judge(&set, &review, Wants::VALIDATE);
+        assert!(d.failures.is_empty(), "{}", summary(&d));
+        assert!(d.allowed, "{}", summary(&d));
+        assert_eq!(d.evaluated, vec!["a", "c"]);
+        assert_eq!(
+            d.waivers
+                .iter()
+                .map(|w| w.policy.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b"]
+        );
+    }
+
+    fn policy_text(rules: &str) -> String {
+        format!(
+            "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\n\n{rules}\n"
+        )
+    }
+
+    fn set_of(rules: &str) -> PolicySet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.rego"), policy_text(rules)).unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        PolicySet::build(
+            &sources,
+            std::sync::Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+    }
+
+    /// A function or rule whose first body is undefined (here: because a function it calls is)
+    /// takes its `else` value, on every strategy; and a `:=` of an undefined value fails its
+    /// body. regorus 0.14's bytecode skips the `else` and goes on with the undefined value
+    /// instead: such rules are refused by the bytecode compiler, with the reason and place
+    /// (`policy::undefined_bindings`), and run on the interpreter.
+    #[test]
+    fn undefined_bindings_agree_on_every_strategy() {
+        let review = odd_review();
+        let owner = "trimmed(s) := trim_space(s)\n\nowner(obj) := o if {\n\to := trimmed(obj.metadata.labels.owner)\n} else := \"\"\n\ndeny contains \"no owner\" if owner(input.request.object) == \"\"";
+        let set = set_of(owner);
+        let d = judge(&set, &review, Wants::VALIDATE);
+        assert!(!d.allowed, "{}", summary(&d));
+        match set.backend(0) {
+            Backend::Interpreter { reason } => assert!(
+                reason.contains("p.rego:14:")
+                    && reason.contains("`o := …`")
+                    && reason.contains("else"),
+                "{reason}"
+            ),
+            other => panic!("{other}"),
+        }
+        for rules in [
+            owner,
+            "trimmed(s) := trim_space(s)\n\nowner := o if {\n\to := trimmed(input.request.object.metadata.labels.owner)\n} else := \"\"\n\ndeny contains \"no owner\" if owner == \"\"",
+            "owner(obj) := o if {\n\to := trim_space(obj.metadata.labels.owner)\n} else := \"\"\n\ndeny contains \"no owner\" if owner(input.request.object) == \"\"",
+            "owner(obj) := o if {\n\to := obj.metadata.labels.owner\n} else := \"\"\n\ndeny contains \"no owner\" if owner(input.request.object) == \"\"",
+            "g(x) := x.a\n\nf(x) := 1 if {\n\tg(x)\n} else := 2\n\ndeny contains \"two\" if f(input.request.object) == 2",
+            "g(x) := x.a\n\nf(x) := y if {\n\ty := g(x)\n} else := 2 if {\n\ty := g(x.b)\n} else := 3\n\ndeny contains \"three\" if f(input.request.object) == 3",
+            "str(x) := x if is_string(x)\n\ntext(raw) := t if {\n\tt := str(raw)\n} else := \"\" if raw == null\n\ndeny contains \"empty\" if text(input.request.object.data.nul) == \"\"",
+            "f(x) := 1 if {\n\to := x.missing\n} else := 2\n\ndeny contains \"two\" if f(input.request.object) == 2",
+            "v := 1 if {\n\to := input.request.object.missing\n} else := 2\n\ndeny contains \"two\" if v == 2",
+            "f(x) := 1 if {\n\to := x.missing\n}\n\ndeny contains \"one\" if not f(input.request.object)",
+            "deny contains \"x\" if {\n\to := input.request.object.missing\n}\n\ndeny contains \"y\" if input.request.object.data.w",
+            "deny contains \"y\" if {\n\tm := input.request.object.missing\n\tnot m == 1\n}",
+            "deny contains \"y\" if {\n\tcount([m | m := input.request.object.missing]) == 0\n}",
+            "deny contains \"y\" if {\n\tcount({k: o | some k in [\"a\"]; o := input.request.object.missing}) == 0\n}",
+            "deny contains \"y\" if {\n\tcount([x | some i in [1]; x := {\"a\": input.request.object.missing}]) == 0\n}",
+            // Guarded, or harmless: these stay on bytecode, and agree.
+            "deny contains m if {\n\tm := input.request.object.missing\n}\n\ndeny contains \"y\" if input.request.object.data.w",
+            "f(x) := o if {\n\to := x.missing\n\to == o\n} else := 2\n\ndeny contains \"two\" if f(input.request.object) == 2",
+            "deny contains \"y\" if {\n\tx := {\"a\": input.request.object.missing}\n\tis_object(x)\n}",
+            "text(raw) := \"\" if raw == null\n\nelse := raw if is_string(raw)\n\ndeny contains \"empty\" if text(input.request.object.data.nul) == \"\"",
+        ] {
+            let set = set_of(rules);
+            let expected = summary(&judge(
+                &set.clone().with_strategy(Strategy::CloneEach),
+                &review,
+                Wants::VALIDATE,
+            ));
+            for strategy in STRATEGIES {
+                let d = judge(&set.clone().with_strategy(strategy), &review, Wants::VALIDATE);
+                assert_eq!(summary(&d), expected, "{strategy:?} on `{rules}`");
+            }
+        }
+        // What is provably safe is not refused.
+        for rules in [
+            "deny contains m if {\n\tm := input.request.object.missing\n}",
+            "text(raw) := \"\" if raw == null\n\nelse := raw if is_string(raw)\n\ndeny contains \"empty\" if text(input.request.object.data.nul) == \"\"",
+            "f(x) := o if {\n\to := x.missing\n\to == o\n} else := 2\n\ndeny contains \"two\" if f(input.request.object) == 2",
+        ] {
+            let set = set_of(rules).with_strategy(Strategy::Compiled);
+            assert_eq!(set.backend(0), Backend::Bytecode { grouped: false }, "{rules}");
+        }
     }
 
     fn one_policy(body: &str) -> PolicySet {

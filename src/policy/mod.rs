@@ -5,9 +5,11 @@ pub mod eval;
 pub mod fast;
 pub mod metadata;
 pub mod patch;
+pub mod recursion;
 pub mod reload;
 pub mod set;
 pub mod source;
+pub mod undefined_bindings;
 
 pub use eval::Wants;
 pub use metadata::{PolicyMeta, Severity};

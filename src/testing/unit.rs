@@ -79,6 +79,19 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
             });
             continue;
         }
+        // A recursive rule would overflow the stack and abort `regate test` itself.
+        let recursion = crate::policy::recursion::check(&mut file_engine);
+        if !recursion.is_empty() {
+            results.extend(recursion.into_iter().map(|e| TestResult {
+                file: e.file.clone(),
+                line: e.line,
+                name: "compile".to_string(),
+                outcome: Outcome::Error(e.message),
+                output: Vec::new(),
+                duration: Duration::ZERO,
+            }));
+            continue;
+        }
         // The policy under test gets its production defaults, as the server would give it;
         // tests override them with `with data.regate... as`.
         let policy_package = package.trim_end_matches("_test").to_string();
