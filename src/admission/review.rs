@@ -6,6 +6,8 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::{json, Map, Value};
 
+use crate::admission::shape::Shape;
+
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// Why a body is not an AdmissionReview we can judge.
@@ -29,6 +31,16 @@ pub enum ReviewError {
     MissingUid,
     #[error("AdmissionReview request is invalid: {message}")]
     InvalidRequest { uid: String, message: String },
+    #[error(
+        "request body is too large to parse: it holds {values} JSON values, more than the limit \
+         of {limit} (one per {} bytes of limits.maxBodyBytes)",
+        crate::admission::shape::BYTES_PER_ALLOWED_VALUE
+    )]
+    TooManyValues {
+        values: usize,
+        limit: usize,
+        uid: Option<String>,
+    },
 }
 
 impl ReviewError {
@@ -38,7 +50,8 @@ impl ReviewError {
             ReviewError::InvalidRequest { uid, .. } => Some(uid),
             ReviewError::NotJson { uid, .. }
             | ReviewError::WrongApiVersion { uid, .. }
-            | ReviewError::WrongKind { uid, .. } => uid.as_deref(),
+            | ReviewError::WrongKind { uid, .. }
+            | ReviewError::TooManyValues { uid, .. } => uid.as_deref(),
             _ => None,
         }
     }
@@ -104,6 +117,19 @@ impl Review {
             uid: probe_uid(body),
         })?;
         Self::from_value(value)
+    }
+
+    /// Refuses, before parsing it, a body whose shape (see [`crate::admission::shape`]) holds
+    /// more than `max_values` values: parsed, it would take far more memory than its size says.
+    pub fn check_shape(body: &[u8], shape: &Shape, max_values: usize) -> Result<(), ReviewError> {
+        if shape.values <= max_values {
+            return Ok(());
+        }
+        Err(ReviewError::TooManyValues {
+            values: shape.values,
+            limit: max_values,
+            uid: probe_uid(body),
+        })
     }
 
     /// Validates an AdmissionReview already parsed as JSON.
