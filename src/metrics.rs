@@ -31,7 +31,7 @@ pub struct Metrics {
     pub audit_objects: IntGauge,
     pub in_flight: IntGauge,
     pub rejected_overload: IntCounterVec,
-    /// Requests refused by a memory budget, by reason (buffered, connection, parsing, values).
+    /// Requests refused by a memory budget, by reason (buffered, connection, parsing, parse_size).
     pub budget_rejections: IntCounterVec,
     /// Bytes held in each memory budget (buffered, parsing), set when /metrics is read.
     pub budget_bytes: IntGaugeVec,
@@ -163,7 +163,7 @@ impl Metrics {
             Opts::new(
                 "regate_memory_budget_rejections_total",
                 "Requests refused by a memory budget: buffered (all request bodies), connection \
-                 (one connection's share), parsing (bodies being parsed), values (a body too large to parse).",
+                 (one connection's share), parsing (bodies being parsed), parse_size (a body too large to parse).",
             ),
             &["reason"],
         )?;
@@ -177,7 +177,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(budget_rejections.clone()))?;
         registry.register(Box::new(budget_bytes.clone()))?;
-        for reason in ["buffered", "connection", "parsing", "values"] {
+        for reason in ["buffered", "connection", "parsing", "parse_size"] {
             budget_rejections.with_label_values(&[reason]);
         }
         build_info

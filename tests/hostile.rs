@@ -494,19 +494,23 @@ async fn an_http2_flood_of_unfinished_bodies_stays_within_the_budget() {
 // Bodies too large to parse; parsing in the time budget
 // ------------------------------------------------------------------------------------------
 
-/// A Pod carrying `[{}, {}, …]` (3 bytes a value, well under the body limit) holds more values
-/// than a body may (one per 8 bytes of `maxBodyBytes`): refused with 413 before it is parsed,
-/// the uid echoed, counted in `regate_memory_budget_rejections_total{reason="values"}`.
+/// A Pod carrying 2.5 million `{}` (7.5 MB, under the body limit; about 330 MiB once parsed)
+/// would take more than a body may once parsed (24 × `maxBodyBytes`): refused with 413 before
+/// it is parsed, the uid echoed, counted in
+/// `regate_memory_budget_rejections_total{reason="parse_size"}`. A million (about 130 MiB) is
+/// judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_too_large_to_parse_is_refused_before_parsing() {
     let server = TestServer::start().await;
     let mut pod = fixture("pod-secure.json");
     pod["request"]["uid"] = json!("many-values-1");
-    pod["request"]["object"]["metadata"]["annotations"] = json!({"x": "PLACEHOLDER"});
-    let empties = format!("[{}{{}}]", "{},".repeat(1_100_000));
-    let body = serde_json::to_string(&pod)
-        .unwrap()
-        .replace("\"PLACEHOLDER\"", &empties);
+    pod["request"]["object"]["metadata"]["finalizers"] = json!("PLACEHOLDER");
+    let with = |n: usize| {
+        serde_json::to_string(&pod)
+            .unwrap()
+            .replace("\"PLACEHOLDER\"", &format!("[{}{{}}]", "{},".repeat(n - 1)))
+    };
+    let body = with(2_500_000);
     assert!(body.len() < 8 * 1024 * 1024);
     for client in [server.http1(), server.http2()] {
         let (status, _, answer) = post(&client, &server.url("/validate"), body.clone()).await;
@@ -517,18 +521,19 @@ async fn a_body_too_large_to_parse_is_refused_before_parsing() {
         assert_eq!(response["status"]["code"], 413);
         let message = response["status"]["message"].as_str().unwrap();
         assert!(
-            message.contains("too large to parse")
-                && message.contains("more than the limit of 1048576"),
+            message.starts_with("request body is too large to parse: parsed, it would take about ")
+                && message.contains(" JSON values, ")
+                && message
+                    .contains("more than the limit of 192 MiB (24 times limits.maxBodyBytes)"),
             "{message}"
         );
     }
-    assert_eq!(budget_rejections(&server.metrics().await, "values"), 2.0);
-    // Just under the limit: parsed and judged.
-    let empties = format!("[{}{{}}]", "{},".repeat(900_000));
-    let body = serde_json::to_string(&pod)
-        .unwrap()
-        .replace("\"PLACEHOLDER\"", &empties);
-    let (status, _, answer) = post(&server.http1(), &server.url("/validate"), body).await;
+    assert_eq!(
+        budget_rejections(&server.metrics().await, "parse_size"),
+        2.0
+    );
+    let (status, _, answer) =
+        post(&server.http1(), &server.url("/validate"), with(1_000_000)).await;
     assert_eq!(status, 200, "{answer}");
     server.stop().await;
 }

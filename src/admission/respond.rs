@@ -87,7 +87,7 @@ pub fn respond(review: &Review, decision: &Decision, endpoint: Endpoint) -> Admi
 pub fn invalid(error: &ReviewError) -> AdmissionResponse {
     let mut response = AdmissionResponse::invalid(error.to_string());
     let (code, reason) = match error {
-        ReviewError::TooManyValues { .. } => (413, "RequestEntityTooLarge"),
+        ReviewError::TooLargeToParse { .. } => (413, "RequestEntityTooLarge"),
         _ => (400, "BadRequest"),
     };
     response.result = Status::failure(&error.to_string(), reason).with_code(code);

@@ -32,12 +32,17 @@ pub enum ReviewError {
     #[error("AdmissionReview request is invalid: {message}")]
     InvalidRequest { uid: String, message: String },
     #[error(
-        "request body is too large to parse: it holds {values} JSON values, more than the limit \
-         of {limit} (one per {} bytes of limits.maxBodyBytes)",
-        crate::admission::shape::BYTES_PER_ALLOWED_VALUE
+        "request body is too large to parse: parsed, it would take about {} MiB ({values} JSON \
+         values, {members} object members), more than the limit of {} MiB ({} times \
+         limits.maxBodyBytes)",
+        estimated / (1024 * 1024),
+        limit / (1024 * 1024),
+        crate::admission::shape::MAX_PARSED_PER_BODY_BYTE
     )]
-    TooManyValues {
+    TooLargeToParse {
+        estimated: usize,
         values: usize,
+        members: usize,
         limit: usize,
         uid: Option<String>,
     },
@@ -51,7 +56,7 @@ impl ReviewError {
             ReviewError::NotJson { uid, .. }
             | ReviewError::WrongApiVersion { uid, .. }
             | ReviewError::WrongKind { uid, .. }
-            | ReviewError::TooManyValues { uid, .. } => uid.as_deref(),
+            | ReviewError::TooLargeToParse { uid, .. } => uid.as_deref(),
             _ => None,
         }
     }
@@ -119,15 +124,22 @@ impl Review {
         Self::from_value(value)
     }
 
-    /// Refuses, before parsing it, a body whose shape (see [`crate::admission::shape`]) holds
-    /// more than `max_values` values: parsed, it would take far more memory than its size says.
-    pub fn check_shape(body: &[u8], shape: &Shape, max_values: usize) -> Result<(), ReviewError> {
-        if shape.values <= max_values {
+    /// Refuses, before parsing it, a body whose shape (see [`crate::admission::shape`]) would
+    /// take more than `max_parsed_bytes` once parsed: far more memory than its size says.
+    pub fn check_shape(
+        body: &[u8],
+        shape: &Shape,
+        max_parsed_bytes: usize,
+    ) -> Result<(), ReviewError> {
+        let estimated = shape.estimated_parsed_bytes();
+        if estimated <= max_parsed_bytes {
             return Ok(());
         }
-        Err(ReviewError::TooManyValues {
+        Err(ReviewError::TooLargeToParse {
+            estimated,
             values: shape.values,
-            limit: max_values,
+            members: shape.members,
+            limit: max_parsed_bytes,
             uid: probe_uid(body),
         })
     }

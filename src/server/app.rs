@@ -233,11 +233,11 @@ pub async fn admit(
     };
     // One pass over the bytes, before anything is built from them.
     let shape = shape::scan(&bytes);
-    if let Err(error) = Review::check_shape(&bytes, &shape, state.budgets.max_values) {
+    if let Err(error) = Review::check_shape(&bytes, &shape, state.budgets.max_parsed_bytes) {
         state
             .metrics
             .budget_rejections
-            .with_label_values(&["values"])
+            .with_label_values(&["parse_size"])
             .inc();
         let (status, answer) = invalid_review(state, endpoint, &error, started);
         return (status, axum::Json(answer)).into_response();
@@ -296,9 +296,11 @@ pub async fn admit(
                 "overloaded: the parsing budget stayed full for the queue timeout"
             );
             let message = format!(
-                "regate is overloaded: bodies being parsed hold the parsing budget of {} bytes; \
-                 no room for this one ({} JSON values) within {} ms",
-                state.budgets.parsing_limit, shape.values, state.limits.queue_timeout_ms
+                "regate is overloaded: bodies being parsed hold the parsing budget of {} MiB; no \
+                 room for this one (about {} MiB parsed) within {} ms",
+                state.budgets.parsing_limit / (1024 * 1024),
+                shape.estimated_parsed_bytes() / (1024 * 1024),
+                state.limits.queue_timeout_ms
             );
             return retry_later(&message);
         }
@@ -382,7 +384,7 @@ fn decide_shaped(
     started: Instant,
     budget_start: Instant,
 ) -> Answer {
-    let review = match Review::check_shape(bytes, shape, state.budgets.max_values)
+    let review = match Review::check_shape(bytes, shape, state.budgets.max_parsed_bytes)
         .and_then(|()| Review::from_slice(bytes))
     {
         Ok(review) => review,
@@ -473,7 +475,7 @@ fn invalid_review(
     );
     let response: AdmissionResponse = respond::invalid(error);
     let status = match error {
-        ReviewError::TooManyValues { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ReviewError::TooLargeToParse { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
     (status, respond::answer(response))

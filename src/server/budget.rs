@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::admission::shape::{Shape, BYTES_PER_ALLOWED_VALUE};
+use crate::admission::shape::{Shape, MAX_PARSED_PER_BODY_BYTE};
 use crate::config::Limits;
 
 /// Bodies buffered at once, all connections together, in multiples of `maxBodyBytes`.
@@ -23,17 +23,20 @@ pub const BUFFERED_BODIES: usize = 12;
 /// flight; a flood on one connection is refused before it takes everyone's budget.
 pub const CONNECTION_BODIES: usize = 2;
 /// Estimated parsed bytes of the large requests being parsed and judged at once, in multiples
-/// of `maxBodyBytes`.
-pub const PARSING_BODIES: usize = 24;
+/// of `maxBodyBytes`: one body of the largest estimate allowed
+/// ([`MAX_PARSED_PER_BODY_BYTE`]), or several smaller ones.
+pub const PARSING_BODIES: usize = MAX_PARSED_PER_BODY_BYTE;
 /// A body of at most this many bytes may also use the reserve (see [`Budgets::reserve_limit`]):
 /// ordinary reviews are a few KiB, and are still read while large bodies hold the whole budget.
 pub const SMALL_BODY_BYTES: usize = 256 * 1024;
 /// The reserve for small bodies, in multiples of `maxBodyBytes`.
 pub const RESERVE_BODIES: usize = 1;
-/// A request whose estimated parsed size is at most this is not counted against the parsing
-/// budget: ordinary reviews never wait behind a large one. They are bounded by
-/// `maxInFlight` × this.
+/// A request whose estimated parsed size is at most this draws from a pool of its own
+/// ([`SMALL_PARSING_BODIES`]): ordinary reviews (a few hundred KiB parsed) never wait behind a
+/// large one.
 pub const SMALL_PARSE_BYTES: usize = 1024 * 1024;
+/// Estimated parsed bytes of small requests at once, in multiples of `maxBodyBytes`.
+pub const SMALL_PARSING_BODIES: usize = 8;
 
 /// Which budget refused a request (the `reason` label of
 /// `regate_memory_budget_rejections_total`).
@@ -71,8 +74,11 @@ pub struct Budgets {
     parsing: Arc<Semaphore>,
     /// Estimated parsed bytes of large requests at once.
     pub parsing_limit: usize,
-    /// Values (see [`Shape`]) one body may hold.
-    pub max_values: usize,
+    small_parsing: Arc<Semaphore>,
+    /// Estimated parsed bytes of small requests at once.
+    pub small_parsing_limit: usize,
+    /// Estimated parsed bytes (see [`Shape`]) of one body.
+    pub max_parsed_bytes: usize,
 }
 
 /// Bytes one semaphore call may take (tokio counts permits of one call in `u32`).
@@ -86,6 +92,8 @@ impl Budgets {
         let buffered_limit = cap(body.saturating_mul(BUFFERED_BODIES));
         let parsing_limit = cap(body.saturating_mul(PARSING_BODIES));
         let reserve_limit = cap(body.saturating_mul(RESERVE_BODIES));
+        let small_parsing_limit =
+            cap(body.saturating_mul(SMALL_PARSING_BODIES)).max(SMALL_PARSE_BYTES);
         Budgets {
             buffered: Arc::new(Semaphore::new(buffered_limit)),
             buffered_limit,
@@ -94,7 +102,9 @@ impl Budgets {
             connection_share: body.saturating_mul(CONNECTION_BODIES),
             parsing: Arc::new(Semaphore::new(parsing_limit)),
             parsing_limit,
-            max_values: (body / BYTES_PER_ALLOWED_VALUE).max(1024),
+            small_parsing: Arc::new(Semaphore::new(small_parsing_limit)),
+            small_parsing_limit,
+            max_parsed_bytes: body.saturating_mul(MAX_PARSED_PER_BODY_BYTE),
         }
     }
 
@@ -109,10 +119,15 @@ impl Budgets {
         main + reserve
     }
 
-    /// Estimated parsed bytes of the large requests being parsed and judged now.
+    /// Estimated parsed bytes of the requests being parsed and judged now (small and large).
     pub fn parsing_in_use(&self) -> usize {
-        self.parsing_limit
-            .saturating_sub(self.parsing.available_permits())
+        let large = self
+            .parsing_limit
+            .saturating_sub(self.parsing.available_permits());
+        let small = self
+            .small_parsing_limit
+            .saturating_sub(self.small_parsing.available_permits());
+        large + small
     }
 
     /// An empty reservation of buffered bytes for one body arriving on `connection` (`None`
@@ -130,28 +145,31 @@ impl Budgets {
     }
 
     /// Reserves the estimated parsed size of a body of this shape, waiting at most `wait` for
-    /// large requests being judged to finish. A small request reserves nothing.
+    /// requests being judged to finish: small ones from the small pool, large ones from the
+    /// large pool.
     pub async fn reserve_parsing(
         &self,
         shape: &Shape,
         wait: Duration,
     ) -> Result<ParsingPermit, Exhausted> {
         let estimate = shape.estimated_parsed_bytes();
-        if estimate <= SMALL_PARSE_BYTES {
-            return Ok(ParsingPermit(None));
-        }
-        // Never more than the whole budget, so that one request can always run alone.
-        let wanted = estimate.min(self.parsing_limit).min(MAX_CALL) as u32;
-        match tokio::time::timeout(wait, self.parsing.clone().acquire_many_owned(wanted)).await {
-            Ok(Ok(permit)) => Ok(ParsingPermit(Some(permit))),
+        let (pool, limit) = if estimate <= SMALL_PARSE_BYTES {
+            (&self.small_parsing, self.small_parsing_limit)
+        } else {
+            (&self.parsing, self.parsing_limit)
+        };
+        // Never more than the whole pool, so that one request can always run alone.
+        let wanted = estimate.min(limit).min(MAX_CALL) as u32;
+        match tokio::time::timeout(wait, pool.clone().acquire_many_owned(wanted)).await {
+            Ok(Ok(permit)) => Ok(ParsingPermit(permit)),
             _ => Err(Exhausted::Parsing),
         }
     }
 }
 
-/// Held while a large request is parsed and judged; gives its estimate back when dropped.
+/// Held while a request is parsed and judged; gives its estimate back when dropped.
 #[derive(Debug)]
-pub struct ParsingPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct ParsingPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// One connection's buffered bytes, shared by its requests (HTTP/2 streams). The webhook port
 /// puts one in every request's extensions.
@@ -259,7 +277,7 @@ mod tests {
         assert_eq!(b.reserve_limit, 8 * 1024 * 1024);
         assert_eq!(b.connection_share, 16 * 1024 * 1024);
         assert_eq!(b.parsing_limit, 192 * 1024 * 1024);
-        assert_eq!(b.max_values, 1024 * 1024);
+        assert_eq!(b.max_parsed_bytes, 192 * 1024 * 1024);
     }
 
     #[test]
@@ -305,7 +323,7 @@ mod tests {
         let huge = Shape {
             bytes: 1024 * 1024,
             values: 10_000_000,
-            containers: 0,
+            ..Shape::default()
         };
         let held = b.reserve_parsing(&huge, Duration::from_millis(10)).await;
         assert!(held.is_ok());
@@ -316,12 +334,13 @@ mod tests {
             bytes: 10_000,
             values: 500,
             containers: 50,
+            ..Shape::default()
         };
-        assert!(b
-            .reserve_parsing(&small, Duration::from_millis(10))
-            .await
-            .is_ok());
+        let small = b.reserve_parsing(&small, Duration::from_millis(10)).await;
+        assert!(small.is_ok());
         drop(held);
+        assert!(b.parsing_in_use() > 0);
+        drop(small);
         assert_eq!(b.parsing_in_use(), 0);
     }
 }
