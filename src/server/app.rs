@@ -23,7 +23,7 @@ use crate::config::Limits;
 use crate::metrics::{decision_label, Metrics};
 use crate::policy::eval::Wants;
 use crate::policy::reload::PolicyStore;
-use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation};
+use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation, SMALL_PARSE_BYTES};
 use crate::tls::CertStore;
 
 /// What every handler shares.
@@ -396,6 +396,10 @@ fn decide_shaped(
         Endpoint::Mutate => Wants::MUTATE,
     };
     let decision = judge_within(&set, &review, wants, budget_start);
+    if shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES {
+        // The engines on this thread would otherwise keep this input until their next request.
+        crate::policy::fast::release_thread_input();
+    }
     let response = respond::respond(&review, &decision, endpoint);
     let elapsed = started.elapsed();
     let label = decision_label(&decision, endpoint == Endpoint::Mutate);
