@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::admission::decision::Decision;
@@ -33,6 +33,10 @@ pub struct Metrics {
     pub rejected_overload: IntCounterVec,
     pub certificate_reload_rejected: IntCounterVec,
     pub connections_rejected: IntCounterVec,
+    /// Requests refused by a memory budget, by reason (buffered, connection, parsing, parse_size).
+    pub budget_rejections: IntCounterVec,
+    /// Bytes held in each memory budget (buffered, parsing), set when /metrics is read.
+    pub budget_bytes: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -252,6 +256,27 @@ impl Metrics {
         registry.register(Box::new(audit_objects.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(rejected_overload.clone()))?;
+        let budget_rejections = IntCounterVec::new(
+            Opts::new(
+                "regate_memory_budget_rejections_total",
+                "Requests refused by a memory budget: buffered (all request bodies), connection \
+                 (one connection's share), parsing (bodies being parsed), parse_size (a body too large to parse).",
+            ),
+            &["reason"],
+        )?;
+        let budget_bytes = IntGaugeVec::new(
+            Opts::new(
+                "regate_memory_budget_bytes",
+                "Bytes held in a memory budget: buffered (request bodies being read or judged), \
+                 parsing (estimated parsed size of large bodies being judged).",
+            ),
+            &["budget"],
+        )?;
+        registry.register(Box::new(budget_rejections.clone()))?;
+        registry.register(Box::new(budget_bytes.clone()))?;
+        for reason in ["buffered", "connection", "parsing", "parse_size"] {
+            budget_rejections.with_label_values(&[reason]);
+        }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .inc();
@@ -283,7 +308,20 @@ impl Metrics {
             rejected_overload,
             certificate_reload_rejected,
             connections_rejected,
+            budget_rejections,
+            budget_bytes,
         })
+    }
+
+    /// Sets the memory budget gauges.
+    pub fn record_budgets(&self, buffered: usize, parsing: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.budget_bytes
+            .with_label_values(&["buffered"])
+            .set(gauge(buffered));
+        self.budget_bytes
+            .with_label_values(&["parsing"])
+            .set(gauge(parsing));
     }
 
     /// The text exposition format.

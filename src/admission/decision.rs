@@ -166,6 +166,11 @@ impl Decision {
 
     /// The message of a denied request: every denying result, each prefixed with its policy id.
     pub fn deny_message(&self) -> String {
+        self.deny_parts().join("; ")
+    }
+
+    /// The parts of [`Decision::deny_message`], one per denying result or failure.
+    pub fn deny_parts(&self) -> Vec<String> {
         let mut parts: Vec<String> = self
             .denials()
             .map(|v| format!("[{}] {}", v.policy, v.message))
@@ -173,7 +178,7 @@ impl Decision {
         if self.failure_policy == FailurePolicy::Closed {
             parts.extend(self.failures.iter().map(failure_text));
         }
-        parts.join("; ")
+        parts
     }
 
     /// What the client sees as warnings: warn results, violations whose action is warn, waivers,
@@ -205,17 +210,22 @@ impl Decision {
 
     /// Policy id → messages of violations whose action is audit.
     pub fn audit_annotations(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
+        self.audit_annotation_parts()
+            .into_iter()
+            .map(|(key, messages)| (key, messages.join("; ")))
+            .collect()
+    }
+
+    /// The annotations of [`Decision::audit_annotations`], each with its messages apart.
+    pub fn audit_annotation_parts(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
         for v in self.violations.iter().filter(|v| v.action == Action::Audit) {
             // A kind-qualified constraint id (`K8sAllowedRepos/name`) has a `/`, which an
             // annotation key's name part cannot.
             let key = format!("regate.dev/{}", v.policy.replace('/', "."));
             match out.iter_mut().find(|(k, _)| k == &key) {
-                Some((_, msg)) => {
-                    msg.push_str("; ");
-                    msg.push_str(&v.message);
-                }
-                None => out.push((key, v.message.clone())),
+                Some((_, messages)) => messages.push(v.message.clone()),
+                None => out.push((key, vec![v.message.clone()])),
             }
         }
         out
@@ -229,6 +239,13 @@ fn failure_text(f: &PolicyFailure) -> String {
 /// Judges a review with a policy set. `wants` says whether the caller needs the verdict, the
 /// patch, or both.
 pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
+    judge_within(set, review, wants, Instant::now())
+}
+
+/// [`judge`] with the evaluation time budget counted from `started` (the webhook starts it
+/// before parsing the body, so that parsing and converting the input count too): policies not
+/// yet started when it is spent fail with the time limit, and the failure policy decides.
+pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Instant) -> Decision {
     let uid = review.uid();
     let environment = set.resolver.resolve(review.namespace());
     let operation = review.operation();
@@ -276,7 +293,6 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
     let namespace = review.namespace().unwrap_or("");
     let name = review.name();
     let now = time::OffsetDateTime::now_utc();
-    let started = Instant::now();
 
     let mut decision = Decision {
         uid: uid.to_string(),

@@ -3,6 +3,7 @@
 pub mod decision;
 pub mod respond;
 pub mod review;
+pub mod shape;
 
 pub use decision::{judge, Decision, Violation};
 pub use respond::{respond, Endpoint};

@@ -6,6 +6,8 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::{json, Map, Value};
 
+use crate::admission::shape::Shape;
+
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// Why a body is not an AdmissionReview we can judge.
@@ -29,6 +31,21 @@ pub enum ReviewError {
     MissingUid,
     #[error("AdmissionReview request is invalid: {message}")]
     InvalidRequest { uid: String, message: String },
+    #[error(
+        "request body is too large to parse: parsed, it would take about {} MiB ({values} JSON \
+         values, {members} object members), more than the limit of {} MiB ({} times \
+         limits.maxBodyBytes)",
+        estimated / (1024 * 1024),
+        limit / (1024 * 1024),
+        crate::admission::shape::MAX_PARSED_PER_BODY_BYTE
+    )]
+    TooLargeToParse {
+        estimated: usize,
+        values: usize,
+        members: usize,
+        limit: usize,
+        uid: Option<String>,
+    },
 }
 
 impl ReviewError {
@@ -38,7 +55,8 @@ impl ReviewError {
             ReviewError::InvalidRequest { uid, .. } => Some(uid),
             ReviewError::NotJson { uid, .. }
             | ReviewError::WrongApiVersion { uid, .. }
-            | ReviewError::WrongKind { uid, .. } => uid.as_deref(),
+            | ReviewError::WrongKind { uid, .. }
+            | ReviewError::TooLargeToParse { uid, .. } => uid.as_deref(),
             _ => None,
         }
     }
@@ -104,6 +122,26 @@ impl Review {
             uid: probe_uid(body),
         })?;
         Self::from_value(value)
+    }
+
+    /// Refuses, before parsing it, a body whose shape (see [`crate::admission::shape`]) would
+    /// take more than `max_parsed_bytes` once parsed: far more memory than its size says.
+    pub fn check_shape(
+        body: &[u8],
+        shape: &Shape,
+        max_parsed_bytes: usize,
+    ) -> Result<(), ReviewError> {
+        let estimated = shape.estimated_parsed_bytes();
+        if estimated <= max_parsed_bytes {
+            return Ok(());
+        }
+        Err(ReviewError::TooLargeToParse {
+            estimated,
+            values: shape.values,
+            members: shape.members,
+            limit: max_parsed_bytes,
+            uid: probe_uid(body),
+        })
     }
 
     /// Validates an AdmissionReview already parsed as JSON.

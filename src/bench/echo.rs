@@ -75,7 +75,11 @@ async fn echo(body: Body, limit: usize) -> Response {
     response.uid = uid.to_string();
     response.allowed = true;
     response.result = Status::success();
-    (StatusCode::OK, axum::Json(response.into_review())).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(crate::admission::respond::answer(response)),
+    )
+        .into_response()
 }
 
 /// Binds and serves until SIGINT/SIGTERM.

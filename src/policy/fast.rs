@@ -1064,6 +1064,32 @@ fn convert(v: &serde_json::Value, level: Level) -> Value {
     }
 }
 
+/// Lets go of the input this thread's engines, VMs and last pass still hold from the last
+/// request evaluated here (they keep it until the next request otherwise). After a large body
+/// that is its whole parsed size, on every thread that judged one: the webhook calls this after
+/// each large request.
+pub fn release_thread_input() {
+    let _ = CACHE.try_with(|cell| {
+        let Ok(mut cache) = cell.try_borrow_mut() else {
+            return;
+        };
+        cache.pass = None;
+        for slot in &mut cache.slots {
+            for vm in slot.vms.iter_mut().flatten() {
+                vm.set_input(Value::Null);
+            }
+            for engine in slot.engines.iter_mut().flatten() {
+                engine.set_input(Value::Null);
+            }
+        }
+        for group in &mut cache.groups {
+            for vm in group.iter_mut().flatten() {
+                vm.set_input(Value::Null);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

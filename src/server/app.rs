@@ -3,25 +3,27 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
-use kube::core::admission::{AdmissionResponse, AdmissionReview};
-use kube::core::{DynamicObject, Status};
+use kube::core::admission::AdmissionResponse;
+use kube::core::Status;
 use tokio::sync::Semaphore;
 use tracing::{info, warn, Instrument};
 
-use crate::admission::decision::judge;
-use crate::admission::respond::{self, Endpoint};
+use crate::admission::decision::judge_within;
+use crate::admission::respond::{self, AdmissionAnswer, Endpoint};
 use crate::admission::review::{Review, ReviewError};
+use crate::admission::shape::{self, Shape};
 use crate::config::Limits;
 use crate::metrics::{decision_label, Metrics};
 use crate::policy::eval::Wants;
 use crate::policy::reload::PolicyStore;
+use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation, SMALL_PARSE_BYTES};
 use crate::tls::CertStore;
 
 /// What every handler shares.
@@ -32,6 +34,8 @@ pub struct AppState {
     pub certs: Option<Arc<CertStore>>,
     pub evaluations: Arc<Semaphore>,
     pub limits: Limits,
+    /// Memory budgets of request bodies, process-wide.
+    pub budgets: Arc<Budgets>,
 }
 
 impl AppState {
@@ -43,6 +47,7 @@ impl AppState {
         let limits = store.current().config.limits.clone();
         AppState {
             evaluations: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            budgets: Arc::new(Budgets::new(&limits)),
             store,
             metrics,
             certs,
@@ -72,12 +77,21 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn validate(State(state): State<AppState>, body: Body) -> Response {
-    admit(&state, Endpoint::Validate, body).await
+async fn validate(State(state): State<AppState>, request: Request) -> Response {
+    let (connection, body) = connection_and_body(request);
+    admit(&state, Endpoint::Validate, body, connection).await
 }
 
-async fn mutate(State(state): State<AppState>, body: Body) -> Response {
-    admit(&state, Endpoint::Mutate, body).await
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    let (connection, body) = connection_and_body(request);
+    admit(&state, Endpoint::Mutate, body, connection).await
+}
+
+/// The body, and the share of buffered bytes of the connection it came on (the webhook port
+/// puts one in every request).
+fn connection_and_body(request: Request) -> (Option<ConnectionShare>, Body) {
+    let (parts, body) = request.into_parts();
+    (parts.extensions.get::<ConnectionShare>().cloned(), body)
 }
 
 async fn method_not_allowed() -> Response {
@@ -101,6 +115,10 @@ async fn not_found() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.record_budgets(
+        state.budgets.buffered_in_use(),
+        state.budgets.parsing_in_use(),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -195,29 +213,50 @@ pub fn readiness(state: &AppState) -> Readiness {
     }
 }
 
-type Answer = (StatusCode, AdmissionReview<DynamicObject>);
+type Answer = (StatusCode, AdmissionAnswer);
 
-/// Reads the body, waits for an evaluation slot, and judges the review off the async workers.
-pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
+/// Reads the body within the memory budgets, waits for an evaluation slot and for room to parse
+/// it, and judges the review off the async workers.
+pub async fn admit(
+    state: &AppState,
+    endpoint: Endpoint,
+    body: Body,
+    connection: Option<ConnectionShare>,
+) -> Response {
     let started = Instant::now();
-    let bytes = match read_body(
-        body,
-        state.limits.max_body_bytes,
-        state.limits.body_read_timeout_ms,
-    )
-    .await
+    let reservation = state.budgets.reservation(connection);
+    let (bytes, reservation) = match read_body(body, reservation, &state.limits, &state.metrics)
+        .await
     {
-        Ok(bytes) => bytes,
-        Err((status, message)) => {
+        Ok(read) => read,
+        Err(refusal) => {
+            let label = if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+                "error"
+            } else {
+                "invalid"
+            };
             state
                 .metrics
-                .record_unjudged(endpoint.as_str(), "invalid", started.elapsed());
-            warn!(endpoint = endpoint.as_str(), status = status.as_u16(), %message, "rejected request body");
-            return plain_error(status, &message);
+                .record_unjudged(endpoint.as_str(), label, started.elapsed());
+            warn!(endpoint = endpoint.as_str(), status = refusal.status.as_u16(), message = %refusal.message, "rejected request body");
+            return refusal.into_response();
         }
     };
+    // One pass over the bytes, before anything is built from them.
+    let shape = shape::scan(&bytes);
+    if let Err(error) = Review::check_shape(&bytes, &shape, state.budgets.max_parsed_bytes) {
+        state
+            .metrics
+            .budget_rejections
+            .with_label_values(&["parse_size"])
+            .inc();
+        let (status, answer) = invalid_review(state, endpoint, &error, started);
+        return (status, axum::Json(answer)).into_response();
+    }
+    let queue_timeout = Duration::from_millis(state.limits.queue_timeout_ms);
+    let queued = Instant::now();
     let permit = match tokio::time::timeout(
-        Duration::from_millis(state.limits.queue_timeout_ms),
+        queue_timeout,
         state.evaluations.clone().acquire_owned(),
     )
     .await
@@ -240,11 +279,41 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
                 "regate is overloaded: {} evaluations in flight and no slot freed within {} ms",
                 state.limits.max_in_flight, state.limits.queue_timeout_ms
             );
-            let mut response = plain_error(StatusCode::SERVICE_UNAVAILABLE, &message);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return retry_later(&message);
+        }
+    };
+    // Large bodies wait, within what is left of the queue timeout, until the ones being parsed
+    // leave room for theirs; small ones never wait here.
+    let parsing = match state
+        .budgets
+        .reserve_parsing(&shape, queue_timeout.saturating_sub(queued.elapsed()))
+        .await
+    {
+        Ok(parsing) => parsing,
+        Err(exhausted) => {
+            drop(permit);
+            state
+                .metrics
+                .budget_rejections
+                .with_label_values(&[exhausted.as_str()])
+                .inc();
+            state
+                .metrics
+                .record_unjudged(endpoint.as_str(), "error", started.elapsed());
+            warn!(
+                endpoint = endpoint.as_str(),
+                body_bytes = bytes.len(),
+                values = shape.values,
+                "overloaded: the parsing budget stayed full for the queue timeout"
+            );
+            let message = format!(
+                "regate is overloaded: bodies being parsed hold the parsing budget of {} MiB; no \
+                 room for this one (about {} MiB parsed) within {} ms",
+                state.budgets.parsing_limit / (1024 * 1024),
+                shape.estimated_parsed_bytes() / (1024 * 1024),
+                state.limits.queue_timeout_ms
+            );
+            return retry_later(&message);
         }
     };
     let span = tracing::info_span!("admission", endpoint = endpoint.as_str());
@@ -253,11 +322,16 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
         move || {
             let _enter = span.enter();
             state.metrics.in_flight.inc();
+            // The evaluation time budget starts here: parsing and converting the body count.
+            let budget_start = Instant::now();
             // A panic inside evaluation fails this request, not the server.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decide(&state, endpoint, &bytes, started)
+                decide_shaped(&state, endpoint, &bytes, &shape, started, budget_start)
             }));
             state.metrics.in_flight.dec();
+            drop(bytes);
+            drop(reservation);
+            drop(parsing);
             drop(permit);
             answer.ok()
         }
@@ -294,9 +368,36 @@ pub async fn admit(state: &AppState, endpoint: Endpoint, body: Body) -> Response
     }
 }
 
-/// Parses and judges one body: the plain function behind both endpoints.
+/// A 503 that asks the client to retry in a second.
+fn retry_later(message: &str) -> Response {
+    let mut response = plain_error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Parses and judges one body: the plain function behind both endpoints. The evaluation time
+/// budget counts from `started`.
 pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Instant) -> Answer {
-    let review = match Review::from_slice(bytes) {
+    let shape = shape::scan(bytes);
+    decide_shaped(state, endpoint, bytes, &shape, started, started)
+}
+
+/// [`decide`] for a body already scanned: refused when its shape is too large, otherwise parsed
+/// and judged with the evaluation time budget counted from `budget_start`; `started` is when the
+/// request arrived (for its duration metric).
+fn decide_shaped(
+    state: &AppState,
+    endpoint: Endpoint,
+    bytes: &[u8],
+    shape: &Shape,
+    started: Instant,
+    budget_start: Instant,
+) -> Answer {
+    let review = match Review::check_shape(bytes, shape, state.budgets.max_parsed_bytes)
+        .and_then(|()| Review::from_slice(bytes))
+    {
         Ok(review) => review,
         Err(error) => return invalid_review(state, endpoint, &error, started),
     };
@@ -305,24 +406,17 @@ pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Insta
         Endpoint::Validate => Wants::VALIDATE,
         Endpoint::Mutate => Wants::MUTATE,
     };
-    let decision = judge(&set, &review, wants);
+    let decision = judge_within(&set, &review, wants, budget_start);
+    if shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES {
+        // The engines on this thread would otherwise keep this input until their next request.
+        crate::policy::fast::release_thread_input();
+    }
     let response = respond::respond(&review, &decision, endpoint);
     let elapsed = started.elapsed();
     let label = decision_label(&decision, endpoint == Endpoint::Mutate);
     state
         .metrics
         .record_decision(&set, endpoint.as_str(), &review, &decision, label, elapsed);
-    let violated: Vec<String> = decision
-        .violations
-        .iter()
-        .map(|v| format!("{}:{}", v.policy, v.action))
-        .chain(
-            decision
-                .failures
-                .iter()
-                .map(|f| format!("{}:{}", f.policy, f.reason.as_str())),
-        )
-        .collect();
     let patch_bytes = response.patch.as_ref().map(|p| p.len()).unwrap_or(0);
     info!(
         target: "regate::decision",
@@ -336,13 +430,45 @@ pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Insta
         dry_run = review.request.dry_run,
         environment = %decision.environment,
         decision = label,
-        policies = %violated.join(","),
+        policies = %violated_policies(&decision),
         warnings = decision.warnings().len(),
         patch_bytes,
         duration_us = elapsed.as_micros() as u64,
         "admission decision"
     );
-    (StatusCode::OK, response.into_review())
+    (StatusCode::OK, respond::answer(response))
+}
+
+/// `policy:action` and `policy:failure` pairs of a decision for its log line, each once (10,000
+/// containers denied by one policy make one entry), at most [`respond::MAX_MESSAGE_PARTS`].
+fn violated_policies(decision: &crate::admission::decision::Decision) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    let pairs = decision
+        .violations
+        .iter()
+        .map(|v| format!("{}:{}", v.policy, v.action))
+        .chain(
+            decision
+                .failures
+                .iter()
+                .map(|f| format!("{}:{}", f.policy, f.reason.as_str())),
+        );
+    let mut more = 0usize;
+    for pair in pairs {
+        if seen.contains(&pair) {
+            continue;
+        }
+        if seen.len() < respond::MAX_MESSAGE_PARTS {
+            seen.push(pair);
+        } else {
+            more += 1;
+        }
+    }
+    let mut text = seen.join(",");
+    if more > 0 {
+        text.push_str(&format!(",… {more} more"));
+    }
+    text
 }
 
 fn invalid_review(
@@ -363,47 +489,128 @@ fn invalid_review(
         "invalid admission request"
     );
     let response: AdmissionResponse = respond::invalid(error);
-    (StatusCode::BAD_REQUEST, response.into_review())
+    let status = match error {
+        ReviewError::TooLargeToParse { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, respond::answer(response))
 }
 
-/// A non-AdmissionReview error answer (the body could not even be read).
+/// An error answer to a body that could not even be read or queued: an AdmissionReview with
+/// the status in `status.code`.
 fn plain_error(status: StatusCode, message: &str) -> Response {
-    let response = AdmissionResponse::invalid(message);
-    let mut review = response.into_review();
-    if let Some(r) = review.response.as_mut() {
-        r.result = Status::failure(message, status.canonical_reason().unwrap_or("Error"))
-            .with_code(status.as_u16());
-    }
-    (status, axum::Json(review)).into_response()
+    let mut response = AdmissionResponse::invalid(message);
+    response.result = Status::failure(message, status.canonical_reason().unwrap_or("Error"))
+        .with_code(status.as_u16());
+    (status, axum::Json(respond::answer(response))).into_response()
 }
 
-/// Reads at most `limit` bytes within `timeout_ms`; a larger body is refused without reading it all.
+/// Why a body was not read whole.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: String) -> Refusal {
+        Refusal { status, message }
+    }
+
+    fn into_response(self) -> Response {
+        match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => retry_later(&self.message),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                // The rest of the body is never read: the connection cannot carry another
+                // HTTP/1.1 request (hyper closes it; HTTP/2 resets only the stream).
+                let mut response = plain_error(self.status, &self.message);
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            status => plain_error(status, &self.message),
+        }
+    }
+}
+
+/// Reads a body of at most `limits.maxBodyBytes` within `limits.bodyReadTimeoutMs`, reserving
+/// its bytes from the memory budgets as they arrive (all at once when `Content-Length` says how
+/// many). A declared length over the limit is refused (413) before a byte of the body is read,
+/// so a client waiting for an early answer gets it at once; a body that exceeds a budget is
+/// refused (503, `Retry-After`) and dropped.
 async fn read_body(
     body: Body,
-    limit: usize,
-    timeout_ms: u64,
-) -> Result<Bytes, (StatusCode, String)> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), limited.collect()).await {
-        Err(_) => Err((
-            StatusCode::REQUEST_TIMEOUT,
-            format!("request body not received within {timeout_ms} ms"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err((
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than the limit of {limit} bytes"),
+    mut reservation: Reservation,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Result<(Vec<u8>, Reservation), Refusal> {
+    use axum::body::HttpBody as _;
+    let limit = limits.max_body_bytes;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let exhausted = |exhausted: Exhausted, wanted: usize| {
+        metrics
+            .budget_rejections
+            .with_label_values(&[exhausted.as_str()])
+            .inc();
+        let which = match exhausted {
+            Exhausted::Connection => "this connection's share of the request body budget",
+            _ => "the request body budget",
+        };
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("regate is overloaded: {which} has no room for {wanted} more bytes"),
+        )
+    };
+    let hint = body.size_hint();
+    let declared = usize::try_from(hint.lower()).unwrap_or(usize::MAX);
+    if declared > limit {
+        return Err(too_large());
+    }
+    reservation
+        .grow(declared)
+        .map_err(|e| exhausted(e, declared))?;
+    let mut buffer: Vec<u8> = Vec::with_capacity(declared);
+    let timeout_ms = limits.body_read_timeout_ms;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut body = body;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request body not received within {timeout_ms} ms"),
                 ))
-            } else {
-                Err((
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read request body: {e}"),
                 ))
             }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let needed = buffer.len().saturating_add(data.len());
+        if needed > limit {
+            return Err(too_large());
         }
+        if needed > buffer.capacity() {
+            // Grown by doubling (never past the limit) so that the budget covers the capacity
+            // actually allocated, not only the bytes received.
+            let capacity = needed.max(buffer.capacity().saturating_mul(2)).min(limit);
+            let more = capacity.saturating_sub(reservation.bytes());
+            reservation.grow(more).map_err(|e| exhausted(e, more))?;
+            buffer.reserve_exact(capacity - buffer.len());
+        }
+        buffer.extend_from_slice(&data);
     }
+    Ok((buffer, reservation))
 }

@@ -1,6 +1,7 @@
 //! `regate serve`: the TLS webhook listener, the metrics listener, hot reload, graceful shutdown.
 
 pub mod app;
+pub mod budget;
 pub mod connections;
 pub mod inventory;
 mod namespaces;
@@ -272,13 +273,33 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    // Flow control keeps what one client can push bounded: a connection has at most
+    // `H2_MAX_STREAMS` requests open and at most `H2_CONNECTION_WINDOW` bytes sent but not yet
+    // taken by a handler; handlers take bodies within the memory budgets (`budget`).
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUFFER)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
 }
+
+/// Requests open at once on one HTTP/2 connection (hyper's default is 200, h2's unlimited). An
+/// apiserver opens another connection when it needs more.
+pub const H2_MAX_STREAMS: u32 = 32;
+/// Bytes a client may send on one stream before the handler takes them.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Bytes a client may send on one connection, all streams together, before handlers take them.
+pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Bytes of one answer queued for sending at a time (answers are capped; patches are the
+/// largest).
+pub const H2_MAX_SEND_BUFFER: usize = 256 * 1024;
+/// Bytes of one request's headers (hyper's default, said explicitly).
+pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// The next connection, or `None` once `stop` completes first (for `regate bench echo-server`).
 pub async fn accept_until(
@@ -511,9 +532,12 @@ async fn serve_http<I>(
 {
     let evict = ticket.signal();
     let activity = Arc::new(Activity::new(Some(ticket)));
+    // This connection's share of the buffered request bytes, seen by every request on it.
+    let share = budget::ConnectionShare::new();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |request| {
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(share.clone());
             let busy = activity.begin();
             let router = router.clone();
             async move {

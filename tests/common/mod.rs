@@ -221,17 +221,29 @@ pub fn warnings(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Decodes /mutate's base64 JSONPatch.
+/// Decodes /mutate's patch exactly as the AdmissionReview API documents it: `response.patch`
+/// is a JSON string holding the base64 of a JSON Patch array, with `patchType: JSONPatch`.
+/// Anything else (kube-core's array of numbers included) fails the test.
 pub fn patch_of(body: &Value) -> Option<json_patch::Patch> {
     use base64::Engine as _;
-    // kube-core serialises the patch bytes as a JSON array of numbers; Go's decoder (the
-    // apiserver's) reads that and a base64 string alike into []byte.
-    let bytes: Vec<u8> = match &body["response"]["patch"] {
-        Value::String(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap(),
-        Value::Array(items) => items.iter().map(|n| n.as_u64().unwrap() as u8).collect(),
-        _ => return None,
+    let response = &body["response"];
+    let b64 = match &response["patch"] {
+        Value::Null => {
+            assert!(
+                response.get("patchType").is_none(),
+                "patchType without a patch: {body}"
+            );
+            return None;
+        }
+        Value::String(b64) => b64,
+        other => panic!("response.patch is not a base64 string: {other}"),
     };
-    Some(serde_json::from_slice(&bytes).unwrap())
+    assert_eq!(response["patchType"], "JSONPatch", "{body}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_else(|e| panic!("response.patch is not standard base64: {e}"));
+    let patch: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("response.patch is not JSON: {e}"));
+    assert!(patch.is_array(), "a JSON Patch is an array: {patch}");
+    Some(serde_json::from_value(patch).unwrap())
 }
