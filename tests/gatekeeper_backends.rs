@@ -159,7 +159,10 @@ fn reviews(dir: &str) -> Vec<(String, Review)> {
         .into_iter()
         .map(|p| {
             let name = format!("{dir}/{}", p.file_name().unwrap().to_string_lossy());
-            (name, Review::from_slice(&std::fs::read(&p).unwrap()).unwrap())
+            (
+                name,
+                Review::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+            )
         })
         .collect()
 }

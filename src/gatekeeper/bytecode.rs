@@ -52,8 +52,10 @@ fn opa_sprintf(
 
 /// Builtins whose OPA-compatible version differs from regorus's: the name and the version the
 /// interpreter of a template calls (see [`rego_compat::install`]).
-const OPA_BUILTINS: &[(&str, fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>)] =
-    &[("sprintf", opa_sprintf)];
+const OPA_BUILTINS: &[(
+    &str,
+    fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>,
+)] = &[("sprintf", opa_sprintf)];
 
 /// Points the builtins of `program` that Gatekeeper templates call in their OPA-compatible form
 /// at that form. Called on a program whose builtins are already guarded: the replacement is
@@ -162,19 +164,29 @@ impl WrapPlan {
             }
             None => (String::new(), String::new()),
         };
-        let sets = (0..self.definitions)
-            .map(|i| format!("{{__regate_x | __regate_x := {name}__regate_def{i}{call}}}"))
-            .collect::<Vec<_>>()
-            .join(" | ");
-        format!(
-            "{name}{params} = __regate_v {{ __regate_vs := {sets}; count(__regate_vs) > 0; to_number(substring(\"1x\", 0, count(__regate_vs))); __regate_v := [__regate_y | __regate_y := __regate_vs[_]][0] }}\n"
-        )
+        // One statement per definition: a long chain of `|` is more than regorus's parser
+        // nests.
+        let mut out = format!("{name}{params} = __regate_v {{ __regate_s0 := {{__regate_x | __regate_x := {name}__regate_def0{call}}}; ");
+        for i in 1..self.definitions {
+            out.push_str(&format!(
+                "__regate_s{i} := __regate_s{} | {{__regate_x | __regate_x := {name}__regate_def{i}{call}}}; ",
+                i - 1
+            ));
+        }
+        let last = self.definitions.saturating_sub(1);
+        out.push_str(&format!(
+            "count(__regate_s{last}) > 0; to_number(substring(\"1x\", 0, count(__regate_s{last}))); __regate_v := [__regate_y | __regate_y := __regate_s{last}[_]][0] }}\n"
+        ));
+        out
     }
 }
 
 /// The rewrite of the rule at `path`, or `None` when it is not a function or complete rule
 /// whose definitions all name it plainly in their heads.
 fn wrap_plan(path: &str, definitions: &[Ref<Rule>]) -> Option<WrapPlan> {
+    if !may_differ(definitions) {
+        return None;
+    }
     let name = path.rsplit('.').next()?.to_string();
     let mut arity: Option<Option<usize>> = None;
     let mut renames = Vec::new();
@@ -212,8 +224,68 @@ fn wrap_plan(path: &str, definitions: &[Ref<Rule>]) -> Option<WrapPlan> {
     })
 }
 
+/// The message of a regorus error in one line: its location and its `error:` line.
+/// Whether two definitions of one rule may both hold with different values: not when every
+/// two of them give the same literal value, or differ in a literal argument (`f("E") := ...`,
+/// `f("P") := ...`), as `policy::fast` reads conflicts.
+fn may_differ(definitions: &[Ref<Rule>]) -> bool {
+    fn literal(e: &Expr) -> Option<&Value> {
+        match e {
+            Expr::String { value, .. }
+            | Expr::RawString { value, .. }
+            | Expr::Number { value, .. }
+            | Expr::Bool { value, .. }
+            | Expr::Null { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+    let truth = Value::Bool(true);
+    let mut seen: Vec<(Option<&Value>, &[Ref<Expr>])> = Vec::new();
+    for definition in definitions {
+        let Rule::Spec { head, bodies, .. } = &**definition else {
+            return true;
+        };
+        let (assign, args) = match head {
+            RuleHead::Func { assign, args, .. } => (assign, args.as_slice()),
+            RuleHead::Compr { assign, .. } => (assign, &[][..]),
+            RuleHead::Set { .. } => return true,
+        };
+        let value = if bodies.iter().any(|b| b.assign.is_some()) {
+            None
+        } else {
+            match assign {
+                None => Some(&truth),
+                Some(a) => literal(&a.value),
+            }
+        };
+        for (other_value, other_args) in &seen {
+            let same = matches!((value, other_value), (Some(x), Some(y)) if x == *y);
+            let exclusive = args
+                .iter()
+                .zip(other_args.iter())
+                .any(|(x, y)| matches!((literal(x), literal(y)), (Some(x), Some(y)) if x != y));
+            if !same && !exclusive {
+                return true;
+            }
+        }
+        seen.push((value, args));
+    }
+    false
+}
+
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).chars().take(300).collect()
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let location = lines.iter().find(|l| l.starts_with("-->"));
+    let error = lines
+        .iter()
+        .find(|l| l.starts_with("error:"))
+        .or(lines.first());
+    let text = match (location, error) {
+        (Some(at), Some(e)) => format!("{e} {at}"),
+        (None, Some(e)) => e.to_string(),
+        _ => s.to_string(),
+    };
+    text.chars().take(300).collect()
 }
 
 /// Why the template compiled in `compiled` must not run on bytecode, if it must not: a rule
@@ -332,7 +404,10 @@ mod tests {
             .add_policy("t.rego".into(), rego_compat::normalize(text))
             .unwrap();
         let engine = engine_for_vm(&engine, rule).unwrap().unwrap_or(engine);
-        let compiled = engine.clone().compile_with_entrypoint(&rule.into()).unwrap();
+        let compiled = engine
+            .clone()
+            .compile_with_entrypoint(&rule.into())
+            .unwrap();
         let program =
             regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule])
                 .unwrap();
@@ -352,13 +427,31 @@ mod tests {
     #[test]
     fn conflicting_definitions_stop_the_vm() {
         let rule = "data.t.violation";
-        let one = on_vm(TWO_DEFINITIONS, rule, serde_json::json!({"p": {"message": "m"}})).unwrap();
+        let one = on_vm(
+            TWO_DEFINITIONS,
+            rule,
+            serde_json::json!({"p": {"message": "m"}}),
+        )
+        .unwrap();
         let expected = Value::from_json_str(r#"[{"msg": "m %!v(MISSING)"}]"#).unwrap();
-        assert_eq!(serde_json::to_string(&one).unwrap(), serde_json::to_string(&expected).unwrap());
+        assert_eq!(
+            serde_json::to_string(&one).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
         let other = on_vm(TWO_DEFINITIONS, rule, serde_json::json!({"p": {}})).unwrap();
-        assert!(serde_json::to_string(&other).unwrap().contains("d %!v(MISSING)"), "{other}");
+        assert!(
+            serde_json::to_string(&other)
+                .unwrap()
+                .contains("d %!v(MISSING)"),
+            "{other}"
+        );
         // `message: false`: both definitions hold with different values, an error in OPA.
-        assert!(on_vm(TWO_DEFINITIONS, rule, serde_json::json!({"p": {"message": false}})).is_err());
+        assert!(on_vm(
+            TWO_DEFINITIONS,
+            rule,
+            serde_json::json!({"p": {"message": false}})
+        )
+        .is_err());
     }
 
     #[test]

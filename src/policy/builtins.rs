@@ -31,7 +31,12 @@ fn escalated() -> anyhow::Error {
     })
 }
 
-fn arithmetic(op: ArithOp, params: &[Ref<Expr>], args: &[Value], span: &Span) -> anyhow::Result<Value> {
+fn arithmetic(
+    op: ArithOp,
+    params: &[Ref<Expr>],
+    args: &[Value],
+    span: &Span,
+) -> anyhow::Result<Value> {
     let ([left, right], [left_expr, right_expr, ..]) = (args, params) else {
         return Err(escalated());
     };
@@ -142,10 +147,14 @@ mod tests {
     fn run(rule: &str, input: serde_json::Value) -> Result<Value, String> {
         let mut engine = Engine::new();
         engine
-            .add_policy("p.rego".into(), format!("package p\nimport rego.v1\n{rule}\n"))
+            .add_policy(
+                "p.rego".into(),
+                format!("package p\nimport rego.v1\n{rule}\n"),
+            )
             .unwrap();
         let compiled = engine.compile_with_entrypoint(&"data.p.v".into()).unwrap();
-        let mut program = (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
+        let mut program =
+            (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
         arithmetic_as_calls(&mut program).unwrap();
         assert!(crate::policy::bytecode_errors::unguarded_errors(&program).is_none());
         let mut vm = RegoVM::new();
