@@ -52,10 +52,9 @@ fn opa_sprintf(
 
 /// Builtins whose OPA-compatible version differs from regorus's: the name and the version the
 /// interpreter of a template calls (see [`rego_compat::install`]).
-const OPA_BUILTINS: &[(
-    &str,
-    fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>,
-)] = &[("sprintf", opa_sprintf)];
+type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
+
+const OPA_BUILTINS: &[(&str, Builtin)] = &[("sprintf", opa_sprintf)];
 
 /// Points the builtins of `program` that Gatekeeper templates call in their OPA-compatible form
 /// at that form. Called on a program whose builtins are already guarded: the replacement is
@@ -94,7 +93,7 @@ pub fn engine_for_vm(engine: &Engine, entry: &str) -> Result<Option<Engine>, Str
         .compile_with_entrypoint(&entry.into())
         .map_err(|e| first_line(&e.to_string()))?;
     // Per module: (start, end, replacement) of the renamed heads, and the new definitions.
-    let mut edits: BTreeMap<String, (Vec<(usize, usize, String)>, String)> = BTreeMap::new();
+    let mut edits: BTreeMap<String, ModuleEdits> = BTreeMap::new();
     for (path, definitions) in compiled.get_rules() {
         if definitions.len() < 2 {
             continue;
@@ -137,6 +136,9 @@ pub fn engine_for_vm(engine: &Engine, entry: &str) -> Result<Option<Engine>, Str
         .map_err(|e| first_line(&e.to_string()))?;
     Ok(Some(out))
 }
+
+/// A module's renamed heads (start, end, new name) and the definitions appended to it.
+type ModuleEdits = (Vec<(usize, usize, String)>, String);
 
 /// How one rule with several definitions is rewritten.
 struct WrapPlan {
