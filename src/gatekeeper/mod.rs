@@ -6,6 +6,7 @@
 //! is confined to three places: the input (`input.review`, `input.parameters`, built here),
 //! the rule (`violation` instead of `deny`) and `spec.match`, applied by [`applies`].
 
+pub mod bytecode;
 pub mod constraint;
 pub mod inventory;
 pub mod matching;

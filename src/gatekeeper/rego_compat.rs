@@ -301,7 +301,7 @@ fn head_of(
 
 /// Go's `%!verb(MISSING)` for the verbs `args` cannot fill, recognising verbs exactly as
 /// regorus's `sprintf` does; `None` when every verb has an argument.
-fn mark_missing(format: &str, args: usize) -> Option<String> {
+pub(crate) fn mark_missing(format: &str, args: usize) -> Option<String> {
     let mut out = String::with_capacity(format.len() + 16);
     let mut chars = format.chars().peekable();
     let mut index = 0usize;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admission::decision::judge;
+use crate::admission::decision::{judge, Decision};
 use crate::admission::review::{plural, ManifestRequest, Review};
 use crate::config::Config;
 use crate::gatekeeper::{
@@ -17,6 +17,7 @@ use crate::gatekeeper::{
 };
 use crate::manifest;
 use crate::policy::eval::Wants;
+use crate::policy::fast::Strategy;
 use crate::policy::set::{CompiledPolicy, PolicySet};
 
 pub const SUITE_FILE: &str = "suite.yaml";
@@ -407,27 +408,7 @@ fn run_case(
         .iter()
         .map(Assertion::parse)
         .collect::<Result<Vec<_>, _>>()?;
-    let (object, _) = read_one(dir, &case.object, "object")?;
-    let mut inventory = Inventory::default();
-    for rel in &case.inventory {
-        let path = dir.join(rel);
-        for m in manifest::read_file(&path).map_err(|e| e.to_string())? {
-            inventory
-                .add(&m.object)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    let policies =
-        with_inventory(std::slice::from_ref(policy), &inventory).map_err(|e| e.to_string())?;
-    let set = PolicySet::assemble(
-        policies,
-        Arc::new(verify_config()),
-        inventory.namespace_labels(),
-        Vec::new(),
-        false,
-    );
-    let review = review_of(object, &format!("verify-{index:04}"))?;
-    let decision = judge(&set, &review, Wants::VALIDATE);
+    let decision = decide_case(dir, policy, case, index, None)?.0;
     if let Some(f) = decision.failures.first() {
         return Err(format!(
             "evaluation failed: {}: {}",
@@ -452,6 +433,87 @@ fn run_case(
         a.check(&messages)?;
     }
     Ok(())
+}
+
+/// The decision on one case, with its constraint as the only policy and its inventory, on
+/// `strategy` (the process's when `None`); and whether the policy ran on bytecode.
+fn decide_case(
+    dir: &Path,
+    policy: &CompiledPolicy,
+    case: &CaseSpec,
+    index: usize,
+    strategy: Option<Strategy>,
+) -> Result<(Decision, bool), String> {
+    let (object, _) = read_one(dir, &case.object, "object")?;
+    let mut inventory = Inventory::default();
+    for rel in &case.inventory {
+        let path = dir.join(rel);
+        for m in manifest::read_file(&path).map_err(|e| e.to_string())? {
+            inventory
+                .add(&m.object)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let policies =
+        with_inventory(std::slice::from_ref(policy), &inventory).map_err(|e| e.to_string())?;
+    let mut set = PolicySet::assemble(
+        policies,
+        Arc::new(verify_config()),
+        inventory.namespace_labels(),
+        Vec::new(),
+        false,
+    );
+    if let Some(strategy) = strategy {
+        set = set.with_strategy(strategy);
+    }
+    let on_bytecode = !set.compiled_policies().is_empty();
+    let review = review_of(object, &format!("verify-{index:04}"))?;
+    Ok((judge(&set, &review, Wants::VALIDATE), on_bytecode))
+}
+
+/// One case of a suite, decided on one evaluation strategy: what the differential tests of
+/// the backends compare.
+#[derive(Debug, Clone)]
+pub struct CaseDecision {
+    pub test: String,
+    pub case: String,
+    /// Whether the case's constraint ran on bytecode.
+    pub on_bytecode: bool,
+    /// The decision, or why the case could not be decided (on any strategy alike).
+    pub decision: Result<Decision, String>,
+}
+
+/// Every case of the suite at `path` that `verify` would run (skipped and `invalid` tests
+/// left out), decided as `verify` decides it but on `strategy`.
+pub fn decide_suite(path: &Path, strategy: Strategy) -> Vec<CaseDecision> {
+    let suite: Option<SuiteFile> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_yaml::from_str(&text).ok());
+    let Some(suite) = suite.filter(|s| !s.skip) else {
+        return Vec::new();
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for test in suite.tests.iter().filter(|t| !t.skip && !t.invalid) {
+        let policy = load_test(dir, test);
+        for (i, case) in test.cases.iter().enumerate().filter(|(_, c)| !c.skip) {
+            let decided = match &policy {
+                Ok(p) => decide_case(dir, p, case, i, Some(strategy)),
+                Err(Load::ConstraintRejected(why) | Load::Other(why)) => Err(why.clone()),
+            };
+            let (decision, on_bytecode) = match decided {
+                Ok((d, b)) => (Ok(d), b),
+                Err(why) => (Err(why), false),
+            };
+            out.push(CaseDecision {
+                test: test.name.clone(),
+                case: case.name.clone(),
+                on_bytecode,
+                decision,
+            });
+        }
+    }
+    out
 }
 
 /// The case's object as a review: an AdmissionReview's request as given (with what an

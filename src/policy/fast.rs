@@ -339,20 +339,28 @@ fn entry_points(policy: &CompiledPolicy) -> Vec<String> {
     out
 }
 
+/// Why `policy` does not compile to bytecode (and runs on the interpreter), if it does not.
+pub fn refusal(policy: &CompiledPolicy) -> Option<String> {
+    compile(policy).err()
+}
+
 fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
-    if matches!(policy.flavor, Flavor::Gatekeeper(_)) {
-        // Gatekeeper templates rely on engine extensions (OPA's `sprintf`, see
-        // `gatekeeper::rego_compat`), which regorus's bytecode cannot call.
-        return Err(
-            "Gatekeeper templates need OPA-compatible builtins, which only the interpreter has"
-                .to_string(),
-        );
-    }
+    // Gatekeeper templates (Rego v0, modules already normalised by `gatekeeper::rego_compat`)
+    // get their own rewrite and refusals, and OPA's builtins: see `gatekeeper::bytecode`.
+    let gatekeeper = matches!(policy.flavor, Flavor::Gatekeeper(_));
     let entries = entry_points(policy);
     let first = entries.first().ok_or("no output rule")?;
-    let engine = policy.engine(Environment::Production);
+    let mut engine = policy.engine(Environment::Production);
+    let rewritten = if gatekeeper {
+        crate::gatekeeper::bytecode::engine_for_vm(engine, first)?
+    } else {
+        None
+    };
+    if let Some(rewritten) = &rewritten {
+        engine = rewritten;
+    }
     let entry: regorus::Rc<str> = first.as_str().into();
-    let qualified = qualified_engine(engine).and_then(|mut q| match q.compile_with_entrypoint(&entry) {
+    let qualified = (!gatekeeper).then(|| qualified_engine(engine)).flatten().and_then(|mut q| match q.compile_with_entrypoint(&entry) {
         Ok(c) => Some(c),
         Err(e) => {
             debug!(policy = %policy.meta.id, error = %first_line(&e.to_string()), "qualified imports did not compile; compiling the sources as written");
@@ -366,11 +374,20 @@ fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
             .compile_with_entrypoint(&entry)
             .map_err(|e| first_line(&e.to_string()))?,
     };
-    to_program(
+    if gatekeeper {
+        if let Some(reason) = crate::gatekeeper::bytecode::refusal(&compiled) {
+            return Err(reason);
+        }
+    }
+    let mut out = to_program(
         &compiled,
         &entries,
         Environment::ALL.map(|env| policy.engine(env).get_data()),
-    )
+    )?;
+    if gatekeeper {
+        crate::gatekeeper::bytecode::install_opa_builtins(Arc::make_mut(&mut out.program))?;
+    }
+    Ok(out)
 }
 
 /// Bytecode for `entries` of a compiled policy, with `data` per environment: refused when a
@@ -407,10 +424,14 @@ fn to_program(
 
 /// `program`, failing as the interpreter fails: see [`bytecode_errors`].
 fn harden(program: Arc<Program>) -> Result<Arc<Program>, String> {
+    let mut program = Arc::try_unwrap(program).unwrap_or_else(|shared| (*shared).clone());
+    // Arithmetic that may fail becomes guarded builtin calls: see `builtins`.
+    if bytecode_errors::unguarded_errors(&program).is_some() {
+        crate::policy::builtins::arithmetic_as_calls(&mut program)?;
+    }
     if let Some(reason) = bytecode_errors::unguarded_errors(&program) {
         return Err(reason);
     }
-    let mut program = Arc::try_unwrap(program).unwrap_or_else(|shared| (*shared).clone());
     bytecode_errors::guard_builtins(&mut program)?;
     Ok(Arc::new(program))
 }

@@ -1,5 +1,6 @@
 //! The policy engine: loading and metadata, the kinds index, evaluation with regorus, patches.
 
+pub mod builtins;
 pub mod bytecode_errors;
 pub mod eval;
 pub mod fast;

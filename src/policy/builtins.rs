@@ -1,0 +1,202 @@
+//! Arithmetic on regorus's VM that fails as the interpreter fails.
+//!
+//! regorus 0.14's arithmetic instructions (`Add`, `Sub`, `Mul`, `Div`, `Mod`) raise an error on
+//! an operand that is not a number (or not a set, for `-`), and a rule body swallows it: `deny
+//! if input.n + 1 > 5` with `n: "x"` quietly does not deny, where the interpreter reports the
+//! error. Non-strict, the VM also answers a division by zero with undefined. A program whose
+//! operands are not surely numbers was therefore refused (`bytecode_errors::unguarded_errors`).
+//!
+//! [`arithmetic_as_calls`] replaces each such instruction with a call of a builtin that
+//! computes exactly what the interpreter computes (regorus's own `arithmetic_operation` and
+//! set `difference`, the functions behind the interpreter's operators) and turns any error
+//! into the one kind of error a rule body does not swallow. The VM then stops and the policy
+//! is evaluated on the interpreter, which reports the real error. Undefined operands give
+//! undefined, as both the instructions and builtin calls do. The replacement is one
+//! instruction for one, so no jump moves.
+
+use regorus::rvm::instructions::BuiltinCallParams;
+use regorus::rvm::program::BuiltinInfo;
+use regorus::rvm::{Instruction, Program};
+use regorus::unstable::{ArithOp, Expr, Ref, Span};
+use regorus::{LimitError, Value};
+
+type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
+
+/// What an arithmetic error becomes: see `bytecode_errors` (no memory limit is configured for
+/// the VM, so this value is never a real one).
+fn escalated() -> anyhow::Error {
+    anyhow::Error::new(LimitError::MemoryLimitExceeded {
+        usage: u64::MAX,
+        limit: 0,
+    })
+}
+
+fn arithmetic(
+    op: ArithOp,
+    params: &[Ref<Expr>],
+    args: &[Value],
+    span: &Span,
+) -> anyhow::Result<Value> {
+    let ([left, right], [left_expr, right_expr, ..]) = (args, params) else {
+        return Err(escalated());
+    };
+    let result = match (&op, left, right) {
+        (ArithOp::Sub, Value::Set(_), _) | (ArithOp::Sub, _, Value::Set(_)) => {
+            regorus::unstable::sets::difference(left_expr, right_expr, left.clone(), right.clone())
+        }
+        _ => regorus::unstable::numbers::arithmetic_operation(
+            span,
+            &op,
+            left_expr,
+            right_expr,
+            left.clone(),
+            right.clone(),
+            true,
+        ),
+    };
+    result.map_err(|_| escalated())
+}
+
+fn add(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
+    arithmetic(ArithOp::Add, params, args, span)
+}
+
+fn sub(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
+    arithmetic(ArithOp::Sub, params, args, span)
+}
+
+fn mul(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
+    arithmetic(ArithOp::Mul, params, args, span)
+}
+
+fn div(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
+    arithmetic(ArithOp::Div, params, args, span)
+}
+
+fn rem(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
+    arithmetic(ArithOp::Mod, params, args, span)
+}
+
+/// The builtins arithmetic becomes, by the names they are known by in a program (names no
+/// Rego builtin or user function can have).
+const ARITHMETIC: [(&str, Builtin); 5] = [
+    ("regate arithmetic +", add),
+    ("regate arithmetic -", sub),
+    ("regate arithmetic *", mul),
+    ("regate arithmetic /", div),
+    ("regate arithmetic %", rem),
+];
+
+/// Replaces every arithmetic instruction of `program` with a call of its guarded builtin (see
+/// the module's documentation). Call before `bytecode_errors::guard_builtins`: the calls are
+/// their own guards, which that step then wraps like any builtin.
+pub fn arithmetic_as_calls(program: &mut Program) -> Result<(), String> {
+    if program.resolved_builtins.len() != program.builtin_info_table.len() {
+        return Err("the program's builtins are not resolved".to_string());
+    }
+    for pc in 0..program.instructions.len() {
+        let (which, dest, left, right) = match program.instructions[pc] {
+            Instruction::Add { dest, left, right } => (0, dest, left, right),
+            Instruction::Sub { dest, left, right } => (1, dest, left, right),
+            Instruction::Mul { dest, left, right } => (2, dest, left, right),
+            Instruction::Div { dest, left, right } => (3, dest, left, right),
+            Instruction::Mod { dest, left, right } => (4, dest, left, right),
+            _ => continue,
+        };
+        let (name, function) = ARITHMETIC[which];
+        let builtin_index = match program
+            .builtin_info_table
+            .iter()
+            .position(|b| b.name == name)
+        {
+            Some(i) => i,
+            None => {
+                program.builtin_info_table.push(BuiltinInfo {
+                    name: name.to_string(),
+                    num_args: 2,
+                });
+                program.resolved_builtins.push((function, 2));
+                program.builtin_info_table.len() - 1
+            }
+        };
+        let builtin_index = u16::try_from(builtin_index)
+            .map_err(|_| "too many builtins in one program".to_string())?;
+        let mut args = [0u8; 8];
+        args[0] = left;
+        args[1] = right;
+        let params_index = program
+            .instruction_data
+            .add_builtin_call_params(BuiltinCallParams {
+                dest,
+                builtin_index,
+                num_args: 2,
+                args,
+            });
+        program.instructions[pc] = Instruction::BuiltinCall { params_index };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regorus::languages::rego::compiler::Compiler;
+    use regorus::rvm::RegoVM;
+    use regorus::Engine;
+
+    fn run(rule: &str, input: serde_json::Value) -> Result<Value, String> {
+        let mut engine = Engine::new();
+        engine
+            .add_policy(
+                "p.rego".into(),
+                format!("package p\nimport rego.v1\n{rule}\n"),
+            )
+            .unwrap();
+        let compiled = engine.compile_with_entrypoint(&"data.p.v".into()).unwrap();
+        let mut program =
+            (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
+        arithmetic_as_calls(&mut program).unwrap();
+        assert!(crate::policy::bytecode_errors::unguarded_errors(&program).is_none());
+        let mut vm = RegoVM::new();
+        vm.load_program(std::sync::Arc::new(program));
+        vm.set_strict_builtin_errors(false);
+        vm.set_input(Value::from(input));
+        vm.execute_entry_point_by_name("data.p.v")
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn arithmetic_computes_as_before() {
+        let input = serde_json::json!({"n": 7, "m": 2, "a": ["x", "y"], "b": ["y"]});
+        for (rule, want) in [
+            ("v := input.n + input.m", Value::from(9_u64)),
+            ("v := input.n - input.m", Value::from(5_u64)),
+            ("v := input.n * input.m", Value::from(14_u64)),
+            ("v := input.n / input.m", Value::from(3.5)),
+            ("v := input.n % input.m", Value::from(1_u64)),
+            (
+                "v := {x | some x in input.a} - {x | some x in input.b}",
+                Value::from(std::collections::BTreeSet::from([Value::from("x")])),
+            ),
+        ] {
+            assert_eq!(run(rule, input.clone()).unwrap(), want, "{rule}");
+        }
+        assert_eq!(
+            run("v := input.missing + 1", input.clone()).unwrap(),
+            Value::Undefined
+        );
+    }
+
+    #[test]
+    fn arithmetic_errors_stop_the_vm() {
+        let input = serde_json::json!({"n": 7, "s": "x", "z": 0});
+        for rule in [
+            "v if { x := input.s + 1; x > 0 }",
+            "v if { x := input.n / input.z; x > 0 }",
+            "v if { x := input.n % input.z; x > 0 }",
+            "v if { x := input.s - {1}; count(x) > 0 }",
+        ] {
+            assert!(run(rule, input.clone()).is_err(), "{rule}");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Differential test of the evaluation backends on Gatekeeper's policy library: every suite
+//! case, and every admission and bench fixture through the whole library beside the default
+//! policies, decided on the interpreter, on per-policy bytecode and on grouped passes. The
+//! decisions must be identical (violations with their messages, warnings, failures, what was
+//! evaluated), not merely agree on allow/deny. A template that diverges must be refused by the
+//! bytecode compiler (`gatekeeper::bytecode::refusal`), never listed here as an exception.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regate::admission::decision::{judge, Decision};
+use regate::admission::review::Review;
+use regate::config::Config;
+use regate::environment::NamespaceLabels;
+use regate::gatekeeper::suite;
+use regate::policy::eval::Wants;
+use regate::policy::fast::{self, Strategy};
+use regate::policy::set::PolicySet;
+use regate::policy::source::{self, PolicySource};
+
+const STRATEGIES: [Strategy; 3] = [Strategy::Interpreter, Strategy::Compiled, Strategy::Grouped];
+
+/// Library templates (all 49 have Rego) that must run on bytecode: the target is 45.
+const MIN_TEMPLATES_ON_BYTECODE: usize = 45;
+
+fn library() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora/gatekeeper-library/library")
+}
+
+/// A decision as the backends must agree on it: everything it serializes (timings excluded).
+fn summary(d: &Decision) -> String {
+    serde_json::to_string(d).unwrap()
+}
+
+#[test]
+fn suite_cases_decide_alike_on_every_backend() {
+    let root = library();
+    assert!(root.exists(), "corpus not found at {}", root.display());
+    let suites = suite::find_suites(std::slice::from_ref(&root)).unwrap();
+    let mut cases = 0;
+    let mut divergences = Vec::new();
+    let mut on_bytecode: BTreeMap<String, bool> = BTreeMap::new();
+    for path in &suites {
+        let dir = path
+            .parent()
+            .unwrap()
+            .strip_prefix(&root)
+            .unwrap()
+            .display()
+            .to_string();
+        let per_strategy: Vec<Vec<suite::CaseDecision>> = STRATEGIES
+            .iter()
+            .map(|&s| suite::decide_suite(path, s))
+            .collect();
+        let reference = &per_strategy[0];
+        cases += reference.len();
+        for (strategy, decided) in STRATEGIES.iter().zip(&per_strategy).skip(1) {
+            assert_eq!(decided.len(), reference.len(), "{dir} on {strategy:?}");
+            for (want, got) in reference.iter().zip(decided) {
+                let entry = on_bytecode.entry(dir.clone()).or_insert(false);
+                *entry |= got.on_bytecode;
+                let (w, g) = match (&want.decision, &got.decision) {
+                    (Ok(w), Ok(g)) => (summary(w), summary(g)),
+                    (w, g) => (format!("{w:?}"), format!("{g:?}")),
+                };
+                if w != g {
+                    divergences.push(format!(
+                        "{dir} / {} / {} on {strategy:?} (bytecode: {}):\n  interpreter: {w}\n  {strategy:?}: {g}",
+                        want.test, want.case, got.on_bytecode
+                    ));
+                }
+            }
+        }
+    }
+    let compiled = on_bytecode.values().filter(|b| **b).count();
+    let refused: Vec<&String> = on_bytecode
+        .iter()
+        .filter(|(_, b)| !**b)
+        .map(|(d, _)| d)
+        .collect();
+    println!(
+        "{cases} cases decided alike by {} backends; {compiled} of {} templates on bytecode; on the interpreter: {refused:?}",
+        STRATEGIES.len(),
+        on_bytecode.len()
+    );
+    assert!(cases >= 260, "only {cases} cases ran");
+    assert!(
+        divergences.is_empty(),
+        "{} divergences:\n{}",
+        divergences.len(),
+        divergences.join("\n")
+    );
+    assert!(
+        compiled >= MIN_TEMPLATES_ON_BYTECODE,
+        "{compiled} templates on bytecode; on the interpreter: {refused:?}"
+    );
+}
+
+/// Every template and sample constraint of the library, one constraint per name (the first),
+/// as policy sources beside the embedded defaults.
+fn library_sources() -> Vec<PolicySource> {
+    let root = library();
+    let mut templates = Vec::new();
+    let mut constraints = Vec::new();
+    let mut names = Vec::new();
+    let mut dirs: Vec<PathBuf> = suite::find_suites(std::slice::from_ref(&root))
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let template = dir.join("template.yaml");
+        if !template.exists() {
+            continue;
+        }
+        templates.push(PolicySource {
+            name: template.display().to_string(),
+            text: std::fs::read_to_string(&template).unwrap(),
+        });
+        let mut samples: Vec<PathBuf> = std::fs::read_dir(dir.join("samples"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path().join("constraint.yaml"))
+            .filter(|p| p.exists())
+            .collect();
+        samples.sort();
+        for sample in samples {
+            let text = std::fs::read_to_string(&sample).unwrap();
+            let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+            let name = doc["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if names.contains(&name) {
+                continue;
+            }
+            names.push(name);
+            constraints.push(PolicySource {
+                name: sample.display().to_string(),
+                text,
+            });
+        }
+    }
+    let mut sources = source::embedded();
+    sources.extend(templates);
+    sources.extend(constraints);
+    sources
+}
+
+fn reviews(dir: &str) -> Vec<(String, Review)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = format!("{dir}/{}", p.file_name().unwrap().to_string_lossy());
+            (
+                name,
+                Review::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fixtures_decide_alike_through_the_whole_library() {
+    let sources = library_sources();
+    let set = PolicySet::build(
+        &sources,
+        Arc::new(Config::default()),
+        NamespaceLabels::default(),
+    )
+    .unwrap();
+    let sets: Vec<PolicySet> = STRATEGIES
+        .iter()
+        .map(|&s| set.clone().with_strategy(s))
+        .collect();
+    let compiled = &sets[1];
+    let on_bytecode = compiled.compiled_policies().len();
+    let refused: Vec<String> = compiled
+        .policies
+        .iter()
+        .filter_map(|p| fast::refusal(p).map(|r| format!("{}: {r}", p.meta.id)))
+        .collect();
+    println!(
+        "{on_bytecode} of {} policies on bytecode; refused:\n{}",
+        compiled.policies.len(),
+        refused.join("\n")
+    );
+    let mut all = reviews("fixtures/admission");
+    all.extend(reviews("fixtures/bench"));
+    let mut divergences = Vec::new();
+    for (name, review) in &all {
+        let want = summary(&judge(&sets[0], review, Wants::ALL));
+        for (strategy, set) in STRATEGIES.iter().zip(&sets).skip(1) {
+            let got = summary(&judge(set, review, Wants::ALL));
+            if got != want {
+                divergences.push(format!(
+                    "{name} on {strategy:?}:\n  interpreter: {want}\n  {strategy:?}: {got}"
+                ));
+            }
+        }
+    }
+    assert!(
+        divergences.is_empty(),
+        "{} divergences:\n{}",
+        divergences.len(),
+        divergences.join("\n")
+    );
+}
