@@ -473,19 +473,20 @@ async fn an_http2_flood_of_unfinished_bodies_stays_within_the_budget() {
         peak < idle + 64 * 1024,
         "peak RSS {peak} KiB, idle {idle} KiB"
     );
-    // Memory comes back: within 20% of idle (or 8 MiB, whichever is more) once the flood ended.
+    // Memory comes back once the flood ended: within 20% of idle or 16 MiB, whichever is more
+    // (the allocator keeps some freed pages per thread; docs/RELIABILITY.md has the figures).
     let mut after = 0;
     for _ in 0..40 {
         // Allocator activity lets it return freed pages.
         let _ = post(&client, &regate.url("/validate"), ok.clone()).await;
         after = regate.rss_kib().0;
-        if after <= (idle + idle / 5).max(idle + 8 * 1024) {
+        if after <= (idle + idle / 5).max(idle + 16 * 1024) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
-        after <= (idle + idle / 5).max(idle + 8 * 1024),
+        after <= (idle + idle / 5).max(idle + 16 * 1024),
         "RSS after {after} KiB, idle {idle} KiB"
     );
 }
