@@ -186,7 +186,7 @@ fn odd_values(vocabulary: &[String]) -> Vec<Vec<Value>> {
     ]
 }
 
-fn pick<'a>(classes: &'a [Vec<Value>], class: usize, v: usize) -> &'a Value {
+fn pick(classes: &[Vec<Value>], class: usize, v: usize) -> &Value {
     let c = &classes[class % classes.len()];
     &c[v % c.len()]
 }
