@@ -101,6 +101,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "audit": {"config": {"audit": {"interval": "1h", "pageSize": 200}}},
+    "audit-openreports": {"config": {"audit": {"interval": "1h", "reports": {"api": "openreports", "resultsPerReport": 500}}}},
     "audit-mode-rollout": {
         "config": {"mode": "audit"},
         "webhook": {"failurePolicy": "Ignore"},
@@ -390,8 +391,14 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
         writes = {k: v for k, v in res.items() if v - {"get", "list", "watch"}}
         if audit:
             assert ("", "secrets") in res and ("apps", "deployments") in res, "audit reads the audited kinds"
-            assert set(writes) == {("wgpolicyk8s.io", "policyreports"), ("wgpolicyk8s.io", "clusterpolicyreports")}, \
-                f"cluster-wide writes {sorted(writes)}"
+            api = (merged["config"]["audit"].get("reports") or {}).get("api", "auto")
+            want = set()
+            if api in ("auto", "openreports"):
+                want |= {("openreports.io", "reports"), ("openreports.io", "clusterreports")}
+            if api in ("auto", "policyreport"):
+                want |= {("wgpolicyk8s.io", "policyreports"), ("wgpolicyk8s.io", "clusterpolicyreports")}
+            assert set(writes) == want, f"cluster-wide writes {sorted(writes)} for reports.api {api}"
+            assert all(v == {"list", "create", "patch", "delete"} for v in writes.values()), f"report verbs {writes}"
             role = one(objects, "Role")
             assert role["metadata"]["namespace"] == NAMESPACE, "Lease Role outside the release namespace"
             assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [(["coordination.k8s.io"], ["leases"])], \

@@ -240,6 +240,9 @@ namespaceSelector:
 {{- if $c.audit.pageSize }}
 {{- $_ := set $audit "pageSize" $c.audit.pageSize }}
 {{- end }}
+{{- with $c.audit.reports }}
+{{- $_ := set $audit "reports" . }}
+{{- end }}
 {{- $_ := set $out "audit" $audit }}
 {{- end }}
 {{- toYaml $out }}
