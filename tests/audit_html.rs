@@ -310,6 +310,8 @@ fn large_html_report_renders_and_reports_its_time() {
         );
         std::fs::write(out_dir.join(file), svg).unwrap();
     }
+    // Kept for measuring by hand (docs/BENCHMARKS.md).
+    std::fs::write(out_dir.join("audit-large.html"), &html).unwrap();
     let page = dir.path().join("large.html");
     std::fs::write(&page, &html).unwrap();
     let Some(bin) = require_chromium() else {
