@@ -935,6 +935,26 @@ policies:
                 3,
             ),
             ("audit: {pageSize: 0}\n", "audit.pageSize", 1),
+            (
+                "audit:\n  reports:\n    resultsPerReport: 0\n",
+                "audit.reports.resultsPerReport",
+                2,
+            ),
+            (
+                "audit:\n  reports:\n    resultsPerReport: 5001\n",
+                "audit.reports.resultsPerReport",
+                2,
+            ),
+            (
+                "audit:\n  reports:\n    maxResults: 0\n",
+                "audit.reports.maxResults",
+                2,
+            ),
+            (
+                "audit:\n  reports:\n    statusFilter: []\n",
+                "audit.reports.statusFilter",
+                2,
+            ),
         ] {
             let msg = error_of(text);
             assert!(
@@ -952,6 +972,16 @@ policies:
     fn sensible_limits_and_intervals_are_accepted() {
         let text = "limits:\n  queueTimeoutMs: 0\n  drainTimeoutMs: 0\n  headerReadTimeoutMs: 100\n  maxBodyBytes: 1024\naudit:\n  interval: 15m\n";
         assert!(Config::parse(text, Path::new("r.yaml")).is_ok());
+        let text = "audit:\n  reports:\n    api: openreports\n    resultsPerReport: 200\n    maxResults: 50\n    statusFilter: [pass, fail]\n";
+        let config = Config::parse(text, Path::new("r.yaml")).map(|c| c.audit.reports);
+        assert!(
+            config
+                .as_ref()
+                .is_ok_and(|r| r.api == ReportsApi::Openreports
+                    && r.results_per_report == Some(200)
+                    && r.status_filter == Some(vec![ReportStatus::Pass, ReportStatus::Fail])),
+            "{config:?}"
+        );
         for interval in ["\"\"", "0s", "10s", "366d"] {
             let text = format!("audit:\n  interval: {interval}\n");
             assert!(
