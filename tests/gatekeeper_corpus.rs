@@ -329,6 +329,18 @@ spec:
             "{m:?}"
         );
         assert!(!d.allowed);
+        let d = judge(
+            &set,
+            &fixture("deployment-missing-read-only-root-filesystem.json"),
+            Wants::VALIDATE,
+        );
+        let m = messages(&d);
+        assert!(
+            m.iter()
+                .any(|m| m
+                    .starts_with("psp-readonlyrootfilesystem Deny [Implied by expand-workloads]")),
+            "{m:?}"
+        );
         let d = judge(&set, &fixture("daemonset-privileged.json"), Wants::VALIDATE);
         let m = messages(&d);
         assert!(
