@@ -229,7 +229,12 @@ fn at_admission(policy: &CompiledPolicy) -> bool {
     }
 }
 
-fn missing_for(policy: &CompiledPolicy, rules: &[Rule]) -> Vec<String> {
+/// What `rules` leave out of what the policy judges. The mutating webhook is only asked to send
+/// CREATE, and no subresources: regate's patches fill in what is missing from new objects
+/// (the chart sends a bare Pod's UPDATE nowhere, as a Pod update cannot take a patch). A
+/// subresource counts as sent when any of the policy's operations is sent for it (each
+/// subresource takes only some: `pods/ephemeralcontainers` only UPDATE).
+fn missing_for(policy: &CompiledPolicy, rules: &[Rule], mutating: bool) -> Vec<String> {
     let mut missing = Vec::new();
     for kind in &policy.meta.kinds {
         let (group, resource) = if kind == "*" {
@@ -238,20 +243,28 @@ fn missing_for(policy: &CompiledPolicy, rules: &[Rule]) -> Vec<String> {
             resource_of(kind)
         };
         let mut targets = vec![resource.clone()];
-        for sr in &policy.meta.subresources {
-            if sr.split_once('/').is_some_and(|(m, _)| m == resource) {
-                targets.push(sr.clone());
+        if !mutating {
+            for sr in &policy.meta.subresources {
+                if sr.split_once('/').is_some_and(|(m, _)| m == resource) {
+                    targets.push(sr.clone());
+                }
             }
         }
+        let operations: Vec<&str> = policy
+            .meta
+            .operations
+            .iter()
+            .map(String::as_str)
+            .filter(|op| !mutating || *op == "CREATE")
+            .collect();
         for target in targets {
-            let ops: Vec<&str> = policy
-                .meta
-                .operations
+            let ops: Vec<&str> = operations
                 .iter()
-                .map(String::as_str)
+                .copied()
                 .filter(|op| !sends(rules, group, &target, op))
                 .collect();
-            if ops.is_empty() {
+            let subresource = target != resource;
+            if ops.is_empty() || subresource && ops.len() < operations.len() {
                 continue;
             }
             let what = if kind == "*" {
@@ -273,7 +286,7 @@ pub fn unsent(set: &PolicySet, rules: &WebhookRules) -> Vec<Unsent> {
     let mut out = Vec::new();
     for p in set.policies.iter().filter(|p| at_admission(p)) {
         let mut check = |webhook: &'static str, rules: &[Rule]| {
-            let missing = missing_for(p, rules);
+            let missing = missing_for(p, rules, webhook == "mutating");
             if !missing.is_empty() {
                 out.push(Unsent {
                     policy: p.id().to_string(),
@@ -333,6 +346,29 @@ mod tests {
             "UPDATE"
         ));
         assert!(sends(&all.validating, Some("*"), "*", "CREATE"));
+    }
+
+    /// The chart's default rules send everything regate's own default policies judge.
+    #[test]
+    fn the_chart_sends_what_the_default_policies_judge() {
+        let set = PolicySet::build(
+            &crate::policy::source::embedded(),
+            std::sync::Arc::new(crate::config::Config::default()),
+            crate::environment::NamespaceLabels::default(),
+        )
+        .unwrap();
+        assert_eq!(unsent(&set, &WebhookRules::chart_defaults()), vec![]);
+        assert_eq!(unsent(&set, &WebhookRules::all_resources()), vec![]);
+        let none = unsent(&set, &WebhookRules::default());
+        assert!(none.len() >= set.policies.len(), "{none:?}");
+        let pods = none
+            .iter()
+            .find(|u| u.policy == "pod-run-as-non-root" && u.webhook == "validating")
+            .unwrap();
+        assert!(
+            pods.missing.iter().any(|m| m == "Pod (CREATE, UPDATE)"),
+            "{pods:?}"
+        );
     }
 
     /// The defaults here are the chart's (values.yaml), rule for rule.
