@@ -197,7 +197,8 @@ pub async fn run(
             let due = last.is_none_or(|l| l.elapsed() >= interval);
             if due {
                 last = Some(Instant::now());
-                let set = store.current();
+                // Gatekeeper's audit enforcement point: scoped constraints act as they say there.
+                let set = crate::gatekeeper::audit_point(store.current());
                 let page_size = set.config.audit.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
                 match run_once_with(&client, set, &metrics, page_size, &leader, &mut state).await {
                     Ok(_) => {}

@@ -131,6 +131,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "preStopSleepSeconds": 0,
     },
     "single-replica": {"replicaCount": 1, "podDisruptionBudget": {"maxUnavailable": 1}},
+    "all-resources": {"webhook": {"allResources": True}},
     "everything": {
         "certManager": {"enabled": True},
         "autoscaling": {"enabled": True},
@@ -344,6 +345,9 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
                 assert w["reinvocationPolicy"] == "IfNeeded", "reinvocationPolicy"
                 resources = {r for rule in w["rules"] for r in rule["resources"]}
                 assert not resources & {"secrets", "configmaps", "networkpolicies"}, "mutating non-pod kinds"
+            elif merged["webhook"]["allResources"]:
+                every = [r for r in w["rules"] if r["apiGroups"] == ["*"] and r["resources"] == ["*"]]
+                assert every and every[0]["operations"] == ["CREATE", "UPDATE"], "allResources: no * rule"
             else:
                 resources = {r for rule in w["rules"] for r in rule["resources"]}
                 want = {"pods", "pods/ephemeralcontainers", "deployments", "statefulsets", "daemonsets",
@@ -359,6 +363,14 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
             else:
                 assert "cert-manager.io/inject-ca-from" not in ann, f"{kind}: inject-ca-from without cert-manager"
                 bundles.add(w["clientConfig"]["caBundle"])
+        # regate is told the rules the chart rendered, to name the policies they leave out.
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        told = json.loads(env["REGATE_WEBHOOK_RULES"])
+        for key, kind in (("validating", "ValidatingWebhookConfiguration"),
+                          ("mutating", "MutatingWebhookConfiguration")):
+            found = find(objects, kind)
+            rendered = found[0]["webhooks"][0]["rules"] if found else []
+            assert told[key] == rendered, f"REGATE_WEBHOOK_RULES.{key} is not the {kind}'s rules"
         if mode == "existingSecret":
             assert bundles == {merged["tls"]["caBundle"]}, "caBundle is not tls.caBundle"
             assert not find(objects, "Secret"), "a Secret rendered in existingSecret mode"
