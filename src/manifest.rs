@@ -396,7 +396,8 @@ mod tests {
         let objs = parse_text(text, "x.yaml")?;
         assert_eq!(objs.len(), 2);
         assert_eq!(objs[0].line, 1);
-        assert_eq!(objs[1].line, 7);
+        // A List item reports its own line, not the List's.
+        assert_eq!(objs[1].line, 10);
         assert_eq!(objs[1].object["kind"], "Secret");
         Ok(())
     }
