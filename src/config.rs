@@ -390,6 +390,67 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The file this was read from, so that problems found later (an unknown policy id, a
+    /// parameter of the wrong type) are reported at their line.
+    #[serde(skip)]
+    pub origin: Option<ConfigOrigin>,
+}
+
+/// Where a config was read from, and its text.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOrigin {
+    pub path: String,
+    pub text: String,
+}
+
+/// Where a config came from does not change what it says.
+impl PartialEq for ConfigOrigin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Config {
+    /// (file, line, column) of the first line under the top-level `section` that holds all of
+    /// `needles` in order (e.g. a policy id, then one of its parameters on a later line);
+    /// the file's first line when not found, `regate.yaml` when the config was not read from
+    /// a file.
+    pub fn locate(&self, section: &str, needles: &[&str]) -> (String, usize, usize) {
+        let Some(origin) = &self.origin else {
+            return ("regate.yaml".to_string(), 1, 1);
+        };
+        let mut found = (1, 1);
+        let mut in_section = false;
+        let mut next = 0;
+        for (i, line) in origin.text.lines().enumerate() {
+            let is_top_level = !line.starts_with([' ', '\t', '#', '-']) && !line.trim().is_empty();
+            if is_top_level {
+                in_section = line.starts_with(section)
+                    && line[section.len()..]
+                        .trim_start_matches(['"', '\''])
+                        .starts_with(':');
+                if in_section {
+                    found = (i + 1, 1);
+                }
+            }
+            if !in_section {
+                continue;
+            }
+            while let Some(needle) = needles.get(next) {
+                match line.find(needle) {
+                    Some(at) => {
+                        found = (i + 1, at + 1);
+                        next += 1;
+                    }
+                    None => break,
+                }
+            }
+            if next == needles.len() {
+                break;
+            }
+        }
+        (origin.path.clone(), found.0, found.1)
+    }
 }
 
 fn default_exempt() -> Vec<String> {
@@ -411,6 +472,7 @@ impl Default for Config {
             exceptions: Vec::new(),
             limits: Limits::default(),
             audit: AuditConfig::default(),
+            origin: None,
         }
     }
 }
@@ -455,7 +517,7 @@ impl Config {
             column: 1,
             message: e.reason(),
         })?;
-        let config: Config = serde_yaml::from_str(text).map_err(|e| {
+        let mut config: Config = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -483,6 +545,10 @@ impl Config {
                 message: bad.message,
             },
         })?;
+        config.origin = Some(ConfigOrigin {
+            path: path.display().to_string(),
+            text: text.to_string(),
+        });
         Ok(config)
     }
 

@@ -13,12 +13,19 @@ fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    regate::telemetry::init(cli.log_format, cli.log_level.as_deref());
+    // Logs are for the server; a command prints what was asked for, and warnings and errors.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    regate::telemetry::init(cli.log_format, cli.log_level.as_deref(), default_level);
     let result = run(cli);
     match result {
         Ok(code) => std::process::ExitCode::from(code as u8),
+        // A reader that went away (`regate audit -f x | head`) is not an error to report.
+        Err(e) if cli::is_broken_pipe(&e) => std::process::ExitCode::from(141),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_message(&e));
             std::process::ExitCode::from(2)
         }
     }
@@ -49,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(args) => cli::audit::run(args),
         Command::Verify(args) => cli::verify::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Completions(args) => cli::completions::run(args),
+        Command::New(args) => cli::new::run(args),
     }
 }
 

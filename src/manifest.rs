@@ -72,6 +72,27 @@ impl ManifestError {
 pub struct Manifests {
     pub objects: Vec<ManifestObject>,
     pub errors: Vec<Unreadable>,
+    /// Documents that parsed but are not Kubernetes objects (no apiVersion or kind): skipped,
+    /// and reported, so a wrong file is never judged as "0 objects, all fine".
+    pub not_objects: Vec<NotAnObject>,
+}
+
+/// A document skipped because it is not a Kubernetes object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotAnObject {
+    pub file: String,
+    /// 1-based line where the document starts.
+    pub line: usize,
+}
+
+impl std::fmt::Display for NotAnObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: not a Kubernetes object (no apiVersion and kind); skipped",
+            self.file, self.line
+        )
+    }
 }
 
 /// A file or document that could not be read or parsed, and its place among the objects.
@@ -91,6 +112,7 @@ impl Manifests {
                 error: u.error,
             }));
         self.objects.extend(other.objects);
+        self.not_objects.extend(other.not_objects);
     }
 
     fn error(&mut self, error: ManifestError) {
@@ -228,7 +250,7 @@ pub fn parse_text_lenient(text: &str, file: &str) -> Manifests {
             other => vec![other],
         };
         for (i, doc) in docs.into_iter().enumerate() {
-            push_object(&mut out.objects, file, i, 1, doc);
+            push_object(&mut out, file, i, 1, &[], doc);
         }
         return out;
     }
@@ -243,7 +265,8 @@ pub fn parse_text_lenient(text: &str, file: &str) -> Manifests {
         match serde_yaml::from_str::<Value>(&chunk) {
             Ok(value) => {
                 if !value.is_null() {
-                    push_object(&mut out.objects, file, doc_index, start_line, value);
+                    let items = item_lines(&chunk, start_line);
+                    push_object(&mut out, file, doc_index, start_line, &items, value);
                 }
             }
             Err(e) => out.error(ManifestError::Parse {
@@ -261,19 +284,27 @@ pub fn parse_text_lenient(text: &str, file: &str) -> Manifests {
     out
 }
 
-fn push_object(out: &mut Vec<ManifestObject>, file: &str, index: usize, line: usize, value: Value) {
+/// `item_lines`: the line of each `items:` entry of a YAML `List`, when they could be found.
+fn push_object(
+    out: &mut Manifests,
+    file: &str,
+    index: usize,
+    line: usize,
+    item_lines: &[usize],
+    value: Value,
+) {
     // Directories hold more than manifests (kustomization files, Helm values, expectations):
-    // only documents with an apiVersion and a kind are objects.
+    // only documents with an apiVersion and a kind are objects; the others are reported.
     let is_object = value.get("kind").is_some_and(Value::is_string)
         && value.get("apiVersion").is_some_and(Value::is_string);
     if !is_object {
-        tracing::debug!(
-            file,
+        out.not_objects.push(NotAnObject {
+            file: file.to_string(),
             line,
-            "skipping a document that is not a Kubernetes object (no apiVersion and kind)"
-        );
+        });
         return;
     }
+    let out = &mut out.objects;
     let is_list = value
         .get("kind")
         .and_then(Value::as_str)
@@ -281,11 +312,12 @@ fn push_object(out: &mut Vec<ManifestObject>, file: &str, index: usize, line: us
         && value.get("items").is_some_and(Value::is_array);
     if is_list {
         if let Some(Value::Array(items)) = value.get("items") {
+            let own_lines = item_lines.len() == items.len();
             for (i, item) in items.iter().enumerate() {
                 out.push(ManifestObject {
                     file: file.to_string(),
                     index: index * 10_000 + i,
-                    line,
+                    line: if own_lines { item_lines[i] } else { line },
                     object: item.clone(),
                 });
             }
@@ -298,6 +330,36 @@ fn push_object(out: &mut Vec<ManifestObject>, file: &str, index: usize, line: us
         line,
         object: value,
     });
+}
+
+/// The line where each entry of a top-level `items:` block sequence starts, in a YAML document
+/// starting at `start_line`; empty when there is none (a flow sequence, or no `items:`).
+fn item_lines(chunk: &str, start_line: usize) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let mut in_items = false;
+    let mut indent = None;
+    for (i, text) in chunk.lines().enumerate() {
+        let content = text.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let depth = text.len() - content.len();
+        if depth == 0 && !content.starts_with('-') {
+            if in_items {
+                break;
+            }
+            in_items = content.trim_end() == "items:";
+            continue;
+        }
+        if !in_items {
+            continue;
+        }
+        let item_indent = *indent.get_or_insert(depth);
+        if depth == item_indent && (content == "-" || content.starts_with("- ")) {
+            lines.push(start_line + i);
+        }
+    }
+    lines
 }
 
 /// (first line of the document, its text) for each `---`-separated document.
@@ -334,9 +396,37 @@ mod tests {
         let objs = parse_text(text, "x.yaml")?;
         assert_eq!(objs.len(), 2);
         assert_eq!(objs[0].line, 1);
-        assert_eq!(objs[1].line, 7);
+        // A List item reports its own line, not the List's.
+        assert_eq!(objs[1].line, 10);
         assert_eq!(objs[1].object["kind"], "Secret");
         Ok(())
+    }
+
+    #[test]
+    fn list_items_report_their_own_line() -> Result<(), ManifestError> {
+        let text = "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: a}\n  # between\n  - apiVersion: v1\n    kind: Secret\n    metadata:\n      name: s\n";
+        let objs = parse_text(text, "x.yaml")?;
+        let lines: Vec<usize> = objs.iter().map(|o| o.line).collect();
+        assert_eq!(lines, vec![4, 8]);
+        Ok(())
+    }
+
+    #[test]
+    fn documents_that_are_not_objects_are_reported() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nreplicas: 3\nimage: nginx\n";
+        let read = parse_text_lenient(text, "values.yaml");
+        assert_eq!(read.objects.len(), 1);
+        assert_eq!(
+            read.not_objects,
+            vec![NotAnObject {
+                file: "values.yaml".into(),
+                line: 5
+            }]
+        );
+        assert_eq!(
+            read.not_objects[0].to_string(),
+            "values.yaml:5: not a Kubernetes object (no apiVersion and kind); skipped"
+        );
     }
 
     #[test]

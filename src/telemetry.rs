@@ -6,10 +6,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-pub fn init(format: Option<LogFormat>, level: Option<&str>) {
+/// `default_level` applies when neither `level` nor RUST_LOG is set: `info` for the server,
+/// `warn` for commands, whose output is their report.
+pub fn init(format: Option<LogFormat>, level: Option<&str>, default_level: &str) {
     let filter = match level {
-        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(default_level)),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
     };
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
@@ -18,6 +20,8 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, never into a pipe or a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder

@@ -556,3 +556,80 @@ fn missing_certificate_flag_is_a_startup_error_naming_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }
+
+/// Issue 17 (11): the CA key is kept (0600) and reused, so a rotation keeps the caBundle; an
+/// existing server pair is never overwritten without --force.
+#[test]
+fn certs_generate_keeps_the_ca_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let generate = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_regate"))
+            .args(["certs", "generate", "--out"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = generate(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let cert = std::fs::read(dir.path().join("tls.crt")).unwrap();
+
+    let again = generate(&[]);
+    assert_eq!(again.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("tls.crt") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("tls.crt")).unwrap(), cert);
+
+    let forced = generate(&["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&forced.stdout);
+    assert!(stdout.contains("caBundle is unchanged"), "{stdout}");
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.crt")).unwrap(),
+        ca,
+        "same CA"
+    );
+    let new_cert = std::fs::read(dir.path().join("tls.crt")).unwrap();
+    assert_ne!(new_cert, cert, "a new server certificate");
+    // The new certificate chains to the kept CA.
+    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(&ca).unwrap();
+    let ca_cert = ca_pem.parse_x509().unwrap();
+    let (_, leaf_pem) = x509_parser::pem::parse_x509_pem(&new_cert).unwrap();
+    let leaf = leaf_pem.parse_x509().unwrap();
+    assert_eq!(leaf.issuer(), ca_cert.subject());
+    let aki = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        });
+    let ski = ca_cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
+    assert!(aki.is_some() && aki == ski, "signed by the kept CA's key");
+}

@@ -372,3 +372,185 @@ async fn a_recursive_edit_keeps_the_last_good_set() {
         "{stderr}"
     );
 }
+
+/// A real `regate serve` process on ephemeral ports, its addresses read from its start-up log.
+struct ServeProcess {
+    child: std::process::Child,
+    url: String,
+    metrics: std::net::SocketAddr,
+    client: reqwest::Client,
+    _certs: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    fn start(cwd: &std::path::Path, policies: &std::path::Path) -> ServeProcess {
+        use std::io::BufRead;
+        install_crypto();
+        let certs = tempfile::tempdir().unwrap();
+        let generated = regate::tls::certs::generate(&[], certs.path(), 2).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+            .current_dir(cwd)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(&generated.cert_path)
+            .arg("--tls-key")
+            .arg(&generated.key_path)
+            .arg("--policies")
+            .arg(policies)
+            .args(["--log-format", "json"])
+            .env_remove("REGATE_CONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let started = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("regate serve logs `regate serving`");
+            if line.contains("regate serving") {
+                break serde_json::from_str::<Value>(&line).unwrap();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let listen: std::net::SocketAddr = started["listen"].as_str().unwrap().parse().unwrap();
+        ServeProcess {
+            child,
+            url: format!("https://localhost:{}/validate", listen.port()),
+            metrics: started["metrics_listen"].as_str().unwrap().parse().unwrap(),
+            client: client(&generated.ca_path, false),
+            _certs: certs,
+        }
+    }
+
+    async fn denies(&self, key: &str) -> bool {
+        let (status, _, body) = post(&self.client, &self.url, configmap("p", key)).await;
+        assert_eq!(status, 200, "{body}");
+        response(&body)["allowed"] == false
+    }
+
+    async fn readiness(&self) -> String {
+        reqwest::get(format!("http://{}/readyz?verbose", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes through a temporary file and a rename, as editors and `kubectl cp` do.
+fn write_by_rename(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("rego.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn until_denied(server: &ServeProcess, key: &str) -> Duration {
+    wait_until(|| async move { server.denies(key).await }).await
+}
+
+/// Issue 17: `serve --policies hot` (relative) never reloaded, because notify reports absolute
+/// paths. A relative directory follows new files and rename-writes; the time from the write to
+/// the first request judged by the new policy is printed for docs/BENCHMARKS.md.
+#[tokio::test]
+async fn a_relative_policy_directory_is_followed_by_a_serve_process() {
+    let cwd = tempfile::tempdir().unwrap();
+    let hot = cwd.path().join("hot");
+    std::fs::create_dir_all(&hot).unwrap();
+    std::fs::write(hot.join("forbidden-key.rego"), policy("DEBUG")).unwrap();
+    let server = ServeProcess::start(cwd.path(), std::path::Path::new("hot"));
+    assert!(server.denies("DEBUG").await);
+    assert!(!server.denies("TRACE").await);
+
+    write_by_rename(&hot.join("forbidden-key.rego"), &policy("TRACE"));
+    let took = until_denied(&server, "TRACE").await;
+    println!("edit -> enforced, relative directory, rename-write: {took:?}");
+    assert!(!server.denies("DEBUG").await);
+
+    let second = policy("AUDIT")
+        .replace("id: forbidden-key", "id: forbidden-audit")
+        .replace("forbidden_key", "forbidden_audit");
+    std::fs::write(hot.join("forbidden-audit.rego"), second).unwrap();
+    let took = until_denied(&server, "AUDIT").await;
+    println!("edit -> enforced, relative directory, new file: {took:?}");
+    assert!(server.readiness().await.contains("2 policies loaded"));
+}
+
+/// An absolute directory that is a Kubernetes ConfigMap volume: the visible files are symlinks
+/// into `..data`, which the kubelet swaps for a new timestamped folder with a rename.
+#[tokio::test]
+async fn a_configmap_volume_swap_is_followed_by_a_serve_process() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mount = cwd.path().join("mount");
+    let first = mount.join("..2026_12_06_07_00_00.000000001");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(first.join("forbidden-key.rego"), policy("DEBUG")).unwrap();
+    std::os::unix::fs::symlink("..2026_12_06_07_00_00.000000001", mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink(
+        "..data/forbidden-key.rego",
+        mount.join("forbidden-key.rego"),
+    )
+    .unwrap();
+    let server = ServeProcess::start(cwd.path(), &mount);
+    assert!(server.denies("DEBUG").await);
+
+    let second = mount.join("..2026_12_06_07_01_00.000000002");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(second.join("forbidden-key.rego"), policy("TRACE")).unwrap();
+    std::os::unix::fs::symlink("..2026_12_06_07_01_00.000000002", mount.join("..data_tmp"))
+        .unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    let took = until_denied(&server, "TRACE").await;
+    println!("edit -> enforced, ConfigMap ..data swap (absolute path): {took:?}");
+    assert!(!server.denies("DEBUG").await);
+}
+
+/// `--policies current`, where `current` is a symlink re-pointed to another directory with a
+/// rename (as a deployment tool switches releases): the watch follows the new target.
+#[tokio::test]
+async fn a_repointed_symlinked_directory_is_followed_by_a_serve_process() {
+    let cwd = tempfile::tempdir().unwrap();
+    for (dir, key) in [("v1", "DEBUG"), ("v2", "TRACE")] {
+        std::fs::create_dir_all(cwd.path().join(dir)).unwrap();
+        std::fs::write(cwd.path().join(dir).join("forbidden-key.rego"), policy(key)).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", cwd.path().join("current")).unwrap();
+    let server = ServeProcess::start(cwd.path(), std::path::Path::new("current"));
+    assert!(server.denies("DEBUG").await);
+
+    std::os::unix::fs::symlink("v2", cwd.path().join("current.tmp")).unwrap();
+    std::fs::rename(cwd.path().join("current.tmp"), cwd.path().join("current")).unwrap();
+    let took = until_denied(&server, "TRACE").await;
+    println!("edit -> enforced, re-pointed symlinked directory: {took:?}");
+
+    // Edits inside the new target are followed too.
+    write_by_rename(&cwd.path().join("v2/forbidden-key.rego"), &policy("AUDIT"));
+    let took = until_denied(&server, "AUDIT").await;
+    println!("edit -> enforced, inside the new target: {took:?}");
+}

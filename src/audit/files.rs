@@ -42,6 +42,9 @@ pub fn audit_paths(
 ) -> Result<AuditRun, AuditError> {
     // A file that cannot be parsed is an error finding in its place, not the end of the audit.
     let read = manifest::read_paths_lenient(paths);
+    for skipped in &read.not_objects {
+        eprintln!("regate audit: {skipped}");
+    }
     audit_read(set, read.objects, read.errors, opts)
 }
 

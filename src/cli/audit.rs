@@ -164,5 +164,10 @@ pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
     for i in &run.issues {
         eprintln!("regate audit: incomplete: {}: {}", i.source, i.message);
     }
+    if !args.cluster && t.objects == 0 && t.unreadable == 0 && run.issues.is_empty() {
+        // Files that hold no Kubernetes object at all: most likely the wrong files.
+        eprintln!("regate audit: nothing judged: no Kubernetes objects in the input");
+        return Ok(2);
+    }
     Ok(args.fail_on.exit_code(&run))
 }

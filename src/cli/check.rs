@@ -44,9 +44,12 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
         None => Config::default(),
     };
     let dirs = if args.paths.is_empty() {
-        vec![PathBuf::from("policies")]
+        vec![super::policy_dir(None)?]
     } else {
-        args.paths.clone()
+        args.paths
+            .iter()
+            .map(|p| super::policy_dir(Some(p.as_path())))
+            .collect::<anyhow::Result<Vec<_>>>()?
     };
     let mut sources = Vec::new();
     let mut embedded = false;
@@ -90,16 +93,73 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
     for unsent in unsent(&set, &rules) {
         eprintln!("warning: {unsent}");
     }
+    super::announce_policies(&set, &dirs);
+    problems += report_unknown_kinds(&set);
     if list_only || args.list {
         print_policies(&set);
     } else {
         let source = if embedded { " (embedded defaults)" } else { "" };
-        println!("{} policies OK{source}", set.policies.len());
+        let count = set.policies.len();
+        let policies = if count == 1 { "policy" } else { "policies" };
+        println!("{count} {policies} OK{source}");
         for (i, p) in set.policies.iter().enumerate() {
             println!("  {}: {}", p.meta.id, set.backend(i));
         }
     }
     Ok(if problems > 0 { 1 } else { 0 })
+}
+
+/// Kinds no stock cluster serves and no loaded Gatekeeper constraint names: a misspelling
+/// (near a known kind) is an error, since the policy would never match; anything else is a
+/// warning (a custom resource regate cannot confirm). Returns the number of errors.
+fn report_unknown_kinds(set: &PolicySet) -> usize {
+    use crate::policy::metadata::{nearest_kind, BUILT_IN_KINDS};
+    use crate::policy::set::Flavor;
+    let mut known: Vec<&str> = BUILT_IN_KINDS.to_vec();
+    for p in &set.policies {
+        if matches!(p.flavor, Flavor::Gatekeeper(_)) {
+            known.extend(p.meta.kinds.iter().map(String::as_str));
+        }
+    }
+    let mut errors = 0;
+    for p in &set.policies {
+        if matches!(p.flavor, Flavor::Gatekeeper(_)) {
+            continue;
+        }
+        for kind in &p.meta.kinds {
+            if kind == "*" || known.contains(&kind.as_str()) {
+                continue;
+            }
+            let line = kinds_line(&p.file).unwrap_or(1);
+            match nearest_kind(kind, &known) {
+                Some(near) => {
+                    errors += 1;
+                    eprintln!(
+                        "{}:{line}: policy {}: kind {kind:?} is not a known kind; did you mean {near:?}? As written the policy never matches.",
+                        p.file, p.meta.id
+                    );
+                }
+                None => eprintln!(
+                    "warning: {}:{line}: policy {}: kind {kind:?} is not a built-in kind; it matches only a custom resource of that kind",
+                    p.file, p.meta.id
+                ),
+            }
+        }
+    }
+    errors
+}
+
+/// The line of `kinds:` in a policy file's METADATA.
+fn kinds_line(file: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .trim_start_matches('#')
+                .trim_start()
+                .starts_with("kinds:")
+        })
+        .map(|i| i + 1)
 }
 
 fn print_policies(set: &PolicySet) {

@@ -1,5 +1,6 @@
 //! `regate eval`: judges manifests with the same path as the webhook.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -24,11 +25,27 @@ pub struct EvalArgs {
     /// Judge every object in this environment, whatever its namespace.
     #[arg(long, value_parser = super::parse_environment)]
     pub environment: Option<Environment>,
-    /// Operation to present (CREATE or UPDATE).
-    #[arg(long, default_value = "CREATE")]
-    pub operation: String,
+    /// Operation to present: policies judge CREATE and UPDATE (DELETE and CONNECT are always
+    /// allowed, so they are no test).
+    #[arg(long, value_enum, ignore_case = true, default_value = "CREATE")]
+    pub operation: Operation,
+    /// Output: text, json, junit, sarif, or github (GitHub Actions annotations with file and
+    /// line).
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    /// Exit 1 when an object is denied (or a policy cannot be evaluated): deny; also when one
+    /// is warned: warn; never: report only. Input that cannot be read exits 2 in every case.
+    #[arg(long, value_enum, default_value = "deny")]
+    pub fail_on: crate::audit::FailOn,
+    /// For each violation and failure: the policy file, the rule and line that produced it,
+    /// the values at the violation's path and what the policy printed (Secret values
+    /// redacted).
+    #[arg(long)]
+    pub explain: bool,
+    /// Print each object with /mutate's patch applied, in input order: YAML documents, or a
+    /// JSON array with -o json. The verdicts go to standard error.
+    #[arg(long)]
+    pub mutate: bool,
     /// Objects (files or directories) that fill Gatekeeper's `data.inventory`, limited to the
     /// kinds referential templates name in requires-sync-data; repeatable.
     #[arg(long = "inventory", value_name = "FILE|DIR")]
@@ -42,9 +59,28 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
+    Junit,
+    Sarif,
+    Github,
 }
 
 /// One judged object, as `-o json` prints it.
@@ -105,20 +141,54 @@ pub fn evaluate_objects(
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
+    if args.mutate && !matches!(args.output, Output::Text | Output::Json) {
+        anyhow::bail!("--mutate prints objects: use it with -o text (YAML) or -o json");
+    }
     let set = args.policy.build_set(args.environment)?;
     let set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
     // One unreadable file must not hide the verdicts on the others: it is reported in its place
     // (file order) as an invalid result, and the run exits 2 once everything else is judged.
     let read = manifest::read_paths_lenient(&args.files);
+    for skipped in &read.not_objects {
+        eprintln!("regate eval: {skipped}");
+    }
     let unreadable = read.errors.len();
     // Namespaces among the manifests are Gatekeeper's `input.review.namespaceObject`.
     crate::gatekeeper::record_namespaces(&set, read.objects.iter().map(|m| &m.object));
+    let objects: Vec<serde_json::Value> = if args.explain || args.mutate {
+        read.objects.iter().map(|m| m.object.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let judged = evaluate_objects(
         &set,
         read.objects,
         args.namespace.as_deref(),
-        &args.operation,
+        args.operation.as_str(),
     );
+    if judged.is_empty() && unreadable == 0 {
+        eprintln!(
+            "regate eval: nothing judged: no Kubernetes objects in {}",
+            args.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(2);
+    }
+    if args.mutate {
+        super::eval_report::write_mutated(&judged, &objects, args.output == Output::Json)?;
+    }
+    let explanations: Vec<String> = if args.explain {
+        judged
+            .iter()
+            .zip(&objects)
+            .map(|(r, object)| super::explain::explain(&set, r, object))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut results = Vec::with_capacity(judged.len() + unreadable);
     let mut errors = read.errors.into_iter().peekable();
     for (i, result) in judged.into_iter().enumerate() {
@@ -128,9 +198,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         results.push(result);
     }
     results.extend(errors.map(|u| unreadable_result(&u.error)));
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
-        Output::Text => print_text(&results),
+    if args.mutate {
+        // The objects went to standard output; the verdicts go beside them.
+        eprint!("{}", super::eval_report::text(&results));
+    } else {
+        let mut out = std::io::stdout().lock();
+        match args.output {
+            Output::Json => {
+                serde_json::to_writer_pretty(&mut out, &results)?;
+                writeln!(out)?;
+            }
+            Output::Text => out.write_all(super::eval_report::text(&results).as_bytes())?,
+            Output::Junit => super::eval_report::junit(&results, args.fail_on, &mut out)?,
+            Output::Sarif => super::eval_report::sarif(&set, &results, &mut out)?,
+            Output::Github => super::eval_report::github(&results, &mut out)?,
+        }
+        out.flush()?;
+    }
+    if args.explain {
+        for explanation in explanations.iter().filter(|e| !e.is_empty()) {
+            eprint!("{explanation}");
+        }
     }
     if args.prints {
         for r in &results {
@@ -139,12 +227,34 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    if !matches!(args.output, Output::Text | Output::Json) && !args.mutate {
+        eprintln!("{}", super::eval_report::summary(&results));
+    }
     if unreadable > 0 {
         eprintln!("regate eval: {unreadable} file(s) or document(s) could not be read or parsed");
         return Ok(2);
     }
-    let denied = results.iter().any(|r| !r.decision.allowed);
-    Ok(if denied { 1 } else { 0 })
+    Ok(exit_code(&results, args.fail_on))
+}
+
+/// 1 when a result fails under `fail_on`, else 0.
+pub fn exit_code(results: &[EvalResult], fail_on: crate::audit::FailOn) -> i32 {
+    use crate::audit::FailOn;
+    let failing = |r: &EvalResult| match fail_on {
+        FailOn::Never => false,
+        FailOn::Deny => !r.decision.allowed || !r.decision.failures.is_empty(),
+        FailOn::Warn => !r.decision.allowed || !r.decision.failures.is_empty() || warned(r),
+    };
+    i32::from(results.iter().any(failing))
+}
+
+/// Whether an allowed object drew warnings (warn rules, or the warn action).
+pub fn warned(r: &EvalResult) -> bool {
+    !r.warnings.is_empty()
+        || r.decision
+            .violations
+            .iter()
+            .any(|v| v.action == Action::Warn)
 }
 
 /// A file or document that could not be read or parsed, as a result: denied, with the error.
@@ -176,69 +286,4 @@ fn empty_decision() -> Decision {
         failure_policy: Default::default(),
         prints: Vec::new(),
     }
-}
-
-fn print_text(results: &[EvalResult]) {
-    let mut denied = 0;
-    for r in results {
-        if let Some(error) = &r.error {
-            println!("INVALID  {}: {error}", r.source);
-            denied += 1;
-            continue;
-        }
-        let verdict = if !r.decision.allowed {
-            denied += 1;
-            "DENIED "
-        } else if !r.warnings.is_empty() {
-            "WARNED "
-        } else {
-            "ALLOWED"
-        };
-        let ns = r
-            .namespace
-            .as_deref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default();
-        println!(
-            "{verdict}  {} {ns}{}  [{}]  {}",
-            r.kind, r.name, r.decision.environment, r.source
-        );
-        for v in &r.decision.violations {
-            let mark = match v.action {
-                Action::Deny => "deny ",
-                Action::Warn => "warn ",
-                Action::Audit => "audit",
-            };
-            let path = v
-                .path
-                .as_deref()
-                .map(|p| format!("  (at {p})"))
-                .unwrap_or_default();
-            println!("  {mark} [{}] {}{path}", v.policy, v.message);
-        }
-        for w in &r.decision.warn_results {
-            println!("  warn  [{}] {}", w.policy, w.message);
-        }
-        for w in &r.decision.waivers {
-            println!(
-                "  waived [{}] by exception {:?}: {}",
-                w.policy, w.exception, w.reason
-            );
-        }
-        for f in &r.decision.failures {
-            println!("  error [{}] {}", f.policy, f.reason.describe());
-        }
-        if let Some(patch) = &r.decision.patch {
-            println!(
-                "  patch {}",
-                serde_json::to_string(patch).unwrap_or_default()
-            );
-        }
-    }
-    println!(
-        "{} objects: {} denied, {} allowed",
-        results.len(),
-        denied,
-        results.len() - denied
-    );
 }

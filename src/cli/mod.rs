@@ -4,12 +4,16 @@ pub mod audit;
 pub mod bench;
 pub mod certs;
 pub mod check;
+pub mod completions;
 pub mod eval;
+mod eval_report;
+mod explain;
+pub mod new;
 pub mod serve;
 pub mod test;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -95,14 +99,45 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Certificate tools.
     Certs(certs::CertsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Start something new: `regate new policy <id>` writes a policy, its tests and a case.
+    New(new::NewArgs),
+}
+
+/// An error's message with its causes, each said once: thiserror types already include their
+/// source in their message, and anyhow's chain would repeat it.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// Whether the error is standard output's reader having gone away (`regate … | head`).
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Where policies and config come from: shared by every subcommand that evaluates.
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
-    /// Policy directory; when it does not exist, the embedded default policies are used.
-    #[arg(long, env = "REGATE_POLICIES", default_value = "policies")]
-    pub policies: PathBuf,
+    /// Policy directory [default: policies/ when it exists, else the embedded default
+    /// policies]. A directory named here must exist.
+    #[arg(long, env = "REGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
     /// Serve the embedded default policies as well as those in --policies.
     #[arg(long, env = "REGATE_INCLUDE_DEFAULTS", default_value_t = false)]
     pub include_defaults: bool,
@@ -111,13 +146,54 @@ pub struct PolicyArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The policy directory used when none is named.
+pub const DEFAULT_POLICY_DIR: &str = "policies";
+
+/// The directory a command reads: the one the user named, which must exist, or `policies/`
+/// (absent: the embedded defaults).
+pub fn policy_dir(named: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match named {
+        Some(dir) if !dir.exists() => {
+            anyhow::bail!("policy directory {}: no such directory", dir.display())
+        }
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(PathBuf::from(DEFAULT_POLICY_DIR)),
+    }
+}
+
+/// Says on standard error which policies a command judges with, so that a run on the
+/// embedded defaults is never mistaken for a run on the author's files.
+pub fn announce_policies(set: &PolicySet, dirs: &[PathBuf]) {
+    let count = set.policies.len();
+    let policies = if count == 1 { "policy" } else { "policies" };
+    let dirs = dirs
+        .iter()
+        .filter(|d| d.exists())
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>();
+    if dirs.is_empty() {
+        eprintln!(
+            "regate: {count} embedded default {policies} (no {DEFAULT_POLICY_DIR}/ directory here)"
+        );
+    } else if set.uses_embedded {
+        eprintln!(
+            "regate: {count} {policies} from {} and the embedded defaults",
+            dirs.join(", ")
+        );
+    } else {
+        eprintln!("regate: {count} {policies} from {}", dirs.join(", "));
+    }
+}
+
 impl PolicyArgs {
-    pub fn sources(&self) -> crate::policy::reload::PolicySources {
-        crate::policy::reload::PolicySources {
-            dir: self.policies.clone(),
+    /// Where the set comes from; an error when `--policies` names a directory that does not
+    /// exist.
+    pub fn sources(&self) -> anyhow::Result<crate::policy::reload::PolicySources> {
+        Ok(crate::policy::reload::PolicySources {
+            dir: policy_dir(self.policies.as_deref())?,
             include_defaults: self.include_defaults,
             config: self.config.clone(),
-        }
+        })
     }
 
     pub fn load_config(&self) -> anyhow::Result<Config> {
@@ -136,9 +212,11 @@ impl PolicyArgs {
             config.environments.namespaces =
                 crate::config::indexmap_like::OrderedMap(vec![("*".to_string(), env)]);
         }
-        let (sources, _) = source::resolve(&self.policies, self.include_defaults)
-            .with_context(|| format!("loading policies from {}", self.policies.display()))?;
+        let dir = policy_dir(self.policies.as_deref())?;
+        let (sources, _) = source::resolve(&dir, self.include_defaults)
+            .with_context(|| format!("loading policies from {}", dir.display()))?;
         let set = PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default())?;
+        announce_policies(&set, &[dir]);
         Ok(set)
     }
 }

@@ -91,7 +91,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         tls_cert,
         tls_key,
         client_ca: args.client_ca.clone(),
-        sources: args.policy.sources(),
+        sources: args.policy.sources()?,
         watch: true,
         watch_namespaces,
     };

@@ -31,6 +31,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("policies"), PathBuf::from("tests/policies")]
     } else {
+        // A path the user named must exist: a typo must not run the defaults and pass.
+        for path in &args.paths {
+            if !path.exists() {
+                anyhow::bail!("{}: no such file or directory", path.display());
+            }
+        }
         args.paths.clone()
     };
     let (policy_dirs, case_paths): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -45,15 +51,38 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         config,
         coverage: args.coverage,
     };
+    let dirs = plan.policy_dirs.clone();
     let report = testing::run(&plan)?;
+    let existing: Vec<String> = dirs
+        .iter()
+        .filter(|d| d.exists())
+        .map(|d| d.display().to_string())
+        .collect();
+    if existing.is_empty() {
+        eprintln!("regate: testing the embedded default policies (no policies/ directory here)");
+    } else {
+        eprintln!("regate: testing the policies in {}", existing.join(", "));
+    }
     for r in &report.results {
         match &r.outcome {
             Outcome::Pass if args.verbose => {
                 println!("PASS  {}:{}: {} ({:?})", r.file, r.line, r.name, r.duration)
             }
             Outcome::Pass => {}
-            Outcome::Fail(why) => println!("FAIL  {}:{}: {}: {why}", r.file, r.line, r.name),
-            Outcome::Error(why) => println!("ERROR {}:{}: {}: {why}", r.file, r.line, r.name),
+            Outcome::Fail(why) => println!(
+                "FAIL  {}:{}: {}: {}",
+                r.file,
+                r.line,
+                r.name,
+                indent_more(why)
+            ),
+            Outcome::Error(why) => println!(
+                "ERROR {}:{}: {}: {}",
+                r.file,
+                r.line,
+                r.name,
+                indent_more(why)
+            ),
         }
         if args.verbose || !r.passed() {
             for line in &r.output {
@@ -74,6 +103,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     }
     println!("{} passed, {} failed", report.passed(), report.failed());
     Ok(if report.failed() > 0 { 1 } else { 0 })
+}
+
+/// Continuation lines of a message (regorus's source excerpt), indented under the result.
+fn indent_more(text: &str) -> String {
+    text.lines().collect::<Vec<_>>().join("\n      ")
 }
 
 fn holds_rego(path: &std::path::Path) -> bool {

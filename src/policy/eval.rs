@@ -215,9 +215,18 @@ fn failure_of(error: &anyhow::Error, redact: bool) -> EvalFailure {
     let detail = if redact {
         String::new()
     } else {
-        let text = error.to_string();
-        let first: String = text.lines().take(3).collect::<Vec<_>>().join(" ");
-        first.chars().take(400).collect()
+        // regorus's whole message, location first (its first lines are only the excerpt's
+        // frame), bounded.
+        let mut whole = String::new();
+        for cause in error.chain() {
+            let part = cause.to_string();
+            if !whole.contains(&part) {
+                whole.push_str(&part);
+                whole.push('\n');
+            }
+        }
+        let text = crate::policy::rego_error::located(&whole);
+        text.chars().take(800).collect()
     };
     EvalFailure { reason, detail }
 }

@@ -189,7 +189,19 @@ pub struct MetadataError {
 const VALID_OPERATIONS: [&str; 2] = ["CREATE", "UPDATE"];
 
 /// Finds and parses the `# METADATA` block. `Ok(None)` when the file has none (a library file).
+/// The first problem only; [`parse_all`] gives every one.
 pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
+    parse_all(source).map_err(|errors| {
+        errors.into_iter().next().unwrap_or(MetadataError {
+            line: 1,
+            column: 1,
+            message: "invalid METADATA".to_string(),
+        })
+    })
+}
+
+/// [`parse`], with every problem of the block at once, each at the line of its key.
+pub fn parse_all(source: &str) -> Result<Option<PolicyMeta>, Vec<MetadataError>> {
     let lines: Vec<&str> = source.lines().collect();
     let Some(start) = lines.iter().position(|l| l.trim() == "# METADATA") else {
         return Ok(None);
@@ -204,58 +216,89 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
         yaml.push('\n');
     }
     let first_yaml_line = start + 2;
-    crate::yaml_depth::check(&yaml).map_err(|e| MetadataError {
-        line: first_yaml_line + e.line.saturating_sub(1),
-        column: 1,
-        message: format!("METADATA: {}", e.reason()),
+    crate::yaml_depth::check(&yaml).map_err(|e| {
+        vec![MetadataError {
+            line: first_yaml_line + e.line.saturating_sub(1),
+            column: 1,
+            message: format!("METADATA: {}", e.reason()),
+        }]
     })?;
     let raw: RawMetadata = serde_yaml::from_str(&yaml).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column() + 2))
             .unwrap_or((1, 1));
-        MetadataError {
+        vec![MetadataError {
             line: first_yaml_line + line.saturating_sub(1),
             column,
             message: format!("METADATA: {}", strip_location(&e.to_string())),
-        }
+        }]
     })?;
     let at_block = |message: String| MetadataError {
         line: start + 1,
         column: 1,
         message,
     };
+    // The line of a key (or list item) inside the block, for errors about its value.
+    let at_key = |key: &str, message: String| {
+        let block = lines[start + 1..]
+            .iter()
+            .take_while(|l| l.trim_start().starts_with('#'));
+        let found = block.enumerate().find_map(|(i, l)| {
+            let text = l.trim_start().trim_start_matches('#').trim_start();
+            text.starts_with(key)
+                .then(|| (start + 2 + i, l.len() - text.len() + 1))
+        });
+        match found {
+            Some((line, column)) => MetadataError {
+                line,
+                column,
+                message,
+            },
+            None => at_block(message),
+        }
+    };
     let custom = raw.custom.ok_or_else(|| {
-        at_block(
+        vec![at_block(
             "METADATA has no `custom:` section with the policy's id, severity and kinds".into(),
-        )
+        )]
     })?;
+    let mut errors = Vec::new();
     if custom.id.is_empty()
         || !custom
             .id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Err(at_block(format!(
-            "custom.id {:?} must be lower-case letters, digits and dashes",
-            custom.id
-        )));
+        errors.push(at_key(
+            "id:",
+            format!(
+                "custom.id {:?} must be lower-case letters, digits and dashes",
+                custom.id
+            ),
+        ));
     }
     if custom.kinds.is_empty() {
-        return Err(at_block(format!(
-            "policy {}: custom.kinds must list at least one kind",
-            custom.id
-        )));
+        errors.push(at_key(
+            "kinds:",
+            format!(
+                "policy {}: custom.kinds must list at least one kind",
+                custom.id
+            ),
+        ));
     }
     for kind in &custom.kinds {
         let known = kind == "*"
             || kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
                 && kind.chars().all(|c| c.is_ascii_alphanumeric());
         if !known {
-            return Err(at_block(format!(
-                "policy {}: kind {kind:?} is not a Kubernetes kind (e.g. Pod, Deployment)",
-                custom.id
-            )));
+            errors.push(at_key(
+                "kinds:",
+                format!(
+                    "policy {}: kind {kind:?} is not a Kubernetes kind (e.g. Pod, Deployment)",
+                    custom.id
+                ),
+            ));
         }
     }
     let operations = custom
@@ -263,10 +306,13 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
         .unwrap_or_else(|| VALID_OPERATIONS.iter().map(|s| s.to_string()).collect());
     for op in &operations {
         if !VALID_OPERATIONS.contains(&op.as_str()) {
-            return Err(at_block(format!(
-                "policy {}: operation {op:?} is not judged; use CREATE and/or UPDATE",
-                custom.id
-            )));
+            errors.push(at_key(
+                "operations:",
+                format!(
+                    "policy {}: operation {op:?} is not judged; use CREATE and/or UPDATE",
+                    custom.id
+                ),
+            ));
         }
     }
     for (name, spec) in &custom.parameters {
@@ -274,15 +320,22 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
             for env in Environment::ALL {
                 if let Some(v) = spec.resolve(default, env) {
                     if !spec.kind.accepts(&v) {
-                        return Err(at_block(format!(
-                            "policy {}: parameter {name} default for {env} is {v}, not of type {}",
-                            custom.id,
-                            spec.kind.as_str()
-                        )));
+                        errors.push(at_key(
+                            &format!("{name}:"),
+                            format!(
+                                "policy {}: parameter {name} default for {env} is {v}, not of type {}",
+                                custom.id,
+                                spec.kind.as_str()
+                            ),
+                        ));
+                        break;
                     }
                 }
             }
         }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     Ok(Some(PolicyMeta {
         title: raw.title.unwrap_or_else(|| custom.id.clone()),
@@ -297,6 +350,103 @@ pub fn parse(source: &str) -> Result<Option<PolicyMeta>, MetadataError> {
         subresources: custom.subresources,
         parameters: custom.parameters,
     }))
+}
+
+/// The kinds a stock cluster serves (core, apps, batch, networking, policy, RBAC, storage,
+/// autoscaling, admissionregistration, apiextensions, coordination, discovery, events, node,
+/// scheduling, certificates, flowcontrol): a policy naming another kind matches only custom
+/// resources, so `regate check` questions it.
+pub const BUILT_IN_KINDS: &[&str] = &[
+    "Binding",
+    "ComponentStatus",
+    "ConfigMap",
+    "Endpoints",
+    "Event",
+    "LimitRange",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Pod",
+    "PodTemplate",
+    "ReplicationController",
+    "ResourceQuota",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "ControllerRevision",
+    "DaemonSet",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "CronJob",
+    "Job",
+    "Ingress",
+    "IngressClass",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "CSIDriver",
+    "CSINode",
+    "CSIStorageCapacity",
+    "StorageClass",
+    "VolumeAttachment",
+    "HorizontalPodAutoscaler",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "CustomResourceDefinition",
+    "APIService",
+    "Lease",
+    "EndpointSlice",
+    "RuntimeClass",
+    "PriorityClass",
+    "CertificateSigningRequest",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+    "TokenReview",
+    "SubjectAccessReview",
+    "LocalSubjectAccessReview",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "SelfSubjectReview",
+    "Eviction",
+    "Scale",
+    "ResourceClaim",
+    "ResourceClaimTemplate",
+    "DeviceClass",
+    "ResourceSlice",
+];
+
+/// The known kind `kind` is most likely a misspelling of: case-insensitively at most two
+/// edits away.
+pub fn nearest_kind<'a>(kind: &str, known: &[&'a str]) -> Option<&'a str> {
+    let kind = kind.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&kind, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn strip_location(message: &str) -> String {
@@ -358,6 +508,24 @@ package regate.policies.pod_run_as_non_root
         let bad = POLICY.replace("severity: high", "severity: hihg");
         let err = parse(&bad).err();
         assert_eq!(err.as_ref().map(|e| e.line), Some(6), "{err:?}");
+    }
+
+    #[test]
+    fn misspelt_kinds_find_their_nearest() {
+        assert_eq!(nearest_kind("Confgmap", BUILT_IN_KINDS), Some("ConfigMap"));
+        assert_eq!(
+            nearest_kind("deployment", BUILT_IN_KINDS),
+            Some("Deployment")
+        );
+        assert_eq!(nearest_kind("Certificate", &["Ingress"]), None);
+    }
+
+    #[test]
+    fn every_metadata_problem_at_once_at_its_line() {
+        let text = "# METADATA\n# title: t\n# custom:\n#   id: Bad_Id\n#   severity: low\n#   kinds: []\n#   operations: [DELETE]\npackage regate.policies.x\n";
+        let errors = parse_all(text).err().unwrap_or_default();
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![4, 6, 7], "{errors:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod fast;
 pub mod metadata;
 pub mod patch;
 pub mod recursion;
+pub mod rego_error;
 pub mod reload;
 pub mod set;
 pub mod source;

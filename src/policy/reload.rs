@@ -185,58 +185,77 @@ impl PolicyStore {
 
 /// Watches the policy directory and the config file; after changes settle, reloads off the
 /// request path. Returns the watcher, which stops watching when dropped.
+///
+/// notify reports absolute paths, so nothing is compared with the directory as the user typed
+/// it (`--policies policies` is relative). Two watches cover every way a file changes:
+/// - the directory's real location (symlinks resolved), recursively: writes, creates, deletes
+///   and the renames editors use to save;
+/// - its parent (and the config file's), not recursively, for the names that matter there only:
+///   the directory itself being replaced (a symlinked directory re-pointed, a ConfigMap volume's
+///   `..data` swap) and the config file. After such a swap the first watch is moved to the new
+///   target.
 pub fn watch(
     store: Arc<PolicyStore>,
     debounce: Duration,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let dir = store.sources.dir.clone();
-    let config_name = store
-        .sources
-        .config
+    let dir = absolute(&store.sources.dir);
+    let dir_name = dir.file_name().map(|n| n.to_os_string());
+    let config = store.sources.config.as_deref().map(absolute);
+    let config_name = config
         .as_ref()
         .and_then(|c| c.file_name())
         .map(|n| n.to_os_string());
-    let relevant = move |path: &Path| {
-        if path.starts_with(&dir) {
-            return true;
-        }
-        // A mounted ConfigMap swaps its `..data` symlink rather than writing the file.
+    let relevant_in_parent = move |path: &Path| {
         path.file_name().is_some_and(|n| {
-            Some(n.to_os_string()) == config_name || n.to_string_lossy().starts_with("..")
+            Some(n) == dir_name.as_deref()
+                || Some(n) == config_name.as_deref()
+                // A mounted ConfigMap swaps its `..data` symlink rather than writing the file.
+                || n.to_string_lossy().starts_with("..")
         })
     };
+    let parent_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if !matches!(event.kind, notify::EventKind::Access(_))
-                && event.paths.iter().any(|p| relevant(p))
-            {
-                let _ = tx.send(());
+            if changes(&event) && event.paths.iter().any(|p| relevant_in_parent(p)) {
+                let _ = parent_tx.send(());
             }
         }
     })?;
-    let mut watched = Vec::new();
-    if store.sources.dir.exists() {
-        watcher.watch(&store.sources.dir, RecursiveMode::Recursive)?;
-        watched.push(store.sources.dir.clone());
+    let mut parents: Vec<PathBuf> = Vec::new();
+    if store.dir_at_start {
+        parents.extend(dir.parent().map(Path::to_path_buf));
     }
-    if let Some(config) = &store.sources.config {
-        // Watch the folder: editors and ConfigMap mounts replace the file rather than write it.
-        let parent = config
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !watched.iter().any(|w| parent.starts_with(w)) {
-            watcher.watch(parent, RecursiveMode::NonRecursive)?;
-        }
+    if let Some(config) = &config {
+        parents.extend(config.parent().map(Path::to_path_buf));
     }
+    parents.dedup();
+    for parent in &parents {
+        watcher.watch(parent, RecursiveMode::NonRecursive)?;
+    }
+    let mut tree = TreeWatch::default();
+    tree.arm(&dir, &tx)?;
     std::thread::Builder::new()
         .name("regate-policy-watch".into())
         .spawn(move || {
-            while rx.recv().is_ok() {
+            loop {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(()) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        // The server is gone when this thread holds the last reference.
+                        if Arc::strong_count(&store) == 1 {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
                 // Let a burst of writes settle: the reload sees the final state.
                 while rx.recv_timeout(debounce).is_ok() {}
+                if let Err(e) = tree.arm(&dir, &tx) {
+                    warn!(error = %e, "cannot watch the policy directory after it changed");
+                }
                 if store.reload("file change").is_err() {
                     warn!("serving the last good policy set until the files are fixed");
                 }
@@ -244,4 +263,49 @@ pub fn watch(
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;
     Ok(watcher)
+}
+
+/// Whether a file event can change what a reload reads.
+fn changes(event: &notify::Event) -> bool {
+    !matches!(event.kind, notify::EventKind::Access(_))
+}
+
+/// `path` made absolute against the working directory, without resolving symlinks.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The recursive watch on the policy directory's real location, moved when that changes.
+#[derive(Default)]
+struct TreeWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    target: Option<PathBuf>,
+}
+
+impl TreeWatch {
+    /// Watches where `dir` points now, unless that is already watched; nothing while it does
+    /// not exist.
+    fn arm(&mut self, dir: &Path, tx: &std::sync::mpsc::Sender<()>) -> notify::Result<()> {
+        use notify::{RecursiveMode, Watcher};
+        let Ok(target) = std::fs::canonicalize(dir) else {
+            self.watcher = None;
+            self.target = None;
+            return Ok(());
+        };
+        if self.target.as_ref() == Some(&target) && self.watcher.is_some() {
+            return Ok(());
+        }
+        let tx = tx.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // Everything under the directory is the policy set's input.
+                if event.is_ok_and(|e| changes(&e)) {
+                    let _ = tx.send(());
+                }
+            })?;
+        watcher.watch(&target, RecursiveMode::Recursive)?;
+        self.watcher = Some(watcher);
+        self.target = Some(target);
+        Ok(())
+    }
 }

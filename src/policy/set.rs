@@ -258,10 +258,11 @@ impl PolicySet {
         }
         for id in config.policies.keys() {
             if !policies.iter().any(|p| &p.meta.id == id) {
+                let (file, line, column) = config.locate("policies", &[id]);
                 errors.push(LoadError::new(
-                    "regate.yaml",
-                    1,
-                    1,
+                    &file,
+                    line,
+                    column,
                     format!("policies.{id}: no loaded policy has this id"),
                 ));
             }
@@ -485,9 +486,18 @@ pub(crate) fn timer(limit: Duration) -> ExecutionTimerConfig {
     }
 }
 
-/// Parses a regorus error message for `file:line:col`, so load errors point at the right place.
+/// Parses a regorus error message for `file:line:col`, so load errors point at the right place
+/// and say regorus's reason once.
 pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
-    // regorus formats parse errors as "<file>:<line>:<col>: error: ...".
+    if let Some(m) = crate::policy::rego_error::parse(message) {
+        let mut text = m.reason;
+        if !m.excerpt.is_empty() {
+            text.push('\n');
+            text.push_str(&m.excerpt);
+        }
+        return LoadError::new(&m.file, m.line, m.column, text);
+    }
+    // The older form: "<file>:<line>:<col>: error: ...".
     let first = message.lines().next().unwrap_or(message);
     if let Some(rest) = first.strip_prefix(file).and_then(|r| r.strip_prefix(':')) {
         let mut parts = rest.splitn(3, ':');
@@ -496,7 +506,7 @@ pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
         if let (Some(line), Some(col)) = (line, col) {
             let text = parts.next().unwrap_or("").trim();
             let detail: Vec<&str> = message.lines().skip(1).collect();
-            let mut msg = text.trim_start_matches("error:").trim().to_string();
+            let mut msg = text.to_string();
             if !detail.is_empty() {
                 msg.push('\n');
                 msg.push_str(&detail.join("\n"));
@@ -504,7 +514,7 @@ pub fn locate_regorus_error(file: &str, message: &str) -> LoadError {
             return LoadError::new(file, line, col, msg);
         }
     }
-    LoadError::new(file, 1, 1, message.to_string())
+    LoadError::new(file, 1, 1, message.trim().to_string())
 }
 
 pub(crate) fn new_engine(
@@ -533,7 +543,7 @@ fn compile_policy(
     library_base: &Result<Engine, Vec<LoadError>>,
     config: &Config,
 ) -> Result<CompiledPolicy, Vec<LoadError>> {
-    let meta = match metadata::parse(&source.text) {
+    let meta = match metadata::parse_all(&source.text) {
         Ok(Some(meta)) => meta,
         Ok(None) => {
             return Err(vec![LoadError::new(
@@ -543,13 +553,11 @@ fn compile_policy(
                 "no # METADATA block",
             )]);
         }
-        Err(e) => {
-            return Err(vec![LoadError::new(
-                &source.name,
-                e.line,
-                e.column,
-                e.message,
-            )])
+        Err(errors) => {
+            return Err(errors
+                .into_iter()
+                .map(|e| LoadError::new(&source.name, e.line, e.column, e.message))
+                .collect())
         }
     };
     let expected = meta.package();
@@ -619,10 +627,11 @@ fn compile_policy(
                 .and_then(|v| spec.resolve(v, env));
             if let Some(value) = value {
                 if !spec.kind.accepts(&value) {
+                    let (file, line, column) = config.locate("policies", &[&meta.id, name]);
                     errors.push(LoadError::new(
-                        "regate.yaml",
-                        1,
-                        1,
+                        &file,
+                        line,
+                        column,
                         format!(
                             "policies.{}.parameters.{name}: {value} is not of type {} (for {env})",
                             meta.id,
@@ -636,10 +645,11 @@ fn compile_policy(
         if let Some(o) = overrides {
             for name in o.parameters.keys() {
                 if !meta.parameters.contains_key(name) && env == Environment::Production {
+                    let (file, line, column) = config.locate("policies", &[&meta.id, name]);
                     errors.push(LoadError::new(
-                        "regate.yaml",
-                        1,
-                        1,
+                        &file,
+                        line,
+                        column,
                         format!(
                             "policies.{}.parameters.{name}: the policy declares no such parameter (it has: {})",
                             meta.id,
@@ -752,10 +762,11 @@ fn compile_exceptions(config: &Config, errors: &mut Vec<LoadError>) -> Vec<Compi
         match globset::Glob::new(p) {
             Ok(g) => Some(g.compile_matcher()),
             Err(e) => {
+                let (file, line, column) = config.locate("exceptions", &[p.as_str()]);
                 errors.push(LoadError::new(
-                    "regate.yaml",
-                    1,
-                    1,
+                    &file,
+                    line,
+                    column,
                     format!("exceptions: {what} {p:?}: {e}"),
                 ));
                 None

@@ -172,9 +172,15 @@ impl Server {
         } = self;
         let limits = state.limits.clone();
         let set = state.store.current();
+        // The bound addresses (a port of 0 is chosen by the system), and "off" for no metrics.
+        let listen = listener.local_addr().unwrap_or(config.listen);
+        let metrics_listen = metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
         info!(
-            listen = %config.listen,
-            metrics_listen = ?config.metrics_listen,
+            listen = %listen,
+            metrics_listen = %metrics_listen,
             policies = set.policies.len(),
             embedded_defaults = set.uses_embedded,
             mode = ?set.config.mode,

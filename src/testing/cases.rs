@@ -311,7 +311,7 @@ fn summary(decision: &Decision) -> String {
         decision
             .failures
             .iter()
-            .map(|f| format!("error {}: {}", f.policy, f.reason.describe())),
+            .map(|f| format!("error {}: {}", f.policy, f.describe())),
     );
     if parts.is_empty() {
         "no violations".to_string()

@@ -42,14 +42,7 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
     engine.set_enable_coverage(coverage);
     for m in &modules {
         if let Err(e) = engine.add_policy(m.name.clone(), m.text.clone()) {
-            results.push(TestResult {
-                file: m.name.clone(),
-                line: 1,
-                name: "compile".to_string(),
-                outcome: Outcome::Error(first_lines(&e.to_string())),
-                output: Vec::new(),
-                duration: Duration::ZERO,
-            });
+            results.push(compile_error(&m.name, &e));
         }
     }
     if results.iter().any(|r| r.outcome != Outcome::Pass) {
@@ -69,14 +62,7 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
         };
         let mut file_engine = engine.clone();
         if let Err(e) = file_engine.add_policy(test_file.name.clone(), test_file.text.clone()) {
-            results.push(TestResult {
-                file: test_file.name.clone(),
-                line: 1,
-                name: "compile".to_string(),
-                outcome: Outcome::Error(first_lines(&e.to_string())),
-                output: Vec::new(),
-                duration: Duration::ZERO,
-            });
+            results.push(compile_error(&test_file.name, &e));
             continue;
         }
         // A recursive rule would overflow the stack and abort `regate test` itself.
@@ -111,7 +97,7 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
                     Outcome::Fail("a body expression was false or undefined".to_string())
                 }
                 Ok(other) => Outcome::Fail(format!("result is {other:?}, not true")),
-                Err(e) => Outcome::Error(first_lines(&e.to_string())),
+                Err(e) => Outcome::Error(crate::policy::rego_error::located(&e.to_string())),
             };
             results.push(TestResult {
                 file: test_file.name.clone(),
@@ -145,8 +131,29 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
     (results, files)
 }
 
-fn first_lines(text: &str) -> String {
-    text.lines().take(4).collect::<Vec<_>>().join(" | ")
+/// A file that does not compile, reported where regorus says the problem is, with its whole
+/// reason ("expecting `)`" included).
+fn compile_error(file: &str, error: &anyhow::Error) -> TestResult {
+    let text = error.to_string();
+    let (file, line, why) = match crate::policy::rego_error::parse(&text) {
+        Some(m) => {
+            let mut why = format!("{}:{}: {}", m.line, m.column, m.reason);
+            if !m.excerpt.is_empty() {
+                why.push('\n');
+                why.push_str(&m.excerpt);
+            }
+            (m.file, m.line, why)
+        }
+        None => (file.to_string(), 1, text.trim().to_string()),
+    };
+    TestResult {
+        file,
+        line,
+        name: "compile".to_string(),
+        outcome: Outcome::Error(why),
+        output: Vec::new(),
+        duration: Duration::ZERO,
+    }
 }
 
 /// `(line, name)` of every rule named `test_*` (its first definition).

@@ -65,14 +65,34 @@ impl CertError {
 #[derive(Debug, Clone)]
 pub struct GeneratedCerts {
     pub ca_path: PathBuf,
+    /// The CA's private key (mode 0600): kept, so the next rotation keeps the same `caBundle`.
+    pub ca_key_path: PathBuf,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     /// The CA certificate, base64-encoded PEM, as a webhook configuration's `caBundle` wants it.
     pub ca_bundle: String,
+    /// Whether the CA already in `out` signed the new certificate (`false`: a new CA).
+    pub reused_ca: bool,
 }
 
-/// Generates a CA and a server certificate (ECDSA P-256, server auth) for `dns_names` and writes
-/// `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `out`.
+/// The files in `out` that generating would replace and that hold something a cluster may
+/// depend on: the server pair, and a CA certificate whose key is gone (it cannot be reused, so
+/// a new CA, and a new `caBundle`, would replace it).
+pub fn would_replace(out: &Path) -> Vec<PathBuf> {
+    let mut replaced: Vec<PathBuf> = ["tls.crt", "tls.key"]
+        .iter()
+        .map(|name| out.join(name))
+        .filter(|p| p.exists())
+        .collect();
+    if out.join("ca.crt").exists() && !out.join("ca.key").exists() {
+        replaced.push(out.join("ca.crt"));
+    }
+    replaced
+}
+
+/// Generates a server certificate (ECDSA P-256, server auth) for `dns_names` and writes
+/// `tls.crt` and `tls.key` (mode 0600) into `out`, signed by the CA in `ca.crt` and `ca.key`
+/// when both are there, else by a new CA written there (`ca.key` mode 0600).
 pub fn generate(
     dns_names: &[String],
     out: &Path,
@@ -86,24 +106,49 @@ pub fn generate(
     let not_before = now - time::Duration::hours(1);
     let not_after = now + time::Duration::days(validity_days);
 
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "regate development CA");
-    ca_params
-        .distinguished_name
-        .push(DnType::OrganizationName, "regate");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params.not_before = not_before;
-    ca_params.not_after = not_after;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let ca_path = out.join("ca.crt");
+    let ca_key_path = out.join("ca.key");
+    let (issuer, ca_pem, reused_ca) = if ca_path.exists() && ca_key_path.exists() {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| CertError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let ca_pem = read(&ca_path)?;
+        let ca_key = KeyPair::from_pem(&read(&ca_key_path)?).map_err(|e| CertError::Invalid {
+            path: ca_key_path.clone(),
+            message: format!("not a usable CA key: {e}"),
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| CertError::Invalid {
+            path: ca_path.clone(),
+            message: format!("not a usable CA certificate: {e}"),
+        })?;
+        (issuer, ca_pem, true)
+    } else {
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "regate development CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "regate");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        // The CA outlives the certificates it signs, so rotating them keeps the caBundle.
+        ca_params.not_before = not_before;
+        ca_params.not_after = now + time::Duration::days(validity_days.max(1) * 10);
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        // The key first: a CA certificate without its key could never sign again.
+        write_file(&ca_key_path, ca_key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&ca_path, ca_cert.pem().as_bytes(), 0o644)?;
+        (Issuer::new(ca_params, ca_key), ca_cert.pem(), false)
+    };
 
     let mut names: Vec<String> = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     for n in dns_names {
@@ -124,18 +169,19 @@ pub fn generate(
     params.not_after = not_after;
     let server_cert = params.signed_by(&server_key, &issuer)?;
 
-    let ca_path = out.join("ca.crt");
     let cert_path = out.join("tls.crt");
     let key_path = out.join("tls.key");
-    write_file(&ca_path, ca_cert.pem().as_bytes(), 0o644)?;
-    // The chain lets clients that only trust the CA verify without extra configuration.
-    write_file(&cert_path, server_cert.pem().as_bytes(), 0o644)?;
+    // The key first: a watcher that sees the new certificate finds its key already in place
+    // or refuses the mismatched pair until it is.
     write_file(&key_path, server_key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&cert_path, server_cert.pem().as_bytes(), 0o644)?;
     Ok(GeneratedCerts {
-        ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+        ca_bundle: base64::engine::general_purpose::STANDARD.encode(&ca_pem),
         ca_path,
+        ca_key_path,
         cert_path,
         key_path,
+        reused_ca,
     })
 }
 
