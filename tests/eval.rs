@@ -223,7 +223,7 @@ fn embedded_defaults_when_no_policy_directory() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("9 policies OK (embedded defaults)"),
+        stdout.contains("10 policies OK (embedded defaults)"),
         "{stdout}"
     );
 }
