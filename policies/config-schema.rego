@@ -24,7 +24,7 @@ package regate.policies.config_schema
 
 import data.regate.lib.regate
 import data.regate.lib.secret
-import rego.v1
+import rego.va
 
 env := regate.environment
 
@@ -50,27 +50,23 @@ labels := regate.object_or_empty(object.get(metadata, "labels", {}))
 
 # --- the key/value map -------------------------------------------------------------------------
 
-# key -> value (a string), and key -> where it is written.
-values[key] := regate.str(raw) if {
+# key -> value (a string), and key -> where it is written. (One definition each: regorus's
+# bytecode would not report two that disagree.)
+configmap_values := {key: text |
 	regate.kind == "ConfigMap"
 	some key, raw in regate.object_or_empty(object.get(regate.obj, "data", {}))
-	regate.str(raw)
+	text := regate.str(raw)
+	is_string(text)
 }
 
-values[entry.key] := entry.text if {
-	some entry in secret.entries
-	entry.valid
-}
+secret_values := {entry.key: entry.text | some entry in secret.entries; entry.valid}
 
-sources[key] := "data" if {
-	regate.kind == "ConfigMap"
-	some key, _ in values
-}
+values := object.union(configmap_values, secret_values)
 
-sources[entry.key] := entry.source if {
-	some entry in secret.entries
-	entry.valid
-}
+sources := object.union(
+	{key: "data" | some key, _ in configmap_values},
+	{entry.key: entry.source | some entry in secret.entries; entry.valid},
+)
 
 # --- which entries apply -----------------------------------------------------------------------
 
@@ -134,11 +130,47 @@ base_schema(entry) := regate.object_or_empty(object.get(entry, "schema", {}))
 # the patch (outside arrays, which are replaced whole) then removes its key.
 merge_patch(target, patch) := json.remove(object.union(target, patch), null_paths(patch))
 
-null_paths(patch) := [path |
-	walk(patch, [path, value])
-	value == null
-	count([k | some k in path; not is_string(k)]) == 0
-]
+# The paths of the patch's nulls, outside arrays, down to six levels (`regate check` refuses a
+# null deeper than that). No `walk`: regorus's bytecode compiler refuses it (and some
+# short variable names, such as `v1` or `va`).
+null_paths(patch) := array.concat(
+	array.concat(
+		[[key_one] | some key_one, val_one in patch; val_one == null],
+		[[key_one, key_two] | some key_one, val_one in patch; is_object(val_one); some key_two, val_two in val_one; val_two == null],
+	),
+	array.concat(
+		array.concat(
+			[[key_one, key_two, key_three] |
+				some key_one, val_one in patch; is_object(val_one)
+				some key_two, val_two in val_one; is_object(val_two)
+				some key_three, val_three in val_two; val_three == null
+			],
+			[[key_one, key_two, key_three, key_four] |
+				some key_one, val_one in patch; is_object(val_one)
+				some key_two, val_two in val_one; is_object(val_two)
+				some key_three, val_three in val_two; is_object(val_three)
+				some key_four, val_four in val_three; val_four == null
+			],
+		),
+		array.concat(
+			[[key_one, key_two, key_three, key_four, key_five] |
+				some key_one, val_one in patch; is_object(val_one)
+				some key_two, val_two in val_one; is_object(val_two)
+				some key_three, val_three in val_two; is_object(val_three)
+				some key_four, val_four in val_three; is_object(val_four)
+				some key_five, val_five in val_four; val_five == null
+			],
+			[[key_one, key_two, key_three, key_four, key_five, key_six] |
+				some key_one, val_one in patch; is_object(val_one)
+				some key_two, val_two in val_one; is_object(val_two)
+				some key_three, val_three in val_two; is_object(val_three)
+				some key_four, val_four in val_three; is_object(val_four)
+				some key_five, val_five in val_four; is_object(val_five)
+				some key_six, val_six in val_five; val_six == null
+			],
+		),
+	),
+)
 
 schema_of(entry) := merge_patch(base_schema(entry), patch) if {
 	patch := object.get(entry, ["environments", env], null)
@@ -188,15 +220,17 @@ property_of(schema, key) := p if {
 
 document(schema) := {key: coerce(property_of(schema, key), raw) | some key, raw in values}
 
-valid(instance, schema) if {
+# The validator's verdict only: its message may quote the value. (Read positively: a value
+# read only under `not` would keep the policy off regorus's bytecode.)
+invalid(instance, schema) if {
 	[ok, _] := json.match_schema(instance, schema)
-	ok == true
+	ok == false
 }
 
 # `format` is an annotation in draft 2020-12: the validator asserts it in its draft-07 mode.
-keyword_schema("format", rule) := {"$schema": "http://json-schema.org/draft-07/schema#", "format": rule}
-
-keyword_schema(keyword, rule) := {keyword: rule} if keyword != "format"
+keyword_schema(keyword, rule) := {"$schema": "http://json-schema.org/draft-07/schema#", "format": rule} if {
+	keyword == "format"
+} else := {keyword: rule}
 
 value_keywords := [
 	"type", "enum", "const", "pattern", "format", "minLength", "maxLength",
@@ -212,47 +246,50 @@ else := sprintf("%v", [x])
 
 listed(xs) := concat(", ", [shown(x) | some x in regate.array_or_empty(xs)])
 
-type_phrase("integer") := "an integer"
+type_phrase(t) := "an integer" if {
+	t == "integer"
+} else := "a number" if {
+	t == "number"
+} else := "true or false" if {
+	t == "boolean"
+} else := "a string" if {
+	t == "string"
+} else := sprintf("of type %v", [t])
 
-type_phrase("number") := "a number"
-
-type_phrase("boolean") := "true or false"
-
-type_phrase("string") := "a string"
-
-type_phrase(t) := sprintf("of type %v", [t]) if not t in {"integer", "number", "boolean", "string"}
-
-rule_text("type", t) := sprintf("must be %s", [type_phrase(t)]) if is_string(t)
-
-rule_text("type", t) := sprintf("must be of one of the types %s", [listed(t)]) if is_array(t)
-
-rule_text("enum", rule) := sprintf("must be one of %s", [listed(rule)])
-
-rule_text("const", rule) := sprintf("must be %s", [shown(rule)])
-
-rule_text("pattern", rule) := sprintf("does not match the required format %s", [shown(rule)])
-
-rule_text("format", rule) := sprintf("is not a valid %s", [shown(rule)])
-
-rule_text("minLength", rule) := sprintf("is shorter than %v characters", [rule])
-
-rule_text("maxLength", rule) := sprintf("is longer than %v characters", [rule])
-
-rule_text("minimum", rule) := sprintf("must be at least %v", [rule])
-
-rule_text("maximum", rule) := sprintf("must be at most %v", [rule])
-
-rule_text("exclusiveMinimum", rule) := sprintf("must be greater than %v", [rule])
-
-rule_text("exclusiveMaximum", rule) := sprintf("must be less than %v", [rule])
-
-rule_text("anyOf", _) := "matches none of its allowed alternatives (anyOf)"
-
-rule_text("oneOf", _) := "must match exactly one of its alternatives (oneOf)"
-
-rule_text("allOf", _) := "breaks one of its rules (allOf)"
-
-rule_text("not", _) := "matches a schema it must not match (not)"
+# What a broken keyword of a property says. (One definition with `else`: regorus's bytecode
+# would not report two definitions that disagree.)
+rule_text(keyword, rule) := sprintf("must be %s", [type_phrase(rule)]) if {
+	keyword == "type"
+	is_string(rule)
+} else := sprintf("must be of one of the types %s", [listed(rule)]) if {
+	keyword == "type"
+} else := sprintf("must be one of %s", [listed(rule)]) if {
+	keyword == "enum"
+} else := sprintf("must be %s", [shown(rule)]) if {
+	keyword == "const"
+} else := sprintf("does not match the required format %s", [shown(rule)]) if {
+	keyword == "pattern"
+} else := sprintf("is not a valid %s", [shown(rule)]) if {
+	keyword == "format"
+} else := sprintf("is shorter than %v characters", [rule]) if {
+	keyword == "minLength"
+} else := sprintf("is longer than %v characters", [rule]) if {
+	keyword == "maxLength"
+} else := sprintf("must be at least %v", [rule]) if {
+	keyword == "minimum"
+} else := sprintf("must be at most %v", [rule]) if {
+	keyword == "maximum"
+} else := sprintf("must be greater than %v", [rule]) if {
+	keyword == "exclusiveMinimum"
+} else := sprintf("must be less than %v", [rule]) if {
+	keyword == "exclusiveMaximum"
+} else := "matches none of its allowed alternatives (anyOf)" if {
+	keyword == "anyOf"
+} else := "must match exactly one of its alternatives (oneOf)" if {
+	keyword == "oneOf"
+} else := "breaks one of its rules (allOf)" if {
+	keyword == "allOf"
+} else := "matches a schema it must not match (not)"
 
 # Alternatives that only require keys read as "at least one of these keys".
 required_only(alternatives) if {
@@ -282,7 +319,7 @@ rule_findings contains {"entry": i, "msg": msg, "path": path} if {
 	some keyword in value_keywords
 	some k, rule in property
 	k == keyword
-	not valid(value, keyword_schema(keyword, rule))
+	invalid(value, keyword_schema(keyword, rule))
 	msg := sprintf("%s: %s %s in %s", [entry_name(i, entry), key, rule_text(keyword, rule), env])
 	path := sprintf("%s[%s]", [sources[key], key])
 }
@@ -328,7 +365,7 @@ rule_findings contains {"entry": i, "msg": msg, "path": sprintf("%s[%s]", [sourc
 	is_object(other)
 	some key, raw in values
 	not properties_of(schema)[key]
-	not valid(coerce(other, raw), other)
+	invalid(coerce(other, raw), other)
 	msg := sprintf("%s: %s breaks the rules for keys not listed in properties in %s", [entry_name(i, entry), key, env])
 }
 
@@ -340,17 +377,17 @@ rule_findings contains {"entry": i, "msg": msg, "path": "data"} if {
 	some keyword in ["anyOf", "oneOf", "allOf", "not"]
 	some k, rule in schema
 	k == keyword
-	not valid(document(schema), {keyword: rule})
+	invalid(document(schema), {keyword: rule})
 	msg := sprintf("%s: %s in %s", [entry_name(i, entry), whole_text(keyword, rule), env])
 }
 
-whole_text("anyOf", rule) := alternatives_text(rule)
-
-whole_text("oneOf", _) := "the keys must match exactly one of the alternatives (oneOf)"
-
-whole_text("allOf", _) := "the keys break one of the rules (allOf)"
-
-whole_text("not", _) := "the keys match a schema they must not match (not)"
+whole_text(keyword, rule) := alternatives_text(rule) if {
+	keyword == "anyOf"
+} else := "the keys must match exactly one of the alternatives (oneOf)" if {
+	keyword == "oneOf"
+} else := "the keys break one of the rules (allOf)" if {
+	keyword == "allOf"
+} else := "the keys match a schema they must not match (not)"
 
 flagged_by_rules contains f.entry if some f in rule_findings
 
@@ -361,7 +398,7 @@ fallback_findings contains {"entry": i, "msg": msg, "path": "data"} if {
 	applies(entry)
 	not i in flagged_by_rules
 	schema := schema_of(entry)
-	not valid(document(schema), schema)
+	invalid(document(schema), schema)
 	msg := sprintf("%s: the keys do not satisfy the schema in %s", [entry_name(i, entry), env])
 }
 
