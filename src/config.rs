@@ -947,6 +947,12 @@ mod schema_parameter {
                         "a JSON Merge Patch over the schema must be a map (any other value would replace the whole schema)",
                     ));
                 }
+                if let Some(deep) = deep_null(patch, &patch_at, 1) {
+                    return Err(found(
+                        &deep,
+                        "a null (removal) deeper than 6 levels in a merge patch is not supported",
+                    ));
+                }
                 let mut merged = schema.clone();
                 json_patch::merge(&mut merged, patch);
                 check_schema(&merged, &patch_at).map_err(|f| Found {
@@ -959,6 +965,19 @@ mod schema_parameter {
             }
         }
         Ok(())
+    }
+
+    /// The path of a null nested deeper than the policy removes (it unrolls six levels: its
+    /// bytecode has no `walk`).
+    fn deep_null(patch: &Value, at: &[Step], depth: usize) -> Option<Vec<Step>> {
+        let Value::Object(fields) = patch else {
+            return None;
+        };
+        fields.iter().find_map(|(k, v)| match v {
+            Value::Null if depth > 6 => Some(key(at, k)),
+            Value::Object(_) => deep_null(v, &key(at, k), depth + 1),
+            _ => None,
+        })
     }
 
     fn string_list<'a>(value: &'a Value, at: &[Step]) -> Result<Vec<&'a str>, Found> {
@@ -997,9 +1016,8 @@ mod schema_parameter {
                 }
                 "names" | "namespaces" => {
                     for g in string_list(v, &here)? {
-                        globset::Glob::new(g).map_err(|e| {
-                            found(&here, format!("invalid glob {g:?}: {e}"))
-                        })?;
+                        globset::Glob::new(g)
+                            .map_err(|e| found(&here, format!("invalid glob {g:?}: {e}")))?;
                     }
                 }
                 "labels" => check_selector(v, &here)?,
@@ -1451,6 +1469,11 @@ policies:
                 "unknown format \"url\"",
             ),
             ("          schemas: {}\n", 8, "schemas[0].schemas: unknown field"),
+            (
+                "          schema: {}\n          environments:\n            production: {a: {b: {c: {d: {e: {f: {g: null}}}}}}}\n",
+                10,
+                "deeper than 6 levels",
+            ),
         ] {
             let text = entry(body);
             let error = error_of(&text);
@@ -1459,9 +1482,18 @@ policies:
                 "{text}\n=> {error}"
             );
         }
-        let missing = format!("{head}        - match: {{kinds: [Secret]}}\n          schema: {{}}\n");
-        assert!(error_of(&missing).contains("schemas[0]: needs a name"), "{}", error_of(&missing));
+        let missing =
+            format!("{head}        - match: {{kinds: [Secret]}}\n          schema: {{}}\n");
+        assert!(
+            error_of(&missing).contains("schemas[0]: needs a name"),
+            "{}",
+            error_of(&missing)
+        );
         let fixture = include_str!("../fixtures/config-schema/regate.yaml");
-        assert!(Config::parse(fixture, Path::new("regate.yaml")).is_ok(), "{}", error_of(fixture));
+        assert!(
+            Config::parse(fixture, Path::new("regate.yaml")).is_ok(),
+            "{}",
+            error_of(fixture)
+        );
     }
 }

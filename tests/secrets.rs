@@ -722,7 +722,11 @@ async fn config_schema_rules_fire_over_tls_and_never_quote_a_value() {
     let mut messages = String::new();
     for (i, object) in config_schema_objects().into_iter().enumerate() {
         let kind = object["kind"].as_str().unwrap().to_string();
-        let resource = if kind == "Secret" { "secrets" } else { "configmaps" };
+        let resource = if kind == "Secret" {
+            "secrets"
+        } else {
+            "configmaps"
+        };
         let body = serde_json::to_vec(&json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {
@@ -737,8 +741,14 @@ async fn config_schema_rules_fire_over_tls_and_never_quote_a_value() {
         assert_eq!(status, 200, "{answer}");
         assert_clean("config-schema answer", &answer.to_string());
         let (message, _, _) = texts_of(&answer);
-        for part in message.split("; [").filter(|p| p.contains("config-schema]")) {
-            assert!(!part.contains("[redacted]"), "a message quoted a value: {part}");
+        for part in message
+            .split("; [")
+            .filter(|p| p.contains("config-schema]"))
+        {
+            assert!(
+                !part.contains("[redacted]"),
+                "a message quoted a value: {part}"
+            );
         }
         messages.push_str(&message);
         messages.push('\n');
@@ -779,7 +789,13 @@ fn config_schema_eval_and_audit_reports_never_quote_a_value() {
     };
     for output in ["text", "json"] {
         let (code, stdout, stderr) = run(&[
-            "eval", "--config", "regate.yaml", "-f", "manifests", "-o", output,
+            "eval",
+            "--config",
+            "regate.yaml",
+            "-f",
+            "manifests",
+            "-o",
+            output,
         ]);
         assert_eq!(code, 1, "{stdout}\n{stderr}");
         assert_clean(&format!("eval -o {output}"), &stdout);
@@ -791,9 +807,18 @@ fn config_schema_eval_and_audit_reports_never_quote_a_value() {
     }
     for format in ["text", "json", "policyreport", "junit", "sarif", "html"] {
         let (code, stdout, stderr) = run(&[
-            "audit", "--config", "regate.yaml", "-f", "manifests", "-o", format,
+            "audit",
+            "--config",
+            "regate.yaml",
+            "-f",
+            "manifests",
+            "-o",
+            format,
         ]);
-        assert!(code == 0 || code == 1, "{format}: {code}\n{stdout}\n{stderr}");
+        assert!(
+            code == 0 || code == 1,
+            "{format}: {code}\n{stdout}\n{stderr}"
+        );
         assert_clean(&format!("audit -o {format}"), &stdout);
         assert_clean(&format!("audit -o {format} stderr"), &stderr);
         assert!(stdout.contains("canary-rules"), "{format}: {stdout}");
