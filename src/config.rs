@@ -1154,23 +1154,20 @@ mod schema_parameter {
                         }
                     }
                 }
-                "format" => {
-                    if let Some(f) = v.as_str() {
-                        if !FORMATS.contains(&f) {
-                            return Err(found(
-                                &here,
-                                format!("unknown format {f:?} (known: {})", FORMATS.join(", ")),
-                            ));
-                        }
-                    }
-                }
-                "$schema" => {
-                    if v.as_str() != Some(DRAFT_2020_12) {
+                "format" => match v.as_str() {
+                    Some(f) if !FORMATS.contains(&f) => {
                         return Err(found(
                             &here,
-                            format!("config-schema reads draft 2020-12 only ({DRAFT_2020_12})"),
+                            format!("unknown format {f:?} (known: {})", FORMATS.join(", ")),
                         ));
                     }
+                    _ => {}
+                },
+                "$schema" if v.as_str() != Some(DRAFT_2020_12) => {
+                    return Err(found(
+                        &here,
+                        format!("config-schema reads draft 2020-12 only ({DRAFT_2020_12})"),
+                    ));
                 }
                 _ => {}
             }
