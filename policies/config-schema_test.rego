@@ -282,3 +282,10 @@ test_merge_patch_rfc7386 if {
 	policy.merge_patch({"a": {"b": 1, "c": 2}, "d": [1, 2]}, {"a": {"b": null, "e": 3}, "d": [null]}) == {"a": {"c": 2, "e": 3}, "d": [null]}
 	policy.merge_patch({"a": "x"}, {"a": {"b": null, "c": 1}}) == {"a": {"c": 1}}
 }
+
+# A schema the keyword checks do not take apart (here `type` of the whole map): one violation
+# naming the entry, and nothing of the validator's own message.
+test_unnamed_failure_falls_back_to_one_message if {
+	p := {"schemas": [{"name": "shape", "schema": {"type": "array"}}]}
+	deny_in("staging", configmap("x", {"A": canary}), p) == {{"msg": "shape: the keys do not satisfy the schema in staging", "path": "data"}}
+}
