@@ -533,6 +533,18 @@ impl Config {
             path: path.to_path_buf(),
             message,
         })?;
+        schema_parameter::check(&config, text).map_err(|bad| match bad.line {
+            Some((line, column)) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: bad.message,
+            },
+            None => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: bad.message,
+            },
+        })?;
         config.check_ranges(text).map_err(|bad| match bad.line {
             Some((line, column)) => ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -878,6 +890,505 @@ pub mod indexmap_like {
     }
 }
 
+/// `policies.config-schema.parameters.schemas`: the policy reads it as data, so a mistake there
+/// (a misspelt keyword, a selector operator that does not exist) would otherwise only show as a
+/// rule that never fires. Each entry's shape, selector, schema and per-environment merge patches
+/// are checked here, with the schemas compiled by the JSON Schema implementation the policy uses.
+mod schema_parameter {
+    use std::fmt::Write as _;
+
+    use serde_json::Value;
+
+    use super::{key_line, Config};
+
+    const POLICY: &str = "config-schema";
+
+    /// What a schema may say: the keywords the policy reads, and annotations.
+    const KEYWORDS: &[&str] = &[
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "enum",
+        "const",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "dependentRequired",
+        "format",
+        "$schema",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+    ];
+
+    /// Formats the policy asserts (through the validator's draft-07 mode, where `format` is an
+    /// assertion in every implementation).
+    const FORMATS: &[&str] = &[
+        "uri",
+        "uri-reference",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "date",
+        "date-time",
+        "time",
+    ];
+
+    const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    /// A mistake, and where it is written when the line can be found.
+    pub(super) struct Mistake {
+        pub(super) line: Option<(usize, usize)>,
+        pub(super) message: String,
+    }
+
+    struct Found {
+        at: Vec<Step>,
+        message: String,
+    }
+
+    fn found(at: &[Step], message: impl Into<String>) -> Found {
+        Found {
+            at: at.to_vec(),
+            message: message.into(),
+        }
+    }
+
+    fn with(at: &[Step], step: Step) -> Vec<Step> {
+        let mut out = at.to_vec();
+        out.push(step);
+        out
+    }
+
+    fn key(at: &[Step], k: &str) -> Vec<Step> {
+        with(at, Step::Key(k.to_string()))
+    }
+
+    fn shown(at: &[Step]) -> String {
+        let mut out = format!("policies.{POLICY}");
+        for step in at {
+            match step {
+                Step::Key(k) => {
+                    let _ = write!(out, ".{k}");
+                }
+                Step::Index(i) => {
+                    let _ = write!(out, "[{i}]");
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn check(config: &Config, text: &str) -> Result<(), Mistake> {
+        let Some(schemas) = config
+            .policies
+            .get(POLICY)
+            .and_then(|o| o.parameters.get("schemas"))
+        else {
+            return Ok(());
+        };
+        let at = vec![
+            Step::Key("parameters".to_string()),
+            Step::Key("schemas".to_string()),
+        ];
+        check_entries(schemas, &at).map_err(|f| Mistake {
+            line: locate(text, &f.at),
+            message: format!("{}: {}", shown(&f.at), f.message),
+        })
+    }
+
+    fn check_entries(schemas: &Value, at: &[Step]) -> Result<(), Found> {
+        // A list per environment is accepted as for any parameter (`environments` is the
+        // usual way to vary a schema).
+        if let Value::Object(per_env) = schemas {
+            if !per_env.is_empty()
+                && per_env
+                    .keys()
+                    .all(|k| matches!(k.as_str(), "development" | "staging" | "production"))
+            {
+                for (env, list) in per_env {
+                    check_entries(list, &key(at, env))?;
+                }
+                return Ok(());
+            }
+        }
+        let Value::Array(entries) = schemas else {
+            return Err(found(at, "must be a list of entries"));
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            check_entry(entry, &with(at, Step::Index(i)))?;
+        }
+        Ok(())
+    }
+
+    fn check_entry(entry: &Value, at: &[Step]) -> Result<(), Found> {
+        let Value::Object(fields) = entry else {
+            return Err(found(
+                at,
+                "must be a map with name, match, schema and environments",
+            ));
+        };
+        for k in fields.keys() {
+            if !["name", "match", "schema", "environments"].contains(&k.as_str()) {
+                return Err(found(
+                    &key(at, k),
+                    "unknown field (expected name, match, schema, environments)",
+                ));
+            }
+        }
+        match fields.get("name") {
+            Some(Value::String(n)) if !n.trim().is_empty() => {}
+            _ => return Err(found(at, "needs a name (a non-empty string)")),
+        }
+        if let Some(m) = fields.get("match") {
+            check_match(m, &key(at, "match"))?;
+        }
+        let Some(schema) = fields.get("schema") else {
+            return Err(found(at, "needs a schema"));
+        };
+        let schema_at = key(at, "schema");
+        if !schema.is_object() {
+            return Err(found(&schema_at, "must be a JSON Schema object"));
+        }
+        check_schema(schema, &schema_at)?;
+        if let Some(envs) = fields.get("environments") {
+            let envs_at = key(at, "environments");
+            let Value::Object(envs) = envs else {
+                return Err(found(
+                    &envs_at,
+                    "must map development, staging or production to a merge patch",
+                ));
+            };
+            for (env, patch) in envs {
+                let patch_at = key(&envs_at, env);
+                if !["development", "staging", "production"].contains(&env.as_str()) {
+                    return Err(found(
+                        &patch_at,
+                        "unknown environment: expected development, staging or production",
+                    ));
+                }
+                if !patch.is_object() {
+                    return Err(found(
+                        &patch_at,
+                        "a JSON Merge Patch over the schema must be a map (any other value would replace the whole schema)",
+                    ));
+                }
+                if let Some(deep) = deep_null(patch, &patch_at, 1) {
+                    return Err(found(
+                        &deep,
+                        "a null (removal) deeper than 6 levels in a merge patch is not supported",
+                    ));
+                }
+                let mut merged = schema.clone();
+                json_patch::merge(&mut merged, patch);
+                check_schema(&merged, &patch_at).map_err(|f| Found {
+                    message: format!(
+                        "the schema for {env} (after this merge patch) is invalid: {}",
+                        f.message
+                    ),
+                    at: f.at,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of a null nested deeper than the policy removes (it unrolls six levels: its
+    /// bytecode has no `walk`).
+    fn deep_null(patch: &Value, at: &[Step], depth: usize) -> Option<Vec<Step>> {
+        let Value::Object(fields) = patch else {
+            return None;
+        };
+        fields.iter().find_map(|(k, v)| match v {
+            Value::Null if depth > 6 => Some(key(at, k)),
+            Value::Object(_) => deep_null(v, &key(at, k), depth + 1),
+            _ => None,
+        })
+    }
+
+    fn string_list<'a>(value: &'a Value, at: &[Step]) -> Result<Vec<&'a str>, Found> {
+        let Value::Array(items) = value else {
+            return Err(found(at, "must be a list of strings"));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .ok_or_else(|| found(&with(at, Step::Index(i)), "must be a string"))
+            })
+            .collect()
+    }
+
+    fn check_match(m: &Value, at: &[Step]) -> Result<(), Found> {
+        let Value::Object(fields) = m else {
+            return Err(found(
+                at,
+                "must be a map of kinds, names, namespaces and labels",
+            ));
+        };
+        for (k, v) in fields {
+            let here = key(at, k);
+            match k.as_str() {
+                "kinds" => {
+                    for kind in string_list(v, &here)? {
+                        if kind != "ConfigMap" && kind != "Secret" {
+                            return Err(found(
+                                &here,
+                                format!("unknown kind {kind:?}: expected ConfigMap or Secret"),
+                            ));
+                        }
+                    }
+                }
+                "names" | "namespaces" => {
+                    for g in string_list(v, &here)? {
+                        globset::Glob::new(g)
+                            .map_err(|e| found(&here, format!("invalid glob {g:?}: {e}")))?;
+                    }
+                }
+                "labels" => check_selector(v, &here)?,
+                _ => {
+                    return Err(found(
+                        &here,
+                        "unknown field (expected kinds, names, namespaces, labels)",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A Kubernetes label selector: `matchLabels` and `matchExpressions`.
+    fn check_selector(selector: &Value, at: &[Step]) -> Result<(), Found> {
+        let Value::Object(fields) = selector else {
+            return Err(found(
+                at,
+                "must be a label selector (matchLabels, matchExpressions)",
+            ));
+        };
+        for (k, v) in fields {
+            let here = key(at, k);
+            match k.as_str() {
+                "matchLabels" => {
+                    let Value::Object(labels) = v else {
+                        return Err(found(&here, "must map label keys to values"));
+                    };
+                    for (label, value) in labels {
+                        if !value.is_string() {
+                            return Err(found(
+                                &key(&here, label),
+                                "a label value must be a string (quote numbers and booleans)",
+                            ));
+                        }
+                    }
+                }
+                "matchExpressions" => {
+                    let Value::Array(expressions) = v else {
+                        return Err(found(&here, "must be a list of expressions"));
+                    };
+                    for (i, e) in expressions.iter().enumerate() {
+                        check_expression(e, &with(&here, Step::Index(i)))?;
+                    }
+                }
+                _ => {
+                    return Err(found(
+                        &here,
+                        "unknown field (expected matchLabels, matchExpressions)",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_expression(e: &Value, at: &[Step]) -> Result<(), Found> {
+        let Value::Object(fields) = e else {
+            return Err(found(at, "must be a map of key, operator and values"));
+        };
+        for k in fields.keys() {
+            if !["key", "operator", "values"].contains(&k.as_str()) {
+                return Err(found(
+                    &key(at, k),
+                    "unknown field (expected key, operator, values)",
+                ));
+            }
+        }
+        if !fields.get("key").is_some_and(Value::is_string) {
+            return Err(found(at, "needs a key (a string)"));
+        }
+        let values = match fields.get("values") {
+            Some(v) => string_list(v, &key(at, "values"))?.len(),
+            None => 0,
+        };
+        match fields.get("operator").and_then(Value::as_str) {
+            Some("In" | "NotIn") if values == 0 => Err(found(
+                at,
+                "operators In and NotIn need a non-empty list of values",
+            )),
+            Some("Exists" | "DoesNotExist") if values > 0 => Err(found(
+                at,
+                "operators Exists and DoesNotExist take no values",
+            )),
+            Some("In" | "NotIn" | "Exists" | "DoesNotExist") => Ok(()),
+            Some(other) => Err(found(
+                &key(at, "operator"),
+                format!("unknown operator {other:?}: expected In, NotIn, Exists or DoesNotExist"),
+            )),
+            None => Err(found(at, "needs an operator")),
+        }
+    }
+
+    /// Known keywords everywhere, known formats, then the implementation's own verdict
+    /// (the draft 2020-12 meta-schema, regular expressions).
+    fn check_schema(schema: &Value, at: &[Step]) -> Result<(), Found> {
+        check_keywords(schema, at)?;
+        jsonschema::validator_for(schema)
+            .map(|_| ())
+            .map_err(|e| found(at, format!("not a valid JSON Schema: {e}")))
+    }
+
+    fn check_keywords(schema: &Value, at: &[Step]) -> Result<(), Found> {
+        let fields = match schema {
+            Value::Bool(_) => return Ok(()),
+            Value::Object(fields) => fields,
+            _ => return Err(found(at, "a schema must be a map (or true/false)")),
+        };
+        for (k, v) in fields {
+            let here = key(at, k);
+            if !KEYWORDS.contains(&k.as_str()) {
+                return Err(found(
+                    &here,
+                    format!(
+                        "unknown keyword {k:?} (config-schema reads: {})",
+                        KEYWORDS[..19].join(", ")
+                    ),
+                ));
+            }
+            match k.as_str() {
+                "properties" => {
+                    if let Value::Object(props) = v {
+                        for (name, sub) in props {
+                            check_keywords(sub, &key(&here, name))?;
+                        }
+                    }
+                }
+                "additionalProperties" | "not" => check_keywords(v, &here)?,
+                "anyOf" | "oneOf" | "allOf" => {
+                    if let Value::Array(subs) = v {
+                        for (i, sub) in subs.iter().enumerate() {
+                            check_keywords(sub, &with(&here, Step::Index(i)))?;
+                        }
+                    }
+                }
+                "format" => match v.as_str() {
+                    Some(f) if !FORMATS.contains(&f) => {
+                        return Err(found(
+                            &here,
+                            format!("unknown format {f:?} (known: {})", FORMATS.join(", ")),
+                        ));
+                    }
+                    _ => {}
+                },
+                "$schema" if v.as_str() != Some(DRAFT_2020_12) => {
+                    return Err(found(
+                        &here,
+                        format!("config-schema reads draft 2020-12 only ({DRAFT_2020_12})"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The line of the deepest step of `at` that can be found, searching forward from
+    /// `policies:` → `config-schema:` one step at a time (list items by their `- `).
+    fn locate(text: &str, at: &[Step]) -> Option<(usize, usize)> {
+        let lines: Vec<&str> = text.lines().collect();
+        let (start, _) = key_line(text, "policies", POLICY)?;
+        let mut best = Some((start, 1));
+        let mut current = start - 1;
+        for step in at {
+            let next = match step {
+                Step::Key(k) => find_key(&lines, current, k),
+                Step::Index(i) => find_item(&lines, current, *i),
+            };
+            match next {
+                Some((line, column)) => {
+                    current = line;
+                    best = Some((line + 1, column + 1));
+                }
+                None => break,
+            }
+        }
+        best
+    }
+
+    fn find_key(lines: &[&str], from: usize, k: &str) -> Option<(usize, usize)> {
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            for quote in ["", "\"", "'"] {
+                let pattern = format!("{quote}{k}{quote}");
+                let mut search = 0;
+                while let Some(hit) = line[search..].find(&pattern) {
+                    let at = search + hit;
+                    let after = line[at + pattern.len()..].trim_start();
+                    let before = line[..at].chars().last();
+                    if after.starts_with(':') && before.is_none_or(|c| " \t{,-".contains(c)) {
+                        return Some((i, at));
+                    }
+                    search = at + pattern.len();
+                }
+            }
+        }
+        None
+    }
+
+    /// The `index`-th `- ` item of the block list that starts after line `from`.
+    fn find_item(lines: &[&str], from: usize, index: usize) -> Option<(usize, usize)> {
+        let mut indent = None;
+        let mut seen = 0;
+        for (i, line) in lines.iter().enumerate().skip(from + 1) {
+            let trimmed = line.trim_start();
+            let here = line.len() - trimmed.len();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            match indent {
+                None if trimmed.starts_with('-') => indent = Some(here),
+                None => return None,
+                Some(n) if here < n => return None,
+                _ => {}
+            }
+            if Some(here) == indent && trimmed.starts_with('-') {
+                if seen == index {
+                    return Some((i, here));
+                }
+                seen += 1;
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1071,5 +1582,90 @@ policies:
             .collect();
         let msg = error_of(&format!("policies:\n{block}"));
         assert!(msg.contains("nested deeper than 128 levels"), "{msg}");
+    }
+
+    /// `policies.config-schema.parameters.schemas` is checked with the line of the mistake.
+    #[test]
+    fn config_schema_mistakes_are_named_with_their_line() {
+        let head = "environments:\n  default: production\npolicies:\n  config-schema:\n    parameters:\n      schemas:\n";
+        let entry = |body: &str| format!("{head}        - name: app\n{body}");
+        for (body, line, wanted) in [
+            (
+                "          schema:\n            properties:\n              LOG_LEVEL: {maxLenght: 3}\n",
+                10,
+                "schemas[0].schema.properties.LOG_LEVEL.maxLenght: unknown keyword \"maxLenght\"",
+            ),
+            (
+                "          schema:\n            properties:\n              PORT: {minimum: low}\n",
+                8,
+                "schemas[0].schema: not a valid JSON Schema",
+            ),
+            (
+                "          schema:\n            properties:\n              X: {pattern: \"([a-z\"}\n",
+                8,
+                "not a valid JSON Schema",
+            ),
+            (
+                "          schema: {required: [A]}\n          environments:\n            production: [1]\n",
+                10,
+                "environments.production: a JSON Merge Patch over the schema must be a map",
+            ),
+            (
+                "          schema: {required: [A]}\n          environments:\n            production:\n              required: \"A\"\n",
+                10,
+                "the schema for production (after this merge patch) is invalid",
+            ),
+            (
+                "          schema: {required: [A]}\n          environments:\n            prod: {}\n",
+                10,
+                "environments.prod: unknown environment",
+            ),
+            (
+                "          match:\n            labels:\n              matchExpressions: [{key: a, operator: Has}]\n          schema: {}\n",
+                10,
+                "matchExpressions[0].operator: unknown operator \"Has\"",
+            ),
+            (
+                "          match: {names: [\"a[\"]}\n          schema: {}\n",
+                8,
+                "match.names: invalid glob",
+            ),
+            (
+                "          match: {kinds: [Pod]}\n          schema: {}\n",
+                8,
+                "unknown kind \"Pod\"",
+            ),
+            (
+                "          schema: {properties: {U: {format: url}}}\n",
+                8,
+                "unknown format \"url\"",
+            ),
+            ("          schemas: {}\n", 8, "schemas[0].schemas: unknown field"),
+            (
+                "          schema: {}\n          environments:\n            production: {a: {b: {c: {d: {e: {f: {g: null}}}}}}}\n",
+                10,
+                "deeper than 6 levels",
+            ),
+        ] {
+            let text = entry(body);
+            let error = error_of(&text);
+            assert!(
+                error.starts_with(&format!("regate.yaml:{line}:")) && error.contains(wanted),
+                "{text}\n=> {error}"
+            );
+        }
+        let missing =
+            format!("{head}        - match: {{kinds: [Secret]}}\n          schema: {{}}\n");
+        assert!(
+            error_of(&missing).contains("schemas[0]: needs a name"),
+            "{}",
+            error_of(&missing)
+        );
+        let fixture = include_str!("../fixtures/config-schema/regate.yaml");
+        assert!(
+            Config::parse(fixture, Path::new("regate.yaml")).is_ok(),
+            "{}",
+            error_of(fixture)
+        );
     }
 }

@@ -148,7 +148,7 @@ async fn metrics_count_a_known_mix() {
             r#"regate_policy_evaluation_duration_seconds_count{policy="pod-run-as-non-root"}"#
         ) >= 6.0
     );
-    assert_eq!(sample(&metrics, "regate_policies_loaded"), 9.0);
+    assert_eq!(sample(&metrics, "regate_policies_loaded"), 10.0);
     assert_eq!(
         sample(&metrics, r#"regate_policy_reload_total{result="success"}"#),
         1.0
@@ -188,7 +188,7 @@ async fn metrics_count_a_known_mix() {
         .await
         .unwrap();
     assert!(
-        verbose.contains("[+]policies 9 policies loaded"),
+        verbose.contains("[+]policies 10 policies loaded"),
         "{verbose}"
     );
     assert!(verbose.contains("[+]certificate"), "{verbose}");
@@ -305,7 +305,7 @@ async fn decision_logs_are_complete_and_never_carry_secrets() {
     assert!(lines.len() > 10, "JSON log lines: {}", logs.lines().count());
     assert!(lines
         .iter()
-        .any(|l| l["message"] == "regate serving" && l["policies"] == 9));
+        .any(|l| l["message"] == "regate serving" && l["policies"] == 10));
     assert!(
         lines.iter().any(|l| l["message"] == "policy loaded"
             && l["policy"] == "pod-run-as-non-root"

@@ -578,3 +578,249 @@ tests:
     assert_clean("regate verify stdout", &stdout);
     assert_clean("regate verify stderr", &stderr);
 }
+
+// --- config-schema: the seeds' rules, and a Secret canary in every kind of failing rule -------
+
+/// The seeds' entries (fixtures/config-schema/regate.yaml) plus two entries for Secrets named
+/// `canary-*` that every kind of rule breaks, as JSON (which is YAML).
+fn config_schema_config() -> String {
+    let text = std::fs::read_to_string(repo().join("fixtures/config-schema/regate.yaml")).unwrap();
+    let mut config: Value = serde_yaml::from_str(&text).unwrap();
+    let schemas = config["policies"]["config-schema"]["parameters"]["schemas"]
+        .as_array_mut()
+        .unwrap();
+    schemas.push(json!({
+        "name": "canary-rules",
+        "match": {"kinds": ["Secret"], "names": ["canary-*"], "namespaces": ["*-production"]},
+        "schema": {
+            "additionalProperties": false,
+            "required": ["MUST_EXIST"],
+            "properties": {
+                "MIN": {"minLength": 200}, "MAX": {"maxLength": 3},
+                "PAT": {"pattern": "^postgres://"}, "URI": {"format": "uri"},
+                "MAIL": {"format": "email"}, "ENUM": {"enum": ["a", "b"]},
+                "CONST": {"const": "fixed"}, "INT": {"type": "integer"},
+                "NUM": {"type": "number", "exclusiveMaximum": 0}, "BOOL": {"type": "boolean"},
+                "NOT": {"not": {"pattern": "CANARY"}},
+                "ANY": {"anyOf": [{"const": "x"}, {"const": "y"}]},
+                "ONE": {"oneOf": [{"minLength": 1}, {"pattern": "CANARY"}]},
+                "ALL": {"allOf": [{"maxLength": 2}]},
+                "DEP": {}, "MUST_EXIST": {}
+            },
+            "dependentRequired": {"DEP": ["DEP_PARTNER"]},
+            "anyOf": [{"required": ["A_KEY"]}, {"required": ["B_KEY"]}]
+        },
+        "environments": {"production": {"properties": {"MIN": {"minLength": 300}}}}
+    }));
+    schemas.push(json!({"name": "canary-shape", "match": {"names": ["canary-*"]}, "schema": {"type": "array"}}));
+    serde_json::to_string_pretty(&config).unwrap()
+}
+
+/// Breaks every rule of `canary-rules` once, each with a canary value (raw and base64).
+fn canary_secret() -> Value {
+    let c = |tag: &str| format!("CANARY-cs-{tag}-5d1e");
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "canary-app", "namespace": "bytebot-production"},
+        "stringData": {
+            "MIN": c("min"), "MAX": c("max"), "PAT": c("pat"), "URI": c("uri"), "MAIL": c("mail"),
+            "ENUM": c("enum"), "CONST": c("const"), "INT": c("int"), "NUM": "12",
+            "BOOL": c("bool"), "NOT": c("not"), "ANY": c("any"), "ONE": c("one"),
+            "DEP": c("dep"), "EXTRA": c("extra")
+        },
+        "data": {"ALL": b64(&c("all"))}})
+}
+
+/// The messages config-schema gives for `canary_secret()`: one per kind of rule.
+const CANARY_RULES: &[&str] = &[
+    "canary-rules: MIN is shorter than 300 characters in production",
+    "canary-rules: MAX is longer than 3 characters",
+    "canary-rules: PAT does not match the required format ^postgres://",
+    "canary-rules: URI is not a valid uri",
+    "canary-rules: MAIL is not a valid email",
+    "canary-rules: ENUM must be one of a, b",
+    "canary-rules: CONST must be fixed",
+    "canary-rules: INT must be an integer",
+    "canary-rules: NUM must be less than 0",
+    "canary-rules: BOOL must be true or false",
+    "canary-rules: NOT matches a schema it must not match (not)",
+    "canary-rules: ANY matches none of its allowed alternatives (anyOf)",
+    "canary-rules: ONE must match exactly one of its alternatives (oneOf)",
+    "canary-rules: ALL breaks one of its rules (allOf)",
+    "canary-rules: DEP_PARTNER is required when DEP is set",
+    "canary-rules: EXTRA is not an allowed key",
+    "canary-rules: MUST_EXIST is required",
+    "canary-rules: at least one of A_KEY, B_KEY must be set",
+    "canary-shape: the keys do not satisfy the schema in production",
+];
+
+/// One message per seed rule the fixtures break (fixtures/config-schema/manifests).
+const SEED_RULES: &[&str] = &[
+    "bytebot-agent-config: NODE_ENV must be production in production",
+    "bytebot-agent-config: LOG_LEVEL must be one of warn, error in production",
+    "bytebot-agent-config: DEBUG_MODE must be false in production",
+    "bytebot-agent-config: ENABLE_CONFIG_HOT_RELOAD must be true or false in production",
+    "bytebot-agent-config: CONFIG_RELOAD_DEBOUNCE_MS must be at least 100 in production",
+    "bytebot-secrets: JWT_SECRET is shorter than 64 characters in production",
+    "bytebot-secrets: DATABASE_URL does not match the required format",
+    "bytebot-secrets: at least one of ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY must be set in production",
+    "agentforge-config: ENVIRONMENT must be production in production",
+    "agentforge-config: NATS_URL does not match the required format",
+    "agentforge-config: PUBLIC_BASE_URL is not a valid uri in production",
+    "agentforge-config: WORKER_CONCURRENCY must be at most 64 in production",
+    "agentforge-config: REQUEST_TIMEOUT_SECONDS must be greater than 0 in production",
+    "agentforge-config: ALLOWED_HOSTS matches a schema it must not match (not) in production",
+    "agentforge-config: TLS_KEY_PATH is required when TLS_CERT_PATH is set in production",
+    "agentforge-config: ALERT_EMAIL is required in production",
+    "agentforge-config: ALERT_EMAIL is not a valid email in staging",
+    "agentforge-config: WORKER_CONCURRENCY must be an integer in staging",
+    "bi-monitoring-env: LOG_LEVEL must be warning in production",
+    "bi-monitoring-env: ENABLE_PROFILING must be false in production",
+    "bi-monitoring-env: METRICS_RETENTION_DAYS must be at least 90 in production",
+    "bi-monitoring-env: DEBUG_MODE is required in production",
+    "bi-monitoring-env: ENVIRONMENT must be staging in staging",
+    "bi-monitoring-env: LOG_LEVEL must be one of info, warning, error in staging",
+];
+
+/// Every object of the config-schema fixtures, and the canary Secret.
+fn config_schema_objects() -> Vec<Value> {
+    let dir = repo().join("fixtures/config-schema/manifests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut objects = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if object.is_object() {
+                objects.push(object);
+            }
+        }
+    }
+    objects.push(canary_secret());
+    objects
+}
+
+#[track_caller]
+fn assert_has_all(what: &str, text: &str, wanted: &[&str]) {
+    let missing: Vec<&&str> = wanted.iter().filter(|m| !text.contains(**m)).collect();
+    assert!(missing.is_empty(), "{what} lacks {missing:?}:\n{text}");
+}
+
+/// The seeds' rules end to end through a real `regate serve` over TLS: each fires, no answer
+/// or log holds a Secret value, and no config-schema message needed the scrubber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_schema_rules_fire_over_tls_and_never_quote_a_value() {
+    let regate = Regate::start(BinaryOptions {
+        log_level: "trace".into(),
+        config: config_schema_config(),
+        ..BinaryOptions::default()
+    });
+    let client = regate.http1();
+    let mut messages = String::new();
+    for (i, object) in config_schema_objects().into_iter().enumerate() {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let resource = if kind == "Secret" {
+            "secrets"
+        } else {
+            "configmaps"
+        };
+        let body = serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("cs-{i}"), "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": resource},
+                "name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"],
+                "operation": "CREATE", "userInfo": {"username": "alice"}, "object": object,
+            }
+        }))
+        .unwrap();
+        let (status, _, answer) = post(&client, &regate.url("/validate"), body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_clean("config-schema answer", &answer.to_string());
+        let (message, _, _) = texts_of(&answer);
+        for part in message
+            .split("; [")
+            .filter(|p| p.contains("config-schema]"))
+        {
+            assert!(
+                !part.contains("[redacted]"),
+                "a message quoted a value: {part}"
+            );
+        }
+        messages.push_str(&message);
+        messages.push('\n');
+    }
+    assert_has_all("the answers", &messages, SEED_RULES);
+    assert_has_all("the answers", &messages, CANARY_RULES);
+    assert!(regate.wait_log("admission decision", 9, std::time::Duration::from_secs(10)));
+    assert_clean("the log (trace)", &regate.logs());
+    assert_clean("stdout", &regate.stdout_text());
+}
+
+/// `eval` (text, JSON) and `audit` in every report format on the same objects.
+#[test]
+fn config_schema_eval_and_audit_reports_never_quote_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("regate.yaml"), config_schema_config()).unwrap();
+    std::fs::create_dir_all(root.join("manifests")).unwrap();
+    for (i, object) in config_schema_objects().iter().enumerate() {
+        let text = serde_json::to_string_pretty(object).unwrap();
+        std::fs::write(root.join(format!("manifests/{i:02}.json")), text).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+            .env_remove("REGATE_POLICIES")
+            .env_remove("REGATE_CONFIG")
+            .env_remove("REGATE_INCLUDE_DEFAULTS")
+            .env_remove("RUST_LOG")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for output in ["text", "json"] {
+        let (code, stdout, stderr) = run(&[
+            "eval",
+            "--config",
+            "regate.yaml",
+            "-f",
+            "manifests",
+            "-o",
+            output,
+        ]);
+        assert_eq!(code, 1, "{stdout}\n{stderr}");
+        assert_clean(&format!("eval -o {output}"), &stdout);
+        assert_clean(&format!("eval -o {output} stderr"), &stderr);
+        if output == "text" {
+            assert_has_all("eval -o text", &stdout, SEED_RULES);
+            assert_has_all("eval -o text", &stdout, CANARY_RULES);
+        }
+    }
+    for format in ["text", "json", "policyreport", "junit", "sarif", "html"] {
+        let (code, stdout, stderr) = run(&[
+            "audit",
+            "--config",
+            "regate.yaml",
+            "-f",
+            "manifests",
+            "-o",
+            format,
+        ]);
+        assert!(
+            code == 0 || code == 1,
+            "{format}: {code}\n{stdout}\n{stderr}"
+        );
+        assert_clean(&format!("audit -o {format}"), &stdout);
+        assert_clean(&format!("audit -o {format} stderr"), &stderr);
+        assert!(stdout.contains("canary-rules"), "{format}: {stdout}");
+    }
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::admission::decision::{judge, Decision};
 use crate::admission::review::{ManifestRequest, Review};
-use crate::config::{Action, Environment};
+use crate::config::{Action, Config, Environment};
 use crate::policy::eval::Wants;
 use crate::policy::set::PolicySet;
 use crate::testing::{Outcome, TestResult};
@@ -18,6 +18,10 @@ use crate::testing::{Outcome, TestResult};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaseFile {
+    /// A `regate.yaml` (relative to the case file) the cases are judged under, for policies
+    /// that do nothing until configured; the runner's own config otherwise.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
     pub cases: Vec<Case>,
 }
 
@@ -67,6 +71,8 @@ pub struct Expect {
 /// Builds (and caches) one policy set per environment, each forcing that environment.
 pub trait SetForEnvironment {
     fn set_for(&mut self, env: Environment) -> Result<&PolicySet, String>;
+    /// The same policies under another configuration (a case file's `config:`).
+    fn with_config(&self, config: Config) -> Box<dyn SetForEnvironment>;
 }
 
 /// Runs every case of one file.
@@ -96,6 +102,31 @@ pub fn run_file(path: &Path, sets: &mut dyn SetForEnvironment) -> Vec<TestResult
     };
     let lines = case_lines(&text);
     let base = path.parent().unwrap_or(Path::new("."));
+    if let Some(config) = &parsed.config {
+        return match Config::load(&base.join(config)) {
+            Ok(config) => {
+                let mut own = sets.with_config(config);
+                run_cases(&file, &parsed, &lines, base, own.as_mut())
+            }
+            Err(e) => {
+                let line = text
+                    .lines()
+                    .position(|l| l.starts_with("config:"))
+                    .map_or(1, |i| i + 1);
+                vec![fail(line, "config", Outcome::Error(e.to_string()))]
+            }
+        };
+    }
+    run_cases(&file, &parsed, &lines, base, sets)
+}
+
+fn run_cases(
+    file: &str,
+    parsed: &CaseFile,
+    lines: &[usize],
+    base: &Path,
+    sets: &mut dyn SetForEnvironment,
+) -> Vec<TestResult> {
     parsed
         .cases
         .iter()
@@ -105,7 +136,7 @@ pub fn run_file(path: &Path, sets: &mut dyn SetForEnvironment) -> Vec<TestResult
             let started = Instant::now();
             let (outcome, output) = run_case(case, base, sets);
             TestResult {
-                file: file.clone(),
+                file: file.to_string(),
                 line,
                 name: case.name.clone(),
                 outcome,

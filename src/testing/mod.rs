@@ -88,6 +88,10 @@ impl cases::SetForEnvironment for EnvironmentSets {
             .get(&env)
             .ok_or_else(|| "policy set missing".to_string())
     }
+
+    fn with_config(&self, config: Config) -> Box<dyn cases::SetForEnvironment> {
+        Box::new(EnvironmentSets::new(self.sources.clone(), config))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
