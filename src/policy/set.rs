@@ -145,6 +145,9 @@ pub struct PolicySet {
     pub uses_embedded: bool,
     /// This set's identity for per-thread caches, and its compiled programs (`policy::fast`).
     pub(crate) accel: crate::policy::fast::Accel,
+    /// Object mutators loaded beside the policies (none by default), run on `/mutate` after
+    /// the `patch` rules.
+    pub mutators: Arc<dyn crate::policy::mutators::Mutators>,
 }
 
 impl PolicySet {
@@ -228,6 +231,8 @@ impl PolicySet {
             .iter()
             .filter(|s| s.role() == SourceRole::Yaml)
             .collect();
+        let (mutators, mut mutator_errors) = crate::gatekeeper::mutation::compile_sources(&yaml);
+        errors.append(&mut mutator_errors);
         if !yaml.is_empty() {
             let (constraints, mut gk_errors) =
                 crate::gatekeeper::compile_sources(&yaml, &config, evaluation_timeout);
@@ -273,13 +278,16 @@ impl PolicySet {
         }
         policies.retain(|p| !config.policies.get(&p.meta.id).is_some_and(|o| o.disabled));
         let uses_embedded = sources.iter().any(|s| s.name.starts_with("embedded:"));
-        Ok(Self::assemble(
-            policies,
-            config,
-            labels,
-            exceptions,
-            uses_embedded,
-        ))
+        Ok(
+            Self::assemble(policies, config, labels, exceptions, uses_embedded)
+                .with_mutators(mutators.into_shared()),
+        )
+    }
+
+    /// This set with `mutators` in place of its own.
+    pub fn with_mutators(mut self, mutators: Arc<dyn crate::policy::mutators::Mutators>) -> Self {
+        self.mutators = mutators;
+        self
     }
 
     /// Builds the index over already compiled policies (Gatekeeper constraints join here too).
@@ -316,6 +324,7 @@ impl PolicySet {
             reads_managed_fields,
             built_at: SystemTime::now(),
             uses_embedded,
+            mutators: Arc::new(crate::policy::mutators::NoMutators),
         }
     }
 
@@ -347,6 +356,7 @@ impl PolicySet {
                 reads_managed_fields: self.reads_managed_fields,
                 built_at: self.built_at,
                 uses_embedded: self.uses_embedded,
+                mutators: self.mutators.clone(),
             },
             None => Self::assemble(
                 policies,
@@ -354,7 +364,8 @@ impl PolicySet {
                 self.resolver.labels().clone(),
                 self.exceptions.clone(),
                 self.uses_embedded,
-            ),
+            )
+            .with_mutators(self.mutators.clone()),
         }
     }
 
