@@ -774,4 +774,62 @@ mod tests {
         assert_eq!(review.request.resource.resource, "deployments");
         assert_eq!(review.uid(), "u1");
     }
+
+    /// A suite's `mutators` change each case's object before the constraint judges it, a case's
+    /// `mutated` is compared with the result, and a test may check mutation only.
+    #[test]
+    fn mutators_run_before_the_constraint() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "mutator.yaml",
+            "apiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata:\n  name: non-root\nspec:\n  applyTo:\n  - groups: [\"\"]\n    kinds: [\"Pod\"]\n    versions: [\"v1\"]\n  location: \"spec.containers[name:*].securityContext.runAsNonRoot\"\n  parameters:\n    pathTests:\n    - subPath: \"spec.containers[name:*].securityContext.runAsNonRoot\"\n      condition: MustNotExist\n    assign:\n      value: true\n",
+        );
+        write(
+            "template.yaml",
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8snonroot\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sNonRoot\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    rego: |\n      package k8snonroot\n      violation[{\"msg\": msg}] {\n        c := input.review.object.spec.containers[_]\n        not c.securityContext.runAsNonRoot\n        msg := sprintf(\"%v runs as root\", [c.name])\n      }\n",
+        );
+        write(
+            "constraint.yaml",
+            "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNonRoot\nmetadata:\n  name: non-root\n",
+        );
+        write(
+            "pod.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: nginx\n",
+        );
+        write(
+            "root.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: nginx\n    securityContext:\n      runAsNonRoot: false\n",
+        );
+        write(
+            "expected.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: nginx\n    securityContext:\n      runAsNonRoot: true\n",
+        );
+        write(
+            "suite.yaml",
+            "kind: Suite\napiVersion: test.gatekeeper.sh/v1alpha1\ntests:\n- name: judged\n  template: template.yaml\n  constraint: constraint.yaml\n  mutators: [mutator.yaml]\n  cases:\n  - name: defaulted\n    object: pod.yaml\n    mutated: expected.yaml\n    assertions:\n    - violations: no\n  - name: explicit-root\n    object: root.yaml\n    assertions:\n    - violations: 1\n  - name: wrong-expectation\n    object: root.yaml\n    mutated: expected.yaml\n- name: mutation-only\n  mutators: [mutator.yaml]\n  cases:\n  - name: defaulted\n    object: pod.yaml\n    mutated: expected.yaml\n- name: missing-mutators\n  mutators: [nowhere.yaml]\n  cases:\n  - name: any\n    object: pod.yaml\n",
+        );
+        let outcomes = run_suite(&dir.path().join("suite.yaml"));
+        let status = |test: &str, case: &str| {
+            outcomes
+                .iter()
+                .find(|o| o.test == test && o.case == case)
+                .map(|o| o.status.clone())
+                .unwrap()
+        };
+        assert_eq!(status("judged", "defaulted"), Status::Pass);
+        assert_eq!(status("judged", "explicit-root"), Status::Pass);
+        let Status::Fail(why) = status("judged", "wrong-expectation") else {
+            panic!("{outcomes:?}");
+        };
+        assert!(
+            why.contains("differs from expected.yaml") && why.contains("runAsNonRoot"),
+            "{why}"
+        );
+        assert_eq!(status("mutation-only", "defaulted"), Status::Pass);
+        let Status::Fail(why) = status("missing-mutators", "any") else {
+            panic!("{outcomes:?}");
+        };
+        assert!(why.contains("cannot read mutators"), "{why}");
+    }
 }
