@@ -94,27 +94,7 @@ impl State<'_> {
 
     /// The location up to and including `depth`, for messages.
     fn prefix(&self, depth: usize) -> String {
-        let mut out = String::new();
-        for (i, n) in self.path.nodes.iter().take(depth + 1).enumerate() {
-            match n {
-                Node::Object(f) => {
-                    if i > 0 {
-                        out.push('.');
-                    }
-                    out.push_str(f);
-                }
-                Node::List { key, value: None } => out.push_str(&format!("[{key}: *]")),
-                Node::List {
-                    key,
-                    value: Some(KeyValue::Str(v)),
-                } => out.push_str(&format!("[{key}: {v}]")),
-                Node::List {
-                    key,
-                    value: Some(KeyValue::Int(v)),
-                } => out.push_str(&format!("[{key}: {v}]")),
-            }
-        }
-        out
+        self.path.text_to(depth)
     }
 
     fn at(&self, current: &mut Value, depth: usize) -> Result<Outcome, String> {

@@ -549,6 +549,110 @@ impl Mutator {
     }
 }
 
+/// What a mutator's location says a node is (Gatekeeper's `pkg/mutation/schema` node types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemaType {
+    /// Assign's last node: any value.
+    Unknown,
+    Object,
+    List,
+    /// ModifySet's last node: a list of values.
+    Set,
+    /// AssignImage's last node: a string.
+    String,
+}
+
+impl SchemaType {
+    fn describe(self) -> &'static str {
+        match self {
+            SchemaType::Unknown => "anything",
+            SchemaType::Object => "an object",
+            SchemaType::List => "a keyed list",
+            SchemaType::Set => "a list of values (ModifySet)",
+            SchemaType::String => "an image string (AssignImage)",
+        }
+    }
+}
+
+impl Mutator {
+    /// The type the location gives the node at `depth`: the kind of the next node, or the
+    /// mutator's terminal type at the end.
+    fn schema_type(&self, depth: usize) -> SchemaType {
+        match self.location.nodes.get(depth + 1) {
+            Some(Node::Object(_)) => SchemaType::Object,
+            Some(Node::List { .. }) => SchemaType::List,
+            None => match self.kind {
+                MutatorKind::ModifySet => SchemaType::Set,
+                MutatorKind::AssignImage => SchemaType::String,
+                _ => SchemaType::Unknown,
+            },
+        }
+    }
+
+    /// A group/version/kind both mutators apply to, if any.
+    fn shared_kind(&self, other: &Mutator) -> Option<String> {
+        for a in &self.apply_to {
+            for b in &other.apply_to {
+                for g in a.groups.iter().filter(|g| b.groups.contains(g)) {
+                    for v in a.versions.iter().filter(|v| b.versions.contains(v)) {
+                        if let Some(k) = a.kinds.iter().find(|k| b.kinds.contains(k)) {
+                            let gv = if g.is_empty() {
+                                v.clone()
+                            } else {
+                                format!("{g}/{v}")
+                            };
+                            return Some(format!("{gv} {k}"));
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Gatekeeper's schema conflict between two mutators of one kind of object: their locations
+/// make one node two different things (an object and a list, lists keyed by two different
+/// fields, a ModifySet list extended by another path...). Gatekeeper then applies neither;
+/// regate refuses to load them. AssignMetadata has no schema.
+fn schema_conflict(a: &Mutator, b: &Mutator) -> Option<String> {
+    if a.kind == MutatorKind::AssignMetadata || b.kind == MutatorKind::AssignMetadata {
+        return None;
+    }
+    let kind = a.shared_kind(b)?;
+    let key = |n: &Node| match n {
+        Node::Object(f) => f.clone(),
+        Node::List { key, .. } => key.clone(),
+    };
+    for (i, (na, nb)) in a.location.nodes.iter().zip(&b.location.nodes).enumerate() {
+        if key(na) != key(nb) {
+            if na.is_list() && nb.is_list() {
+                return Some(format!(
+                    "for {kind}, {} is a list keyed by {:?} in {} and by {:?} in {}",
+                    a.location.text_to(i.saturating_sub(1)),
+                    key(na),
+                    a.id,
+                    key(nb),
+                    b.id
+                ));
+            }
+            return None;
+        }
+        let (ta, tb) = (a.schema_type(i), b.schema_type(i));
+        if ta != SchemaType::Unknown && tb != SchemaType::Unknown && ta != tb {
+            return Some(format!(
+                "for {kind}, {} is {} in {} and {} in {}",
+                a.location.text_to(i),
+                ta.describe(),
+                a.id,
+                tb.describe(),
+                b.id
+            ));
+        }
+    }
+    None
+}
+
 /// The loaded mutators, in the order they run.
 #[derive(Debug, Clone, Default)]
 pub struct MutatorSet {
@@ -676,6 +780,21 @@ pub fn compile_sources(sources: &[&PolicySource]) -> (MutatorSet, Vec<LoadError>
                     }
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+    }
+    for (i, b) in mutators.iter().enumerate() {
+        for a in &mutators[..i] {
+            if let Some(why) = schema_conflict(a, b) {
+                errors.push(LoadError::new(
+                    &b.file,
+                    b.line,
+                    1,
+                    format!(
+                        "{} conflicts with {} ({}:{}): {why}; Gatekeeper applies neither of two conflicting mutators",
+                        b.id, a.id, a.file, a.line
+                    ),
+                ));
             }
         }
     }
@@ -828,6 +947,57 @@ mod tests {
             let e = error(&yaml);
             assert!(e.contains(want), "want {want:?} in {e}");
         }
+    }
+
+    #[test]
+    fn schema_conflicts_are_load_errors() {
+        let modify_set = "apiVersion: mutations.gatekeeper.sh/v1\nkind: ModifySet\nmetadata:\n  name: caps\nspec:\n  applyTo:\n  - {groups: [\"\"], kinds: [Pod], versions: [v1]}\n  location: \"spec.containers[name: *].securityContext.capabilities.add\"\n  parameters:\n    values:\n      fromList: [NET_ADMIN]\n";
+        for (other, want) in [
+            (
+                assign(
+                    "x",
+                    "spec.containers[name: *].securityContext.capabilities.add.first",
+                    "    assign:\n      value: 1",
+                ),
+                "is a list of values (ModifySet) in ModifySet/caps and an object in Assign/x",
+            ),
+            (
+                assign(
+                    "x",
+                    "spec.containers[image: nginx].securityContext",
+                    "    assign:\n      value: {}",
+                ),
+                "a list keyed by \"name\" in ModifySet/caps and by \"image\" in Assign/x",
+            ),
+            (
+                assign(
+                    "x",
+                    "spec.containers.securityContext",
+                    "    assign:\n      value: {}",
+                ),
+                "spec.containers is a keyed list in ModifySet/caps and an object in Assign/x",
+            ),
+        ] {
+            let e = error(&[modify_set.to_string(), other].join("---\n"));
+            assert!(
+                e.contains(want) && e.contains("Gatekeeper applies neither"),
+                "{e}"
+            );
+        }
+        // The same path written the same way, or another kind of object: no conflict.
+        let same = assign(
+            "x",
+            "spec.containers[name: *].securityContext.capabilities.add",
+            "    assign:\n      value: [A]",
+        );
+        assert!(load(&[modify_set.to_string(), same].join("---\n")).is_ok());
+        let elsewhere = assign(
+            "x",
+            "spec.containers.securityContext",
+            "    assign:\n      value: {}",
+        )
+        .replace("kinds: [\"Pod\"]", "kinds: [\"PodTemplate\"]");
+        assert!(load(&[modify_set.to_string(), elsewhere].join("---\n")).is_ok());
     }
 
     #[test]

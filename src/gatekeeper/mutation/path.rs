@@ -75,6 +75,33 @@ pub struct Path {
     pub text: String,
 }
 
+impl Path {
+    /// The location up to and including the node at `depth`, for messages.
+    pub fn text_to(&self, depth: usize) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().take(depth + 1).enumerate() {
+            match n {
+                Node::Object(f) => {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(f);
+                }
+                Node::List { key, value: None } => out.push_str(&format!("[{key}: *]")),
+                Node::List {
+                    key,
+                    value: Some(KeyValue::Str(v)),
+                } => out.push_str(&format!("[{key}: {v}]")),
+                Node::List {
+                    key,
+                    value: Some(KeyValue::Int(v)),
+                } => out.push_str(&format!("[{key}: {v}]")),
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Ident(String),
