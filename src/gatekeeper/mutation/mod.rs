@@ -1081,6 +1081,36 @@ mod tests {
         assert!(run(&set, &out, "CREATE").unwrap().1.is_empty());
     }
 
+    /// A Pod with thousands of containers: every mutator walks it once per pass, the result is
+    /// right, and a second run changes nothing (work is bounded by passes × mutators × size).
+    #[test]
+    fn large_objects_are_mutated_in_bounded_passes() {
+        let yaml = [
+            assign("glob", "spec.containers[name: *].securityContext.runAsNonRoot", "    assign:\n      value: true"),
+            assign("keyed", "spec.containers[name: c-4999].imagePullPolicy", "    assign:\n      value: Always"),
+            "apiVersion: mutations.gatekeeper.sh/v1\nkind: ModifySet\nmetadata:\n  name: args\nspec:\n  applyTo:\n  - {groups: [\"\"], kinds: [Pod], versions: [v1]}\n  location: \"spec.containers[name: *].args\"\n  parameters:\n    operation: prune\n    values:\n      fromList: [--debug]\n".to_string(),
+        ]
+        .join("---\n");
+        let set = load(&yaml).unwrap();
+        let containers: Vec<Value> = (0..5000)
+            .map(
+                |i| json!({"name": format!("c-{i}"), "image": "nginx", "args": ["--debug", "--x"]}),
+            )
+            .collect();
+        let mut object = pod();
+        object["spec"]["containers"] = Value::Array(containers);
+        let (out, ids) = run(&set, &object, "CREATE").unwrap();
+        assert_eq!(ids, vec!["Assign/glob", "Assign/keyed", "ModifySet/args"]);
+        let list = out["spec"]["containers"].as_array().unwrap();
+        assert_eq!(list.len(), 5000);
+        assert!(list
+            .iter()
+            .all(|c| c["securityContext"]["runAsNonRoot"] == json!(true)
+                && c["args"] == json!(["--x"])));
+        assert_eq!(list[4999]["imagePullPolicy"], json!("Always"));
+        assert!(run(&set, &out, "CREATE").unwrap().1.is_empty());
+    }
+
     #[test]
     fn a_failing_mutator_leaves_the_object_alone() {
         let set = load(
