@@ -298,7 +298,12 @@ pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Ins
         return Decision::allowed(uid, environment, Skip::NoObject);
     };
 
-    let input = policy_input(set, review);
+    // Converted only when a policy will read it (a request only mutators apply to needs none).
+    let input = if candidates.is_empty() {
+        regorus::Value::Null
+    } else {
+        policy_input(set, review)
+    };
     // Gatekeeper constraints judge a bare object as Gatekeeper's audit does; built on first use.
     let bare_input = std::cell::OnceCell::new();
     let redact = review.kind() == "Secret";
