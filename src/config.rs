@@ -312,7 +312,63 @@ pub struct AuditConfig {
     pub interval: Option<String>,
     /// Objects per list page.
     pub page_size: Option<u32>,
+    /// What the background audit writes to the cluster.
+    #[serde(default)]
+    pub reports: ReportsConfig,
 }
+
+/// Which report API the background audit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportsApi {
+    /// OpenReports when the cluster serves its CRDs, else wgpolicyk8s PolicyReports, else none.
+    #[default]
+    Auto,
+    Openreports,
+    Policyreport,
+    /// Results in metrics and logs only.
+    None,
+}
+
+/// A report result status (the OpenReports `statusFilter` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    Pass,
+    Fail,
+    Warn,
+    Error,
+    Skip,
+}
+
+impl ReportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Pass => "pass",
+            ReportStatus::Fail => "fail",
+            ReportStatus::Warn => "warn",
+            ReportStatus::Error => "error",
+            ReportStatus::Skip => "skip",
+        }
+    }
+}
+
+/// `audit.reports`: the API and the limits of the reports applied to the cluster.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReportsConfig {
+    #[serde(default)]
+    pub api: ReportsApi,
+    /// Results per report before the next numbered report starts (default 1000).
+    pub results_per_report: Option<usize>,
+    /// Results listed per namespace at most; the rest are cut (the summary still counts them).
+    pub max_results: Option<usize>,
+    /// Which results are listed (default fail, warn, error).
+    pub status_filter: Option<Vec<ReportStatus>>,
+}
+
+/// Upper bound of `audit.reports.resultsPerReport`.
+pub const MAX_RESULTS_PER_REPORT: usize = 5_000;
 
 /// The whole of `regate.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -474,6 +530,29 @@ impl Config {
                     ),
                 });
             }
+        }
+        let reports = &self.audit.reports;
+        if let Some(n) = reports.results_per_report {
+            if !(1..=MAX_RESULTS_PER_REPORT).contains(&n) {
+                return Err(OutOfRange {
+                    line: key_line(text, "audit", "reports"),
+                    message: format!(
+                        "audit.reports.resultsPerReport: {n} is out of range: results per report (1..={MAX_RESULTS_PER_REPORT})"
+                    ),
+                });
+            }
+        }
+        if reports.max_results == Some(0) {
+            return Err(OutOfRange {
+                line: key_line(text, "audit", "reports"),
+                message: "audit.reports.maxResults: 0 is out of range: results per namespace (at least 1)".to_string(),
+            });
+        }
+        if reports.status_filter.as_ref().is_some_and(Vec::is_empty) {
+            return Err(OutOfRange {
+                line: key_line(text, "audit", "reports"),
+                message: "audit.reports.statusFilter: empty: name the statuses to list (pass, fail, warn, error, skip)".to_string(),
+            });
         }
         if let Some(interval) = self.audit.interval.as_deref().map(str::trim) {
             let line = key_line(text, "audit", "interval");
@@ -856,6 +935,26 @@ policies:
                 3,
             ),
             ("audit: {pageSize: 0}\n", "audit.pageSize", 1),
+            (
+                "audit:\n  reports:\n    resultsPerReport: 0\n",
+                "audit.reports.resultsPerReport",
+                2,
+            ),
+            (
+                "audit:\n  reports:\n    resultsPerReport: 5001\n",
+                "audit.reports.resultsPerReport",
+                2,
+            ),
+            (
+                "audit:\n  reports:\n    maxResults: 0\n",
+                "audit.reports.maxResults",
+                2,
+            ),
+            (
+                "audit:\n  reports:\n    statusFilter: []\n",
+                "audit.reports.statusFilter",
+                2,
+            ),
         ] {
             let msg = error_of(text);
             assert!(
@@ -873,6 +972,16 @@ policies:
     fn sensible_limits_and_intervals_are_accepted() {
         let text = "limits:\n  queueTimeoutMs: 0\n  drainTimeoutMs: 0\n  headerReadTimeoutMs: 100\n  maxBodyBytes: 1024\naudit:\n  interval: 15m\n";
         assert!(Config::parse(text, Path::new("r.yaml")).is_ok());
+        let text = "audit:\n  reports:\n    api: openreports\n    resultsPerReport: 200\n    maxResults: 50\n    statusFilter: [pass, fail]\n";
+        let config = Config::parse(text, Path::new("r.yaml")).map(|c| c.audit.reports);
+        assert!(
+            config
+                .as_ref()
+                .is_ok_and(|r| r.api == ReportsApi::Openreports
+                    && r.results_per_report == Some(200)
+                    && r.status_filter == Some(vec![ReportStatus::Pass, ReportStatus::Fail])),
+            "{config:?}"
+        );
         for interval in ["\"\"", "0s", "10s", "366d"] {
             let text = format!("audit:\n  interval: {interval}\n");
             assert!(

@@ -12,6 +12,9 @@ use crate::config::{Config, Environment};
 #[derive(Debug, Default, Clone)]
 pub struct NamespaceLabels {
     inner: Arc<RwLock<HashMap<String, HashMap<String, String>>>>,
+    /// The Namespace objects themselves (without `managedFields`), for Gatekeeper's
+    /// `input.review.namespaceObject`.
+    objects: Arc<RwLock<HashMap<String, Arc<serde_json::Value>>>>,
 }
 
 impl NamespaceLabels {
@@ -25,6 +28,21 @@ impl NamespaceLabels {
         if let Ok(mut map) = self.inner.write() {
             map.remove(namespace);
         }
+        if let Ok(mut map) = self.objects.write() {
+            map.remove(namespace);
+        }
+    }
+
+    /// Records a Namespace object as last seen (its labels are recorded with [`Self::set`]).
+    pub fn set_object(&self, namespace: &str, object: serde_json::Value) {
+        if let Ok(mut map) = self.objects.write() {
+            map.insert(namespace.to_string(), Arc::new(object));
+        }
+    }
+
+    pub fn object(&self, namespace: &str) -> Option<Arc<serde_json::Value>> {
+        let map = self.objects.read().ok()?;
+        map.get(namespace).cloned()
     }
 
     pub fn label(&self, namespace: &str, key: &str) -> Option<String> {
@@ -69,6 +87,11 @@ impl EnvironmentResolver {
     /// The labels of a namespace as last seen, for Gatekeeper's `namespaceSelector`.
     pub fn namespace_labels(&self, namespace: &str) -> Option<HashMap<String, String>> {
         self.labels.labels(namespace)
+    }
+
+    /// The Namespace object as last seen, for Gatekeeper's `input.review.namespaceObject`.
+    pub fn namespace_object(&self, namespace: &str) -> Option<Arc<serde_json::Value>> {
+        self.labels.object(namespace)
     }
 
     pub fn resolve(&self, namespace: Option<&str>) -> Environment {

@@ -73,7 +73,15 @@ fn policy_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
     dirs
 }
 
-const FORMATS: [&str; 6] = ["text", "json", "policyreport", "junit", "sarif", "html"];
+const FORMATS: [&str; 7] = [
+    "text",
+    "json",
+    "policyreport",
+    "openreports",
+    "junit",
+    "sarif",
+    "html",
+];
 
 #[test]
 fn canaries_never_appear_in_file_audits() {
@@ -164,6 +172,22 @@ fn canaries_never_appear_in_cluster_audits_or_applied_reports() {
             assert!(reports.contains("creds"));
             assert_clean("applied reports", &reports);
             assert_clean("metrics", &metrics.render());
+            // The same through OpenReports.
+            let mut resources = standard_resources();
+            resources.extend(openreports_resources());
+            let openreports = FakeApiServer::start_with(ApiState {
+                resources,
+                ..ApiState::default()
+            });
+            openreports.set_objects(secrets());
+            let set = Arc::new(build_set(&policies, NamespaceLabels::default()));
+            background::run_once(&openreports.client(), set, &metrics, 500, &leader)
+                .await
+                .unwrap();
+            let reports = serde_json::to_string(&openreports.report_objects()).unwrap();
+            assert!(reports.contains("openreports.io/v1alpha1"), "{reports}");
+            assert!(reports.contains("creds"));
+            assert_clean("applied OpenReports", &reports);
         });
     }
 }

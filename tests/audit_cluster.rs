@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -398,7 +399,10 @@ async fn background_audit_elects_one_leader_applies_whole_reports_and_fails_over
     ));
 
     eventually("reports applied", || server.reports().contains_key("prod")).await;
-    eventually("a second audit", || server.applies().len() >= 10).await;
+    eventually("a second audit", || {
+        server.lists().iter().filter(|l| l.plural == "pods").count() >= 2
+    })
+    .await;
     let lease = server.lease("regate/regate-audit").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 10);
@@ -478,4 +482,201 @@ async fn background_audit_elects_one_leader_applies_whole_reports_and_fails_over
     eventually("b audits", || metrics_b.audit_objects.get() == 19).await;
     stop_b.send(true).unwrap();
     b.await.unwrap();
+}
+
+/// The policy set of the test policies with `regate.yaml` holding `config`.
+fn set_with_config(dir: &std::path::Path, config: &str) -> Arc<regate::policy::set::PolicySet> {
+    let policies = write_policies(dir);
+    let path = dir.join("regate.yaml");
+    std::fs::write(&path, config).unwrap();
+    let sources = PolicySources {
+        dir: policies,
+        include_defaults: false,
+        config: Some(path),
+    };
+    Arc::new(sources.build(NamespaceLabels::default()).unwrap())
+}
+
+fn server_serving(openreports: bool, policyreports: bool) -> FakeApiServer {
+    let mut resources: Vec<ResourceDef> = standard_resources()
+        .into_iter()
+        .filter(|r| policyreports || r.group != "wgpolicyk8s.io")
+        .collect();
+    if openreports {
+        resources.extend(openreports_resources());
+    }
+    let server = FakeApiServer::start_with(ApiState {
+        resources,
+        ..ApiState::default()
+    });
+    server.set_objects(cluster_objects());
+    server
+}
+
+async fn once(
+    server: &FakeApiServer,
+    set: Arc<regate::policy::set::PolicySet>,
+    state: &mut background::ReportState,
+) -> background::ApplyOutcome {
+    let metrics = Metrics::new().unwrap();
+    let leader = std::sync::atomic::AtomicBool::new(true);
+    background::run_once_with(&server.client(), set, &metrics, 500, &leader, state)
+        .await
+        .unwrap()
+        .outcome
+}
+
+fn plurals(server: &FakeApiServer) -> Vec<String> {
+    let mut out: Vec<String> = server
+        .report_objects()
+        .keys()
+        .map(|k| k.split('/').next().unwrap().to_string())
+        .collect();
+    out.dedup();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_audit_picks_the_served_report_api_or_the_forced_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let auto = set_with_config(dir.path(), "audit: {reports: {api: auto}}\n");
+    let forced_pr = set_with_config(dir.path(), "audit: {reports: {api: policyreport}}\n");
+    let forced_or = set_with_config(dir.path(), "audit: {reports: {api: openreports}}\n");
+    let none = set_with_config(dir.path(), "audit: {reports: {api: none}}\n");
+
+    // Both served: OpenReports unless policyreport is forced.
+    let both = server_serving(true, true);
+    let mut state = background::ReportState::default();
+    assert!(once(&both, auto.clone(), &mut state).await.written > 0);
+    assert_eq!(plurals(&both), ["clusterreports", "reports"]);
+    let both = server_serving(true, true);
+    let mut state = background::ReportState::default();
+    once(&both, forced_pr.clone(), &mut state).await;
+    assert_eq!(plurals(&both), ["clusterpolicyreports", "policyreports"]);
+    let both = server_serving(true, true);
+    let mut state = background::ReportState::default();
+    assert_eq!(once(&both, none, &mut state).await, Default::default());
+    assert!(both.applies().is_empty());
+
+    // Only wgpolicyk8s: auto writes PolicyReports; forcing OpenReports writes nothing.
+    let wg = server_serving(false, true);
+    let mut state = background::ReportState::default();
+    once(&wg, auto.clone(), &mut state).await;
+    assert_eq!(plurals(&wg), ["clusterpolicyreports", "policyreports"]);
+    let wg = server_serving(false, true);
+    let mut state = background::ReportState::default();
+    assert_eq!(once(&wg, forced_or, &mut state).await.written, 0);
+    assert!(wg.applies().is_empty());
+
+    // Neither: results stay in metrics.
+    let bare = server_serving(false, false);
+    let mut state = background::ReportState::default();
+    assert_eq!(once(&bare, auto, &mut state).await, Default::default());
+    assert!(bare.applies().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_openreports_split_validate_skip_unchanged_and_delete_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    // One result per report: every finding of a namespace gets its numbered report.
+    let set = set_with_config(dir.path(), "audit: {reports: {resultsPerReport: 1}}\n");
+    let server = server_serving(true, false);
+    let mut state = background::ReportState::default();
+    let first = once(&server, set.clone(), &mut state).await;
+    let reports = server.report_objects();
+    assert_eq!(first.written, reports.len());
+    assert!(first.written > 4, "{first:?}");
+    assert!(
+        reports.contains_key("reports/prod/regate-audit-2"),
+        "{:?}",
+        reports.keys()
+    );
+    for (key, r) in &reports {
+        assert!(r["results"].as_array().unwrap().len() <= 1, "{key}");
+        assert_eq!(r["apiVersion"], "openreports.io/v1alpha1");
+        assert_eq!(
+            r["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "regate"
+        );
+    }
+    for apply in server.applies() {
+        assert_eq!(apply.field_manager.as_deref(), Some("regate-audit"));
+        assert!(apply.force);
+    }
+    if let Some(corpus) = common::corpus("openreports") {
+        for (key, r) in &reports {
+            let plural = key.split('/').next().unwrap();
+            let violations = schema_violations(&openreports_schema(&corpus, plural), r);
+            assert!(violations.is_empty(), "{key}: {violations:#?}");
+        }
+    }
+    // The summaries add up to the audit's totals.
+    let metrics = Metrics::new().unwrap();
+    let leader = std::sync::atomic::AtomicBool::new(true);
+    let mut scratch = background::ReportState::default();
+    let round = background::run_once_with(
+        &server.client(),
+        set.clone(),
+        &metrics,
+        500,
+        &leader,
+        &mut scratch,
+    )
+    .await
+    .unwrap();
+    let t = &round.totals;
+    let sum = |field: &str| -> u64 {
+        reports
+            .values()
+            .map(|r| r["summary"][field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("pass"), sum("fail"), sum("warn"), sum("error")),
+        (
+            t.passes(),
+            t.findings.deny + t.findings.audit,
+            t.findings.warn,
+            t.findings.error
+        )
+    );
+    assert!(t.findings.total() > 0);
+
+    // Nothing changed: nothing written.
+    let applies = server.applies().len();
+    let second = once(&server, set.clone(), &mut state).await;
+    assert_eq!(second.written, 0, "{second:?}");
+    assert_eq!(second.unchanged, first.written);
+    assert_eq!(server.applies().len(), applies);
+    assert!(server.deletes().is_empty());
+
+    // prod's objects are gone: its reports are deleted, the others stay untouched.
+    let without_prod: Vec<Value> = cluster_objects()
+        .into_iter()
+        .filter(|o| o["metadata"]["namespace"] != "prod")
+        .collect();
+    server.set_objects(without_prod);
+    let third = once(&server, set.clone(), &mut state).await;
+    let prod_reports = reports
+        .keys()
+        .filter(|k| k.starts_with("reports/prod/"))
+        .count();
+    assert_eq!(third.deleted, prod_reports, "{third:?}");
+    assert!(server
+        .report_objects()
+        .keys()
+        .all(|k| !k.starts_with("reports/prod/")));
+    // A new replica (no memory) deletes stale reports too, and rewrites the rest once.
+    server.set_objects(cluster_objects());
+    once(&server, set.clone(), &mut state).await;
+    server.set_objects(
+        cluster_objects()
+            .into_iter()
+            .filter(|o| o["metadata"]["name"] != "web-privileged")
+            .collect(),
+    );
+    let mut fresh = background::ReportState::default();
+    let after = once(&server, set, &mut fresh).await;
+    assert!(after.deleted >= 1, "{after:?}");
+    assert_eq!(after.written, server.report_objects().len());
 }

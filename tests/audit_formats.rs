@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +11,13 @@ use std::sync::Arc;
 
 use audit_support::*;
 use regate::audit::files::{audit_paths, FileOptions};
+use regate::audit::report::openreports::{self, Limits, ReportApi};
 use regate::audit::report::{self, FailOn, Format};
+use regate::audit::totals::NamespaceCounts;
+use regate::audit::{Finding, Label, ObjectRecord};
+use regate::config::{Environment, ReportStatus};
 use regate::environment::NamespaceLabels;
+use regate::policy::metadata::Severity;
 use serde_json::Value;
 
 const APP: &str = "apiVersion: v1
@@ -366,6 +372,269 @@ fn policyreport_per_namespace_and_cluster() {
     assert_eq!(shop["summary"]["pass"], 1);
     assert_eq!(shop["results"].as_array().unwrap().len(), 0);
     assert_eq!(docs[1]["summary"]["error"], 1);
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// Checks OpenReports objects against the reports-api v1alpha1 CRDs (when the corpus is here).
+fn assert_openreports_schema(docs: &[Value]) {
+    let Some(corpus) = common::corpus("openreports") else {
+        return;
+    };
+    let report = openreports_schema(&corpus, "reports");
+    let cluster = openreports_schema(&corpus, "clusterreports");
+    for d in docs {
+        let schema = match d["kind"].as_str().unwrap() {
+            "Report" => &report,
+            "ClusterReport" => &cluster,
+            other => panic!("unexpected kind {other}"),
+        };
+        let violations = schema_violations(schema, d);
+        assert!(violations.is_empty(), "{violations:#?}\n{d:#}");
+    }
+}
+
+/// The sum of the summaries of `docs`: (pass, fail, warn, error).
+fn summary_sum(docs: &[Value]) -> (u64, u64, u64, u64) {
+    docs.iter().fold((0, 0, 0, 0), |acc, d| {
+        let s = &d["summary"];
+        (
+            acc.0 + s["pass"].as_u64().unwrap(),
+            acc.1 + s["fail"].as_u64().unwrap(),
+            acc.2 + s["warn"].as_u64().unwrap(),
+            acc.3 + s["error"].as_u64().unwrap(),
+        )
+    })
+}
+
+#[test]
+fn openreports_per_namespace_and_cluster_follow_the_crd_schema() {
+    let (text, run, _dir) = audit(Format::Openreports, FailOn::Deny);
+    let docs = yaml_docs(&text);
+    let kinds: Vec<(&str, &str)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["namespace"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("ClusterReport", ""),
+            ("Report", "default"),
+            ("Report", "prod"),
+            ("Report", "shop"),
+        ]
+    );
+    for d in &docs {
+        assert_eq!(d["apiVersion"], "openreports.io/v1alpha1");
+        assert_eq!(d["source"], "regate");
+        assert_eq!(d["metadata"]["name"], "regate-audit");
+        assert_eq!(d["metadata"]["labels"]["regate.dev/report"], "regate-audit");
+        assert_eq!(
+            d["configuration"]["limits"]["statusFilter"],
+            serde_json::json!(["fail", "warn", "error"])
+        );
+        assert_eq!(d["configuration"]["limits"]["maxResults"], 1000);
+    }
+    assert_openreports_schema(&docs);
+    let prod = &docs[2];
+    assert_eq!(prod["summary"]["fail"], 2);
+    assert_eq!(prod["summary"]["warn"], 1);
+    let results = prod["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        assert!(["fail", "warn"].contains(&r["result"].as_str().unwrap()));
+        assert_eq!(r["resources"][0]["namespace"], "prod");
+        assert!(r["severity"].is_string());
+    }
+    // Every finding and pass is counted once.
+    let f = &run.totals.findings;
+    assert_eq!(
+        summary_sum(&docs),
+        (run.totals.passes(), f.deny + f.audit, f.warn, f.error)
+    );
+}
+
+fn many_findings(namespace: &str, objects: usize, per_object: usize) -> Vec<ObjectRecord> {
+    (0..objects)
+        .map(|i| ObjectRecord {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            namespace: Some(namespace.into()),
+            name: format!("pod-{i:05}"),
+            uid: None,
+            file: None,
+            line: None,
+            environment: Environment::Production,
+            evaluated: vec!["p-ok".into(), "p-bad".into()],
+            skipped: None,
+            findings: (0..per_object)
+                .map(|j| Finding {
+                    policy: "p-bad".into(),
+                    action: if j % 3 == 0 { Label::Warn } else { Label::Deny },
+                    rule: "deny".into(),
+                    severity: Severity::High,
+                    message: format!("finding {j} of pod-{i:05}: {}", "x".repeat(300)),
+                    path: None,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
+    let records = many_findings("big", 500, 10); // 5,000 findings, 500 passes
+    let counts = NamespaceCounts {
+        pass: 500,
+        objects: 500,
+        ..NamespaceCounts::default()
+    };
+    let want = (500, 3_000, 2_000, 0);
+
+    // By count: 1,000 results per report → 5 numbered reports.
+    let limits = Limits::default();
+    let docs = openreports::build(
+        ReportApi::OpenReports,
+        "big",
+        &records,
+        Some(&counts),
+        1,
+        &limits,
+    );
+    let names: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "regate-audit",
+            "regate-audit-2",
+            "regate-audit-3",
+            "regate-audit-4",
+            "regate-audit-5"
+        ]
+    );
+    for (i, d) in docs.iter().enumerate() {
+        assert_eq!(d["results"].as_array().unwrap().len(), 1000);
+        assert_eq!(
+            d["metadata"]["labels"]["regate.dev/part"],
+            (i + 1).to_string()
+        );
+        assert_eq!(d["metadata"]["annotations"]["regate.dev/parts"], "5");
+    }
+    assert_eq!(summary_sum(&docs), want);
+    assert_openreports_schema(&docs);
+
+    // By bytes: results of ~400 bytes, 100,000 per report allowed → the 1 MiB limit splits.
+    let limits = Limits {
+        results_per_report: 5_000,
+        ..Limits::default()
+    };
+    let docs = openreports::build(
+        ReportApi::OpenReports,
+        "big",
+        &records,
+        Some(&counts),
+        1,
+        &limits,
+    );
+    assert!(docs.len() >= 2, "{} reports", docs.len());
+    for d in &docs {
+        let bytes = serde_json::to_vec(d).unwrap().len();
+        assert!(bytes <= openreports::MAX_REPORT_BYTES, "{bytes} bytes");
+    }
+    assert_eq!(summary_sum(&docs), want);
+
+    // maxResults cuts: one report of 100 results, the summary still counts everything.
+    let limits = Limits {
+        max_results: Some(100),
+        ..Limits::default()
+    };
+    let docs = openreports::build(
+        ReportApi::OpenReports,
+        "big",
+        &records,
+        Some(&counts),
+        1,
+        &limits,
+    );
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["results"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        docs[0]["metadata"]["annotations"]["regate.dev/results-omitted"],
+        "4900"
+    );
+    assert_eq!(docs[0]["configuration"]["limits"]["maxResults"], 100);
+    assert_eq!(summary_sum(&docs), want);
+
+    // The status filter: passes listed too (one per passing pair), or warnings only.
+    let limits = Limits {
+        statuses: vec![ReportStatus::Pass, ReportStatus::Fail, ReportStatus::Warn],
+        results_per_report: 5_000,
+        max_bytes: usize::MAX,
+        ..Limits::default()
+    };
+    let docs = openreports::build(
+        ReportApi::OpenReports,
+        "big",
+        &records,
+        Some(&counts),
+        1,
+        &limits,
+    );
+    let results: Vec<&Value> = docs
+        .iter()
+        .flat_map(|d| d["results"].as_array().unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "5,500 results, 5,000 per report");
+    assert_eq!(
+        results.iter().filter(|r| r["result"] == "pass").count(),
+        500
+    );
+    assert_eq!(results.len(), 5_500);
+    assert_eq!(summary_sum(&docs), want);
+    assert_openreports_schema(&docs);
+    let limits = Limits {
+        statuses: vec![ReportStatus::Warn],
+        ..Limits::default()
+    };
+    let docs = openreports::build(
+        ReportApi::OpenReports,
+        "big",
+        &records,
+        Some(&counts),
+        1,
+        &limits,
+    );
+    assert_eq!(docs.len(), 2);
+    assert!(docs
+        .iter()
+        .flat_map(|d| d["results"].as_array().unwrap())
+        .all(|r| r["result"] == "warn"));
+    assert_eq!(summary_sum(&docs), want);
+
+    // wgpolicyk8s reports split the same way, without the OpenReports-only fields.
+    let docs = openreports::build(
+        ReportApi::PolicyReport,
+        "",
+        &records,
+        None,
+        1,
+        &Limits::default(),
+    );
+    assert_eq!(docs.len(), 5);
+    assert_eq!(docs[0]["kind"], "ClusterPolicyReport");
+    assert!(docs[0].get("configuration").is_none());
 }
 
 #[test]

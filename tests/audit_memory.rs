@@ -6,12 +6,19 @@
 //! ```text
 //! cargo test --release --test audit_memory -- --ignored --nocapture audit_memory
 //! ```
+//!
+//! Also: the background audit's reports of a generated cluster stay within their limits
+//! (`background_reports_of_a_large_cluster_stay_small`; `REGATE_AUDIT_REPORTS_OBJECTS` objects,
+//! 2,000 unless set, so a plain `cargo test` stays quick; `.ci/run` sets 100,000).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_support;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
 
 use audit_support::*;
 
@@ -151,5 +158,99 @@ fn audit_memory() {
     assert!(
         ratio < 1.5,
         "peak memory grew with the cluster: {ratio:.2}x"
+    );
+}
+
+#[test]
+fn background_reports_of_a_large_cluster_stay_small() {
+    let total: usize = std::env::var("REGATE_AUDIT_REPORTS_OBJECTS")
+        .ok()
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let real = repo().join("policies");
+    let policies = if real.is_dir() {
+        real
+    } else {
+        write_policies(dir.path())
+    };
+    let mut resources = standard_resources();
+    resources.extend(openreports_resources());
+    let server = FakeApiServer::start_with(ApiState {
+        resources,
+        generated: Some(Generated::with_total(total)),
+        strip_results: true,
+        ..ApiState::default()
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    let (first, second) = runtime.block_on(async {
+        let set = Arc::new(build_set(
+            &policies,
+            regate::environment::NamespaceLabels::default(),
+        ));
+        let metrics = regate::metrics::Metrics::new().unwrap();
+        let leader = AtomicBool::new(true);
+        let mut state = regate::audit::background::ReportState::default();
+        let client = server.client();
+        let first = regate::audit::background::run_once_with(
+            &client,
+            set.clone(),
+            &metrics,
+            500,
+            &leader,
+            &mut state,
+        )
+        .await
+        .unwrap();
+        let second = regate::audit::background::run_once_with(
+            &client, set, &metrics, 500, &leader, &mut state,
+        )
+        .await
+        .unwrap();
+        (first, second)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let t = &first.totals;
+    assert!(t.objects >= total as u64, "{}", t.objects);
+    let applies = server.applies();
+    assert_eq!(first.outcome.written, applies.len());
+    assert_eq!(first.outcome.failed, 0);
+    let largest = applies.iter().map(|a| a.bytes).max().unwrap();
+    let most = applies.iter().map(|a| a.results).max().unwrap();
+    assert!(
+        largest <= regate::audit::report::openreports::MAX_REPORT_BYTES,
+        "{largest} bytes"
+    );
+    assert!(most <= 1_000, "{most} results");
+    // The summaries add up to the audit's totals.
+    let reports = server.report_objects();
+    let sum = |field: &str| -> u64 {
+        reports
+            .values()
+            .map(|r| r["summary"][field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("pass"), sum("fail"), sum("warn"), sum("error")),
+        (
+            t.passes(),
+            t.findings.deny + t.findings.audit,
+            t.findings.warn,
+            t.findings.error
+        )
+    );
+    // Re-running changes nothing: no write, no delete.
+    assert_eq!(second.outcome.written, 0, "{:?}", second.outcome);
+    assert_eq!(second.outcome.deleted, 0);
+    assert_eq!(second.outcome.unchanged, first.outcome.written);
+    assert_eq!(server.applies().len(), applies.len());
+    println!(
+        "background audit of {} objects: {} findings in {} reports (largest {} bytes, at most {} results); two rounds in {seconds:.1} s",
+        t.objects,
+        t.findings.total(),
+        reports.len(),
+        largest,
+        most
     );
 }

@@ -8,15 +8,9 @@ use regate::gatekeeper::suite::{self, Status};
 const TOTAL_CASES: usize = 270;
 
 /// Cases that fail because of known regorus/OPA differences, each with its cause; see
-/// docs/gatekeeper.md. (suite directory under library/, test, case, cause)
-const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[(
-    "pod-security-policy/users",
-    "users-and-groups-together",
-    "example-allowed",
-    "`not accept_value(rule, provided_value, params.ranges)` with `params.ranges` undefined: OPA \
-     evaluates a user function's arguments before the negation, so the expression is undefined; \
-     regorus negates the undefined call to true and reports a violation",
-)];
+/// docs/gatekeeper.md. (suite directory under library/, test, case, cause). None today: the
+/// last one (`not f(undefined)`) is normalised in `gatekeeper::rego_compat`.
+const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[];
 
 #[test]
 fn gatekeeper_library_suites() {
@@ -219,6 +213,298 @@ mod fixture {
             assert_eq!(o.status, Status::Pass, "{} / {}", o.test, o.case);
         }
         assert_eq!(report.outcomes.len(), 5);
+    }
+}
+
+/// Gatekeeper 3.22+ features beside the library's templates: ExpansionTemplates, scoped
+/// enforcement per point, `input.review.namespaceObject`, exceptions by kind and name.
+mod gatekeeper_features {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use regate::admission::decision::{judge, Decision};
+    use regate::admission::review::{ManifestRequest, Review};
+    use regate::config::{Action, Config};
+    use regate::environment::NamespaceLabels;
+    use regate::policy::eval::Wants;
+    use regate::policy::set::PolicySet;
+    use regate::policy::source::PolicySource;
+
+    use super::common;
+
+    fn source(name: &str, text: String) -> PolicySource {
+        PolicySource {
+            name: name.to_string(),
+            text,
+        }
+    }
+
+    fn library_file(root: &Path, rel: &str) -> PolicySource {
+        source(rel, std::fs::read_to_string(root.join(rel)).unwrap())
+    }
+
+    fn build(sources: &[PolicySource], config: Config) -> PolicySet {
+        PolicySet::build(sources, Arc::new(config), NamespaceLabels::default()).unwrap()
+    }
+
+    fn fixture(name: &str) -> Review {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/admission")
+            .join(name);
+        Review::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn messages(d: &Decision) -> Vec<String> {
+        d.violations
+            .iter()
+            .map(|v| format!("{} {:?} {}", v.policy, v.action, v.message))
+            .collect()
+    }
+
+    const EXPANSION: &str = r#"
+apiVersion: expansion.gatekeeper.sh/v1beta1
+kind: ExpansionTemplate
+metadata:
+  name: expand-workloads
+spec:
+  applyTo:
+    - groups: ["apps"]
+      kinds: ["DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"]
+      versions: ["v1"]
+    - groups: ["batch"]
+      kinds: ["Job"]
+      versions: ["v1"]
+  templateSource: "spec.template"
+  generatedGVK:
+    kind: "Pod"
+    group: ""
+    version: "v1"
+---
+apiVersion: expansion.gatekeeper.sh/v1beta1
+kind: ExpansionTemplate
+metadata:
+  name: expand-cronjobs
+spec:
+  applyTo:
+    - groups: ["batch"]
+      kinds: ["CronJob"]
+      versions: ["v1"]
+  templateSource: "spec.jobTemplate"
+  enforcementAction: warn
+  generatedGVK:
+    kind: "Job"
+    group: "batch"
+    version: "v1"
+"#;
+
+    /// The library's Pod templates judge the Pod a workload would create.
+    #[test]
+    fn expansion_judges_the_pods_workloads_would_create() {
+        let Some(root) = common::corpus("gatekeeper-library/library/pod-security-policy") else {
+            return;
+        };
+        let sources = vec![
+            library_file(&root, "read-only-root-filesystem/template.yaml"),
+            library_file(
+                &root,
+                "read-only-root-filesystem/samples/psp-readonlyrootfilesystem/constraint.yaml",
+            ),
+            library_file(&root, "privileged-containers/template.yaml"),
+            library_file(
+                &root,
+                "privileged-containers/samples/psp-privileged-container/constraint.yaml",
+            ),
+            source("expansion.yaml", EXPANSION.to_string()),
+        ];
+        let set = build(&sources, Config::default());
+        assert_eq!(set.expansions.len(), 2);
+        let d = judge(
+            &set,
+            &fixture("statefulset-missing-read-only-root-filesystem.json"),
+            Wants::VALIDATE,
+        );
+        let m = messages(&d);
+        assert!(
+            m.iter().any(|m| m.starts_with("psp-readonlyrootfilesystem Deny [Implied by expand-workloads] only read-only root filesystem container is allowed")),
+            "{m:?}"
+        );
+        assert!(!d.allowed);
+        let d = judge(
+            &set,
+            &fixture("deployment-missing-read-only-root-filesystem.json"),
+            Wants::VALIDATE,
+        );
+        let m = messages(&d);
+        assert!(
+            m.iter()
+                .any(|m| m
+                    .starts_with("psp-readonlyrootfilesystem Deny [Implied by expand-workloads]")),
+            "{m:?}"
+        );
+        let d = judge(&set, &fixture("daemonset-privileged.json"), Wants::VALIDATE);
+        let m = messages(&d);
+        assert!(
+            m.iter().any(|m| m.starts_with("psp-privileged-container Deny [Implied by expand-workloads] Privileged container is not allowed")),
+            "{m:?}"
+        );
+        // A CronJob expands into a Job, then into a Pod; the Pod is made by expand-workloads.
+        let d = judge(
+            &set,
+            &fixture("cronjob-read-only-root-filesystem-false.json"),
+            Wants::VALIDATE,
+        );
+        let m = messages(&d);
+        assert!(
+            m.iter()
+                .any(|m| m
+                    .starts_with("psp-readonlyrootfilesystem Deny [Implied by expand-workloads]")),
+            "{m:?}"
+        );
+        for secure in [
+            "statefulset-secure.json",
+            "daemonset-secure.json",
+            "cronjob-secure.json",
+        ] {
+            let d = judge(&set, &fixture(secure), Wants::VALIDATE);
+            assert!(d.violations.is_empty(), "{secure}: {:?}", messages(&d));
+        }
+        // Without the templates, the workloads pass the Pod constraints untouched.
+        let without = build(&sources[..4], Config::default());
+        let d = judge(
+            &without,
+            &fixture("daemonset-privileged.json"),
+            Wants::VALIDATE,
+        );
+        assert!(d.violations.is_empty(), "{:?}", messages(&d));
+    }
+
+    fn template(kind: &str, rego_body: &str) -> String {
+        format!(
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: {}\nspec:\n  crd:\n    spec:\n      names:\n        kind: {kind}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package {}\n        violation[{{\"msg\": msg}}] {{\n          {rego_body}\n        }}\n",
+            kind.to_ascii_lowercase(),
+            kind.to_ascii_lowercase()
+        )
+    }
+
+    fn pod(namespace: &str) -> Review {
+        Review::from_manifest(
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": namespace}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+            &ManifestRequest::default(),
+        )
+        .unwrap()
+    }
+
+    /// A label-based rule on the request's Namespace, read from `input.review.namespaceObject`.
+    #[test]
+    fn templates_read_the_namespace_object() {
+        let sources = vec![
+            source(
+                "t.yaml",
+                template(
+                    "K8sNamespaceTier",
+                    "input.review.namespaceObject.metadata.labels.tier == \"restricted\"\n          msg := sprintf(\"namespace %v is restricted\", [input.review.namespaceObject.metadata.name])",
+                ),
+            ),
+            source(
+                "c.yaml",
+                "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNamespaceTier\nmetadata:\n  name: tier\n".to_string(),
+            ),
+        ];
+        let set = build(&sources, Config::default());
+        let namespaces = [
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "locked", "labels": {"tier": "restricted"}, "managedFields": [{"manager": "x"}]}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "open", "labels": {"tier": "free"}}}),
+        ];
+        regate::gatekeeper::record_namespaces(&set, namespaces.iter());
+        let d = judge(&set, &pod("locked"), Wants::VALIDATE);
+        assert_eq!(
+            messages(&d),
+            vec!["tier Deny namespace locked is restricted"]
+        );
+        assert!(judge(&set, &pod("open"), Wants::VALIDATE)
+            .violations
+            .is_empty());
+        // Unknown namespace: no namespaceObject, the rule is undefined.
+        assert!(judge(&set, &pod("elsewhere"), Wants::VALIDATE)
+            .violations
+            .is_empty());
+        let object = set.resolver.namespace_object("locked").unwrap();
+        assert!(object.pointer("/metadata/managedFields").is_none());
+    }
+
+    fn scoped_sources() -> Vec<PolicySource> {
+        let constraint = |name: &str, spec: &str| {
+            format!("---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNoPods\nmetadata:\n  name: {name}\nspec:\n{spec}")
+        };
+        let constraints = [
+            constraint("audit-only", "  enforcementAction: scoped\n  scopedEnforcementActions:\n    - action: deny\n      enforcementPoints: [{name: audit.gatekeeper.sh}]\n"),
+            constraint("webhook-only", "  enforcementAction: scoped\n  scopedEnforcementActions:\n    - action: deny\n      enforcementPoints: [{name: validation.gatekeeper.sh}]\n"),
+            constraint("warn-here-deny-there", "  enforcementAction: scoped\n  scopedEnforcementActions:\n    - action: warn\n      enforcementPoints: [{name: validation.gatekeeper.sh}]\n    - action: deny\n      enforcementPoints: [{name: audit.gatekeeper.sh}]\n"),
+            constraint("dry", "  enforcementAction: dryrun\n"),
+        ]
+        .concat();
+        vec![
+            source("t.yaml", template("K8sNoPods", "msg := \"no pods\"")),
+            source("c.yaml", constraints),
+        ]
+    }
+
+    fn actions(d: &Decision) -> Vec<(String, Action)> {
+        let mut out: Vec<(String, Action)> = d
+            .violations
+            .iter()
+            .map(|v| (v.policy.clone(), v.action))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `scopedEnforcementActions` per enforcement point: admission (validation.gatekeeper.sh)
+    /// and audit (audit.gatekeeper.sh); dryrun is audit-only everywhere.
+    #[test]
+    fn scoped_enforcement_is_per_point() {
+        let set = build(&scoped_sources(), Config::default());
+        let admission = judge(&set, &pod("default"), Wants::VALIDATE);
+        assert_eq!(
+            actions(&admission),
+            vec![
+                ("dry".to_string(), Action::Audit),
+                ("warn-here-deny-there".to_string(), Action::Warn),
+                ("webhook-only".to_string(), Action::Deny),
+            ]
+        );
+        let audit_set = regate::gatekeeper::audit_point(Arc::new(set));
+        let audit = judge(&audit_set, &pod("default"), Wants::VALIDATE);
+        assert_eq!(
+            actions(&audit),
+            vec![
+                ("audit-only".to_string(), Action::Deny),
+                ("dry".to_string(), Action::Audit),
+                ("warn-here-deny-there".to_string(), Action::Deny),
+            ]
+        );
+        // Without scoped constraints the audit's set is the set itself.
+        let plain = Arc::new(build(&scoped_sources()[..1], Config::default()));
+        assert!(Arc::ptr_eq(
+            &plain,
+            &regate::gatekeeper::audit_point(plain.clone())
+        ));
+    }
+
+    /// Config exceptions waive a constraint named by its id or by `Kind/name`.
+    #[test]
+    fn exceptions_name_constraints_by_kind_and_name() {
+        let config: Config = serde_yaml::from_str(
+            "exceptions:\n  - name: legacy\n    policies: [K8sNoPods/webhook-only, dry]\n    reason: migration\n    expires: \"2999-01-01T00:00:00Z\"\n    match:\n      namespace: legacy\n",
+        )
+        .unwrap();
+        let set = build(&scoped_sources(), config);
+        let d = judge(&set, &pod("legacy"), Wants::VALIDATE);
+        let waived: Vec<&str> = d.waivers.iter().map(|w| w.policy.as_str()).collect();
+        assert_eq!(waived, vec!["webhook-only", "dry"], "{:?}", d.waivers);
+        assert!(d.allowed);
+        let d = judge(&set, &pod("default"), Wants::VALIDATE);
+        assert!(!d.allowed);
     }
 }
 

@@ -392,3 +392,335 @@ async fn sync_starts_when_a_reload_adds_a_referential_constraint() {
     wait_for(&router, &object, false).await;
     sync.abort();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gatekeeper 3.22+ input and enforcement: `input.review.namespaceObject`, scoped enforcement per
+// point, and the policies the webhook rules leave out. Templates are written here (no corpus).
+
+const TIER_TEMPLATE: &str = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8snamespacetier
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sNamespaceTier
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8snamespacetier
+        violation[{"msg": msg}] {
+          input.review.namespaceObject.metadata.labels.tier == "restricted"
+          msg := sprintf("namespace %v is restricted", [input.review.namespaceObject.metadata.name])
+        }
+"#;
+
+const TIER_CONSTRAINT: &str = "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNamespaceTier\nmetadata:\n  name: tier\nspec:\n  match:\n    kinds:\n      - apiGroups: [\"\"]\n        kinds: [\"Pod\"]\n";
+
+fn write_policies(root: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let dir = root.join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+fn namespace(name: &str, tier: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": name, "labels": {"tier": tier}}})
+}
+
+fn pod_in(namespace: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "web", "namespace": namespace},
+           "spec": {"containers": [{"name": "c", "image": "nginx"}]}})
+}
+
+async fn pod_allowed(router: &axum::Router, pod: &Value) -> (bool, Value) {
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "ns-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": pod,
+        }
+    });
+    let request = axum::http::Request::post("/validate")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    (
+        body["response"]["allowed"].as_bool().unwrap(),
+        body["response"].clone(),
+    )
+}
+
+async fn wait_for_pod(router: &axum::Router, pod: &Value, want: bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (got, response) = pod_allowed(router, pod).await;
+        if got == want {
+            return response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still allowed={got} after 30 s: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `serve`: the namespace watch (real kube client, fake API server) gives templates the
+/// request's Namespace; a relabel reaches them through the watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_gives_templates_the_namespace_object_from_the_watch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = write_policies(
+        tmp.path(),
+        &[
+            ("template.yaml", TIER_TEMPLATE),
+            ("constraint.yaml", TIER_CONSTRAINT),
+        ],
+    );
+    let labels = NamespaceLabels::default();
+    let sources = PolicySources {
+        dir: policies,
+        include_defaults: false,
+        config: None,
+    };
+    let store = Arc::new(PolicyStore::new(sources, labels.clone(), None).unwrap());
+    let cluster = FakeCluster::start();
+    cluster.add(namespace("locked", "restricted"));
+    cluster.add(namespace("open", "free"));
+    let watch = regate::server::namespaces::spawn_with(labels, cluster.client());
+    let router = app(AppState::new(store, Metrics::new().unwrap(), None));
+
+    let response = wait_for_pod(&router, &pod_in("locked"), false).await;
+    assert!(
+        response
+            .to_string()
+            .contains("[tier] namespace locked is restricted"),
+        "{response}"
+    );
+    let (allowed, response) = pod_allowed(&router, &pod_in("open")).await;
+    assert!(allowed, "{response}");
+    // The Namespace is relabelled: the watch brings the new object.
+    cluster.add(namespace("locked", "free"));
+    wait_for_pod(&router, &pod_in("locked"), true).await;
+    assert!(cluster
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("/api/v1/namespaces")));
+    watch.abort();
+}
+
+/// `eval`: a Namespace among the manifests (or in `--inventory`) is the namespaceObject of the
+/// objects in it.
+#[test]
+fn eval_gives_templates_the_namespace_object_from_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = write_policies(
+        tmp.path(),
+        &[
+            ("template.yaml", TIER_TEMPLATE),
+            ("constraint.yaml", TIER_CONSTRAINT),
+        ],
+    );
+    let manifests = tmp.path().join("app.yaml");
+    std::fs::write(
+        &manifests,
+        format!(
+            "{}---\n{}",
+            serde_yaml::to_string(&namespace("locked", "restricted")).unwrap(),
+            serde_yaml::to_string(&pod_in("locked")).unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, results, stderr) = eval(&policies, &[Path::new("-f"), &manifests]);
+    assert_eq!(code, 1, "{results:?} {stderr}");
+    assert_eq!(denied_by(&results[1]), vec!["tier".to_string()]);
+    assert!(results[1]
+        .to_string()
+        .contains("namespace locked is restricted"));
+
+    // The Namespace from --inventory instead.
+    let pod_only = tmp.path().join("pod.yaml");
+    std::fs::write(&pod_only, pod_in("locked").to_string()).unwrap();
+    let ns = tmp.path().join("ns.yaml");
+    std::fs::write(&ns, namespace("locked", "restricted").to_string()).unwrap();
+    let (code, results, _) = eval(&policies, &[Path::new("-f"), &pod_only]);
+    assert_eq!(code, 0, "{results:?}");
+    let (code, results, stderr) = eval(
+        &policies,
+        &[Path::new("-f"), &pod_only, Path::new("--inventory"), &ns],
+    );
+    assert_eq!(code, 1, "{results:?} {stderr}");
+    assert_eq!(denied_by(&results[0]), vec!["tier".to_string()]);
+}
+
+const NO_PODS_TEMPLATE: &str = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8snopods
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sNoPods
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package k8snopods
+        violation[{"msg": "no pods"}] {
+          input.review.object.kind == "Pod"
+        }
+"#;
+
+const SCOPED_CONSTRAINTS: &str = r#"apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sNoPods
+metadata:
+  name: audit-only
+spec:
+  enforcementAction: scoped
+  scopedEnforcementActions:
+    - action: deny
+      enforcementPoints: [{name: audit.gatekeeper.sh}]
+---
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: K8sNoPods
+metadata:
+  name: webhook-only
+spec:
+  enforcementAction: scoped
+  scopedEnforcementActions:
+    - action: deny
+      enforcementPoints: [{name: validation.gatekeeper.sh}]
+"#;
+
+/// Scoped enforcement per point: `serve` denies with the webhook's constraint only, `audit`
+/// reports the audit's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_enforcement_differs_between_serve_and_audit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = write_policies(
+        tmp.path(),
+        &[
+            ("template.yaml", NO_PODS_TEMPLATE),
+            ("constraints.yaml", SCOPED_CONSTRAINTS),
+        ],
+    );
+    let sources = PolicySources {
+        dir: policies.clone(),
+        include_defaults: false,
+        config: None,
+    };
+    let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
+    let router = app(AppState::new(store, Metrics::new().unwrap(), None));
+    let (allowed, response) = pod_allowed(&router, &pod_in("default")).await;
+    assert!(!allowed);
+    let text = response.to_string();
+    assert!(text.contains("[webhook-only] no pods"), "{text}");
+    assert!(!text.contains("audit-only"), "{text}");
+
+    let pod = tmp.path().join("pod.yaml");
+    std::fs::write(&pod, pod_in("default").to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .env_remove("REGATE_POLICIES")
+        .env_remove("REGATE_CONFIG")
+        .env_remove("REGATE_INCLUDE_DEFAULTS")
+        .args(["audit", "-o", "json", "--policies"])
+        .arg(&policies)
+        .arg("-f")
+        .arg(&pod)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let by_policy: Vec<&String> = report["summary"]["byPolicy"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(by_policy, vec!["audit-only"], "{stdout}");
+}
+
+const SERVICES_CONSTRAINT: &str = "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNoPods\nmetadata:\n  name: services-too\nspec:\n  match:\n    kinds:\n      - apiGroups: [\"\"]\n        kinds: [\"Service\"]\n";
+
+/// A constraint on a kind the chart's default rules do not send is named by `regate check`
+/// and `/readyz?verbose`; with every resource sent it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_the_webhook_does_not_send_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = write_policies(
+        tmp.path(),
+        &[
+            ("template.yaml", NO_PODS_TEMPLATE),
+            ("services.yaml", SERVICES_CONSTRAINT),
+        ],
+    );
+    let check = |rules: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+            .env_remove("REGATE_CONFIG")
+            .env_remove("REGATE_WEBHOOK_RULES")
+            .args(["check", "--webhook-rules", rules])
+            .arg(&policies)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stderr) = check("chart-defaults");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: policy services-too is not enforced at admission for Service (CREATE, UPDATE)"),
+        "{stderr}"
+    );
+    let (code, stderr) = check("all");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (code, stderr) = check(tmp.path().join("missing.yaml").to_str().unwrap());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("missing.yaml"), "{stderr}");
+
+    let sources = PolicySources {
+        dir: policies,
+        include_defaults: false,
+        config: None,
+    };
+    let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
+    let readyz = |state: AppState| async move {
+        let request = axum::http::Request::get("/readyz?verbose")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app(state).oneshot(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).to_string()
+    };
+    let mut state = AppState::new(store, Metrics::new().unwrap(), None);
+    let text = readyz(state.clone()).await;
+    assert!(
+        text.contains("[+]webhook-rules policy services-too is not enforced at admission for Service (CREATE, UPDATE)"),
+        "{text}"
+    );
+    assert!(text.contains("readyz check passed"), "{text}");
+    state.webhook_rules = Arc::new(regate::admission::webhook_rules::WebhookRules::all_resources());
+    let text = readyz(state).await;
+    assert!(
+        text.contains("[+]webhook-rules the webhooks send every kind"),
+        "{text}"
+    );
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::admission::review::Review;
+use crate::admission::review::{ManifestRequest, Review};
 use crate::config::{Action, Environment, FailurePolicy};
 use crate::gatekeeper;
 use crate::policy::eval::{FailureReason, Wants};
@@ -255,6 +255,44 @@ pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
 /// before parsing the body, so that parsing and converting the input count too): policies not
 /// yet started when it is spent fail with the time limit, and the failure policy decides.
 pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Instant) -> Decision {
+    judge_review(set, review, wants, started, false)
+}
+
+/// Gatekeeper's expansion: the objects the ExpansionTemplates make of the review's object (a
+/// Deployment's Pod), each judged by the constraints that match generated objects, as a
+/// request of the same operation, namespace and user.
+fn judge_expanded(
+    set: &PolicySet,
+    review: &Review,
+    started: Instant,
+) -> Vec<(gatekeeper::expansion::Resultant, Decision)> {
+    let Some(object) = review.object() else {
+        return Vec::new();
+    };
+    gatekeeper::expansion::expand(&set.expansions, object, review.namespace())
+        .into_iter()
+        .filter_map(|r| {
+            let opts = ManifestRequest {
+                namespace: review.namespace().map(str::to_string),
+                operation: review.operation().to_string(),
+                uid: review.uid().to_string(),
+                username: review.user().to_string(),
+                ..ManifestRequest::default()
+            };
+            let child = Review::from_manifest(r.object.clone(), &opts).ok()?;
+            let decision = judge_review(set, &child, Wants::VALIDATE, started, true);
+            Some((r, decision))
+        })
+        .collect()
+}
+
+fn judge_review(
+    set: &PolicySet,
+    review: &Review,
+    wants: Wants,
+    started: Instant,
+    generated: bool,
+) -> Decision {
     let uid = review.uid();
     let environment = set.resolver.resolve(review.namespace());
     let operation = review.operation();
@@ -274,6 +312,11 @@ pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Ins
     // any policy judges the kind.
     let mutating = wants.mutate && sub_resource.is_none() && set.mutators.may_apply(review.kind());
     let subject = gatekeeper::MatchSubject::new(review, &set.resolver);
+    let subject = if generated {
+        subject.generated()
+    } else {
+        subject
+    };
     let candidates: Vec<usize> = set
         .for_kind(review.kind())
         .into_iter()
@@ -286,7 +329,12 @@ pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Ins
                 && gatekeeper::applies(&set.policies[i], &subject)
         })
         .collect();
-    if candidates.is_empty() && !mutating {
+    let implied = if generated || !wants.validate || set.expansions.is_empty() {
+        Vec::new()
+    } else {
+        judge_expanded(set, review, started)
+    };
+    if candidates.is_empty() && implied.is_empty() && !mutating {
         let skip = if sub_resource.is_some() {
             Skip::Subresource
         } else {
@@ -298,14 +346,10 @@ pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Ins
         return Decision::allowed(uid, environment, Skip::NoObject);
     };
 
-    // Converted only when a policy will read it (a request only mutators apply to needs none).
-    let input = if candidates.is_empty() {
-        regorus::Value::Null
-    } else {
-        policy_input(set, review)
-    };
-    // Gatekeeper constraints judge a bare object as Gatekeeper's audit does; built on first use.
-    let bare_input = std::cell::OnceCell::new();
+    let input = policy_input(set, review);
+    // Gatekeeper constraints judge a bare object as Gatekeeper's audit does, with the
+    // namespace's object; built on first use.
+    let gatekeeper_input = std::cell::OnceCell::new();
     let redact = review.kind() == "Secret";
     let namespace = review.namespace().unwrap_or("");
     let name = review.name();
@@ -363,9 +407,12 @@ pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Ins
             continue;
         }
         let input = match policy.flavor {
-            Flavor::Gatekeeper(_) if review.synthesized => {
-                bare_input.get_or_init(|| gatekeeper::bare_object_input(&input))
-            }
+            Flavor::Gatekeeper(_) => gatekeeper_input.get_or_init(|| {
+                let ns = review
+                    .namespace()
+                    .and_then(|ns| set.resolver.namespace_object(ns));
+                gatekeeper::review_input(&input, review.synthesized, ns.as_deref())
+            }),
             _ => &input,
         };
         let output = set.evaluate(i, &selected, environment, input, wants, redact);
@@ -411,6 +458,33 @@ pub fn judge_within(set: &PolicySet, review: &Review, wants: Wants, started: Ins
         }
     }
 
+    for (resultant, child) in implied {
+        // Gatekeeper's `[Implied by <template>]` prefix, and the template's action if it sets one.
+        let prefix = format!("[Implied by {}]", resultant.template);
+        for mut v in child.violations {
+            v.message = format!("{prefix} {}", v.message);
+            if let Some(action) = resultant.action {
+                v.action = action;
+            }
+            decision.violations.push(v);
+        }
+        for mut w in child.warn_results {
+            w.message = format!("{prefix} {}", w.message);
+            decision.warn_results.push(w);
+        }
+        for mut f in child.failures {
+            f.detail = format!("{prefix} {}", f.detail);
+            decision.failures.push(f);
+        }
+        decision.waivers.extend(child.waivers);
+        for id in child.evaluated {
+            if !decision.evaluated.contains(&id) {
+                decision.evaluated.push(id);
+            }
+        }
+        decision.timings.extend(child.timings);
+        decision.prints.extend(child.prints);
+    }
     if wants.validate {
         let denied = decision.violations.iter().any(|v| v.action == Action::Deny);
         let failed_closed =

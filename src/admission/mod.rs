@@ -4,6 +4,7 @@ pub mod decision;
 pub mod respond;
 pub mod review;
 pub mod shape;
+pub mod webhook_rules;
 
 pub use decision::{judge, Decision, Violation};
 pub use respond::{respond, Endpoint};

@@ -1,14 +1,17 @@
 //! The background audit of `serve` (`audit.interval` in regate.yaml; off when absent): one replica,
-//! elected on a Lease, audits the cluster every interval, applies a PolicyReport per namespace
-//! and a ClusterPolicyReport with server-side apply (each replaces the last one whole, so stale
-//! results disappear), and exposes the last run's counts as metrics.
+//! elected on a Lease, audits the cluster every interval, applies its reports with server-side
+//! apply (OpenReports when the cluster serves them, else wgpolicyk8s PolicyReports; see
+//! [`crate::audit::report::openreports`] for their limits), deletes the ones no longer needed,
+//! and exposes the last run's counts as metrics.
 
-use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::Client;
 use serde_json::Value;
@@ -16,12 +19,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::audit::cluster::{self, audit_cluster, ClusterOptions, DEFAULT_PAGE_SIZE};
+use crate::audit::cluster::{audit_cluster, ClusterOptions, DEFAULT_PAGE_SIZE};
 use crate::audit::lease::{LeaderElector, LeaseConfig};
-use crate::audit::report::policyreport::{self, ReportWalker, MAX_CLUSTER_REPORT_BYTES};
+use crate::audit::report::openreports::{Limits, ReportApi, ReportWalker};
+use crate::audit::report::policyreport::{MANAGED_BY, REPORT_NAME};
 use crate::audit::runner::AuditRun;
+use crate::audit::totals::Totals;
 use crate::audit::AuditError;
-use crate::config::parse_duration;
+use crate::config::{parse_duration, ReportStatus, ReportsApi};
 use crate::metrics::Metrics;
 use crate::policy::reload::PolicyStore;
 
@@ -177,22 +182,26 @@ pub async fn run(
     };
 
     let mut last: Option<Instant> = None;
+    let mut state = ReportState::default();
     loop {
         let interval = configured_interval(&store, &opts);
         let is_leader = leader.load(Ordering::SeqCst);
         if !is_leader {
-            // A replica that becomes leader audits at once.
+            // A replica that becomes leader audits at once, and writes every report again:
+            // another leader may have written them meanwhile.
             last = None;
+            state = ReportState::default();
         }
         let mut wait = opts.renew_period;
         if let (Some(interval), true) = (interval, is_leader) {
             let due = last.is_none_or(|l| l.elapsed() >= interval);
             if due {
                 last = Some(Instant::now());
-                let set = store.current();
+                // Gatekeeper's audit enforcement point: scoped constraints act as they say there.
+                let set = crate::gatekeeper::audit_point(store.current());
                 let page_size = set.config.audit.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-                match run_once(&client, set, &metrics, page_size, &leader).await {
-                    Ok(()) => {}
+                match run_once_with(&client, set, &metrics, page_size, &leader, &mut state).await {
+                    Ok(_) => {}
                     Err(e) => warn!(error = %e, "background audit failed"),
                 }
             }
@@ -212,6 +221,7 @@ pub async fn run(
 }
 
 /// One audit: judge the cluster, record the metrics, and (while still leader) apply the reports.
+/// Remembers nothing between calls (every report is written); [`run`] uses [`run_once_with`].
 pub async fn run_once(
     client: &Client,
     set: Arc<crate::policy::set::PolicySet>,
@@ -219,8 +229,36 @@ pub async fn run_once(
     page_size: u32,
     leader: &AtomicBool,
 ) -> Result<(), AuditError> {
+    let mut state = ReportState::default();
+    run_once_with(client, set, metrics, page_size, leader, &mut state)
+        .await
+        .map(|_| ())
+}
+
+/// What one background audit found and wrote.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub totals: Totals,
+    /// The API written, if any (none served, forced off, or leadership lost).
+    pub api: Option<ReportApi>,
+    pub outcome: ApplyOutcome,
+}
+
+/// [`run_once`] keeping the applied reports' digests in `state`.
+pub async fn run_once_with(
+    client: &Client,
+    set: Arc<crate::policy::set::PolicySet>,
+    metrics: &Metrics,
+    page_size: u32,
+    leader: &AtomicBool,
+    state: &mut ReportState,
+) -> Result<Round, AuditError> {
+    let reports = set.config.audit.reports.clone();
+    let limits = Limits::from_config(&reports);
     let opts = ClusterOptions {
         page_size,
+        // Listing passes needs the objects without findings too.
+        keep_passing: limits.statuses.contains(&ReportStatus::Pass),
         ..ClusterOptions::default()
     };
     let mut run = audit_cluster(client, set, &opts).await?;
@@ -239,13 +277,30 @@ pub async fn run_once(
     for i in &run.issues {
         warn!(source = %i.source, "background audit incomplete: {}", i.message);
     }
+    let mut round = Round {
+        totals: run.totals.clone(),
+        api: None,
+        outcome: ApplyOutcome::default(),
+    };
     if !leader.load(Ordering::SeqCst) {
         info!("audit leadership lost during the audit; reports left to the new leader");
-        return Ok(());
+        return Ok(round);
     }
-    let written = apply_reports(client, &mut run).await?;
-    info!(reports = written, "policy reports applied");
-    Ok(())
+    let Some(api) = resolve_api(client, reports.api).await? else {
+        return Ok(round);
+    };
+    let outcome = apply_reports(client, &mut run, api, &limits, state).await?;
+    info!(
+        api = api.api_version(),
+        written = outcome.written,
+        unchanged = outcome.unchanged,
+        deleted = outcome.deleted,
+        failed = outcome.failed,
+        "reports applied"
+    );
+    round.api = Some(api);
+    round.outcome = outcome;
+    Ok(round)
 }
 
 /// Sets the audit metrics from a run: gauges replaced whole, namespace labels bounded.
@@ -285,37 +340,120 @@ pub fn record_metrics(metrics: &Metrics, run: &AuditRun) {
         .set(i64::try_from(t.objects).unwrap_or(i64::MAX));
 }
 
-fn report_resource(kind: &str) -> ApiResource {
+fn report_resource(api: ReportApi, cluster: bool) -> ApiResource {
     ApiResource {
-        group: policyreport::GROUP.to_string(),
-        version: policyreport::VERSION.to_string(),
-        api_version: policyreport::API_VERSION.to_string(),
-        kind: kind.to_string(),
-        plural: format!("{}s", kind.to_ascii_lowercase()),
+        group: api.group().to_string(),
+        version: api.version().to_string(),
+        api_version: api.api_version().to_string(),
+        kind: api.kind(cluster).to_string(),
+        plural: api.plural(cluster).to_string(),
     }
 }
 
-/// Applies every report of a run (server-side apply, forced, one field manager: each report
-/// replaces the previous one whole). Returns how many were written.
-pub async fn apply_reports(client: &Client, run: &mut AuditRun) -> Result<usize, AuditError> {
-    let kinds = [
-        "PolicyReport".to_string(),
-        "ClusterPolicyReport".to_string(),
-    ];
-    let served = cluster::discover(client, &kinds, cluster::DEFAULT_DISCOVERY_TIMEOUT).await?;
-    if !served.missing.is_empty() {
-        warn!(
-            missing = ?served.missing,
-            "the wgpolicyk8s.io/v1alpha2 PolicyReport CRDs are not installed; audit results are in metrics and logs only"
-        );
-        return Ok(0);
+/// Whether the cluster serves both report kinds of `api` (its CRDs are installed).
+pub async fn served(client: &Client, api: ReportApi) -> Result<bool, AuditError> {
+    let gv = format!("{}/{}", api.group(), api.version());
+    match client.list_api_group_resources(&gv).await {
+        Ok(list) => Ok([false, true]
+            .iter()
+            .all(|&cluster| list.resources.iter().any(|r| r.name == api.plural(cluster)))),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    let namespaced = report_resource("PolicyReport");
-    let cluster_wide = report_resource("ClusterPolicyReport");
+}
+
+/// The API the reports are written in: the configured one when served, or with `auto`
+/// OpenReports, else wgpolicyk8s; `None` when there is nothing to write to (said in the log).
+pub async fn resolve_api(
+    client: &Client,
+    choice: ReportsApi,
+) -> Result<Option<ReportApi>, AuditError> {
+    let candidates: &[ReportApi] = match choice {
+        ReportsApi::None => {
+            info!("audit.reports.api is none: audit results are in metrics and logs only");
+            return Ok(None);
+        }
+        ReportsApi::Auto => &[ReportApi::OpenReports, ReportApi::PolicyReport],
+        ReportsApi::Openreports => &[ReportApi::OpenReports],
+        ReportsApi::Policyreport => &[ReportApi::PolicyReport],
+    };
+    for &api in candidates {
+        if served(client, api).await? {
+            return Ok(Some(api));
+        }
+    }
+    let wanted: Vec<String> = candidates
+        .iter()
+        .map(|a| format!("{} ({})", a.api_version(), a.kind(false)))
+        .collect();
+    warn!(
+        wanted = ?wanted,
+        "the report CRDs are not installed; audit results are in metrics and logs only"
+    );
+    Ok(None)
+}
+
+/// What the background audit remembers between runs: a digest of every report it applied, so
+/// an unchanged report is not written again.
+#[derive(Debug, Default)]
+pub struct ReportState {
+    applied: HashMap<String, u64>,
+}
+
+/// What one round of applying reports did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub written: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+/// A digest of a report's content, leaving out the results' timestamps (a finding that is still
+/// there is not news).
+fn digest(report: &Value) -> u64 {
+    let mut h = DefaultHasher::new();
+    if let Some(map) = report.as_object() {
+        for (k, v) in map {
+            k.hash(&mut h);
+            if k == "results" {
+                for r in v.as_array().into_iter().flatten() {
+                    for (rk, rv) in r.as_object().into_iter().flatten() {
+                        if rk != "timestamp" {
+                            rk.hash(&mut h);
+                            rv.to_string().hash(&mut h);
+                        }
+                    }
+                }
+            } else {
+                v.to_string().hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+fn report_key(plural: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{plural}/{}/{name}", namespace.unwrap_or(""))
+}
+
+/// Applies every report of a run (server-side apply, forced, one field manager: each report
+/// replaces the previous one whole), skips those unchanged since the last run, and deletes the
+/// reports regate wrote before that this run did not (a namespace whose objects are gone, parts
+/// no longer needed).
+pub async fn apply_reports(
+    client: &Client,
+    run: &mut AuditRun,
+    api: ReportApi,
+    limits: &Limits,
+    state: &mut ReportState,
+) -> Result<ApplyOutcome, AuditError> {
+    let namespaced = report_resource(api, false);
+    let cluster_wide = report_resource(api, true);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut walker = ReportWalker::new(run, Some(MAX_CLUSTER_REPORT_BYTES));
-    let mut written = 0;
-    let mut failed = 0;
+    let mut walker = ReportWalker::new(run, api, limits.clone());
+    let mut current: HashMap<String, u64> = HashMap::new();
+    let mut outcome = ApplyOutcome::default();
     let partitions = run.spool.partitions();
     for p in 0..=partitions {
         let reports = if p < partitions {
@@ -329,26 +467,101 @@ pub async fn apply_reports(client: &Client, run: &mut AuditRun) -> Result<usize,
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            let api: Api<DynamicObject> = match &namespace {
+            let name = report
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or(REPORT_NAME)
+                .to_string();
+            let key = report_key(api.plural(namespace.is_none()), namespace.as_deref(), &name);
+            let sum = digest(&report);
+            if state.applied.get(&key) == Some(&sum) {
+                current.insert(key, sum);
+                outcome.unchanged += 1;
+                continue;
+            }
+            let reports_api: Api<DynamicObject> = match &namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &namespaced),
                 None => Api::all_with(client.clone(), &cluster_wide),
             };
-            match api
-                .patch(policyreport::REPORT_NAME, &params, &Patch::Apply(&report))
+            match reports_api
+                .patch(&name, &params, &Patch::Apply(&report))
                 .await
             {
-                Ok(_) => written += 1,
+                Ok(_) => {
+                    current.insert(key, sum);
+                    outcome.written += 1;
+                }
                 Err(e) => {
-                    failed += 1;
-                    if failed <= 5 {
-                        warn!(namespace = ?namespace, error = %e, "cannot apply the policy report");
+                    // Kept in `current` without a digest match, so it is written again next time
+                    // and not deleted as stale now.
+                    current.insert(key, 0);
+                    outcome.failed += 1;
+                    if outcome.failed <= 5 {
+                        warn!(namespace = ?namespace, name = %name, error = %e, "cannot apply the report");
                     }
                 }
             }
         }
     }
-    if failed > 0 {
-        warn!(failed, written, "some policy reports could not be applied");
+    if outcome.failed > 0 {
+        warn!(
+            failed = outcome.failed,
+            written = outcome.written,
+            "some reports could not be applied"
+        );
     }
-    Ok(written)
+    // An incomplete audit may have missed a namespace's objects: its reports stay.
+    if run.complete() {
+        for (resource, cluster) in [(&namespaced, false), (&cluster_wide, true)] {
+            outcome.deleted += delete_stale(client, api, resource, cluster, &current).await?;
+        }
+    }
+    state.applied = current;
+    Ok(outcome)
+}
+
+/// Deletes the reports managed by regate that are not in `current`.
+async fn delete_stale(
+    client: &Client,
+    api: ReportApi,
+    resource: &ApiResource,
+    cluster: bool,
+    current: &HashMap<String, u64>,
+) -> Result<usize, AuditError> {
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let mut params = ListParams::default()
+        .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"))
+        .limit(500);
+    let mut stale: Vec<(Option<String>, String)> = Vec::new();
+    loop {
+        let page = all.list(&params).await?;
+        for item in &page.items {
+            let Some(name) = item.metadata.name.clone() else {
+                continue;
+            };
+            let ns = item.metadata.namespace.clone();
+            if !current.contains_key(&report_key(api.plural(cluster), ns.as_deref(), &name)) {
+                stale.push((ns, name));
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params.continue_token = Some(token),
+            None => break,
+        }
+    }
+    let mut deleted = 0;
+    for (ns, name) in stale {
+        let reports_api: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+            None => Api::all_with(client.clone(), resource),
+        };
+        match reports_api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                warn!(namespace = ?ns, name = %name, error = %e, "cannot delete a stale report")
+            }
+        }
+    }
+    Ok(deleted)
 }

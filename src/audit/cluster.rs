@@ -275,6 +275,8 @@ pub async fn audit_cluster(
                         if opts.namespace_labels {
                             labels.set(name, map);
                         }
+                        // Gatekeeper's `input.review.namespaceObject`, whatever decides environments.
+                        labels.set_object(name, crate::gatekeeper::namespace_object_of(ns.clone()));
                         namespaces.push(name.to_string());
                     }
                 }

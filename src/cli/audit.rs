@@ -86,18 +86,20 @@ async fn client(args: &AuditArgs) -> anyhow::Result<kube::Client> {
 
 pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let mut set = args.policy.build_set(args.environment)?;
-    set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
     if args.environment.is_none() {
         // Namespace labels read from the cluster decide environments, as in `serve`.
         set.resolver = EnvironmentResolver::new(&set.config, NamespaceLabels::default());
     }
+    // After the resolver: it keeps the inventory's Namespaces (`namespaceObject`).
+    let set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
     let page_size = args
         .page_size
         .or(set.config.audit.page_size)
         .unwrap_or(DEFAULT_PAGE_SIZE)
         .max(1);
     let keep_passing = args.output.lists_passing();
-    let set = Arc::new(set);
+    // Gatekeeper's audit enforcement point: scoped constraints act as they say there.
+    let set = crate::gatekeeper::audit_point(Arc::new(set));
     let mut run = if args.cluster {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use crate::admission::webhook_rules::{unsent, WebhookRules};
 use crate::config::{Config, Environment};
 use crate::environment::NamespaceLabels;
 use crate::policy::set::PolicySet;
@@ -23,6 +24,10 @@ pub struct CheckArgs {
     /// List the loaded policies (as `regate policies` does).
     #[arg(long)]
     pub list: bool,
+    /// What the webhook configurations send (`chart-defaults`, `all`, rules as YAML/JSON, or a
+    /// file): policies on kinds they leave out are named (a warning; the exit code is unchanged).
+    #[arg(long, env = "REGATE_WEBHOOK_RULES", default_value = "chart-defaults")]
+    pub webhook_rules: String,
 }
 
 pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
@@ -65,6 +70,13 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
             }
         }
     }
+    let rules = match WebhookRules::from_arg(&args.webhook_rules) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
     let set = match PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default()) {
         Ok(set) => set,
         Err(errors) => {
@@ -75,6 +87,9 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
+    for unsent in unsent(&set, &rules) {
+        eprintln!("warning: {unsent}");
+    }
     if list_only || args.list {
         print_policies(&set);
     } else {

@@ -111,6 +111,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     // (file order) as an invalid result, and the run exits 2 once everything else is judged.
     let read = manifest::read_paths_lenient(&args.files);
     let unreadable = read.errors.len();
+    // Namespaces among the manifests are Gatekeeper's `input.review.namespaceObject`.
+    crate::gatekeeper::record_namespaces(&set, read.objects.iter().map(|m| &m.object));
     let judged = evaluate_objects(
         &set,
         read.objects,

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// Follow namespace labels from the cluster (auto: when running in a cluster).
     #[arg(long, env = "REGATE_WATCH_NAMESPACES", default_value = "auto")]
     pub watch_namespaces: String,
+    /// What the webhook configurations send: `chart-defaults`, `all` (the chart's
+    /// webhook.allResources), the rules as YAML/JSON (`{validating: [...], mutating: [...]}`,
+    /// as the chart passes them) or a file holding them. Policies on kinds they leave out are
+    /// named at startup and in /readyz?verbose.
+    #[arg(long, env = "REGATE_WEBHOOK_RULES", default_value = "chart-defaults")]
+    pub webhook_rules: String,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -89,7 +95,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         watch: true,
         watch_namespaces,
     };
-    let server = Server::new(config).await?;
+    let rules = crate::admission::webhook_rules::WebhookRules::from_arg(&args.webhook_rules)?;
+    let mut server = Server::new(config).await?;
+    server.set_webhook_rules(rules);
     server.run().await?;
     Ok(0)
 }

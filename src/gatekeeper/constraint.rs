@@ -15,14 +15,26 @@ pub const CONSTRAINT_GROUP: &str = "constraints.gatekeeper.sh";
 /// The annotation that gives a constraint (or its template) a severity; medium otherwise.
 pub const SEVERITY_ANNOTATION: &str = "regate.dev/severity";
 
-/// The enforcement point regate stands in for when a constraint scopes its actions.
+/// Gatekeeper's enforcement points regate stands in for: the validating webhook (`serve`'s
+/// `/validate`, and `eval`, which predicts it) and the audit (`audit`, `serve`'s background
+/// audit).
 const WEBHOOK_POINT: &str = "validation.gatekeeper.sh";
+const AUDIT_POINT: &str = "audit.gatekeeper.sh";
+
+/// What a constraint does at each enforcement point; `None`: it is not evaluated there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Points {
+    pub admission: Option<Action>,
+    pub audit: Option<Action>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Constraint {
     pub name: String,
     pub kind: String,
+    /// The action at admission (`audit` when the webhook does not enforce it).
     pub action: Action,
+    pub points: Points,
     pub matcher: Match,
     /// `spec.parameters` with the schema's defaults applied (`{}` when absent, as Gatekeeper).
     pub parameters: Value,
@@ -57,9 +69,10 @@ fn parse_action(value: &str) -> Option<Action> {
     }
 }
 
-/// The strictest action a `scoped` constraint gives the admission webhook; audit when it gives
-/// the webhook none (the audit enforcement point still reports it).
-fn scoped_action(spec: &Value, origin: &Origin, name: &str) -> Result<Action, LoadError> {
+/// The strictest action a `scoped` constraint gives each enforcement point (Gatekeeper: an
+/// entry applies to the points it names, `*` to all); a point no entry names does not evaluate
+/// the constraint.
+fn scoped_points(spec: &Value, origin: &Origin, name: &str) -> Result<Points, LoadError> {
     let Some(Value::Array(entries)) = spec.get("scopedEnforcementActions") else {
         return Err(origin.error_at(
             "enforcementAction",
@@ -68,7 +81,19 @@ fn scoped_action(spec: &Value, origin: &Origin, name: &str) -> Result<Action, Lo
             ),
         ));
     };
-    let mut best: Option<Action> = None;
+    let rank = |a: Action| match a {
+        Action::Deny => 2,
+        Action::Warn => 1,
+        Action::Audit => 0,
+    };
+    let stricter = |best: Option<Action>, a: Action| match best {
+        Some(b) if rank(b) >= rank(a) => Some(b),
+        _ => Some(a),
+    };
+    let mut points = Points {
+        admission: None,
+        audit: None,
+    };
     for entry in entries {
         let raw = entry.get("action").and_then(Value::as_str).unwrap_or("");
         let action = parse_action(raw).ok_or_else(|| {
@@ -79,24 +104,23 @@ fn scoped_action(spec: &Value, origin: &Origin, name: &str) -> Result<Action, Lo
                 ),
             )
         })?;
-        let points = entry.get("enforcementPoints").and_then(Value::as_array);
-        let applies = points.is_some_and(|ps| {
-            ps.iter()
-                .filter_map(|p| p.get("name").and_then(Value::as_str))
-                .any(|p| p == "*" || p == WEBHOOK_POINT)
-        });
-        if applies {
-            let rank = |a: Action| match a {
-                Action::Deny => 2,
-                Action::Warn => 1,
-                Action::Audit => 0,
-            };
-            if best.is_none_or(|b| rank(action) > rank(b)) {
-                best = Some(action);
-            }
+        let names: Vec<&str> = entry
+            .get("enforcementPoints")
+            .and_then(Value::as_array)
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p.get("name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.iter().any(|p| *p == "*" || *p == WEBHOOK_POINT) {
+            points.admission = stricter(points.admission, action);
+        }
+        if names.iter().any(|p| *p == "*" || *p == AUDIT_POINT) {
+            points.audit = stricter(points.audit, action);
         }
     }
-    Ok(best.unwrap_or(Action::Audit))
+    Ok(points)
 }
 
 impl Constraint {
@@ -118,20 +142,25 @@ impl Constraint {
                 origin.error_at("spec", format!("constraint {name}: spec must be an object"))
             );
         }
-        let action = match spec.get("enforcementAction") {
-            None | Some(Value::Null) => Action::Deny,
-            Some(Value::String(s)) if s.is_empty() => Action::Deny,
-            Some(Value::String(s)) if s == "scoped" => scoped_action(spec, &origin, &name)?,
-            Some(Value::String(s)) => parse_action(s).ok_or_else(|| {
+        let single = |a: Action| Points {
+            admission: Some(a),
+            audit: Some(a),
+        };
+        let points = match spec.get("enforcementAction") {
+            None | Some(Value::Null) => single(Action::Deny),
+            Some(Value::String(s)) if s.is_empty() => single(Action::Deny),
+            Some(Value::String(s)) if s == "scoped" => scoped_points(spec, &origin, &name)?,
+            Some(Value::String(s)) => single(parse_action(s).ok_or_else(|| {
                 origin.error_at(
                     "enforcementAction",
                     format!("constraint {name}: enforcementAction {s:?} is not one of deny, warn, dryrun, scoped"),
                 )
-            })?,
+            })?),
             Some(other) => {
                 return Err(origin.error_at("enforcementAction", format!("constraint {name}: enforcementAction {other} is not a string")));
             }
         };
+        let action = points.admission.unwrap_or(Action::Audit);
         let matcher = Match::parse(spec.get("match"))
             .map_err(|e| origin.error_at("match", format!("constraint {name}: {e}")))?;
         let mut parameters = match spec.get("parameters") {
@@ -175,6 +204,7 @@ impl Constraint {
             name,
             kind,
             action,
+            points,
             matcher,
             parameters,
             severity,
@@ -237,26 +267,38 @@ mod tests {
     }
 
     #[test]
-    fn scoped_actions_take_the_webhooks_strictest() {
+    fn scoped_actions_are_per_enforcement_point() {
         let scoped = |entries: Value| {
             constraint(json!({"enforcementAction": "scoped", "scopedEnforcementActions": entries}))
-                .map(|c| c.action)
+                .map(|c| (c.action, c.points))
         };
         let webhook = json!([{"name": "validation.gatekeeper.sh"}]);
         let audit = json!([{"name": "audit.gatekeeper.sh"}]);
+        let points = |admission, audit| Points { admission, audit };
         assert_eq!(
             scoped(json!([{"action": "warn", "enforcementPoints": webhook}, {"action": "deny", "enforcementPoints": audit}])).unwrap(),
-            Action::Warn
+            (Action::Warn, points(Some(Action::Warn), Some(Action::Deny)))
         );
         assert_eq!(
             scoped(json!([{"action": "warn", "enforcementPoints": [{"name": "*"}]}, {"action": "deny", "enforcementPoints": webhook}])).unwrap(),
-            Action::Deny
+            (Action::Deny, points(Some(Action::Deny), Some(Action::Warn)))
         );
+        // Audit only: not evaluated at admission at all.
         assert_eq!(
             scoped(json!([{"action": "deny", "enforcementPoints": audit}])).unwrap(),
-            Action::Audit
+            (Action::Audit, points(None, Some(Action::Deny)))
+        );
+        assert_eq!(
+            scoped(json!([{"action": "dryrun", "enforcementPoints": webhook}])).unwrap(),
+            (Action::Audit, points(Some(Action::Audit), None))
         );
         assert!(constraint(json!({"enforcementAction": "scoped"})).is_err());
+        assert!(scoped(json!([{"action": "block", "enforcementPoints": webhook}])).is_err());
+        let plain = constraint(json!({"enforcementAction": "dryrun"})).unwrap();
+        assert_eq!(
+            plain.points,
+            points(Some(Action::Audit), Some(Action::Audit))
+        );
     }
 
     #[test]

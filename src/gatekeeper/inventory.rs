@@ -213,12 +213,17 @@ pub enum InventoryLoadError {
 
 /// An inventory of the objects under `paths` (files or directories, as `eval -f` reads them),
 /// bounded to `kinds`: objects of any other kind are left out, as a cluster sync leaves them.
+/// Also returns the Namespace objects found, synced or not (for `input.review.namespaceObject`).
 pub fn read_paths(
     paths: &[std::path::PathBuf],
     kinds: &[SyncKind],
-) -> Result<Inventory, InventoryLoadError> {
+) -> Result<(Inventory, Vec<Value>), InventoryLoadError> {
     let mut inventory = Inventory::default();
+    let mut namespaces = Vec::new();
     for m in crate::manifest::read_paths(paths)? {
+        if m.object.get("kind").and_then(Value::as_str) == Some("Namespace") {
+            namespaces.push(m.object.clone());
+        }
         if kinds.iter().any(|k| k.holds(&m.object)) {
             inventory
                 .add(&m.object)
@@ -228,7 +233,7 @@ pub fn read_paths(
                 })?;
         }
     }
-    Ok(inventory)
+    Ok((inventory, namespaces))
 }
 
 #[cfg(test)]

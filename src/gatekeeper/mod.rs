@@ -8,6 +8,7 @@
 
 pub mod bytecode;
 pub mod constraint;
+pub mod expansion;
 pub mod inventory;
 pub mod matching;
 pub mod mutation;
@@ -31,7 +32,7 @@ use crate::policy::metadata::PolicyMeta;
 use crate::policy::set::{CompiledPolicy, Flavor, LoadError, PolicySet, Rules};
 use crate::policy::source::PolicySource;
 
-pub use constraint::Constraint;
+pub use constraint::{Constraint, Points};
 pub use inventory::{Inventory, SyncKind};
 pub use matching::Match;
 pub use template::{CompiledTemplate, Origin, Template};
@@ -44,6 +45,11 @@ pub struct GatekeeperPolicy {
     /// The constraint's kind (the template's CRD kind).
     pub constraint_kind: String,
     pub matcher: Match,
+    /// The constraint's action at each enforcement point (`scopedEnforcementActions`).
+    pub points: Points,
+    /// Whether the set this policy is in evaluates it: at admission (the default) whether the
+    /// webhook enforcement point is among its points; in [`audit_point`]'s set, the audit's.
+    pub active: bool,
     /// `input.parameters`, converted once.
     pub parameters: RValue,
     /// Kinds the template reads from `data.inventory`.
@@ -96,11 +102,66 @@ pub fn bare_object_input(input: &RValue) -> RValue {
     RValue::from(outer)
 }
 
+/// The review Gatekeeper's templates read: the request (for a bare object, [`bare_object_input`]'s
+/// shape) with `namespaceObject`, the Namespace the object is in as last seen, when known
+/// (Gatekeeper fills it from its cache for namespaced objects). Returned in regate's input shape.
+pub fn review_input(
+    input: &RValue,
+    bare: bool,
+    namespace_object: Option<&serde_json::Value>,
+) -> RValue {
+    let base = if bare {
+        bare_object_input(input)
+    } else {
+        input.clone()
+    };
+    let Some(ns) = namespace_object else {
+        return base;
+    };
+    let mut request = base["request"].clone();
+    if let Ok(map) = request.as_object_mut() {
+        map.insert(RValue::from("namespaceObject"), RValue::from(ns.clone()));
+    }
+    let mut outer = BTreeMap::new();
+    outer.insert(RValue::from("request"), request);
+    RValue::from(outer)
+}
+
+/// A Namespace as Gatekeeper hands it to templates: with its apiVersion and kind (list items may
+/// lack them), without `managedFields`.
+pub fn namespace_object_of(mut ns: Value) -> Value {
+    if let Some(map) = ns.as_object_mut() {
+        map.insert("apiVersion".into(), "v1".into());
+        map.insert("kind".into(), "Namespace".into());
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+    }
+    ns
+}
+
+/// Records the Namespace objects among `objects` for `input.review.namespaceObject` (`eval`'s
+/// manifests, `--inventory` files).
+pub fn record_namespaces<'a>(set: &PolicySet, objects: impl IntoIterator<Item = &'a Value>) {
+    for o in objects {
+        let is_namespace = o.get("kind").and_then(Value::as_str) == Some("Namespace")
+            && o.get("apiVersion").and_then(Value::as_str) == Some("v1");
+        let name = o.pointer("/metadata/name").and_then(Value::as_str);
+        if let (true, Some(name)) = (is_namespace, name) {
+            set.resolver
+                .labels()
+                .set_object(name, namespace_object_of(o.clone()));
+        }
+    }
+}
+
 /// What Gatekeeper's `spec.match` reads of one review (kind, name, namespace, labels), gathered
 /// on first use and then shared by every constraint judged for that review: with hundreds of
 /// constraints, rebuilding the label map per constraint was most of the cost of excluding one.
 pub struct MatchSubject<'a> {
     review: &'a Review,
+    /// The review is of an object an ExpansionTemplate generated.
+    generated: bool,
     resolver: &'a EnvironmentResolver,
     facts: std::cell::OnceCell<SubjectFacts<'a>>,
     namespace_labels: std::cell::OnceCell<Option<HashMap<String, String>>>,
@@ -118,10 +179,17 @@ impl<'a> MatchSubject<'a> {
     pub fn new(review: &'a Review, resolver: &'a EnvironmentResolver) -> Self {
         MatchSubject {
             review,
+            generated: false,
             resolver,
             facts: std::cell::OnceCell::new(),
             namespace_labels: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The subject of a review of an object expansion generated: only constraints match it.
+    pub fn generated(mut self) -> Self {
+        self.generated = true;
+        self
     }
 
     fn facts(&self) -> &SubjectFacts<'a> {
@@ -188,8 +256,12 @@ fn subject_facts(review: &Review) -> SubjectFacts<'_> {
 /// Whether a policy's `spec.match` selects the review's object (native policies: always).
 pub fn applies(policy: &CompiledPolicy, subject: &MatchSubject<'_>) -> bool {
     let Flavor::Gatekeeper(gk) = &policy.flavor else {
-        return true;
+        // Native policies judge pod templates themselves; expansion is Gatekeeper's.
+        return !subject.generated;
     };
+    if !gk.active {
+        return false;
+    }
     let facts = subject.facts();
     let namespace_labels = if gk.matcher.namespace_selector.is_some() {
         subject.namespace_labels()
@@ -203,6 +275,7 @@ pub fn applies(policy: &CompiledPolicy, subject: &MatchSubject<'_>) -> bool {
         namespace: facts.namespace,
         labels: &facts.labels,
         namespace_labels,
+        generated: subject.generated,
     })
 }
 
@@ -300,6 +373,8 @@ pub fn compile_sources(
                 constraints.push(doc);
             } else if mutation::is_mutator(&doc.value) {
                 // Loaded by `mutation::compile_sources`.
+            } else if expansion::is_expansion_template(&doc.value) {
+                // Loaded by `expansion::compile_sources`.
             } else {
                 let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or("?");
                 errors.push(doc.origin.error(unsupported(kind, group)));
@@ -353,6 +428,29 @@ pub fn constraint_id(kind: &str, name: &str, kinds: usize) -> String {
     }
 }
 
+/// Config exceptions name a constraint by its policy id or, always, by Gatekeeper's identity
+/// `Kind/name` (the id is the bare name while no other kind uses it): an exception that names
+/// `K8sRequiredLabels/owner` waives constraint `owner` either way.
+pub fn alias_exceptions(
+    policies: &[CompiledPolicy],
+    exceptions: &mut [crate::policy::set::CompiledException],
+) {
+    for p in policies {
+        let Flavor::Gatekeeper(gk) = &p.flavor else {
+            continue;
+        };
+        if p.id().contains('/') {
+            continue;
+        }
+        let full = format!("{}/{}", gk.constraint_kind, p.id());
+        for ex in exceptions.iter_mut() {
+            if ex.policies.contains(&full) && !ex.policies.iter().any(|q| q == p.id()) {
+                ex.policies.push(p.id().to_string());
+            }
+        }
+    }
+}
+
 /// One constraint as a policy: the template's engine with `data.inventory`, its action per
 /// environment (config overrides and `mode: audit` apply as to native policies).
 pub fn compile_constraint(
@@ -377,21 +475,13 @@ pub fn compile_constraint(
             ));
         }
     }
-    let mut actions = [constraint.action; 3];
-    for env in Environment::ALL {
-        let mut action = overrides
-            .and_then(|o| o.action.as_ref())
-            .and_then(|a| a.get(env))
-            .unwrap_or(constraint.action);
-        if config.mode == Mode::Audit && action == Action::Deny {
-            action = Action::Audit;
-        }
-        actions[env.index()] = action;
-    }
+    let actions = actions_for(constraint.action, overrides, config);
     let gk = GatekeeperPolicy {
         template: template.template.name.clone(),
         constraint_kind: constraint.kind.clone(),
         matcher: constraint.matcher.clone(),
+        points: constraint.points,
+        active: constraint.points.admission.is_some(),
         parameters: RValue::from(constraint.parameters.clone()),
         sync: template.template.sync.clone(),
         inventory_secrets: Arc::new(inventory.secret_values()),
@@ -436,6 +526,60 @@ pub fn compile_constraint(
         flavor: Flavor::Gatekeeper(Arc::new(gk)),
         reads_managed_fields: crate::policy::set::mentions_managed_fields(&template.engine),
     })
+}
+
+/// A constraint's action per environment from its enforcement action at one point: config
+/// overrides (`policies.<id>.action`) and `mode: audit` apply as to native policies.
+fn actions_for(
+    action: Action,
+    overrides: Option<&crate::config::PolicyOverride>,
+    config: &Config,
+) -> [Action; 3] {
+    let mut actions = [action; 3];
+    for env in Environment::ALL {
+        let mut a = overrides
+            .and_then(|o| o.action.as_ref())
+            .and_then(|a| a.get(env))
+            .unwrap_or(action);
+        if config.mode == Mode::Audit && a == Action::Deny {
+            a = Action::Audit;
+        }
+        actions[env.index()] = a;
+    }
+    actions
+}
+
+/// The set as Gatekeeper's audit enforcement point sees it: each constraint with the action
+/// its `scopedEnforcementActions` give `audit.gatekeeper.sh` (or `*`), and the constraints
+/// they do not name left out. What `audit` and `serve`'s background audit judge with; the set
+/// itself when no constraint acts differently there (no scoped constraint), so nothing is
+/// copied in the common case.
+pub fn audit_point(set: Arc<PolicySet>) -> Arc<PolicySet> {
+    let differs = |p: &CompiledPolicy| match &p.flavor {
+        Flavor::Gatekeeper(gk) => gk.points.audit != gk.points.admission,
+        Flavor::Native => false,
+    };
+    if !set.policies.iter().any(differs) {
+        return set;
+    }
+    let policies: Vec<CompiledPolicy> = set
+        .policies
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if let Flavor::Gatekeeper(gk) = &p.flavor {
+                let mut gk = (**gk).clone();
+                gk.active = gk.points.audit.is_some();
+                let action = gk.points.audit.unwrap_or(Action::Audit);
+                p.actions = actions_for(action, set.config.policies.get(p.id()), &set.config);
+                p.meta.action = PerEnvironment::Single(action);
+                p.flavor = Flavor::Gatekeeper(Arc::new(gk));
+            }
+            p
+        })
+        .collect();
+    let unchanged = vec![false; policies.len()];
+    Arc::new(set.with_changed_engines(policies, &unchanged))
 }
 
 fn set_inventory(engine: &mut regorus::Engine, inventory: &Inventory) -> Result<(), String> {
@@ -493,8 +637,8 @@ pub fn apply_inventory(set: &PolicySet, inventory: &Inventory) -> Result<PolicyS
 }
 
 /// `eval --inventory` and `audit --inventory`: the set with an inventory read from `paths`,
-/// holding only the kinds its referential templates need ([`sync_kinds`]). No paths: the set
-/// as it is.
+/// holding only the kinds its referential templates need ([`sync_kinds`]), and the Namespaces
+/// among them recorded for `input.review.namespaceObject`. No paths: the set as it is.
 pub fn with_inventory_files(
     set: PolicySet,
     paths: &[std::path::PathBuf],
@@ -502,7 +646,8 @@ pub fn with_inventory_files(
     if paths.is_empty() {
         return Ok(set);
     }
-    let inventory = inventory::read_paths(paths, &sync_kinds(&set.policies))?;
+    let (inventory, namespaces) = inventory::read_paths(paths, &sync_kinds(&set.policies))?;
+    record_namespaces(&set, &namespaces);
     Ok(apply_inventory(&set, &inventory)?)
 }
 

@@ -9,6 +9,10 @@
 //! * `head { A } { B }` is OPA's shorthand for two rules with the same head (the parser emits a
 //!   copy of the head per body). regorus refuses it for set rules and drops the head's value in
 //!   the later bodies of functions; the head is written out before each body.
+//! * `not f(x.y)`: OPA evaluates a reference passed to a call before the negation, so an
+//!   undefined argument leaves the whole expression undefined; regorus negates the undefined
+//!   call to true. Each reference argument is first required to be defined (`_ = x.y;`,
+//!   written before the `not` on the same line).
 //! * `sprintf` with fewer arguments than verbs formats the missing ones as Go does
 //!   (`%!v(MISSING)`) instead of failing.
 //!
@@ -214,6 +218,13 @@ pub fn normalize(src: &str) -> String {
         {
             inserts.push((tokens[i - 1].end, ";".to_string()));
         }
+        let field = is_punct(src, &tokens[i - 1], ".") && tokens[i - 1].end == t.start;
+        if t.kind == Kind::Ident && text(src, t) == "not" && depth[i] > 0 && !field {
+            let guards = negated_call_guards(src, &tokens, &depth, i);
+            if !guards.is_empty() {
+                inserts.push((t.start, guards));
+            }
+        }
         // `} {` at the top level, both braces a body's: another body for the same head.
         let prev = i - 1;
         if body[i] && is_punct(src, &tokens[prev], "}") && depth[prev] == 0 {
@@ -236,6 +247,96 @@ pub fn normalize(src: &str) -> String {
     }
     out.push_str(&src[last..]);
     out
+}
+
+/// Whether `tokens` are a reference with at least one step (`a.b`, `a["k"]`, `a.b["k"].c`) on
+/// one line: what may be undefined where a variable (always bound under `not`) may not.
+fn is_plain_ref(src: &str, tokens: &[Token]) -> bool {
+    let Some(first) = tokens.first() else {
+        return false;
+    };
+    if first.kind != Kind::Ident || KEYWORDS.contains(&text(src, first)) || text(src, first) == "_"
+    {
+        return false;
+    }
+    let mut i = 1;
+    let mut steps = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if t.after_newline {
+            return false;
+        }
+        if is_punct(src, t, ".")
+            && tokens
+                .get(i + 1)
+                .is_some_and(|n| n.kind == Kind::Ident && n.start == t.end && !n.after_newline)
+        {
+            i += 2;
+        } else if is_punct(src, t, "[")
+            && tokens.get(i + 1).is_some_and(|n| n.kind == Kind::String)
+            && tokens.get(i + 2).is_some_and(|n| is_punct(src, n, "]"))
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+        steps += 1;
+    }
+    steps > 0
+}
+
+/// For `not f(args)` starting at token `not_at`: `_ = arg; ` for every argument that is a
+/// reference, so that an undefined argument makes the expression undefined, as in OPA (which
+/// evaluates the call's arguments before negating). Empty when nothing needs guarding.
+fn negated_call_guards(src: &str, tokens: &[Token], depth: &[usize], not_at: usize) -> String {
+    // The called name: a reference right after `not`, then `(` directly after it.
+    let mut end = not_at;
+    while let Some(t) = tokens.get(end + 1) {
+        let in_ref = matches!(t.kind, Kind::Ident | Kind::String)
+            || is_punct(src, t, ".")
+            || is_punct(src, t, "[")
+            || is_punct(src, t, "]");
+        if !in_ref || t.after_newline {
+            break;
+        }
+        end += 1;
+    }
+    let open = end + 1;
+    let name = &tokens[not_at + 1..open.min(tokens.len())];
+    let named = name.len() == 1 && name[0].kind == Kind::Ident || is_plain_ref(src, name);
+    let called = tokens
+        .get(open)
+        .is_some_and(|t| is_punct(src, t, "(") && t.start == tokens[end].end);
+    if end == not_at || !named || !called || !ends_callable_ref(src, tokens, end) {
+        return String::new();
+    }
+    let inner = depth[open] + 1;
+    let mut guards = String::new();
+    let mut arg_start = open + 1;
+    let mut k = open + 1;
+    while k < tokens.len() {
+        let at_top = depth[k] == inner;
+        let closes = is_punct(src, &tokens[k], ")") && depth[k] == depth[open];
+        if closes || (at_top && is_punct(src, &tokens[k], ",")) {
+            let arg = &tokens[arg_start..k];
+            if is_plain_ref(src, arg) {
+                if let (Some(a), Some(b)) = (arg.first(), arg.last()) {
+                    guards.push_str(&format!("_ = {}; ", &src[a.start..b.end]));
+                }
+            }
+            if closes {
+                // `with` replaces data or input for the call only: the guard would read the
+                // unreplaced value, so such a call is left as it is.
+                let with = tokens
+                    .get(k + 1)
+                    .is_some_and(|t| t.kind == Kind::Ident && text(src, t) == "with");
+                return if with { String::new() } else { guards };
+            }
+            arg_start = k + 1;
+        }
+        k += 1;
+    }
+    String::new()
 }
 
 /// The head of the rule whose body ends at `close` (a top-level `}`), walking back over any
@@ -471,6 +572,46 @@ mod tests {
         ] {
             assert_eq!(normalize(src), src, "{src}");
         }
+    }
+
+    #[test]
+    fn negated_calls_require_their_reference_arguments() {
+        let src = "p {\n  not f(rule, params.ranges, x[\"k\"].y, 1)\n}";
+        assert_eq!(
+            normalize(src),
+            "p {\n  _ = params.ranges; _ = x[\"k\"].y; not f(rule, params.ranges, x[\"k\"].y, 1)\n}"
+        );
+        let lib = "p { not data.lib.f(input.a) }";
+        assert_eq!(normalize(lib), "p { _ = input.a; not data.lib.f(input.a) }");
+        for same in [
+            "p {\n  not f(x, 1)\n}",
+            "p {\n  not input.a\n}",
+            "p {\n  not f(x[_].a)\n}",
+            "p {\n  not f(g(input.a))\n}",
+            "p {\n  not x.y == 1\n}",
+            "not_f(input.x)",
+            "p {\n  not f(input.a) with input as {}\n}",
+            "p {\n  input.not(x.y)\n}",
+        ] {
+            assert_eq!(normalize(same), same, "{same}");
+        }
+    }
+
+    /// The rewrite gives OPA's answer: an undefined argument leaves `not f(…)` undefined.
+    #[test]
+    fn undefined_argument_under_not_is_undefined() {
+        let mut e = Engine::new();
+        e.set_rego_v0(true);
+        let src = "package t\nf(_, _) { true }\nfires { p := {\"rule\": 1}; not f(p.rule, p.ranges) }\nother { p := {\"rule\": 1}; not g(p.rule) }\ng(x) { x == 2 }\n";
+        e.add_policy("t.rego".into(), normalize(src)).unwrap();
+        assert_eq!(
+            e.eval_rule("data.t.fires".into()).unwrap(),
+            Value::Undefined
+        );
+        assert_eq!(
+            e.eval_rule("data.t.other".into()).unwrap(),
+            Value::from(true)
+        );
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub struct PolicySet {
     pub config: Arc<Config>,
     pub resolver: EnvironmentResolver,
     pub exceptions: Vec<CompiledException>,
+    /// Gatekeeper's ExpansionTemplates: workloads are judged also through the objects they
+    /// would create.
+    pub expansions: Arc<Vec<crate::gatekeeper::expansion::ExpansionTemplate>>,
     pub evaluation_timeout: Duration,
     /// Whether any policy mentions `managedFields`; when none does it is dropped from the input.
     pub reads_managed_fields: bool,
@@ -231,12 +234,17 @@ impl PolicySet {
             .iter()
             .filter(|s| s.role() == SourceRole::Yaml)
             .collect();
+        let mut expansions = Vec::new();
         let (mutators, mut mutator_errors) = crate::gatekeeper::mutation::compile_sources(&yaml);
         errors.append(&mut mutator_errors);
         if !yaml.is_empty() {
             let (constraints, mut gk_errors) =
                 crate::gatekeeper::compile_sources(&yaml, &config, evaluation_timeout);
             errors.append(&mut gk_errors);
+            let (templates, mut expansion_errors) =
+                crate::gatekeeper::expansion::compile_sources(&yaml);
+            errors.append(&mut expansion_errors);
+            expansions = templates;
             for policy in constraints {
                 if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
                     errors.push(LoadError::new(
@@ -263,7 +271,8 @@ impl PolicySet {
                 ));
             }
         }
-        let exceptions = compile_exceptions(&config, &mut errors);
+        let mut exceptions = compile_exceptions(&config, &mut errors);
+        crate::gatekeeper::alias_exceptions(&policies, &mut exceptions);
         // A cycle inside a library is found once per policy compiled with it.
         let mut seen = Vec::new();
         errors.retain(|e| {
@@ -278,10 +287,9 @@ impl PolicySet {
         }
         policies.retain(|p| !config.policies.get(&p.meta.id).is_some_and(|o| o.disabled));
         let uses_embedded = sources.iter().any(|s| s.name.starts_with("embedded:"));
-        Ok(
-            Self::assemble(policies, config, labels, exceptions, uses_embedded)
-                .with_mutators(mutators.into_shared()),
-        )
+        let mut set = Self::assemble(policies, config, labels, exceptions, uses_embedded);
+        set.expansions = Arc::new(expansions);
+        Ok(set.with_mutators(mutators.into_shared()))
     }
 
     /// This set with `mutators` in place of its own.
@@ -321,6 +329,7 @@ impl PolicySet {
             all_kinds,
             config,
             exceptions,
+            expansions: Arc::new(Vec::new()),
             reads_managed_fields,
             built_at: SystemTime::now(),
             uses_embedded,
@@ -352,20 +361,24 @@ impl PolicySet {
                 config: self.config.clone(),
                 resolver: self.resolver.clone(),
                 exceptions: self.exceptions.clone(),
+                expansions: self.expansions.clone(),
                 evaluation_timeout: self.evaluation_timeout,
                 reads_managed_fields: self.reads_managed_fields,
                 built_at: self.built_at,
                 uses_embedded: self.uses_embedded,
                 mutators: self.mutators.clone(),
             },
-            None => Self::assemble(
-                policies,
-                self.config.clone(),
-                self.resolver.labels().clone(),
-                self.exceptions.clone(),
-                self.uses_embedded,
-            )
-            .with_mutators(self.mutators.clone()),
+            None => {
+                let mut set = Self::assemble(
+                    policies,
+                    self.config.clone(),
+                    self.resolver.labels().clone(),
+                    self.exceptions.clone(),
+                    self.uses_embedded,
+                );
+                set.expansions = self.expansions.clone();
+                set.with_mutators(self.mutators.clone())
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use crate::admission::decision::judge_within;
 use crate::admission::respond::{self, AdmissionAnswer, Endpoint};
 use crate::admission::review::{Review, ReviewError};
 use crate::admission::shape::{self, Shape};
+use crate::admission::webhook_rules::WebhookRules;
 use crate::config::Limits;
 use crate::metrics::{decision_label, Metrics};
 use crate::policy::eval::Wants;
@@ -36,6 +37,9 @@ pub struct AppState {
     pub limits: Limits,
     /// Memory budgets of request bodies, process-wide.
     pub budgets: Arc<Budgets>,
+    /// What the webhook configurations send (`/readyz?verbose` names the policies they leave
+    /// out).
+    pub webhook_rules: Arc<WebhookRules>,
 }
 
 impl AppState {
@@ -52,6 +56,7 @@ impl AppState {
             metrics,
             certs,
             limits,
+            webhook_rules: Arc::new(WebhookRules::chart_defaults()),
         }
     }
 }
@@ -207,6 +212,22 @@ pub fn readiness(state: &AppState) -> Readiness {
         };
         checks.push(check);
     }
+    // Informational, never unready: a policy the webhook does not send is named, so that it is
+    // not silently unenforced.
+    let unsent = crate::admission::webhook_rules::unsent(&set, &state.webhook_rules);
+    checks.push((
+        "webhook-rules",
+        true,
+        if unsent.is_empty() {
+            "the webhooks send every kind the loaded policies judge".to_string()
+        } else {
+            unsent
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        },
+    ));
     Readiness {
         ready: checks.iter().all(|(_, ok, _)| *ok),
         checks,

@@ -4,7 +4,7 @@ pub mod app;
 pub mod budget;
 pub mod connections;
 pub mod inventory;
-mod namespaces;
+pub mod namespaces;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +135,13 @@ impl Server {
         })
     }
 
+    /// What the webhook configurations send, as the chart configured them (default: the
+    /// chart's default rules); the startup log and `/readyz?verbose` name the loaded policies
+    /// they leave out.
+    pub fn set_webhook_rules(&mut self, rules: crate::admission::webhook_rules::WebhookRules) {
+        self.state.webhook_rules = Arc::new(rules);
+    }
+
     /// The bound webhook address (useful with port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
@@ -196,6 +203,9 @@ impl Server {
                 production = %p.actions[2],
                 "policy loaded"
             );
+        }
+        for unsent in crate::admission::webhook_rules::unsent(&set, &state.webhook_rules) {
+            warn!(policy = %unsent.policy, webhook = unsent.webhook, "{unsent}");
         }
         spawn_signal_handlers(shutdown_tx.clone(), state.store.clone());
         // Background audit (issue 6): idle unless `audit.interval` is configured.

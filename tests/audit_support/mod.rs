@@ -1,6 +1,6 @@
 //! Shared by the audit tests: a small Kubernetes API server (axum, plain HTTP on 127.0.0.1:0)
 //! that serves discovery, paged lists (checking `limit` and `continue`), Lease get/create/update
-//! and PolicyReport server-side apply, from objects the test hands it (or generates on demand);
+//! and report server-side apply, list and delete (wgpolicyk8s and OpenReports), from objects the test hands it (or generates on demand);
 //! a policy directory in the policy contract; and a minimal XML reader for JUnit output.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -82,6 +82,32 @@ pub fn standard_resources() -> Vec<ResourceDef> {
     ]
 }
 
+/// The OpenReports CRDs (`openreports.io/v1alpha1` Report and ClusterReport).
+pub fn openreports_resources() -> Vec<ResourceDef> {
+    vec![
+        ResourceDef {
+            group: "openreports.io",
+            version: "v1alpha1",
+            kind: "Report",
+            plural: "reports",
+            namespaced: true,
+            listable: true,
+        },
+        ResourceDef {
+            group: "openreports.io",
+            version: "v1alpha1",
+            kind: "ClusterReport",
+            plural: "clusterreports",
+            namespaced: false,
+            listable: true,
+        },
+    ]
+}
+
+fn is_report_group(group: &str) -> bool {
+    group == "wgpolicyk8s.io" || group == "openreports.io"
+}
+
 /// One list request as the server saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListRequest {
@@ -98,6 +124,9 @@ pub struct ApplyRequest {
     pub content_type: String,
     pub field_manager: Option<String>,
     pub force: bool,
+    /// The report's size as JSON, and how many results it lists.
+    pub bytes: usize,
+    pub results: usize,
 }
 
 /// Objects generated on demand from their index (the memory benchmark: nothing is stored).
@@ -204,14 +233,20 @@ pub struct ApiState {
     pub applies: Vec<ApplyRequest>,
     /// "ns/name" → Lease.
     pub leases: BTreeMap<String, Value>,
-    /// "" (cluster) or namespace → the applied report.
+    /// "" (cluster) or namespace → the applied report named regate-audit (either API).
     pub reports: BTreeMap<String, Value>,
+    /// "plural/namespace/name" → every applied report (namespace "" when cluster-scoped).
+    pub report_objects: BTreeMap<String, Value>,
+    /// "plural/namespace/name" of every report deleted.
+    pub deletes: Vec<String>,
+    /// Store applied reports without their results (large audits: summaries are kept).
+    pub strip_results: bool,
     /// Plurals whose list answers 403.
     pub forbidden: Vec<String>,
     /// Groups whose discovery answers 503.
     pub broken_groups: Vec<String>,
     pub lease_writes: Vec<String>,
-    resource_version: u64,
+    pub resource_version: u64,
 }
 
 impl ApiState {
@@ -457,17 +492,38 @@ async fn handle(
             st.leases.insert(key, lease.clone());
             ok(lease)
         }
-        (Method::PATCH, Some(name)) if def.group == "wgpolicyk8s.io" => {
+        (Method::DELETE, Some(name)) if is_report_group(def.group) => {
+            let key = format!(
+                "{}/{}/{name}",
+                def.plural,
+                namespace.clone().unwrap_or_default()
+            );
+            match st.report_objects.remove(&key) {
+                Some(_) => {
+                    if name == "regate-audit" {
+                        st.reports.remove(&namespace.unwrap_or_default());
+                    }
+                    st.deletes.push(key);
+                    ok(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+                }
+                None => status(StatusCode::NOT_FOUND, "NotFound", "report not found"),
+            }
+        }
+        (Method::PATCH, Some(name)) if is_report_group(def.group) => {
             let content_type = headers
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let parsed: Value = serde_yaml::from_str(&text).unwrap_or(Value::Null);
             st.applies.push(ApplyRequest {
                 path: path.clone(),
                 content_type: content_type.clone(),
                 field_manager: query.get("fieldManager").cloned(),
                 force: query.get("force").is_some_and(|f| f == "true"),
+                bytes: serde_json::to_vec(&parsed).unwrap().len(),
+                results: parsed["results"].as_array().map_or(0, Vec::len),
             });
             if content_type != "application/apply-patch+yaml" {
                 return status(
@@ -483,8 +539,7 @@ async fn handle(
                     "fieldManager is required for apply requests",
                 );
             }
-            let text = String::from_utf8_lossy(&body).into_owned();
-            let mut report: Value = serde_yaml::from_str(&text).unwrap();
+            let mut report = parsed;
             if report["kind"] != json!(def.kind)
                 || report["apiVersion"] != json!(def.group_version())
             {
@@ -518,9 +573,16 @@ async fn handle(
                 report["metadata"]["namespace"] = json!(ns);
             }
             report["metadata"]["resourceVersion"] = json!(st.next_rv());
+            if st.strip_results {
+                report["results"] = json!([]);
+            }
             // One field manager owning the whole object: the apply replaces it whole.
-            let key = namespace.unwrap_or_default();
-            st.reports.insert(key, report.clone());
+            let ns = namespace.unwrap_or_default();
+            st.report_objects
+                .insert(format!("{}/{ns}/{name}", def.plural), report.clone());
+            if name == "regate-audit" {
+                st.reports.insert(ns, report.clone());
+            }
             ok(report)
         }
         _ => status(
@@ -568,7 +630,39 @@ fn list(
             }
         },
     };
-    let (total, items): (usize, Vec<Value>) = if let Some(generated) = st.generated {
+    let (total, items): (usize, Vec<Value>) = if is_report_group(def.group) {
+        // Applied reports, with `labelSelector` (k=v[,k=v]) as the audit uses it.
+        let selector: Vec<(String, String)> = query
+            .get("labelSelector")
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let prefix = format!("{}/", def.plural);
+        let all: Vec<Value> = st
+            .report_objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, r)| r)
+            .filter(|r| {
+                namespace
+                    .as_ref()
+                    .is_none_or(|ns| r["metadata"]["namespace"] == json!(ns))
+            })
+            .filter(|r| {
+                selector
+                    .iter()
+                    .all(|(k, v)| r["metadata"]["labels"][k] == json!(v))
+            })
+            .cloned()
+            .collect();
+        let total = all.len();
+        let end = limit.map_or(total, |l| (start + l).min(total));
+        (total, all[start.min(total)..end].to_vec())
+    } else if let Some(generated) = st.generated {
         let total = generated.count(def.plural);
         let end = limit.map_or(total, |l| (start + l).min(total));
         (
@@ -721,6 +815,14 @@ impl FakeApiServer {
 
     pub fn reports(&self) -> BTreeMap<String, Value> {
         self.state.lock().unwrap().reports.clone()
+    }
+
+    pub fn report_objects(&self) -> BTreeMap<String, Value> {
+        self.state.lock().unwrap().report_objects.clone()
+    }
+
+    pub fn deletes(&self) -> Vec<String> {
+        self.state.lock().unwrap().deletes.clone()
     }
 
     pub fn applies(&self) -> Vec<ApplyRequest> {
@@ -1072,4 +1174,79 @@ pub fn parse_xml(text: &str) -> Element {
     let mut doc = stack.pop().unwrap();
     assert_eq!(doc.children.len(), 1, "one root element");
     doc.children.pop().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The OpenReports CRDs' schemas
+
+/// The `openAPIV3Schema` of `../shared/corpora/openreports/openreports.io_{plural}.yaml`
+/// (`reports` or `clusterreports`), or None when the corpus is absent (see `common::corpus`).
+pub fn openreports_schema(corpus: &Path, plural: &str) -> Value {
+    let path = corpus.join(format!("openreports.io_{plural}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let crd: Value = serde_yaml::from_str(&text).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Checks `value` against a structural OpenAPI v3 schema as the apiserver does for a CRD:
+/// types, enums, required fields, integer formats, and no fields the schema does not declare
+/// (the apiserver would prune them silently). Returns every violation with its path.
+pub fn schema_violations(schema: &Value, value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    check_schema(schema, value, "", &mut out);
+    out
+}
+
+fn check_schema(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        "number" => value.is_number(),
+        _ => true,
+    };
+    if !ok {
+        out.push(format!("{path}: expected {ty}, got {value}"));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            out.push(format!("{path}: {value} is not one of {allowed:?}"));
+        }
+    }
+    if schema["format"] == "int32" {
+        if let Some(n) = value.as_i64() {
+            if i32::try_from(n).is_err() {
+                out.push(format!("{path}: {n} is out of int32 range"));
+            }
+        }
+    }
+    if let Some(obj) = value.as_object() {
+        for key in schema["required"].as_array().into_iter().flatten() {
+            if !obj.contains_key(key.as_str().unwrap()) {
+                out.push(format!("{path}: missing required field {key}"));
+            }
+        }
+        let properties = schema["properties"].as_object();
+        let additional = schema.get("additionalProperties");
+        let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+        for (k, v) in obj {
+            let sub = format!("{path}.{k}");
+            if let Some(p) = properties.and_then(|p| p.get(k)) {
+                check_schema(p, v, &sub, out);
+            } else if let Some(a) = additional {
+                check_schema(a, v, &sub, out);
+            } else if properties.is_some() && !preserve {
+                out.push(format!("{sub}: not in the schema"));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check_schema(items, v, &format!("{path}[{i}]"), out);
+        }
+    }
 }

@@ -101,6 +101,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "audit": {"config": {"audit": {"interval": "1h", "pageSize": 200}}},
+    "audit-openreports": {"config": {"audit": {"interval": "1h", "reports": {"api": "openreports", "resultsPerReport": 500}}}},
     "audit-mode-rollout": {
         "config": {"mode": "audit"},
         "webhook": {"failurePolicy": "Ignore"},
@@ -130,6 +131,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "preStopSleepSeconds": 0,
     },
     "single-replica": {"replicaCount": 1, "podDisruptionBudget": {"maxUnavailable": 1}},
+    "all-resources": {"webhook": {"allResources": True}},
     "everything": {
         "certManager": {"enabled": True},
         "autoscaling": {"enabled": True},
@@ -343,6 +345,9 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
                 assert w["reinvocationPolicy"] == "IfNeeded", "reinvocationPolicy"
                 resources = {r for rule in w["rules"] for r in rule["resources"]}
                 assert not resources & {"secrets", "configmaps", "networkpolicies"}, "mutating non-pod kinds"
+            elif merged["webhook"]["allResources"]:
+                every = [r for r in w["rules"] if r["apiGroups"] == ["*"] and r["resources"] == ["*"]]
+                assert every and every[0]["operations"] == ["CREATE", "UPDATE"], "allResources: no * rule"
             else:
                 resources = {r for rule in w["rules"] for r in rule["resources"]}
                 want = {"pods", "pods/ephemeralcontainers", "deployments", "statefulsets", "daemonsets",
@@ -358,6 +363,14 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
             else:
                 assert "cert-manager.io/inject-ca-from" not in ann, f"{kind}: inject-ca-from without cert-manager"
                 bundles.add(w["clientConfig"]["caBundle"])
+        # regate is told the rules the chart rendered, to name the policies they leave out.
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        told = json.loads(env["REGATE_WEBHOOK_RULES"])
+        for key, kind in (("validating", "ValidatingWebhookConfiguration"),
+                          ("mutating", "MutatingWebhookConfiguration")):
+            found = find(objects, kind)
+            rendered = found[0]["webhooks"][0]["rules"] if found else []
+            assert told[key] == rendered, f"REGATE_WEBHOOK_RULES.{key} is not the {kind}'s rules"
         if mode == "existingSecret":
             assert bundles == {merged["tls"]["caBundle"]}, "caBundle is not tls.caBundle"
             assert not find(objects, "Secret"), "a Secret rendered in existingSecret mode"
@@ -390,8 +403,14 @@ def check_structure(name: str, values: dict[str, Any], objects: list[dict[str, A
         writes = {k: v for k, v in res.items() if v - {"get", "list", "watch"}}
         if audit:
             assert ("", "secrets") in res and ("apps", "deployments") in res, "audit reads the audited kinds"
-            assert set(writes) == {("wgpolicyk8s.io", "policyreports"), ("wgpolicyk8s.io", "clusterpolicyreports")}, \
-                f"cluster-wide writes {sorted(writes)}"
+            api = (merged["config"]["audit"].get("reports") or {}).get("api", "auto")
+            want = set()
+            if api in ("auto", "openreports"):
+                want |= {("openreports.io", "reports"), ("openreports.io", "clusterreports")}
+            if api in ("auto", "policyreport"):
+                want |= {("wgpolicyk8s.io", "policyreports"), ("wgpolicyk8s.io", "clusterpolicyreports")}
+            assert set(writes) == want, f"cluster-wide writes {sorted(writes)} for reports.api {api}"
+            assert all(v == {"list", "create", "patch", "delete"} for v in writes.values()), f"report verbs {writes}"
             role = one(objects, "Role")
             assert role["metadata"]["namespace"] == NAMESPACE, "Lease Role outside the release namespace"
             assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [(["coordination.k8s.io"], ["leases"])], \

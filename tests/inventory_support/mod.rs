@@ -1,6 +1,6 @@
 //! A small Kubernetes API server for the inventory sync tests (axum, plain HTTP on 127.0.0.1:0):
 //! discovery of `networking.k8s.io/v1` (Ingress only; other group-versions are 404), list and
-//! watch of Ingresses. Objects added with [`FakeCluster::add`] reach open watches as ADDED
+//! watch of Ingresses and of Namespaces (`/api/v1/namespaces`, for the namespace watch). Objects added with [`FakeCluster::add`] reach open watches as ADDED
 //! events; a watch from a resourceVersion first replays what happened after it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -77,7 +77,13 @@ async fn handle(axum::extract::State(app): axum::extract::State<App>, uri: Uri) 
                                   "namespaced": true, "kind": "Ingress",
                                   "verbs": ["get", "list", "watch"]}]}),
         ),
-        "/apis/networking.k8s.io/v1/ingresses" => {
+        "/apis/networking.k8s.io/v1/ingresses" | "/api/v1/namespaces" => {
+            let (kind, list_kind, api_version) = if path.starts_with("/api/v1/") {
+                ("Namespace", "NamespaceList", "v1")
+            } else {
+                ("Ingress", "IngressList", "networking.k8s.io/v1")
+            };
+            let of_kind = move |o: &Value| o["kind"] == kind;
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 let since: u64 = q
                     .get("resourceVersion")
@@ -88,15 +94,16 @@ async fn handle(axum::extract::State(app): axum::extract::State<App>, uri: Uri) 
                     let backlog: Vec<Value> = st
                         .log
                         .iter()
-                        .filter(|(rv, _)| *rv > since)
+                        .filter(|(rv, e)| *rv > since && of_kind(&e["object"]))
                         .map(|(_, e)| e.clone())
                         .collect();
                     (backlog, app.events.subscribe())
                 };
-                let live = futures_util::stream::unfold(rx, |mut rx| async move {
+                let live = futures_util::stream::unfold(rx, move |mut rx| async move {
                     loop {
                         match rx.recv().await {
-                            Ok(e) => return Some((e, rx)),
+                            Ok(e) if of_kind(&e["object"]) => return Some((e, rx)),
+                            Ok(_) => continue,
                             Err(broadcast::error::RecvError::Lagged(_)) => continue,
                             Err(broadcast::error::RecvError::Closed) => return None,
                         }
@@ -117,6 +124,7 @@ async fn handle(axum::extract::State(app): axum::extract::State<App>, uri: Uri) 
                 let items: Vec<Value> = st
                     .objects
                     .iter()
+                    .filter(|o| of_kind(o))
                     .map(|o| {
                         let mut o = o.clone();
                         let m = o.as_object_mut().unwrap();
@@ -127,7 +135,7 @@ async fn handle(axum::extract::State(app): axum::extract::State<App>, uri: Uri) 
                     .collect();
                 json_response(
                     StatusCode::OK,
-                    json!({"kind": "IngressList", "apiVersion": "networking.k8s.io/v1",
+                    json!({"kind": list_kind, "apiVersion": api_version,
                            "metadata": {"resourceVersion": st.rv.to_string()},
                            "items": items}),
                 )

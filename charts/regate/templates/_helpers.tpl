@@ -240,6 +240,9 @@ namespaceSelector:
 {{- if $c.audit.pageSize }}
 {{- $_ := set $audit "pageSize" $c.audit.pageSize }}
 {{- end }}
+{{- with $c.audit.reports }}
+{{- $_ := set $audit "reports" . }}
+{{- end }}
 {{- $_ := set $out "audit" $audit }}
 {{- end }}
 {{- toYaml $out }}
@@ -255,3 +258,54 @@ namespaceSelector:
 {{- if contains "/" $name }}true{{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The rules of the validating webhook: webhook.validating.rules, or with webhook.allResources
+Gatekeeper's approach (every resource on CREATE and UPDATE; regate skips the kinds no policy
+judges), plus kubectl debug's pods/ephemeralcontainers.
+*/}}
+{{- define "regate.validatingRules" -}}
+{{- if .Values.webhook.allResources -}}
+- apiGroups: ["*"]
+  apiVersions: ["*"]
+  operations: [CREATE, UPDATE]
+  resources: ["*"]
+  scope: "*"
+- apiGroups: [""]
+  apiVersions: [v1]
+  operations: [UPDATE]
+  resources: [pods/ephemeralcontainers]
+  scope: Namespaced
+{{- else -}}
+{{ toYaml .Values.webhook.validating.rules }}
+{{- end -}}
+{{- end -}}
+
+{{/* The rules of the mutating webhook: webhook.mutating.rules, or every resource. */}}
+{{- define "regate.mutatingRules" -}}
+{{- if .Values.webhook.allResources -}}
+- apiGroups: ["*"]
+  apiVersions: ["*"]
+  operations: [CREATE, UPDATE]
+  resources: ["*"]
+  scope: "*"
+{{- else -}}
+{{ toYaml .Values.webhook.mutating.rules }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+REGATE_WEBHOOK_RULES: what the two webhooks send (none when one is disabled), so that regate
+names the loaded policies on kinds they leave out (startup log, /readyz?verbose).
+*/}}
+{{- define "regate.webhookRulesJson" -}}
+{{- $v := list -}}
+{{- if .Values.webhook.validating.enabled -}}
+{{- $v = include "regate.validatingRules" . | fromYamlArray -}}
+{{- end -}}
+{{- $m := list -}}
+{{- if .Values.webhook.mutating.enabled -}}
+{{- $m = include "regate.mutatingRules" . | fromYamlArray -}}
+{{- end -}}
+{{- dict "validating" $v "mutating" $m | toJson -}}
+{{- end -}}

@@ -4,6 +4,7 @@
 pub mod html;
 pub mod json;
 pub mod junit;
+pub mod openreports;
 pub mod policyreport;
 pub mod sarif;
 pub mod text;
@@ -22,6 +23,7 @@ pub enum Format {
     Text,
     Json,
     Policyreport,
+    Openreports,
     Junit,
     Sarif,
     Html,
@@ -79,6 +81,7 @@ pub fn write(
         Format::Text => text::write(run, out),
         Format::Json => json::write(run, out),
         Format::Policyreport => policyreport::write(run, out),
+        Format::Openreports => openreports::write(run, out),
         Format::Junit => junit::write(run, fail_on, out),
         Format::Sarif => sarif::write(run, out),
         Format::Html => html::write(run, out),

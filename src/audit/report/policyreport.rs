@@ -1,6 +1,6 @@
 //! `-o policyreport`: `wgpolicyk8s.io/v1alpha2` PolicyReports, one per namespace, and one
-//! ClusterPolicyReport for cluster-scoped objects. The same reports are what the background audit
-//! applies to the cluster.
+//! ClusterPolicyReport for cluster-scoped objects, listing every finding. The background audit
+//! applies reports of this API split to its limits ([`super::openreports`]).
 //!
 //! Each result is one finding: `result` is `fail` for deny and audit findings, `warn` for warnings,
 //! `error` for policies that could not be evaluated; `properties.action` keeps the exact label.

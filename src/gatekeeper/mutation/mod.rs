@@ -506,6 +506,7 @@ impl Mutator {
             namespace,
             labels: &labels,
             namespace_labels: namespace_labels.as_ref(),
+            generated: false,
         })
     }
 
