@@ -373,3 +373,65 @@ async fn failing_policies_fail_closed_or_open() {
         server.stop().await;
     }
 }
+
+const MUTATORS: &str = r#"apiVersion: mutations.gatekeeper.sh/v1
+kind: Assign
+metadata:
+  name: inject-data
+spec:
+  applyTo:
+  - groups: [""]
+    kinds: ["ConfigMap"]
+    versions: ["v1"]
+  location: "data.injected"
+  parameters:
+    pathTests:
+    - subPath: "data.injected"
+      condition: MustNotExist
+    assign:
+      value: "yes"
+---
+apiVersion: mutations.gatekeeper.sh/v1
+kind: AssignMetadata
+metadata:
+  name: owner
+spec:
+  match:
+    kinds:
+    - apiGroups: [""]
+      kinds: ["ConfigMap"]
+  location: "metadata.labels.owner"
+  parameters:
+    assign:
+      value: "platform"
+"#;
+
+/// Gatekeeper mutators in the policy directory answer /mutate with a patch (for a kind no
+/// policy judges), the patched object gets none, and /validate is not mutated.
+#[tokio::test]
+async fn gatekeeper_mutators_patch_on_mutate() {
+    let dir = policy_dir(&[("mutators.yaml", MUTATORS)]);
+    let server = TestServer::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        include_defaults: true,
+        ..Options::default()
+    })
+    .await;
+    let client = server.http1();
+    let body = configmap_review("m-1", json!({"a": "1"}));
+    let (status, _, mutated) = post(&client, &server.url("/mutate"), body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(response(&mutated)["allowed"], true);
+    let patch = patch_of(&mutated).expect("a patch");
+    let mut review: Value = serde_json::from_slice(&body).unwrap();
+    let object = &mut review["request"]["object"];
+    json_patch::patch(object, &patch).unwrap();
+    assert_eq!(object["data"], json!({"a": "1", "injected": "yes"}));
+    assert_eq!(object["metadata"]["labels"], json!({"owner": "platform"}));
+    let again = serde_json::to_vec(&review).unwrap();
+    let (_, _, remutated) = post(&client, &server.url("/mutate"), again).await;
+    assert!(patch_of(&remutated).is_none(), "{remutated}");
+    let (_, _, validated) = post(&client, &server.url("/validate"), body).await;
+    assert!(patch_of(&validated).is_none(), "{validated}");
+    server.stop().await;
+}

@@ -11,6 +11,7 @@ use crate::config::{Action, Environment, FailurePolicy};
 use crate::gatekeeper;
 use crate::policy::eval::{FailureReason, Wants};
 use crate::policy::metadata::Severity;
+use crate::policy::mutators::MutationRequest;
 use crate::policy::patch;
 use crate::policy::set::{Flavor, PolicySet};
 use crate::secrets::SecretValues;
@@ -93,6 +94,10 @@ pub struct Decision {
     pub waivers: Vec<Waiver>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch: Option<json_patch::Patch>,
+    /// Mutators (`Kind/name`) that changed the object, in the order they first did; their
+    /// changes are part of `patch`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mutations: Vec<String>,
     pub evaluated: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Skip>,
@@ -117,6 +122,7 @@ impl Decision {
             failures: Vec::new(),
             waivers: Vec::new(),
             patch: None,
+            mutations: Vec::new(),
             evaluated: Vec::new(),
             skipped: Some(skip),
             timings: Vec::new(),
@@ -236,6 +242,9 @@ fn failure_text(f: &PolicyFailure) -> String {
     format!("[{}] {}", f.policy, f.describe())
 }
 
+/// The failure's policy when the mutators together fail (not converging, out of time).
+pub const MUTATION_FAILURE_ID: &str = "mutation";
+
 /// Judges a review with a policy set. `wants` says whether the caller needs the verdict, the
 /// patch, or both.
 pub fn judge(set: &PolicySet, review: &Review, wants: Wants) -> Decision {
@@ -299,6 +308,9 @@ fn judge_review(
     let sub_resource = review
         .sub_resource()
         .map(|sr| format!("{}/{}", review.request.resource.resource, sr));
+    // Mutators (Gatekeeper's) run on /mutate for the objects they may apply to, whether or not
+    // any policy judges the kind.
+    let mutating = wants.mutate && sub_resource.is_none() && set.mutators.may_apply(review.kind());
     let subject = gatekeeper::MatchSubject::new(review, &set.resolver);
     let subject = if generated {
         subject.generated()
@@ -322,7 +334,7 @@ fn judge_review(
     } else {
         judge_expanded(set, review, started)
     };
-    if candidates.is_empty() && implied.is_empty() {
+    if candidates.is_empty() && implied.is_empty() && !mutating {
         let skip = if sub_resource.is_some() {
             Skip::Subresource
         } else {
@@ -352,6 +364,7 @@ fn judge_review(
         failures: Vec::new(),
         waivers: Vec::new(),
         patch: None,
+        mutations: Vec::new(),
         evaluated: Vec::with_capacity(candidates.len()),
         skipped: None,
         timings: Vec::with_capacity(candidates.len()),
@@ -478,9 +491,54 @@ fn judge_review(
             !decision.failures.is_empty() && set.config.policy_failure == FailurePolicy::Closed;
         decision.allowed = !(denied || failed_closed);
     }
-    if wants.mutate && !adds.is_empty() {
-        let patched = patch::fill_missing(object, &adds);
-        decision.patch = patch::diff(object, &patched);
+    if wants.mutate {
+        // The policies' additions first, then the mutators until the object is stable: one
+        // patch for both, and mutating its result again changes nothing.
+        let mut patched = (!adds.is_empty()).then(|| patch::fill_missing(object, &adds));
+        if mutating {
+            if started.elapsed() >= set.evaluation_timeout {
+                decision.failures.push(PolicyFailure {
+                    policy: MUTATION_FAILURE_ID.to_string(),
+                    reason: FailureReason::TimeLimit,
+                    detail: String::new(),
+                });
+            } else {
+                let mut target = patched.take().unwrap_or_else(|| object.clone());
+                let request = MutationRequest {
+                    operation,
+                    namespace: review.namespace(),
+                    group: &review.request.kind.group,
+                    version: &review.request.kind.version,
+                    kind: review.kind(),
+                    resolver: &set.resolver,
+                };
+                match set.mutators.mutate(&mut target, &request) {
+                    Ok(ids) => {
+                        if !ids.is_empty() || !adds.is_empty() {
+                            patched = Some(target);
+                        }
+                        decision.mutations = ids;
+                    }
+                    Err(failure) => {
+                        if !adds.is_empty() {
+                            patched = Some(target);
+                        }
+                        decision.failures.push(PolicyFailure {
+                            policy: if failure.mutator.is_empty() {
+                                MUTATION_FAILURE_ID.to_string()
+                            } else {
+                                failure.mutator
+                            },
+                            reason: FailureReason::RuntimeError,
+                            detail: failure.message,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(patched) = patched {
+            decision.patch = patch::diff(object, &patched);
+        }
     }
     if decision.has_policy_text() {
         // Before the decision leaves: every answer, log, report and print is built from it.

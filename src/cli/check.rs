@@ -105,6 +105,13 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
         for (i, p) in set.policies.iter().enumerate() {
             println!("  {}: {}", p.meta.id, set.backend(i));
         }
+        let mutators = set.mutators.ids();
+        if !mutators.is_empty() {
+            println!("{} mutators OK, applied in this order:", mutators.len());
+            for id in mutators {
+                println!("  {id}");
+            }
+        }
     }
     Ok(if problems > 0 { 1 } else { 0 })
 }

@@ -280,6 +280,7 @@ fn empty_decision() -> Decision {
         failures: Vec::new(),
         waivers: Vec::new(),
         patch: None,
+        mutations: Vec::new(),
         evaluated: Vec::new(),
         skipped: None,
         timings: Vec::new(),

@@ -11,6 +11,7 @@ pub mod constraint;
 pub mod expansion;
 pub mod inventory;
 pub mod matching;
+pub mod mutation;
 pub mod rego_compat;
 pub mod schema;
 pub mod suite;
@@ -321,7 +322,6 @@ fn unsupported(kind: &str, group: &str) -> String {
              and exempts namespaces with exemptNamespaces in regate.yaml; move this file out of \
              the policy directory"
         }
-        "mutations.gatekeeper.sh" => "write the mutation as a native policy's `patch` rule",
         _ => "only ConstraintTemplates and Constraints are loaded",
     };
     format!("Gatekeeper {kind} ({group}) is not supported by regate: {instead}")
@@ -329,7 +329,8 @@ fn unsupported(kind: &str, group: &str) -> String {
 
 /// Compiles the ConstraintTemplates and Constraints among the policy directory's YAML files.
 /// YAML that is not Gatekeeper's is left alone; Gatekeeper objects regate cannot run
-/// (CEL-only templates, mutators) are errors, so nothing is skipped silently.
+/// (CEL-only templates) are errors, so nothing is skipped silently. Mutators are
+/// [`mutation::compile_sources`]'s.
 pub fn compile_sources(
     sources: &[&PolicySource],
     config: &Config,
@@ -370,6 +371,8 @@ pub fn compile_sources(
                 }
             } else if constraint::is_constraint(&doc.value) {
                 constraints.push(doc);
+            } else if mutation::is_mutator(&doc.value) {
+                // Loaded by `mutation::compile_sources`.
             } else if expansion::is_expansion_template(&doc.value) {
                 // Loaded by `expansion::compile_sources`.
             } else {

@@ -1,6 +1,11 @@
 //! Gatekeeper test suites (`kind: Suite`, `test.gatekeeper.sh/v1alpha1`), run as `gator verify`
 //! runs them, but through regate's one decision path: each case's object becomes a `Review`
 //! and is judged by `admission::decision::judge` with the test's constraint as the only policy.
+//!
+//! regate adds mutators to the format (gator has no field for them): a test's `mutators` lists
+//! files of Gatekeeper mutators that change each case's object first, through `/mutate`'s
+//! decision, as the mutating webhook does before the validating one; a case's `mutated` names
+//! the object expected after them. A test with mutators may leave out template and constraint.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,13 +17,16 @@ use serde_json::{json, Value};
 use crate::admission::decision::{judge, Decision};
 use crate::admission::review::{plural, ManifestRequest, Review};
 use crate::config::Config;
+use crate::gatekeeper::mutation::{self, MutatorSet};
 use crate::gatekeeper::{
     compile_constraint, with_inventory, Constraint, Inventory, Origin, Template,
 };
 use crate::manifest;
 use crate::policy::eval::Wants;
 use crate::policy::fast::Strategy;
+use crate::policy::mutators::Mutators;
 use crate::policy::set::{CompiledPolicy, PolicySet};
+use crate::secrets::SecretValues;
 
 pub const SUITE_FILE: &str = "suite.yaml";
 
@@ -62,6 +70,9 @@ struct TestSpec {
     skip: bool,
     #[serde(default)]
     cases: Vec<CaseSpec>,
+    /// regate: files of Gatekeeper mutators applied to each case's object before it is judged.
+    #[serde(default)]
+    mutators: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +87,9 @@ struct CaseSpec {
     skip: bool,
     #[serde(default)]
     assertions: Vec<AssertionSpec>,
+    /// regate: the file of the object expected after the test's mutators.
+    #[serde(default)]
+    mutated: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +294,37 @@ pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
             out.extend(test.cases.iter().map(|c| outcome(&c.name, Status::Skip)));
             continue;
         }
+        let mutators = match load_mutators(dir, test) {
+            Ok(m) => m,
+            Err(why) => {
+                if test.cases.is_empty() {
+                    out.push(outcome("", Status::Fail(why.clone())));
+                }
+                out.extend(
+                    test.cases
+                        .iter()
+                        .map(|c| outcome(&c.name, Status::Fail(why.clone()))),
+                );
+                continue;
+            }
+        };
+        if is_mutation_only(test) {
+            for (i, case) in test.cases.iter().enumerate() {
+                let status = if case.skip {
+                    Status::Skip
+                } else {
+                    match mutated_object(dir, case, i, &mutators) {
+                        Ok(_) if !case.assertions.is_empty() => Status::Fail(
+                            "assertions need a template and a constraint to judge with".into(),
+                        ),
+                        Ok(_) => Status::Pass,
+                        Err(why) => Status::Fail(why),
+                    }
+                };
+                out.push(outcome(&case.name, status));
+            }
+            continue;
+        }
         let loaded = load_test(dir, test);
         if test.invalid {
             let status = match loaded {
@@ -312,7 +357,7 @@ pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
             let status = if case.skip {
                 Status::Skip
             } else {
-                match run_case(dir, &policy, case, i) {
+                match run_case(dir, &policy, &mutators, case, i) {
                     Ok(()) => Status::Pass,
                     Err(why) => Status::Fail(why),
                 }
@@ -400,6 +445,7 @@ fn verify_config() -> Config {
 fn run_case(
     dir: &Path,
     policy: &CompiledPolicy,
+    mutators: &MutatorSet,
     case: &CaseSpec,
     index: usize,
 ) -> Result<(), String> {
@@ -408,7 +454,8 @@ fn run_case(
         .iter()
         .map(Assertion::parse)
         .collect::<Result<Vec<_>, _>>()?;
-    let decision = decide_case(dir, policy, case, index, None)?.0;
+    let object = mutated_object(dir, case, index, mutators)?;
+    let decision = decide_case(dir, policy, object, case, index, None)?.0;
     if let Some(f) = decision.failures.first() {
         return Err(format!(
             "evaluation failed: {}: {}",
@@ -440,11 +487,11 @@ fn run_case(
 fn decide_case(
     dir: &Path,
     policy: &CompiledPolicy,
+    object: Value,
     case: &CaseSpec,
     index: usize,
     strategy: Option<Strategy>,
 ) -> Result<(Decision, bool), String> {
-    let (object, _) = read_one(dir, &case.object, "object")?;
     let mut inventory = Inventory::default();
     for rel in &case.inventory {
         let path = dir.join(rel);
@@ -494,12 +541,20 @@ pub fn decide_suite(path: &Path, strategy: Strategy) -> Vec<CaseDecision> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    for test in suite.tests.iter().filter(|t| !t.skip && !t.invalid) {
+    for test in suite
+        .tests
+        .iter()
+        .filter(|t| !t.skip && !t.invalid && !is_mutation_only(t))
+    {
         let policy = load_test(dir, test);
+        let mutators = load_mutators(dir, test);
         for (i, case) in test.cases.iter().enumerate().filter(|(_, c)| !c.skip) {
-            let decided = match &policy {
-                Ok(p) => decide_case(dir, p, case, i, Some(strategy)),
-                Err(Load::ConstraintRejected(why) | Load::Other(why)) => Err(why.clone()),
+            let decided = match (&policy, &mutators) {
+                (Ok(p), Ok(m)) => mutated_object(dir, case, i, m)
+                    .and_then(|object| decide_case(dir, p, object, case, i, Some(strategy))),
+                (Err(Load::ConstraintRejected(why) | Load::Other(why)), _) | (_, Err(why)) => {
+                    Err(why.clone())
+                }
             };
             let (decision, on_bytecode) = match decided {
                 Ok((d, b)) => (Ok(d), b),
@@ -514,6 +569,90 @@ pub fn decide_suite(path: &Path, strategy: Strategy) -> Vec<CaseDecision> {
         }
     }
     out
+}
+
+/// A test with mutators and neither template nor constraint checks mutation only.
+fn is_mutation_only(test: &TestSpec) -> bool {
+    !test.mutators.is_empty() && test.template.is_empty() && test.constraint.is_empty()
+}
+
+fn load_mutators(dir: &Path, test: &TestSpec) -> Result<MutatorSet, String> {
+    let paths: Vec<PathBuf> = test.mutators.iter().map(|m| dir.join(m)).collect();
+    mutation::load_files(&paths)
+}
+
+/// The case's object after the test's mutators (as read when there are none), checked against
+/// the case's `mutated` object when it names one. An AdmissionReview keeps its request, with the
+/// mutated object in it.
+fn mutated_object(
+    dir: &Path,
+    case: &CaseSpec,
+    index: usize,
+    mutators: &MutatorSet,
+) -> Result<Value, String> {
+    let (mut object, _) = read_one(dir, &case.object, "object")?;
+    if mutators.is_empty() {
+        if case.mutated.is_some() {
+            return Err("the case names a mutated object but the test names no mutators".into());
+        }
+        return Ok(object);
+    }
+    let review = review_of(object.clone(), &format!("verify-{index:04}"))?;
+    let set = PolicySet::assemble(
+        Vec::new(),
+        Arc::new(verify_config()),
+        Default::default(),
+        Vec::new(),
+        false,
+    )
+    .with_mutators(Arc::new(mutators.clone()));
+    let decision = judge(&set, &review, Wants::MUTATE);
+    let secrets = SecretValues::of_review(&review);
+    if let Some(f) = decision.failures.first() {
+        return Err(secrets.scrub(&format!("mutation failed: [{}] {}", f.policy, f.describe())));
+    }
+    let Some(original) = review.object() else {
+        return Err("the case has no object to mutate".into());
+    };
+    let mut mutated = original.clone();
+    if let Some(patch) = &decision.patch {
+        json_patch::patch(&mut mutated, patch)
+            .map_err(|e| format!("the mutation's patch does not apply: {e}"))?;
+    }
+    let is_review = object.get("kind").and_then(Value::as_str) == Some("AdmissionReview");
+    let subject = if is_review {
+        object.pointer("/request/object")
+    } else {
+        Some(&object)
+    };
+    // A bare object's review carries the namespace regate presents it in; the case's file
+    // (and its expected object) need not.
+    if subject
+        .and_then(|o| o.pointer("/metadata/namespace"))
+        .is_none()
+    {
+        if let Some(meta) = mutated.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("namespace");
+        }
+    }
+    if let Some(rel) = &case.mutated {
+        let (expected, _) = read_one(dir, rel, "mutated object")?;
+        if let Some(diff) = crate::policy::patch::diff(&expected, &mutated) {
+            let diff = serde_json::to_string(&diff).unwrap_or_default();
+            return Err(secrets.scrub(&format!(
+                "the mutated object differs from {rel} (mutated by {:?}): JSON Patch from expected to mutated: {diff}",
+                decision.mutations
+            )));
+        }
+    }
+    if is_review {
+        if let Some(slot) = object.pointer_mut("/request/object") {
+            *slot = mutated;
+        }
+        Ok(object)
+    } else {
+        Ok(mutated)
+    }
 }
 
 /// The case's object as a review: an AdmissionReview's request as given (with what an
@@ -634,5 +773,63 @@ mod tests {
         assert_eq!(review.operation(), "UPDATE");
         assert_eq!(review.request.resource.resource, "deployments");
         assert_eq!(review.uid(), "u1");
+    }
+
+    /// A suite's `mutators` change each case's object before the constraint judges it, a case's
+    /// `mutated` is compared with the result, and a test may check mutation only.
+    #[test]
+    fn mutators_run_before_the_constraint() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "mutator.yaml",
+            "apiVersion: mutations.gatekeeper.sh/v1\nkind: Assign\nmetadata:\n  name: non-root\nspec:\n  applyTo:\n  - groups: [\"\"]\n    kinds: [\"Pod\"]\n    versions: [\"v1\"]\n  location: \"spec.containers[name:*].securityContext.runAsNonRoot\"\n  parameters:\n    pathTests:\n    - subPath: \"spec.containers[name:*].securityContext.runAsNonRoot\"\n      condition: MustNotExist\n    assign:\n      value: true\n",
+        );
+        write(
+            "template.yaml",
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8snonroot\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sNonRoot\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    rego: |\n      package k8snonroot\n      violation[{\"msg\": msg}] {\n        c := input.review.object.spec.containers[_]\n        not c.securityContext.runAsNonRoot\n        msg := sprintf(\"%v runs as root\", [c.name])\n      }\n",
+        );
+        write(
+            "constraint.yaml",
+            "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNonRoot\nmetadata:\n  name: non-root\n",
+        );
+        write(
+            "pod.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: nginx\n",
+        );
+        write(
+            "root.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: nginx\n    securityContext:\n      runAsNonRoot: false\n",
+        );
+        write(
+            "expected.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: nginx\n    securityContext:\n      runAsNonRoot: true\n",
+        );
+        write(
+            "suite.yaml",
+            "kind: Suite\napiVersion: test.gatekeeper.sh/v1alpha1\ntests:\n- name: judged\n  template: template.yaml\n  constraint: constraint.yaml\n  mutators: [mutator.yaml]\n  cases:\n  - name: defaulted\n    object: pod.yaml\n    mutated: expected.yaml\n    assertions:\n    - violations: no\n  - name: explicit-root\n    object: root.yaml\n    assertions:\n    - violations: 1\n  - name: wrong-expectation\n    object: root.yaml\n    mutated: expected.yaml\n- name: mutation-only\n  mutators: [mutator.yaml]\n  cases:\n  - name: defaulted\n    object: pod.yaml\n    mutated: expected.yaml\n- name: missing-mutators\n  mutators: [nowhere.yaml]\n  cases:\n  - name: any\n    object: pod.yaml\n",
+        );
+        let outcomes = run_suite(&dir.path().join("suite.yaml"));
+        let status = |test: &str, case: &str| {
+            outcomes
+                .iter()
+                .find(|o| o.test == test && o.case == case)
+                .map(|o| o.status.clone())
+                .unwrap()
+        };
+        assert_eq!(status("judged", "defaulted"), Status::Pass);
+        assert_eq!(status("judged", "explicit-root"), Status::Pass);
+        let Status::Fail(why) = status("judged", "wrong-expectation") else {
+            panic!("{outcomes:?}");
+        };
+        assert!(
+            why.contains("differs from expected.yaml") && why.contains("runAsNonRoot"),
+            "{why}"
+        );
+        assert_eq!(status("mutation-only", "defaulted"), Status::Pass);
+        let Status::Fail(why) = status("missing-mutators", "any") else {
+            panic!("{outcomes:?}");
+        };
+        assert!(why.contains("cannot read mutators"), "{why}");
     }
 }

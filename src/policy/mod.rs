@@ -5,6 +5,7 @@ pub mod bytecode_errors;
 pub mod eval;
 pub mod fast;
 pub mod metadata;
+pub mod mutators;
 pub mod patch;
 pub mod recursion;
 pub mod rego_error;

@@ -148,6 +148,9 @@ pub struct PolicySet {
     pub uses_embedded: bool,
     /// This set's identity for per-thread caches, and its compiled programs (`policy::fast`).
     pub(crate) accel: crate::policy::fast::Accel,
+    /// Object mutators loaded beside the policies (none by default), run on `/mutate` after
+    /// the `patch` rules.
+    pub mutators: Arc<dyn crate::policy::mutators::Mutators>,
 }
 
 impl PolicySet {
@@ -232,6 +235,8 @@ impl PolicySet {
             .filter(|s| s.role() == SourceRole::Yaml)
             .collect();
         let mut expansions = Vec::new();
+        let (mutators, mut mutator_errors) = crate::gatekeeper::mutation::compile_sources(&yaml);
+        errors.append(&mut mutator_errors);
         if !yaml.is_empty() {
             let (constraints, mut gk_errors) =
                 crate::gatekeeper::compile_sources(&yaml, &config, evaluation_timeout);
@@ -285,7 +290,13 @@ impl PolicySet {
         let uses_embedded = sources.iter().any(|s| s.name.starts_with("embedded:"));
         let mut set = Self::assemble(policies, config, labels, exceptions, uses_embedded);
         set.expansions = Arc::new(expansions);
-        Ok(set)
+        Ok(set.with_mutators(mutators.into_shared()))
+    }
+
+    /// This set with `mutators` in place of its own.
+    pub fn with_mutators(mut self, mutators: Arc<dyn crate::policy::mutators::Mutators>) -> Self {
+        self.mutators = mutators;
+        self
     }
 
     /// Builds the index over already compiled policies (Gatekeeper constraints join here too).
@@ -323,6 +334,7 @@ impl PolicySet {
             reads_managed_fields,
             built_at: SystemTime::now(),
             uses_embedded,
+            mutators: Arc::new(crate::policy::mutators::NoMutators),
         }
     }
 
@@ -355,6 +367,7 @@ impl PolicySet {
                 reads_managed_fields: self.reads_managed_fields,
                 built_at: self.built_at,
                 uses_embedded: self.uses_embedded,
+                mutators: self.mutators.clone(),
             },
             None => {
                 let mut set = Self::assemble(
@@ -365,7 +378,7 @@ impl PolicySet {
                     self.uses_embedded,
                 );
                 set.expansions = self.expansions.clone();
-                set
+                set.with_mutators(self.mutators.clone())
             }
         }
     }
