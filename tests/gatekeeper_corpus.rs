@@ -378,6 +378,59 @@ spec:
         assert!(d.violations.is_empty(), "{:?}", messages(&d));
     }
 
+    /// As in Gatekeeper, mutators apply to the expanded Pod before the constraints judge it: an
+    /// Assign that sets `readOnlyRootFilesystem` on Pods clears the implied violation.
+    #[test]
+    fn mutators_apply_to_expanded_pods_first() {
+        let Some(root) = common::corpus("gatekeeper-library/library/pod-security-policy") else {
+            return;
+        };
+        const ASSIGN: &str = r#"
+apiVersion: mutations.gatekeeper.sh/v1
+kind: Assign
+metadata:
+  name: read-only-root
+spec:
+  applyTo:
+    - groups: [""]
+      kinds: ["Pod"]
+      versions: ["v1"]
+  location: "spec.containers[name:*].securityContext.readOnlyRootFilesystem"
+  parameters:
+    assign:
+      value: true
+"#;
+        let constraint_sources = vec![
+            library_file(&root, "read-only-root-filesystem/template.yaml"),
+            library_file(
+                &root,
+                "read-only-root-filesystem/samples/psp-readonlyrootfilesystem/constraint.yaml",
+            ),
+            source("expansion.yaml", EXPANSION.to_string()),
+        ];
+        let review = fixture("deployment-missing-read-only-root-filesystem.json");
+        let without = build(&constraint_sources, Config::default());
+        let d = judge(&without, &review, Wants::VALIDATE);
+        assert!(
+            messages(&d)
+                .iter()
+                .any(|m| m.contains("[Implied by expand-workloads]")),
+            "{:?}",
+            messages(&d)
+        );
+        let mut with = constraint_sources.clone();
+        with.push(source("assign.yaml", ASSIGN.to_string()));
+        let set = build(&with, Config::default());
+        let d = judge(&set, &review, Wants::VALIDATE);
+        assert!(
+            !messages(&d)
+                .iter()
+                .any(|m| m.contains("[Implied by expand-workloads]")),
+            "{:?}",
+            messages(&d)
+        );
+    }
+
     fn template(kind: &str, rego_body: &str) -> String {
         format!(
             "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: {}\nspec:\n  crd:\n    spec:\n      names:\n        kind: {kind}\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package {}\n        violation[{{\"msg\": msg}}] {{\n          {rego_body}\n        }}\n",

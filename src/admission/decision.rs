@@ -279,7 +279,26 @@ fn judge_expanded(
                 username: review.user().to_string(),
                 ..ManifestRequest::default()
             };
-            let child = Review::from_manifest(r.object.clone(), &opts).ok()?;
+            // As in Gatekeeper, the mutators apply to the generated object before it is
+            // judged (a failing mutation leaves it as generated).
+            let mut object = r.object.clone();
+            if !set.mutators.is_empty() {
+                let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();
+                let kind = object["kind"].as_str().unwrap_or_default().to_string();
+                let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+                let request = MutationRequest {
+                    operation: review.operation(),
+                    namespace: review.namespace(),
+                    group,
+                    version,
+                    kind: &kind,
+                    resolver: &set.resolver,
+                };
+                if set.mutators.may_apply(&kind) {
+                    let _ = set.mutators.mutate(&mut object, &request);
+                }
+            }
+            let child = Review::from_manifest(object, &opts).ok()?;
             let decision = judge_review(set, &child, Wants::VALIDATE, started, true);
             Some((r, decision))
         })
