@@ -321,26 +321,9 @@ pub async fn admit(
                 return refusal.into_response();
             }
         };
-    // One pass over the bytes, before anything is built from them; a large body's on the large
-    // lane, not on the async worker that serves other connections too.
-    let (bytes, shape) = match &state.large {
-        Some(lane) if bytes.len() > LARGE_BODY_BYTES => {
-            let scanned = lane
-                .run(move || {
-                    let shape = shape::scan(&bytes);
-                    (bytes, shape)
-                })
-                .await;
-            match scanned {
-                Some(scanned) => scanned,
-                None => return evaluation_failed(state, endpoint, started),
-            }
-        }
-        _ => {
-            let shape = shape::scan(&bytes);
-            (bytes, shape)
-        }
-    };
+    // One pass over the bytes, before anything is built from them. On this worker, not on the
+    // large lane: a refusal must not wait behind large evaluations for a lane thread.
+    let shape = shape::scan(&bytes);
     let large =
         bytes.len() > LARGE_BODY_BYTES || shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES;
     if let Err(error) = Review::check_shape(&bytes, &shape, state.budgets.max_parsed_bytes) {

@@ -1,5 +1,5 @@
 //! The large-request lane: bodies over [`LARGE_BODY_BYTES`] or estimated over
-//! `SMALL_PARSE_BYTES` parsed are scanned, parsed and judged on a few threads of their own, at a
+//! `SMALL_PARSE_BYTES` parsed are parsed and judged on a few threads of their own, at a
 //! lower CPU priority (nice +10), so that an ordinary review (a few KiB, a millisecond of CPU)
 //! never waits behind them for a core: the scheduler gives a nice-0 thread about ten times the
 //! share of a nice-10 one. On an idle machine the priority changes nothing.
@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::{debug, warn};
 
-/// A body of more bytes than this is scanned on the lane (a scan of 8 MiB takes milliseconds,
-/// which would stall every connection of the async worker it ran on).
+/// A body of more bytes than this is parsed and judged on the lane.
 pub const LARGE_BODY_BYTES: usize = 256 * 1024;
 
 /// How much the lane's threads are niced above the process (up to the maximum, 19).
