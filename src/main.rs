@@ -37,6 +37,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     match cli.command {
         Command::Serve(args) => {
+            // Memory freed after a burst of large requests goes back to the OS at once instead
+            // of a second later, and only then if the allocator is used again (an operator's
+            // MIMALLOC_PURGE_DELAY wins). docs/RELIABILITY.md, "Memory under hostile load".
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                alloc_release::purge_without_delay();
+            }
             // Evaluation is CPU-bound: it turns its worker thread into a blocking one
             // (`block_in_place`), and the thread that takes over the worker's tasks comes from the
             // blocking pool. A few threads per core use the cores fully; hundreds (tokio's default ceiling, reached under a burst of

@@ -241,7 +241,10 @@ pub fn parse_text_lenient(text: &str, file: &str) -> Manifests {
                 return Manifests::failed(ManifestError::Parse {
                     file: file.to_string(),
                     line: e.line(),
-                    message: format!("invalid JSON: {e}"),
+                    message: format!(
+                        "invalid JSON: {}",
+                        crate::secrets::without_quoted_values(&e.to_string())
+                    ),
                 })
             }
         };
@@ -276,7 +279,11 @@ pub fn parse_text_lenient(text: &str, file: &str) -> Manifests {
                         .map(|l| l.line())
                         .unwrap_or(1)
                         .saturating_sub(1),
-                message: format!("invalid YAML: {e}"),
+                // The parser quotes the scalar it could not use, which may be a Secret's value.
+                message: format!(
+                    "invalid YAML: {}",
+                    crate::secrets::without_quoted_values(&e.to_string())
+                ),
             }),
         }
         doc_index += 1;

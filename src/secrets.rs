@@ -107,6 +107,29 @@ impl SecretValues {
         }
     }
 
+    /// Every string in `value` (keys too) scrubbed where it is: for JSON that leaves regate as
+    /// JSON, such as a patch `regate eval` prints.
+    pub fn scrub_json(&self, value: &mut Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => self.scrub_in_place(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            Value::Object(map) => {
+                let scrubbed: serde_json::Map<String, Value> = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, mut v)| {
+                        self.scrub_json(&mut v);
+                        (self.scrub(&k), v)
+                    })
+                    .collect();
+                *map = scrubbed;
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
     fn from_forms(forms: Vec<String>) -> SecretValues {
         let mut long = Vec::new();
         let mut short = Vec::new();
@@ -312,6 +335,60 @@ fn replace_words(text: &str, value: &str) -> Option<String> {
     Some(out)
 }
 
+/// How serde (and so serde_json and the YAML parser) quotes the value it could not use, and the
+/// character that ends the quote: `invalid value: string "…", expected an integer`, `invalid
+/// type: integer `…``, `unknown variant `…``.
+const PARSER_QUOTES: [(&str, char); 5] = [
+    ("string \"", '"'),
+    ("character `", '`'),
+    ("integer `", '`'),
+    ("floating point `", '`'),
+    ("variant `", '`'),
+];
+
+/// A parser's error message with the values it quotes replaced by [`REDACTED`]. A document that
+/// does not parse gives no Secret values to scrub with (`stringData: {password: !!int hunter2}`
+/// fails with `invalid value: string "hunter2"`), so every quoted value goes, whatever it holds;
+/// the position, the type and what was expected stay. Field names are kept: they are keys.
+pub fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let next = PARSER_QUOTES
+            .iter()
+            .filter_map(|(prefix, close)| rest.find(prefix).map(|at| (at, *prefix, *close)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, prefix, close)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        // The prefix without its opening quote, then the marker instead of the quoted value.
+        let value_start = at + prefix.len();
+        out.push_str(&rest[..value_start - 1]);
+        out.push_str(REDACTED);
+        let quoted = &rest[value_start..];
+        rest = match closing_quote(quoted, close) {
+            Some(end) => &quoted[end + close.len_utf8()..],
+            None => "",
+        };
+    }
+}
+
+/// Where `close` ends a quoted value (a `"` quote is Rust-escaped: `\"` does not end it).
+fn closing_quote(quoted: &str, close: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in quoted.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && close == '"' {
+            escaped = true;
+        } else if c == close {
+            return Some(i);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +518,51 @@ mod tests {
         assert_eq!(
             SecretValues::union(&[&a, &SecretValues::default()]).len(),
             a.len()
+        );
+    }
+
+    #[test]
+    fn parser_messages_lose_the_values_they_quote() {
+        assert_eq!(
+            without_quoted_values(
+                "stringData.PIN: invalid value: string \"CANARY \\\"q\\\" `x`\", expected an integer at line 3 column 8"
+            ),
+            "stringData.PIN: invalid value: string [redacted], expected an integer at line 3 column 8"
+        );
+        assert_eq!(
+            without_quoted_values("unknown variant `CANARY`, expected one of `CREATE`, `UPDATE`"),
+            "unknown variant [redacted], expected one of `CREATE`, `UPDATE`"
+        );
+        assert_eq!(
+            without_quoted_values("invalid type: integer `4711`, expected a string; invalid type: floating point `1.5`"),
+            "invalid type: integer [redacted], expected a string; invalid type: floating point [redacted]"
+        );
+        // A quote cut off by a truncated message takes the rest with it.
+        assert_eq!(
+            without_quoted_values("invalid value: string \"CANARY…"),
+            "invalid value: string [redacted]"
+        );
+        // Nothing quoted: unchanged, field names and syntax characters included.
+        for kept in [
+            "unknown field `spec`, expected `kind`",
+            "expected `,` or `}` at line 1 column 9",
+            "invalid type: sequence, expected a string key at line 1 column 3",
+            "é",
+        ] {
+            assert_eq!(without_quoted_values(kept), kept);
+        }
+    }
+
+    #[test]
+    fn json_is_scrubbed_in_its_strings_and_keys() {
+        let secrets = SecretValues::of_objects([&secret(json!({}), json!({"K": "CANARY-json-1"}))]);
+        let mut value = json!([{"op": "add", "path": "/metadata/annotations/copy", "value": "CANARY-json-1"},
+                               {"op": "add", "path": "/x", "value": {"CANARY-json-1": ["a CANARY-json-1 b", 1, true, null]}}]);
+        secrets.scrub_json(&mut value);
+        assert_eq!(
+            value,
+            json!([{"op": "add", "path": "/metadata/annotations/copy", "value": "[redacted]"},
+                   {"op": "add", "path": "/x", "value": {"[redacted]": ["a [redacted] b", 1, true, null]}}])
         );
     }
 }

@@ -468,6 +468,27 @@ async fn an_http2_flood_of_unfinished_bodies_stays_within_the_budget() {
         sample(&metrics, "regate_memory_budget_bytes{budget=\"buffered\"}"),
         0.0
     );
+    // The refusals are logged rate-limited: one WARN line per status and interval, counting
+    // what it stands for, not one line per refused stream.
+    let logs = regate.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| l.contains("rejected request body"))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let refused_lines = lines
+        .iter()
+        .filter(|l| l.to_string().contains("\"status\":503"))
+        .count();
+    assert!(
+        (1..=2).contains(&refused_lines) && lines.len() <= 4,
+        "{refused} refusals logged in {} lines:\n{logs}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.to_string().contains("\"count\":")),
+        "{logs}"
+    );
     // The flood would be 128 MiB buffered; the budget allows 8 bodies at once (about 8 MiB).
     assert!(
         peak < idle + 64 * 1024,

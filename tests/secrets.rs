@@ -299,6 +299,27 @@ async fn serve_scrubs_secret_values_from_answers_logs_and_metrics() {
             }
         }
     }
+    // A field of the review holding a copy of a value: the parser's message quotes it no more.
+    let mut wrong: Value =
+        serde_json::from_slice(&review("wrong", "CREATE", secret("app"), Value::Null)).unwrap();
+    wrong["request"]["dryRun"] = json!(RAW);
+    let wrong = serde_json::to_vec(&wrong).unwrap();
+    for endpoint in ["/validate", "/mutate"] {
+        let (status, _, answer) = post(&regate.http1(), &regate.url(endpoint), wrong.clone()).await;
+        assert_eq!(status, 400, "{endpoint}: {answer}");
+        let message = response(&answer)["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains("invalid type: string [redacted], expected a boolean"),
+            "{endpoint}: {message}"
+        );
+        assert_clean(
+            &format!("{endpoint} answer to a wrong dryRun"),
+            &answer.to_string(),
+        );
+    }
     assert!(regate.wait_log("admission decision", 8, std::time::Duration::from_secs(10)));
     assert_clean("the log (trace)", &regate.logs());
     assert_clean("stdout", &regate.stdout_text());
@@ -438,6 +459,97 @@ fn eval_output_and_prints_are_scrubbed() {
     // Without --prints, nothing printed.
     let (_, _, stderr) = ws.run(&["eval", "--policies", "policies", "-f", "manifests"]);
     assert!(!stderr.contains("checking key"), "{stderr}");
+}
+
+/// A patch rule that copies a Secret's value: `/mutate` must send the value (it is the
+/// mutation), but `regate eval` prints the patch as any other text, scrubbed.
+#[test]
+fn eval_prints_a_patch_copying_a_secret_value_scrubbed() {
+    let ws = Workspace::new();
+    let dir = ws.path("patching");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (name, text) = native(
+        "leaky-patch",
+        "deny",
+        r#"
+patch contains {"op": "add", "path": "/metadata/annotations/copied", "value": input.request.object.stringData.RAW_KEY}
+
+patch contains {"op": "add", "path": "/metadata/labels/pin", "value": input.request.object.stringData.PIN}
+"#,
+    );
+    std::fs::write(dir.join(name), text).unwrap();
+    for output in ["text", "json"] {
+        let (code, stdout, stderr) = ws.run(&[
+            "eval",
+            "--policies",
+            "patching",
+            "-f",
+            "manifests/secret.yaml",
+            "-o",
+            output,
+        ]);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert_clean(&format!("eval -o {output} of a patch"), &stdout);
+        assert_clean(&format!("eval -o {output} stderr"), &stderr);
+        let patch = if output == "json" {
+            let results: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+            results[0]["patch"].to_string()
+        } else {
+            stdout.clone()
+        };
+        // The two adds, as the diff writes them: the missing maps, holding the copies.
+        for copied in [r#""copied":"[redacted]""#, r#""pin":"[redacted]""#] {
+            assert!(patch.contains(copied), "{copied} in {patch}");
+        }
+    }
+}
+
+/// A document the parser refuses because of a value (`!!int` on a string): the message of
+/// `eval` and of every `audit -f` report keeps the position and the type, not the value.
+#[test]
+fn parse_errors_do_not_quote_the_value_they_refuse() {
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path("manifests/broken.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: broken\n  namespace: prod\nstringData:\n  PIN: !!int {RAW}\n  OTHER: !!bool \"{SHORT}\"\n"
+        ),
+    )
+    .unwrap();
+    for output in ["text", "json"] {
+        let (code, stdout, stderr) = ws.run(&[
+            "eval",
+            "--policies",
+            "policies",
+            "-f",
+            "manifests/broken.yaml",
+            "-o",
+            output,
+        ]);
+        assert_eq!(code, 2, "{stdout}\n{stderr}");
+        assert_clean(&format!("eval -o {output} of a broken Secret"), &stdout);
+        assert_clean(&format!("eval -o {output} stderr"), &stderr);
+        assert!(
+            stdout.contains("invalid value: string [redacted], expected an integer"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("broken.yaml:7"), "{stdout}");
+    }
+    for format in ["text", "json", "sarif"] {
+        let (code, stdout, stderr) = ws.run(&[
+            "audit",
+            "--policies",
+            "policies",
+            "-f",
+            "manifests/broken.yaml",
+            "-o",
+            format,
+        ]);
+        assert_eq!(code, 2, "{format}: {stdout}\n{stderr}");
+        assert_clean(&format!("audit -o {format} of a broken Secret"), &stdout);
+        assert_clean(&format!("audit -o {format} stderr"), &stderr);
+        assert!(stdout.contains("[redacted]"), "{format}: {stdout}");
+    }
 }
 
 /// The inventory's Secret values are scrubbed from a constraint's message even when the

@@ -218,8 +218,14 @@ impl Review {
             }
         }
         let mut parsed: AdmissionRequest<DynamicObject> =
-            serde_json::from_value(Value::Object(attributes))
-                .map_err(|e| invalid(format!("request: {e}")))?;
+            serde_json::from_value(Value::Object(attributes)).map_err(|e| {
+                // serde quotes the value it could not use; the review's fields may hold a
+                // copy of anything, a Secret's value included.
+                invalid(format!(
+                    "request: {}",
+                    crate::secrets::without_quoted_values(&e.to_string())
+                ))
+            })?;
         // The response copies these from the request (kube-core fills them when converting a
         // whole review; here only the request is deserialised).
         parsed.types = TypeMeta {

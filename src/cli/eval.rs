@@ -13,6 +13,7 @@ use crate::config::{Action, Environment};
 use crate::manifest::{self, ManifestObject};
 use crate::policy::eval::Wants;
 use crate::policy::set::PolicySet;
+use crate::secrets::SecretValues;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -115,7 +116,8 @@ pub fn evaluate_objects(
         };
         match Review::from_manifest(m.object, &opts) {
             Ok(review) => {
-                let decision = judge(set, &review, Wants::ALL);
+                let mut decision = judge(set, &review, Wants::ALL);
+                scrub_patch(&mut decision, &review);
                 out.push(EvalResult {
                     source,
                     kind: review.kind().to_string(),
@@ -138,6 +140,41 @@ pub fn evaluate_objects(
         }
     }
     out
+}
+
+/// A patch is the mutation itself, and `/mutate` sends it as it is; printed, it is a text like
+/// any other, and a patch rule may copy a Secret's value into it (judge scrubs messages, not the
+/// patch). Values and paths are scrubbed; a path the scrubbing leaves unparsable keeps the
+/// marker as its last segment.
+fn scrub_patch(decision: &mut Decision, review: &Review) {
+    let Some(patch) = decision.patch.as_mut() else {
+        return;
+    };
+    let secrets = SecretValues::of_review(review);
+    if secrets.is_empty() {
+        return;
+    }
+    for operation in patch.0.iter_mut() {
+        use json_patch::PatchOperation as Op;
+        let (path, value) = match operation {
+            Op::Add(op) => (&mut op.path, Some(&mut op.value)),
+            Op::Replace(op) => (&mut op.path, Some(&mut op.value)),
+            Op::Test(op) => (&mut op.path, Some(&mut op.value)),
+            Op::Remove(op) => (&mut op.path, None),
+            Op::Move(op) => (&mut op.path, None),
+            Op::Copy(op) => (&mut op.path, None),
+        };
+        if let Some(value) = value {
+            secrets.scrub_json(value);
+        }
+        let text = path.to_string();
+        let scrubbed = secrets.scrub(&text);
+        if scrubbed != text {
+            *path = json_patch::jsonptr::PointerBuf::parse(&scrubbed).unwrap_or_else(|_| {
+                json_patch::jsonptr::PointerBuf::from_tokens([crate::secrets::REDACTED])
+            });
+        }
+    }
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {

@@ -25,6 +25,8 @@ use crate::metrics::{decision_label, Metrics};
 use crate::policy::eval::Wants;
 use crate::policy::reload::PolicyStore;
 use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation, SMALL_PARSE_BYTES};
+use crate::server::connections::{LogLimiter, LOG_INTERVAL};
+use crate::server::lane::{LargeLane, LARGE_BODY_BYTES};
 use crate::tls::CertStore;
 
 /// What every handler shares.
@@ -40,6 +42,11 @@ pub struct AppState {
     /// What the webhook configurations send (`/readyz?verbose` names the policies they leave
     /// out).
     pub webhook_rules: Arc<WebhookRules>,
+    /// WARN lines of requests refused before they were judged, rate-limited.
+    refusals: Arc<LogLimiter<RefusalKey>>,
+    /// Where large requests are scanned, parsed and judged (`None`: no thread could start; they
+    /// then run where small ones do).
+    large: Option<Arc<LargeLane>>,
 }
 
 impl AppState {
@@ -52,6 +59,8 @@ impl AppState {
         AppState {
             evaluations: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             budgets: Arc::new(Budgets::new(&limits)),
+            refusals: refusal_log(),
+            large: LargeLane::start(std::thread::available_parallelism().map_or(1, |n| n.get())),
             store,
             metrics,
             certs,
@@ -59,6 +68,71 @@ impl AppState {
             webhook_rules: Arc::new(WebhookRules::chart_defaults()),
         }
     }
+}
+
+/// Why a request was refused before it was judged, for its WARN line: (endpoint, what, status).
+type RefusalKey = (&'static str, Refused, u16);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Its body was refused while read: too large, over a memory budget, too slow.
+    Body,
+    /// No evaluation slot freed within the queue timeout.
+    NoSlot,
+    /// The parsing budget stayed full for the queue timeout.
+    Parsing,
+}
+
+impl Refused {
+    fn describe(self) -> &'static str {
+        match self {
+            Refused::Body => "rejected request body",
+            Refused::NoSlot => "overloaded: no evaluation slot within the queue timeout",
+            Refused::Parsing => "overloaded: the parsing budget stayed full for the queue timeout",
+        }
+    }
+}
+
+/// The log of refusals: a flood of refused requests would otherwise write one WARN line each.
+/// Within a Tokio runtime a flush, which ends with the last clone, logs what is held back once
+/// the interval has passed, so the tail of a burst is reported too.
+fn refusal_log() -> Arc<LogLimiter<RefusalKey>> {
+    let log = Arc::new(LogLimiter::new());
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&log);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(LOG_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(log) = weak.upgrade() else { break };
+                for (key, count) in log.overdue() {
+                    warn_refusals(key, count, "");
+                }
+            }
+        });
+    }
+    log
+}
+
+/// Counts a refusal; logs a WARN line when one is due (the first, then one per
+/// [`LOG_INTERVAL`] with the count since the last).
+fn log_refusal(state: &AppState, key: RefusalKey, last_message: &str) {
+    if let Some(count) = state.refusals.record(key) {
+        warn_refusals(key, count, last_message);
+    }
+}
+
+fn warn_refusals((endpoint, refused, status): RefusalKey, count: u64, last_message: &str) {
+    warn!(
+        endpoint,
+        status,
+        count,
+        interval_s = LOG_INTERVAL.as_secs(),
+        last_message,
+        "{}",
+        refused.describe()
+    );
 }
 
 /// The webhook port's routes.
@@ -245,26 +319,34 @@ pub async fn admit(
     connection: Option<ConnectionShare>,
 ) -> Response {
     let started = Instant::now();
+    // Declared before the body's bytes, so dropped after them on every path out of here.
+    let _release = ReleaseWhenDone(large_declared(&body));
     let reservation = state.budgets.reservation(connection);
-    let (bytes, reservation) = match read_body(body, reservation, &state.limits, &state.metrics)
-        .await
-    {
-        Ok(read) => read,
-        Err(refusal) => {
-            let label = if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
-                "error"
-            } else {
-                "invalid"
-            };
-            state
-                .metrics
-                .record_unjudged(endpoint.as_str(), label, started.elapsed());
-            warn!(endpoint = endpoint.as_str(), status = refusal.status.as_u16(), message = %refusal.message, "rejected request body");
-            return refusal.into_response();
-        }
-    };
-    // One pass over the bytes, before anything is built from them.
+    let (bytes, reservation) =
+        match read_body(body, reservation, &state.limits, &state.metrics).await {
+            Ok(read) => read,
+            Err(refusal) => {
+                let label = if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+                    "error"
+                } else {
+                    "invalid"
+                };
+                state
+                    .metrics
+                    .record_unjudged(endpoint.as_str(), label, started.elapsed());
+                log_refusal(
+                    state,
+                    (endpoint.as_str(), Refused::Body, refusal.status.as_u16()),
+                    &refusal.message,
+                );
+                return refusal.into_response();
+            }
+        };
+    // One pass over the bytes, before anything is built from them. On this worker, not on the
+    // large lane: a refusal must not wait behind large evaluations for a lane thread.
     let shape = shape::scan(&bytes);
+    let large =
+        bytes.len() > LARGE_BODY_BYTES || shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES;
     if let Err(error) = Review::check_shape(&bytes, &shape, state.budgets.max_parsed_bytes) {
         state
             .metrics
@@ -292,14 +374,11 @@ pub async fn admit(
             state
                 .metrics
                 .record_unjudged(endpoint.as_str(), "error", started.elapsed());
-            warn!(
-                endpoint = endpoint.as_str(),
-                "overloaded: no evaluation slot within the queue timeout"
-            );
             let message = format!(
                 "regate is overloaded: {} evaluations in flight and no slot freed within {} ms",
                 state.limits.max_in_flight, state.limits.queue_timeout_ms
             );
+            log_refusal(state, (endpoint.as_str(), Refused::NoSlot, 503), &message);
             return retry_later(&message);
         }
     };
@@ -321,19 +400,15 @@ pub async fn admit(
             state
                 .metrics
                 .record_unjudged(endpoint.as_str(), "error", started.elapsed());
-            warn!(
-                endpoint = endpoint.as_str(),
-                body_bytes = bytes.len(),
-                values = shape.values,
-                "overloaded: the parsing budget stayed full for the queue timeout"
-            );
             let message = format!(
                 "regate is overloaded: bodies being parsed hold the parsing budget of {} MiB; no \
-                 room for this one (about {} MiB parsed) within {} ms",
+                 room for this one (about {} MiB parsed, {} bytes) within {} ms",
                 state.budgets.parsing_limit / (1024 * 1024),
                 shape.estimated_parsed_bytes() / (1024 * 1024),
+                bytes.len(),
                 state.limits.queue_timeout_ms
             );
+            log_refusal(state, (endpoint.as_str(), Refused::Parsing, 503), &message);
             return retry_later(&message);
         }
     };
@@ -354,6 +429,11 @@ pub async fn admit(
             drop(reservation);
             drop(parsing);
             drop(permit);
+            if large {
+                // What this request parsed is free now, but held by this thread's heap until it
+                // allocates again, and purged only after a delay: give it back at once.
+                alloc_release::release_freed_memory();
+            }
             answer.ok()
         }
     };
@@ -361,30 +441,60 @@ pub async fn admit(
     // `block_in_place` evaluates on this thread and hands the worker's other tasks to another
     // thread: no wake-up of a pool thread on the request's path. Elsewhere (a current-thread
     // runtime in a test), the blocking pool.
-    let answer = match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
-        _ => tokio::task::spawn_blocking(evaluate)
-            .instrument(tracing::Span::current())
-            .await
-            .ok()
-            .flatten(),
+    // A large request on the large lane.
+    let answer = match (&state.large, large) {
+        (Some(lane), true) => lane.run(evaluate).await.flatten(),
+        _ => match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
+            _ => tokio::task::spawn_blocking(evaluate)
+                .instrument(tracing::Span::current())
+                .await
+                .ok()
+                .flatten(),
+        },
     };
     match answer {
         Some((status, review)) => (status, axum::Json(review)).into_response(),
-        None => {
-            // A panic (or, on a current-thread runtime, a blocking task cancelled by shutdown).
-            state
-                .metrics
-                .record_unjudged(endpoint.as_str(), "error", started.elapsed());
-            tracing::error!(
-                endpoint = endpoint.as_str(),
-                panicked = true,
-                "evaluation task failed"
-            );
-            plain_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error while evaluating policies",
-            )
+        None => evaluation_failed(state, endpoint, started),
+    }
+}
+
+/// A panic while scanning or judging (or, on a current-thread runtime, a blocking task
+/// cancelled by shutdown): 500, logged.
+fn evaluation_failed(state: &AppState, endpoint: Endpoint, started: Instant) -> Response {
+    state
+        .metrics
+        .record_unjudged(endpoint.as_str(), "error", started.elapsed());
+    tracing::error!(
+        endpoint = endpoint.as_str(),
+        panicked = true,
+        "evaluation task failed"
+    );
+    plain_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error while evaluating policies",
+    )
+}
+
+/// Whether a body declares more than [`LARGE_BODY_BYTES`], or no length at all.
+fn large_declared(body: &Body) -> bool {
+    use axum::body::HttpBody as _;
+    body.size_hint()
+        .upper()
+        .is_none_or(|upper| upper > LARGE_BODY_BYTES as u64)
+}
+
+/// Once a large body is dropped (judged or refused), gives what this thread freed back to the
+/// OS. mimalloc keeps a thread's free pages in its heap, and a block freed by another thread
+/// (the body judged on the lane) waits for its owner to collect: a worker that then serves only
+/// small requests, or nothing, would keep the memory of the last large bodies it read. A few
+/// tens of microseconds, paid by large bodies only.
+struct ReleaseWhenDone(bool);
+
+impl Drop for ReleaseWhenDone {
+    fn drop(&mut self) {
+        if self.0 {
+            alloc_release::release_freed_memory();
         }
     }
 }

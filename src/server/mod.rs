@@ -4,6 +4,7 @@ pub mod app;
 pub mod budget;
 pub mod connections;
 pub mod inventory;
+mod lane;
 pub mod namespaces;
 
 use std::net::SocketAddr;

@@ -164,7 +164,14 @@ fn read_json_or_yaml(path: &Path) -> Result<Value, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     crate::yaml_depth::check(&text)
         .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.reason()))?;
-    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    // A case may hold a Secret; the parser's message quotes the scalar it could not use.
+    serde_yaml::from_str(&text).map_err(|e| {
+        format!(
+            "{}: {}",
+            path.display(),
+            crate::secrets::without_quoted_values(&e.to_string())
+        )
+    })
 }
 
 /// The case's outcome, and what the policies printed (scrubbed of Secret values by `judge`).

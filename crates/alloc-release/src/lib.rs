@@ -1,0 +1,62 @@
+//! Returning freed memory to the OS, for a process whose global allocator is mimalloc (v3, as
+//! linked by the `mimalloc` crate). regate forbids `unsafe`; these two FFI calls are kept here,
+//! in a crate of their own, so that the rule still holds everywhere else.
+//!
+//! mimalloc keeps pages freed by a thread in that thread's heap, and purges (`MADV_DONTNEED`)
+//! free arena memory only after a delay (1 s in v3) and only when some thread touches the
+//! allocator again. A server that parsed a few hundred MiB of hostile bodies on threads that
+//! then sit idle would keep that memory resident.
+
+use std::os::raw::{c_int, c_long};
+
+// Links the allocator library (the symbols below live in it).
+use libmimalloc_sys as _;
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (include/mimalloc.h).
+const MI_OPTION_PURGE_DELAY: c_int = 15;
+
+extern "C" {
+    fn mi_collect(force: bool);
+    fn mi_option_set(option: c_int, value: c_long);
+    fn mi_option_get(option: c_int) -> c_long;
+}
+
+/// Free arena memory is returned to the OS as soon as it is free, not a second later (and then
+/// only on the next allocator activity). Call once, at start.
+pub fn purge_without_delay() {
+    // SAFETY: `mi_option_set` writes one option of mimalloc's static option table (an atomic
+    // store); valid for any option index below `_mi_option_last` and any value, from any thread.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
+/// The purge delay now in force, in milliseconds (`0`: at once; `-1`: never).
+pub fn purge_delay_ms() -> i64 {
+    // SAFETY: reads one option of mimalloc's static option table; valid for any option index
+    // below `_mi_option_last`, from any thread.
+    i64::from(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) })
+}
+
+/// Gives the pages this thread's heap holds free back to the arenas and purges every arena's
+/// free memory (process-wide). Costs a walk of the heap and the arenas' bitmaps: call it after
+/// a large request, not after every one.
+pub fn release_freed_memory() {
+    // SAFETY: `mi_collect` collects the calling thread's own heap and the shared arenas, which
+    // mimalloc synchronises itself; it takes no pointer and is valid from any thread at any time.
+    unsafe { mi_collect(true) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // v3's default is 1000 ms: a wrong index would read another option's value.
+        assert_eq!(purge_delay_ms(), 1000);
+        purge_without_delay();
+        assert_eq!(purge_delay_ms(), 0);
+        let big: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 << 20]).collect();
+        drop(big);
+        release_freed_memory();
+    }
+}
