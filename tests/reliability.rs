@@ -822,7 +822,7 @@ fn assert_cut_by_time_limit(status: u16, body: &Value) {
 async fn overload_is_refused_cleanly_and_a_stuck_policy_blocks_nothing() {
     let regate = Regate::start(BinaryOptions {
         config: format!(
-            "{TEST_CONFIG}limits:\n  maxInFlight: 4\n  queueTimeoutMs: 500\n  evaluationTimeoutMs: 12000\n"
+            "{TEST_CONFIG}limits:\n  maxInFlight: 4\n  queueTimeoutMs: 500\n  evaluationTimeoutMs: 18000\n"
         ),
         extra_policies: vec![("stuck.rego".into(), STUCK_POLICY.into())],
         ..BinaryOptions::default()
