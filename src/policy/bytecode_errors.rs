@@ -194,6 +194,82 @@ pub fn unguarded_errors(program: &Program) -> Option<String> {
     None
 }
 
+/// Where a failing condition would be misrouted, if anywhere: regorus 0.14's VM sends a failed
+/// condition (`Guard`, `AssertEq`) to the innermost *loop* when there is one, before it looks
+/// at comprehensions. A condition inside a comprehension that is itself inside a loop of the
+/// same rule body, with no loop of its own around the condition, therefore abandons the
+/// comprehension and continues the outer loop, leaving the comprehension open: wrong answers or
+/// a run to the time limit. Such a program stays on the interpreter.
+pub fn misrouted_conditions(program: &Program) -> Option<String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Loop,
+        Comprehension,
+    }
+    // Body ranges [start, end) of every loop and comprehension.
+    let mut ranges: Vec<(usize, usize, Kind)> = Vec::new();
+    for instruction in &program.instructions {
+        match *instruction {
+            Instruction::LoopStart { params_index } => {
+                let Some(p) = program.instruction_data.get_loop_params(params_index) else {
+                    return Some(format!(
+                        "a loop at {} has no parameters",
+                        location(program, 0)
+                    ));
+                };
+                ranges.push((
+                    usize::from(p.body_start),
+                    usize::from(p.loop_end),
+                    Kind::Loop,
+                ));
+            }
+            Instruction::ComprehensionBegin { params_index } => {
+                let Some(p) = program
+                    .instruction_data
+                    .get_comprehension_begin_params(params_index)
+                else {
+                    return Some(format!(
+                        "a comprehension at {} has no parameters",
+                        location(program, 0)
+                    ));
+                };
+                ranges.push((
+                    usize::from(p.body_start),
+                    usize::from(p.comprehension_end),
+                    Kind::Comprehension,
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !ranges.iter().any(|r| r.2 == Kind::Comprehension) {
+        return None;
+    }
+    for (pc, instruction) in program.instructions.iter().enumerate() {
+        if !matches!(
+            instruction,
+            Instruction::Guard { .. } | Instruction::AssertEq { .. }
+        ) {
+            continue;
+        }
+        let around = |r: &&(usize, usize, Kind)| r.0 <= pc && pc < r.1;
+        let Some(innermost) = ranges.iter().filter(around).min_by_key(|r| r.1 - r.0) else {
+            continue;
+        };
+        if innermost.2 == Kind::Comprehension
+            && ranges.iter().any(|r| {
+                r.2 == Kind::Loop && r.0 <= innermost.0 && innermost.1 <= r.1 && r != innermost
+            })
+        {
+            return Some(format!(
+                "a condition at {} inside a comprehension inside a loop, which regorus's bytecode would apply to the loop instead",
+                location(program, pc)
+            ));
+        }
+    }
+    None
+}
+
 /// `file:line` of the Rego an instruction was compiled from, or `instruction <pc>`.
 pub fn location(program: &Program, pc: usize) -> String {
     program
