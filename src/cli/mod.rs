@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod certs;
 pub mod check;
+pub mod diff;
 pub mod eval;
 pub mod serve;
 pub mod test;
@@ -81,6 +82,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Judge manifests exactly as the server would.
     Eval(eval::EvalArgs),
+    /// What a policy change changes: two policy sets judge the same objects.
+    Diff(diff::DiffArgs),
     /// Parse and compile every policy, check metadata and regate.yaml.
     Check(check::CheckArgs),
     /// List the loaded policies with their effective action per environment.

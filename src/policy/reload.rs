@@ -189,11 +189,26 @@ pub fn watch(
     store: Arc<PolicyStore>,
     debounce: Duration,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let sources = store.sources.clone();
+    watch_sources(&sources, debounce, "regate-policy-watch", move || {
+        if store.reload("file change").is_err() {
+            warn!("serving the last good policy set until the files are fixed");
+        }
+    })
+}
+
+/// Watches the files of `sources` and calls `on_change` on a thread of its own once changes
+/// settle (the enforced set and the shadow set both reload this way).
+pub fn watch_sources(
+    sources: &PolicySources,
+    debounce: Duration,
+    thread_name: &str,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let dir = store.sources.dir.clone();
-    let config_name = store
-        .sources
+    let dir = sources.dir.clone();
+    let config_name = sources
         .config
         .as_ref()
         .and_then(|c| c.file_name())
@@ -217,11 +232,11 @@ pub fn watch(
         }
     })?;
     let mut watched = Vec::new();
-    if store.sources.dir.exists() {
-        watcher.watch(&store.sources.dir, RecursiveMode::Recursive)?;
-        watched.push(store.sources.dir.clone());
+    if sources.dir.exists() {
+        watcher.watch(&sources.dir, RecursiveMode::Recursive)?;
+        watched.push(sources.dir.clone());
     }
-    if let Some(config) = &store.sources.config {
+    if let Some(config) = &sources.config {
         // Watch the folder: editors and ConfigMap mounts replace the file rather than write it.
         let parent = config
             .parent()
@@ -232,14 +247,12 @@ pub fn watch(
         }
     }
     std::thread::Builder::new()
-        .name("regate-policy-watch".into())
+        .name(thread_name.into())
         .spawn(move || {
             while rx.recv().is_ok() {
                 // Let a burst of writes settle: the reload sees the final state.
                 while rx.recv_timeout(debounce).is_ok() {}
-                if store.reload("file change").is_err() {
-                    warn!("serving the last good policy set until the files are fixed");
-                }
+                on_change();
             }
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;

@@ -23,6 +23,7 @@ use crate::config::Limits;
 use crate::metrics::{decision_label, Metrics};
 use crate::policy::eval::Wants;
 use crate::policy::reload::PolicyStore;
+use crate::rollout::shadow::Shadow;
 use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation, SMALL_PARSE_BYTES};
 use crate::tls::CertStore;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Memory budgets of request bodies, process-wide.
     pub budgets: Arc<Budgets>,
+    /// The candidate set judging requests after they are answered (`serve --shadow-policies`).
+    pub shadow: Option<Arc<Shadow>>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             metrics,
             certs,
             limits,
+            shadow: None,
         }
     }
 }
@@ -190,6 +194,10 @@ pub fn readiness(state: &AppState) -> Readiness {
             ),
         )),
         None => checks.push(("last-reload", true, "ok".to_string())),
+    }
+    if let Some(shadow) = &state.shadow {
+        // Informational: a broken candidate never makes the server unready.
+        checks.push(("shadow", true, shadow.status()));
     }
     if let Some(certs) = &state.certs {
         // Ready only while clients would accept the certificate served now.
@@ -436,7 +444,12 @@ fn decide_shaped(
         duration_us = elapsed.as_micros() as u64,
         "admission decision"
     );
-    (StatusCode::OK, respond::answer(response))
+    let answer = respond::answer(response);
+    if let Some(shadow) = &state.shadow {
+        // After the answer is built, with the review it no longer needs: never waits.
+        shadow.submit(review, wants, &decision);
+    }
+    (StatusCode::OK, answer)
 }
 
 /// `policy:action` and `policy:failure` pairs of a decision for its log line, each once (10,000
