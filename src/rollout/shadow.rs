@@ -330,3 +330,58 @@ impl Shadow {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shadow(sample_rate: f64, queue: usize) -> (Arc<Shadow>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShadowConfig {
+            sources: PolicySources {
+                dir: dir.path().to_path_buf(),
+                include_defaults: false,
+                config: None,
+            },
+            queue,
+            sample_rate,
+        };
+        let registry = Registry::new();
+        let s = Shadow::start(config, NamespaceLabels::default(), &registry).unwrap();
+        (s, dir)
+    }
+
+    #[test]
+    fn sampling_by_count_takes_exactly_the_rate() {
+        let (s, _dir) = shadow(0.25, 8);
+        let taken = (0..1000).filter(|_| s.sampled()).count();
+        assert_eq!(taken, 250);
+        let (all, _dir) = shadow(1.0, 8);
+        assert!((0..10).all(|_| all.sampled()));
+        let (none, _dir) = shadow(0.0, 8);
+        assert!(!(0..10).any(|_| none.sampled()));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let registry = Registry::new();
+        let config = |dir: &str, rate: f64| ShadowConfig {
+            sources: PolicySources {
+                dir: PathBuf::from(dir),
+                include_defaults: false,
+                config: None,
+            },
+            queue: 1,
+            sample_rate: rate,
+        };
+        let missing = Shadow::start(
+            config("no/such/dir", 1.0),
+            NamespaceLabels::default(),
+            &registry,
+        );
+        assert!(matches!(missing, Err(ShadowError::MissingDir(_))));
+        let dir = std::env::temp_dir().display().to_string();
+        let rate = Shadow::start(config(&dir, 1.5), NamespaceLabels::default(), &registry);
+        assert!(matches!(rate, Err(ShadowError::SampleRate(_))));
+    }
+}
