@@ -30,6 +30,11 @@ ECHO_PORT=${ECHO_PORT:-18444}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
 PROTO=()
 [[ -n "${HTTP2:-}" ]] && PROTO=(--http2)
+# SHADOW=DIR: every `regate serve` also judges each request with the candidate set in DIR
+# (shadow evaluation; SHADOW_CONFIG=FILE for its regate.yaml).
+SHADOW_ARGS=()
+[[ -n "${SHADOW:-}" ]] && SHADOW_ARGS=(--shadow-policies "$SHADOW")
+[[ -n "${SHADOW_CONFIG:-}" ]] && SHADOW_ARGS+=(--shadow-config "$SHADOW_CONFIG")
 
 work=$(mktemp -d -t regate-load-XXXXXX)
 pids=()
@@ -63,7 +68,8 @@ start_echo() {
 start_serve() {
     taskset -c "$SERVER_CPU" "$REGATE" serve --listen "127.0.0.1:$PORT" \
         --metrics-listen "127.0.0.1:$METRICS_PORT" --policies "$POLICIES" \
-        --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" 2>"$work/serve.log" &
+        --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" "${SHADOW_ARGS[@]}" \
+        2>"$work/serve.log" &
     server_pid=$!
     pids+=("$server_pid")
     wait_for "http://127.0.0.1:$METRICS_PORT/readyz"

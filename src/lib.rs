@@ -14,6 +14,7 @@ pub mod gatekeeper;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
+pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;

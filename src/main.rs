@@ -55,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime.block_on(cli::serve::run(args))
         }
         Command::Eval(args) => cli::eval::run(args),
+        Command::Diff(args) => cli::diff::run(args),
         Command::Check(args) => cli::check::run(args, false),
         Command::Policies(args) => cli::check::run(args, true),
         Command::Certs(args) => cli::certs::run(args),

@@ -680,3 +680,86 @@ async fn background_openreports_split_validate_skip_unchanged_and_delete_stale()
     assert!(after.deleted >= 1, "{after:?}");
     assert_eq!(after.written, server.report_objects().len());
 }
+
+/// `regate diff --cluster`: both sets judge the live objects, paged as `audit --cluster` reads
+/// them; the changes are those of the same objects read from files, with `source: cluster`.
+#[test]
+fn cli_diff_over_the_cluster_finds_the_changes_the_files_show() {
+    let mut objects: Vec<Value> =
+        regate::manifest::read_paths(&[repo().join("fixtures/diff/objects.yaml")])
+            .unwrap()
+            .into_iter()
+            .map(|m| m.object)
+            .collect();
+    objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod-shop"}}));
+    objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev-shop"}}));
+    let server = FakeApiServer::start(objects);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let diff = |dir_args: &[&str]| {
+        let out = Command::new(regate_bin())
+            .current_dir(repo())
+            .args([
+                "diff",
+                "--base",
+                "fixtures/diff/base",
+                "--base-config",
+                "fixtures/diff/base.yaml",
+                "--policies",
+                "fixtures/diff/candidate",
+                "--config",
+                "fixtures/diff/candidate.yaml",
+                "-o",
+                "json",
+            ])
+            .args(dir_args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let cluster = diff(&[
+        "--cluster",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--page-size",
+        "2",
+    ]);
+    assert!(server.lists().iter().all(|l| l.limit == Some(2)));
+    let files = diff(&["-f", "fixtures/diff/objects.yaml"]);
+    // The Secret is listed by neither side's kinds in the cluster; the files judge it too.
+    assert_eq!(cluster["summary"]["objects"], 8);
+    assert_eq!(cluster["summary"]["changed"], files["summary"]["changed"]);
+    let key = |c: &Value| {
+        format!(
+            "{} {} {} {} {} {}",
+            c["kind"], c["namespace"], c["name"], c["change"], c["before"], c["after"]
+        )
+    };
+    let mut a: Vec<String> = cluster["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    let mut b: Vec<String> = files["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert!(cluster["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["source"] == "cluster"));
+}

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::audit::record::Origin;
 use crate::audit::runner::{AuditRun, Auditor, SourceKind};
 use crate::audit::AuditError;
+use crate::environment::NamespaceLabels;
 use crate::policy::set::PolicySet;
 
 /// Objects per list page unless configured.
@@ -209,7 +210,7 @@ impl Pager {
     }
 }
 
-fn describe_list_error(resource: &ApiResource, e: &AuditError) -> String {
+pub fn describe_list_error(resource: &ApiResource, e: &AuditError) -> String {
     match e {
         AuditError::Kube(kube::Error::Api(status)) if status.code == 410 => format!(
             "listing {} expired before the last page (continue token too old); objects after it were not judged",
@@ -228,6 +229,63 @@ fn describe_list_error(resource: &ApiResource, e: &AuditError) -> String {
     }
 }
 
+/// Lists the cluster's Namespaces (paged) and hands each one's labels to every `labels` (the
+/// environment resolvers of the sets that will judge). Returns the names, and what went wrong
+/// if the list could not be read (environments then fall back to the config's mappings).
+pub async fn read_namespaces(
+    client: &Client,
+    discovered: &Discovered,
+    page_size: u32,
+    labels: &[NamespaceLabels],
+    objects: &[NamespaceLabels],
+) -> (Vec<String>, Option<String>) {
+    let mut namespaces: Vec<String> = Vec::new();
+    let Some(target) = discovered
+        .targets
+        .iter()
+        .find(|t| t.resource.kind == "Namespace" && t.resource.group.is_empty())
+    else {
+        return (namespaces, None);
+    };
+    let mut pager = Pager::new(&target.resource, page_size);
+    loop {
+        match pager.next(client).await {
+            Ok(Some(items)) => {
+                for ns in items {
+                    let Some(name) = ns.pointer("/metadata/name").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let map: HashMap<String, String> = ns
+                        .pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for l in labels {
+                        l.set(name, map.clone());
+                    }
+                    // Gatekeeper's `input.review.namespaceObject`, whatever decides environments.
+                    for o in objects {
+                        o.set_object(name, crate::gatekeeper::namespace_object_of(ns.clone()));
+                    }
+                    namespaces.push(name.to_string());
+                }
+            }
+            Ok(None) => return (namespaces, None),
+            Err(e) => {
+                let issue = format!(
+                    "{}; environments fall back to the config's namespace mappings",
+                    describe_list_error(&target.resource, &e)
+                );
+                return (namespaces, Some(issue));
+            }
+        }
+    }
+}
+
 /// Audits the cluster: every kind the set's policies target, plus Namespaces for environments
 /// (their labels go to the set's resolver).
 pub async fn audit_cluster(
@@ -243,54 +301,14 @@ pub async fn audit_cluster(
     let discovered = discover(client, &wanted, opts.discovery_timeout).await?;
 
     // Namespaces first: their labels decide environments, and their names partition the spool.
-    let mut namespaces: Vec<String> = Vec::new();
-    let labels = set.resolver.labels().clone();
-    let ns_target = discovered
-        .targets
-        .iter()
-        .find(|t| t.resource.kind == "Namespace" && t.resource.group.is_empty())
-        .cloned();
-    let mut namespace_issue = None;
-    if let Some(target) = &ns_target {
-        let mut pager = Pager::new(&target.resource, opts.page_size);
-        loop {
-            match pager.next(client).await {
-                Ok(Some(items)) => {
-                    for ns in items {
-                        let Some(name) = ns.pointer("/metadata/name").and_then(Value::as_str)
-                        else {
-                            continue;
-                        };
-                        let map: HashMap<String, String> = ns
-                            .pointer("/metadata/labels")
-                            .and_then(Value::as_object)
-                            .map(|m| {
-                                m.iter()
-                                    .filter_map(|(k, v)| {
-                                        v.as_str().map(|v| (k.clone(), v.to_string()))
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        if opts.namespace_labels {
-                            labels.set(name, map);
-                        }
-                        // Gatekeeper's `input.review.namespaceObject`, whatever decides environments.
-                        labels.set_object(name, crate::gatekeeper::namespace_object_of(ns.clone()));
-                        namespaces.push(name.to_string());
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    namespace_issue = Some(format!(
-                        "{}; environments fall back to the config's namespace mappings",
-                        describe_list_error(&target.resource, &e)
-                    ));
-                    break;
-                }
-            }
-        }
-    }
+    let resolvers = if opts.namespace_labels {
+        vec![set.resolver.labels().clone()]
+    } else {
+        Vec::new()
+    };
+    let objects = [set.resolver.labels().clone()];
+    let (namespaces, namespace_issue) =
+        read_namespaces(client, &discovered, opts.page_size, &resolvers, &objects).await;
     info!(namespaces = namespaces.len(), kinds = ?kinds, "auditing the cluster");
 
     let mut auditor = Auditor::new(set, namespaces, opts.keep_passing);

@@ -13,6 +13,7 @@
 //! ([`crate::secrets`]).
 
 pub mod background;
+pub mod baseline;
 pub mod cluster;
 pub mod files;
 pub mod lease;

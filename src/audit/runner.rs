@@ -183,6 +183,7 @@ impl Auditor {
             issues: self.issues,
             started_at: self.started_at,
             duration: self.started.elapsed(),
+            baseline: None,
         }
     }
 }
@@ -197,6 +198,8 @@ pub struct AuditRun {
     pub issues: Vec<Issue>,
     pub started_at: Timestamp,
     pub duration: Duration,
+    /// The comparison with `--baseline`, when one was given.
+    pub baseline: Option<crate::audit::baseline::Comparison>,
 }
 
 impl AuditRun {

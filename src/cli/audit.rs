@@ -58,23 +58,35 @@ pub struct AuditArgs {
     /// kinds referential templates name in requires-sync-data; repeatable.
     #[arg(long = "inventory", value_name = "FILE|DIR")]
     pub inventory: Vec<PathBuf>,
+    /// An earlier `regate audit -o json` report: each finding is marked new or unchanged, and
+    /// the baseline's findings that are gone are listed as resolved.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
 
 async fn client(args: &AuditArgs) -> anyhow::Result<kube::Client> {
-    let config = if args.kubeconfig.is_none() && args.context.is_none() {
+    kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await
+}
+
+/// A client from the kubeconfig (or the in-cluster service account); shared with `diff`.
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let config = if kubeconfig.is_none() && context.is_none() {
         kube::Config::infer().await.context(
             "no cluster: neither a kubeconfig nor an in-cluster service account was found",
         )?
     } else {
-        let kubeconfig = match &args.kubeconfig {
+        let kubeconfig = match kubeconfig {
             Some(path) => kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?,
             None => kube::config::Kubeconfig::read().context("reading the kubeconfig")?,
         };
         let options = kube::config::KubeConfigOptions {
-            context: args.context.clone(),
+            context: context.map(str::to_string),
             ..Default::default()
         };
         kube::Config::from_custom_kubeconfig(kubeconfig, &options)
@@ -85,6 +97,14 @@ async fn client(args: &AuditArgs) -> anyhow::Result<kube::Client> {
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
+    if args.fail_on.needs_baseline() && args.baseline.is_none() {
+        anyhow::bail!("--fail-on new and new-warn need --baseline FILE (an earlier `regate audit -o json` report)");
+    }
+    // Read before the audit: a wrong path fails at once, not after a long cluster walk.
+    let baseline = match &args.baseline {
+        Some(path) => Some(audit::baseline::load(path)?),
+        None => None,
+    };
     let mut set = args.policy.build_set(args.environment)?;
     if args.environment.is_none() {
         // Namespace labels read from the cluster decide environments, as in `serve`.
@@ -125,6 +145,13 @@ pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
         audit::files::audit_paths(set, &args.files, &opts)?
     };
 
+    if let (Some(findings), Some(path)) = (baseline, &args.baseline) {
+        let comparison =
+            audit::baseline::compare(path.display().to_string(), findings, &mut run.spool)
+                .context("comparing with the baseline")?;
+        run.baseline = Some(comparison);
+    }
+
     {
         let sink: Box<dyn Write> = match &args.output_file {
             Some(path) => Box::new(
@@ -161,6 +188,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<i32> {
         t.findings.audit,
         t.findings.error
     );
+    if let Some(b) = &run.baseline {
+        eprintln!(
+            "regate audit: since the baseline: {} new, {} unchanged, {} resolved",
+            b.summary.new, b.summary.unchanged, b.summary.resolved
+        );
+    }
     for i in &run.issues {
         eprintln!("regate audit: incomplete: {}: {}", i.source, i.message);
     }

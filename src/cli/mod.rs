@@ -5,6 +5,7 @@ pub mod bench;
 pub mod certs;
 pub mod check;
 pub mod completions;
+pub mod diff;
 pub mod eval;
 mod eval_report;
 mod explain;
@@ -85,6 +86,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Judge manifests exactly as the server would.
     Eval(eval::EvalArgs),
+    /// What a policy change changes: two policy sets judge the same objects.
+    Diff(diff::DiffArgs),
     /// Parse and compile every policy, check metadata and regate.yaml.
     Check(check::CheckArgs),
     /// List the loaded policies with their effective action per environment.

@@ -8,6 +8,7 @@ use clap::Args;
 use tracing::info;
 
 use crate::cli::PolicyArgs;
+use crate::rollout::shadow::ShadowConfig;
 use crate::server::{Server, ServerConfig};
 
 #[derive(Debug, Args)]
@@ -40,6 +41,19 @@ pub struct ServeArgs {
     /// named at startup and in /readyz?verbose.
     #[arg(long, env = "REGATE_WEBHOOK_RULES", default_value = "chart-defaults")]
     pub webhook_rules: String,
+    /// A candidate policy directory judged in the shadow of the enforced one: every sampled
+    /// request is judged by it after it is answered, and disagreements are counted and logged.
+    #[arg(long, env = "REGATE_SHADOW_POLICIES")]
+    pub shadow_policies: Option<PathBuf>,
+    /// regate.yaml of the candidate (default: none).
+    #[arg(long, env = "REGATE_SHADOW_CONFIG", requires = "shadow_policies")]
+    pub shadow_config: Option<PathBuf>,
+    /// Share of requests the candidate judges, 0 to 1.
+    #[arg(long, env = "REGATE_SHADOW_SAMPLE_RATE", default_value_t = 1.0)]
+    pub shadow_sample_rate: f64,
+    /// Requests waiting for the candidate at most; more are dropped and counted.
+    #[arg(long, env = "REGATE_SHADOW_QUEUE", default_value_t = crate::rollout::shadow::DEFAULT_QUEUE)]
+    pub shadow_queue: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -96,7 +110,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         watch_namespaces,
     };
     let rules = crate::admission::webhook_rules::WebhookRules::from_arg(&args.webhook_rules)?;
-    let mut server = Server::new(config).await?;
+    let shadow = args.shadow_policies.as_ref().map(|dir| ShadowConfig {
+        sources: crate::policy::reload::PolicySources {
+            dir: dir.clone(),
+            include_defaults: false,
+            config: args.shadow_config.clone(),
+        },
+        queue: args.shadow_queue,
+        sample_rate: args.shadow_sample_rate,
+    });
+    let mut server = Server::with_shadow(config, shadow).await?;
     server.set_webhook_rules(rules);
     server.run().await?;
     Ok(0)

@@ -198,11 +198,39 @@ pub fn watch(
     store: Arc<PolicyStore>,
     debounce: Duration,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let sources = store.sources.clone();
+    let dir_at_start = store.dir_at_start;
+    watch_sources(
+        &sources,
+        dir_at_start,
+        debounce,
+        "regate-policy-watch",
+        store,
+        |store| {
+            if store.reload("file change").is_err() {
+                warn!("serving the last good policy set until the files are fixed");
+            }
+        },
+    )
+}
+
+/// Watches the files of `sources` and calls `on_change(&owner)` on a thread of its own once
+/// changes settle (the enforced set and the shadow set both reload this way). The thread ends
+/// when it holds the last reference to `owner` (the server is gone). `dir_at_start`: whether the
+/// directory existed when the set was first built (only then is its replacement watched for).
+pub fn watch_sources<T: Send + Sync + 'static>(
+    sources: &PolicySources,
+    dir_at_start: bool,
+    debounce: Duration,
+    thread_name: &str,
+    owner: Arc<T>,
+    on_change: impl Fn(&T) + Send + 'static,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let dir = absolute(&store.sources.dir);
+    let dir = absolute(&sources.dir);
     let dir_name = dir.file_name().map(|n| n.to_os_string());
-    let config = store.sources.config.as_deref().map(absolute);
+    let config = sources.config.as_deref().map(absolute);
     let config_name = config
         .as_ref()
         .and_then(|c| c.file_name())
@@ -224,7 +252,7 @@ pub fn watch(
         }
     })?;
     let mut parents: Vec<PathBuf> = Vec::new();
-    if store.dir_at_start {
+    if dir_at_start {
         parents.extend(dir.parent().map(Path::to_path_buf));
     }
     if let Some(config) = &config {
@@ -237,14 +265,14 @@ pub fn watch(
     let mut tree = TreeWatch::default();
     tree.arm(&dir, &tx)?;
     std::thread::Builder::new()
-        .name("regate-policy-watch".into())
+        .name(thread_name.into())
         .spawn(move || {
             loop {
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(()) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         // The server is gone when this thread holds the last reference.
-                        if Arc::strong_count(&store) == 1 {
+                        if Arc::strong_count(&owner) == 1 {
                             return;
                         }
                         continue;
@@ -256,9 +284,7 @@ pub fn watch(
                 if let Err(e) = tree.arm(&dir, &tx) {
                     warn!(error = %e, "cannot watch the policy directory after it changed");
                 }
-                if store.reload("file change").is_err() {
-                    warn!("serving the last good policy set until the files are fixed");
-                }
+                on_change(&owner);
             }
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;

@@ -24,6 +24,7 @@ use crate::config::Limits;
 use crate::metrics::{decision_label, Metrics};
 use crate::policy::eval::Wants;
 use crate::policy::reload::PolicyStore;
+use crate::rollout::shadow::Shadow;
 use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation, SMALL_PARSE_BYTES};
 use crate::server::connections::{LogLimiter, LOG_INTERVAL};
 use crate::server::lane::{LargeLane, LARGE_BODY_BYTES};
@@ -47,6 +48,8 @@ pub struct AppState {
     /// Where large requests are scanned, parsed and judged (`None`: no thread could start; they
     /// then run where small ones do).
     large: Option<Arc<LargeLane>>,
+    /// The candidate set judging requests after they are answered (`serve --shadow-policies`).
+    pub shadow: Option<Arc<Shadow>>,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             certs,
             limits,
             webhook_rules: Arc::new(WebhookRules::chart_defaults()),
+            shadow: None,
         }
     }
 }
@@ -269,6 +273,10 @@ pub fn readiness(state: &AppState) -> Readiness {
             ),
         )),
         None => checks.push(("last-reload", true, "ok".to_string())),
+    }
+    if let Some(shadow) = &state.shadow {
+        // Informational: a broken candidate never makes the server unready.
+        checks.push(("shadow", true, shadow.status()));
     }
     if let Some(certs) = &state.certs {
         // Ready only while clients would accept the certificate served now.
@@ -567,7 +575,12 @@ fn decide_shaped(
         duration_us = elapsed.as_micros() as u64,
         "admission decision"
     );
-    (StatusCode::OK, respond::answer(response))
+    let answer = respond::answer(response);
+    if let Some(shadow) = &state.shadow {
+        // After the answer is built, with the review it no longer needs: never waits.
+        shadow.submit(review, wants, &decision);
+    }
+    (StatusCode::OK, answer)
 }
 
 /// `policy:action` and `policy:failure` pairs of a decision for its log line, each once (10,000

@@ -25,6 +25,7 @@ use crate::config::Limits;
 use crate::environment::NamespaceLabels;
 use crate::metrics::Metrics;
 use crate::policy::reload::{self, BuildError, PolicySources, PolicyStore};
+use crate::rollout::shadow::{Shadow, ShadowConfig, ShadowError};
 use crate::tls::{self, CertStore, TlsError};
 use connections::{AcceptBackoff, ConnectionCaps, LogLimiter, Reason, Rejections, Slots, Ticket};
 
@@ -59,6 +60,8 @@ pub enum ServerError {
     },
     #[error("cannot create metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start shadow evaluation: {0}")]
+    Shadow(#[from] ShadowError),
 }
 
 /// A server whose listeners are bound, ready to `run`.
@@ -75,6 +78,15 @@ pub struct Server {
 impl Server {
     /// Loads policies and certificates and binds the listeners. Every failure here names what to fix.
     pub async fn new(config: ServerConfig) -> Result<Server, ServerError> {
+        Self::with_shadow(config, None).await
+    }
+
+    /// [`Server::new`] with a candidate policy set judging requests in the shadow of the
+    /// enforced one ([`crate::rollout::shadow`]).
+    pub async fn with_shadow(
+        config: ServerConfig,
+        shadow: Option<ShadowConfig>,
+    ) -> Result<Server, ServerError> {
         let metrics = Metrics::new()?;
         let labels = NamespaceLabels::default();
         let sources = config.sources.clone();
@@ -123,7 +135,37 @@ impl Server {
             namespaces::spawn(labels.clone());
             inventory::spawn(store.clone()); // Gatekeeper data.inventory: only the kinds needed
         }
-        let state = AppState::new(store, metrics, Some(certs));
+        let shadow = match shadow {
+            Some(shadow) => {
+                let registry = metrics.registry.clone();
+                let labels = labels.clone();
+                let shadow =
+                    tokio::task::spawn_blocking(move || Shadow::start(shadow, labels, &registry))
+                        .await
+                        .map_err(|e| ServerError::Tls(TlsError::Config(e.to_string())))??;
+                if config.watch {
+                    let sources = shadow.sources().clone();
+                    let dir_at_start = sources.dir.exists();
+                    match reload::watch_sources(
+                        &sources,
+                        dir_at_start,
+                        Duration::from_millis(150),
+                        "regate-shadow-watch",
+                        shadow.clone(),
+                        |shadow| {
+                            let _ = shadow.reload("file change");
+                        },
+                    ) {
+                        Ok(w) => watchers.push(w),
+                        Err(e) => warn!(error = %e, "cannot watch the shadow policy files"),
+                    }
+                }
+                Some(shadow)
+            }
+            None => None,
+        };
+        let mut state = AppState::new(store, metrics, Some(certs));
+        state.shadow = shadow;
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Server {
             state,
@@ -200,6 +242,9 @@ impl Server {
             exceptions = set.config.exceptions.len(),
             "regate serving"
         );
+        if let Some(shadow) = &state.shadow {
+            info!(shadow = %shadow.status(), sample_rate = shadow.sample_rate(), "shadow evaluation on: a candidate policy set judges requests after they are answered");
+        }
         for p in &set.policies {
             info!(
                 policy = %p.meta.id,
@@ -214,7 +259,11 @@ impl Server {
         for unsent in crate::admission::webhook_rules::unsent(&set, &state.webhook_rules) {
             warn!(policy = %unsent.policy, webhook = unsent.webhook, "{unsent}");
         }
-        spawn_signal_handlers(shutdown_tx.clone(), state.store.clone());
+        spawn_signal_handlers(
+            shutdown_tx.clone(),
+            state.store.clone(),
+            state.shadow.clone(),
+        );
         // Background audit (issue 6): idle unless `audit.interval` is configured.
         crate::audit::background::spawn(
             state.store.clone(),
@@ -686,7 +735,11 @@ impl Drop for Busy {
     }
 }
 
-fn spawn_signal_handlers(shutdown: watch::Sender<bool>, store: Arc<PolicyStore>) {
+fn spawn_signal_handlers(
+    shutdown: watch::Sender<bool>,
+    store: Arc<PolicyStore>,
+    shadow: Option<Arc<Shadow>>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -710,13 +763,20 @@ fn spawn_signal_handlers(shutdown: watch::Sender<bool>, store: Arc<PolicyStore>)
             };
             while hup.recv().await.is_some() {
                 let store = store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+                let shadow = shadow.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(shadow) = shadow {
+                        let _ = shadow.reload("SIGHUP");
+                    }
+                    store.reload("SIGHUP")
+                })
+                .await;
             }
         });
     }
     #[cfg(not(unix))]
     {
-        let _ = store;
+        let _ = (store, shadow);
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
             let _ = shutdown.send(true);

@@ -132,6 +132,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "single-replica": {"replicaCount": 1, "podDisruptionBudget": {"maxUnavailable": 1}},
     "all-resources": {"webhook": {"allResources": True}},
+    "shadow": {
+        "shadow": {
+            "enabled": True,
+            "files": {"require-team-label.rego": USER_POLICY},
+            "config": "policies:\n  require-team-label:\n    action: deny\n",
+            "sampleRate": 0.25,
+        }
+    },
     "everything": {
         "certManager": {"enabled": True},
         "autoscaling": {"enabled": True},
@@ -155,6 +163,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("timeoutSeconds over 30", {"webhook": {"timeoutSeconds": 31}}, "schema"),
     ("failurePolicy typo", {"webhook": {"failurePolicy": "fail"}}, "schema"),
     ("unknown top-level key", {"replicas": 3}, "schema"),
+    ("shadow sampleRate over 1", {"shadow": {"enabled": True, "sampleRate": 2}}, "schema"),
+    ("shadow enabled without files", {"shadow": {"enabled": True}}, "render"),
     ("unknown config key", {"config": {"enforce": True}}, "schema"),
     ("bad mode", {"config": {"mode": "strict"}}, "schema"),
     ("bad environment", {"config": {"environments": {"default": "prod"}}}, "schema"),
@@ -733,6 +743,25 @@ def regate_check(name: str, objects: list[dict[str, Any]]) -> None:
     R.check(f"[{name}] regate check (config + policies as mounted)", run)
 
 
+def shadow_wiring(objects: list[dict[str, Any]]) -> str:
+    """The second policies ConfigMap and the candidate's config reach `serve` as mounted."""
+    dep = one(objects, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    for want in ["--shadow-policies=/etc/regate/shadow-policies",
+                 "--shadow-config=/etc/regate/shadow-config/regate.yaml",
+                 "--shadow-sample-rate=0.25", "--shadow-queue=1024"]:
+        assert want in args, f"{want} not in {args}"
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts.get("shadow-policies") == "/etc/regate/shadow-policies", mounts
+    assert mounts.get("shadow-config") == "/etc/regate/shadow-config", mounts
+    cm = one(objects, "ConfigMap", f"{fullname()}-shadow-policies")
+    assert list(cm["data"]) == ["require-team-label.rego"], cm["data"]
+    cfg = one(objects, "ConfigMap", f"{fullname()}-shadow-config")["data"]["regate.yaml"]
+    assert "require-team-label" in cfg, cfg
+    return "shadow-policies and shadow-config ConfigMaps, mounts and flags"
+
+
 def existing_secret_flow() -> None:
     """docs/install.md's third mode: `regate certs generate`, then tls.existingSecret + tls.caBundle."""
     b = regate_bin()
@@ -1002,6 +1031,9 @@ def main() -> int:
 
         R.check(f"[{name}] NOTES.txt", notes_ok)
         check_structure(name, values, objects)
+        if name == "shadow":
+            R.check(f"[{name}] shadow ConfigMaps mounted and named in the args",
+                    lambda objects=objects: shadow_wiring(objects))
         validate_objects(name, objects)
         regate_check(name, objects)
         regate_eval(name, values)

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::audit::baseline::State;
 use crate::audit::record::{Finding, ObjectRecord};
 use crate::audit::runner::AuditRun;
 use crate::config::Environment;
@@ -26,6 +27,9 @@ pub struct FlatFinding<'a> {
     pub environment: Environment,
     #[serde(flatten)]
     pub finding: &'a Finding,
+    /// new or unchanged, with `--baseline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<State>,
 }
 
 impl<'a> FlatFinding<'a> {
@@ -40,6 +44,7 @@ impl<'a> FlatFinding<'a> {
             line: r.line,
             environment: r.environment,
             finding: f,
+            baseline: None,
         }
     }
 }
@@ -70,6 +75,14 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
     field(out, "complete", &run.complete(), false)?;
     field(out, "policies", &run.policies, false)?;
     field(out, "summary", &run.totals, false)?;
+    if let Some(b) = &run.baseline {
+        field(
+            out,
+            "baseline",
+            &serde_json::json!({"file": b.file, "summary": b.summary}),
+            false,
+        )?;
+    }
     field(out, "issues", &run.issues, false)?;
     write!(out, "  \"findings\": [")?;
     let mut first = true;
@@ -78,16 +91,21 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
             for f in &r.findings {
                 out.write_all(if first { b"\n    " } else { b",\n    " })?;
                 first = false;
-                serde_json::to_writer(&mut *out, &FlatFinding::new(r, f))
-                    .map_err(io::Error::other)?;
+                let mut flat = FlatFinding::new(r, f);
+                flat.baseline = run.baseline.as_ref().map(|b| b.state(r, f));
+                serde_json::to_writer(&mut *out, &flat).map_err(io::Error::other)?;
             }
         }
         Ok(())
     })?;
-    if first {
-        writeln!(out, "]")?;
-    } else {
-        writeln!(out, "\n  ]")?;
+    let close = if first { "]" } else { "\n  ]" };
+    match &run.baseline {
+        // Beside `findings`, so that this report read as a baseline counts only what it found.
+        Some(b) => {
+            writeln!(out, "{close},")?;
+            field(out, "resolved", &b.resolved, true)?;
+        }
+        None => writeln!(out, "{close}")?,
     }
     writeln!(out, "}}")
 }

@@ -47,6 +47,10 @@ pub enum FailOn {
     Warn,
     /// Never: report only.
     Never,
+    /// Deny findings and errors that are new since `--baseline`.
+    New,
+    /// Deny, error and warn findings that are new since `--baseline`.
+    NewWarn,
 }
 
 impl FailOn {
@@ -55,7 +59,14 @@ impl FailOn {
             FailOn::Deny => matches!(label, Label::Deny | Label::Error),
             FailOn::Warn => matches!(label, Label::Deny | Label::Error | Label::Warn),
             FailOn::Never => false,
+            FailOn::New => matches!(label, Label::Deny | Label::Error),
+            FailOn::NewWarn => matches!(label, Label::Deny | Label::Error | Label::Warn),
         }
+    }
+
+    /// Whether only findings new since a baseline count.
+    pub fn needs_baseline(self) -> bool {
+        matches!(self, FailOn::New | FailOn::NewWarn)
     }
 
     /// 2 when part of the audit could not be done, 1 when a finding fails it, 0 otherwise.
@@ -63,9 +74,14 @@ impl FailOn {
         if !run.complete() {
             return 2;
         }
-        let failing = Label::ALL
-            .iter()
-            .any(|&l| self.fails(l) && run.totals.findings.get(l) > 0);
+        let failing = match (&run.baseline, self.needs_baseline()) {
+            (Some(b), true) => Label::ALL.iter().any(|&l| {
+                self.fails(l) && b.summary.new_by_label.get(&l).copied().unwrap_or(0) > 0
+            }),
+            _ => Label::ALL
+                .iter()
+                .any(|&l| self.fails(l) && run.totals.findings.get(l) > 0),
+        };
         i32::from(failing)
     }
 }

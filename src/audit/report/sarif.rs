@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
+use crate::audit::baseline::BaselineFinding;
 use crate::audit::record::{Finding, Label, ObjectRecord};
 use crate::audit::runner::AuditRun;
 use crate::policy::metadata::Severity;
@@ -98,6 +99,44 @@ fn result(run: &AuditRun, r: &ObjectRecord, f: &Finding) -> Value {
     if let Some(i) = rule_index {
         out["ruleIndex"] = json!(i);
     }
+    if let Some(b) = &run.baseline {
+        out["baselineState"] = json!(b.state(r, f).sarif());
+    }
+    out
+}
+
+/// A finding of the baseline that this run no longer has: `baselineState: absent`.
+fn resolved_result(run: &AuditRun, f: &BaselineFinding) -> Value {
+    let logical_name = match &f.namespace {
+        Some(ns) => format!("{ns}/{}/{}", f.kind, f.name),
+        None => format!("{}/{}", f.kind, f.name),
+    };
+    let path = f
+        .path
+        .as_deref()
+        .map(|p| format!(" (at {p})"))
+        .unwrap_or_default();
+    let mut out = json!({
+        "ruleId": f.policy,
+        "level": level(f.action),
+        "message": {"text": format!("{}: {}{path}", logical_name, f.message)},
+        "locations": [{"logicalLocations": [{"name": f.name, "fullyQualifiedName": logical_name, "kind": "object"}]}],
+        "partialFingerprints": {
+            "regateObjectPolicy/v1": format!("{}|{}|{}", f.policy, logical_name, f.path.as_deref().unwrap_or("")),
+        },
+        "baselineState": "absent",
+        "properties": {
+            "action": f.action.as_str(),
+            "severity": f.severity.as_str(),
+            "kind": f.kind,
+            "namespace": f.namespace,
+            "name": f.name,
+            "path": f.path,
+        },
+    });
+    if let Some(i) = run.policies.iter().position(|p| p.id == f.policy) {
+        out["ruleIndex"] = json!(i);
+    }
     out
 }
 
@@ -165,6 +204,13 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
                 first = false;
                 serde_json::to_writer(&mut *out, &result(run, r, f)).map_err(io::Error::other)?;
             }
+        }
+    }
+    if let Some(b) = &run.baseline {
+        for f in &b.resolved {
+            out.write_all(if first { b"\n        " } else { b",\n        " })?;
+            first = false;
+            serde_json::to_writer(&mut *out, &resolved_result(run, f)).map_err(io::Error::other)?;
         }
     }
     if first {

@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use crate::audit::baseline::{Comparison, State};
 use crate::audit::record::Label;
 use crate::audit::report::namespace_label;
 use crate::audit::runner::{AuditRun, SourceKind};
@@ -79,37 +80,62 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
 
-    if t.findings.total() > 0 {
-        writeln!(out)?;
-        writeln!(out, "FINDINGS")?;
-    }
-    run.spool.for_each_partition::<io::Error>(|records| {
-        for r in &records {
-            for f in &r.findings {
-                let label = match f.action {
-                    Label::Deny => "DENY ",
-                    Label::Warn => "WARN ",
-                    Label::Audit => "AUDIT",
-                    Label::Error => "ERROR",
-                };
-                let path = f
-                    .path
-                    .as_deref()
-                    .map(|p| format!(" (at {p})"))
-                    .unwrap_or_default();
-                let location = r.location().map(|l| format!("  {l}")).unwrap_or_default();
-                writeln!(
-                    out,
-                    "{label} {:<8} [{}] {}: {}{path}{location}",
-                    f.severity.as_str(),
-                    f.policy,
-                    r.display_name(),
-                    f.message
-                )?;
+    match run.baseline.take() {
+        None => {
+            if t.findings.total() > 0 {
+                writeln!(out)?;
+                writeln!(out, "FINDINGS")?;
             }
+            findings(run, None, out)?;
         }
-        Ok(())
-    })?;
+        Some(b) => {
+            let s = &b.summary;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "BASELINE {}: {} new, {} unchanged, {} resolved",
+                b.file, s.new, s.unchanged, s.resolved
+            )?;
+            for (state, counts) in &s.by_severity {
+                let counts: Vec<String> = counts
+                    .iter()
+                    .map(|(severity, n)| format!("{n} {}", severity.as_str()))
+                    .collect();
+                writeln!(out, "  {:<9}  {}", state.as_str(), counts.join(", "))?;
+            }
+            for (state, heading, n) in [
+                (State::New, "NEW FINDINGS", s.new),
+                (State::Unchanged, "UNCHANGED FINDINGS", s.unchanged),
+            ] {
+                if n > 0 {
+                    writeln!(out)?;
+                    writeln!(out, "{heading}")?;
+                    findings(run, Some((&b, state)), out)?;
+                }
+            }
+            if !b.resolved.is_empty() {
+                writeln!(out)?;
+                writeln!(out, "RESOLVED FINDINGS")?;
+                for f in &b.resolved {
+                    let path = f
+                        .path
+                        .as_deref()
+                        .map(|p| format!(" (at {p})"))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{} {:<8} [{}] {}: {}{path}",
+                        label(f.action),
+                        f.severity.as_str(),
+                        f.policy,
+                        f.display_name(),
+                        f.message
+                    )?;
+                }
+            }
+            run.baseline = Some(b);
+        }
+    }
 
     if !run.issues.is_empty() {
         writeln!(out)?;
@@ -119,4 +145,46 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn label(action: Label) -> &'static str {
+    match action {
+        Label::Deny => "DENY ",
+        Label::Warn => "WARN ",
+        Label::Audit => "AUDIT",
+        Label::Error => "ERROR",
+    }
+}
+
+/// Every spooled finding, or with a baseline those in `state`.
+fn findings(
+    run: &mut AuditRun,
+    only: Option<(&Comparison, State)>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    run.spool.for_each_partition::<io::Error>(|records| {
+        for r in &records {
+            for f in &r.findings {
+                if only.is_some_and(|(b, state)| b.state(r, f) != state) {
+                    continue;
+                }
+                let path = f
+                    .path
+                    .as_deref()
+                    .map(|p| format!(" (at {p})"))
+                    .unwrap_or_default();
+                let location = r.location().map(|l| format!("  {l}")).unwrap_or_default();
+                writeln!(
+                    out,
+                    "{} {:<8} [{}] {}: {}{path}{location}",
+                    label(f.action),
+                    f.severity.as_str(),
+                    f.policy,
+                    r.display_name(),
+                    f.message
+                )?;
+            }
+        }
+        Ok(())
+    })
 }
