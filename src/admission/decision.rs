@@ -283,7 +283,10 @@ fn judge_expanded(
             // judged (a failing mutation leaves it as generated).
             let mut object = r.object.clone();
             if !set.mutators.is_empty() {
-                let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();
+                let api_version = object["apiVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let kind = object["kind"].as_str().unwrap_or_default().to_string();
                 let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
                 let request = MutationRequest {

@@ -227,13 +227,17 @@ fn base_policy_args(args: &DiffArgs) -> anyhow::Result<(PolicyArgs, Option<tempf
             }
         }
         let policy = PolicyArgs {
-            policies: dir.clone(),
+            policies: Some(dir.clone()),
             include_defaults: args.policy.include_defaults,
             config: args.base_config.clone(),
         };
         return Ok((policy, None));
     };
-    let dir = args.base.as_ref().unwrap_or(&args.policy.policies);
+    let named = match &args.base {
+        Some(dir) => dir.clone(),
+        None => super::policy_dir(args.policy.policies.as_deref())?,
+    };
+    let dir = &named;
     let checkout =
         tempfile::tempdir().context("creating a directory for the --base-ref checkout")?;
     let policies = checkout.path().join("policies");
@@ -248,7 +252,7 @@ fn base_policy_args(args: &DiffArgs) -> anyhow::Result<(PolicyArgs, Option<tempf
         (None, None) => None,
     };
     let policy = PolicyArgs {
-        policies,
+        policies: Some(policies),
         include_defaults: args.policy.include_defaults,
         config,
     };
@@ -399,8 +403,7 @@ fn diff_cluster(
             candidate.resolver.labels().clone(),
         ];
         let (_, issue) =
-            cluster::read_namespaces(&client, &discovered, args.page_size, &labels, &objects)
-                .await;
+            cluster::read_namespaces(&client, &discovered, args.page_size, &labels, &objects).await;
         if let Some(issue) = issue {
             bail!("reading namespaces: {issue}");
         }

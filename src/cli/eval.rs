@@ -181,6 +181,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     if args.mutate && !matches!(args.output, Output::Text | Output::Json) {
         anyhow::bail!("--mutate prints objects: use it with -o text (YAML) or -o json");
     }
+    if args.fail_on.needs_baseline() {
+        anyhow::bail!(
+            "--fail-on new and new-warn compare with a baseline report: use them with `regate audit --baseline`"
+        );
+    }
     let set = args.policy.build_set(args.environment)?;
     let set = crate::gatekeeper::with_inventory_files(set, &args.inventory)?;
     // One unreadable file must not hide the verdicts on the others: it is reported in its place
@@ -279,8 +284,11 @@ pub fn exit_code(results: &[EvalResult], fail_on: crate::audit::FailOn) -> i32 {
     use crate::audit::FailOn;
     let failing = |r: &EvalResult| match fail_on {
         FailOn::Never => false,
-        FailOn::Deny => !r.decision.allowed || !r.decision.failures.is_empty(),
-        FailOn::Warn => !r.decision.allowed || !r.decision.failures.is_empty() || warned(r),
+        // eval refuses the baseline modes before judging (it takes no --baseline).
+        FailOn::Deny | FailOn::New => !r.decision.allowed || !r.decision.failures.is_empty(),
+        FailOn::Warn | FailOn::NewWarn => {
+            !r.decision.allowed || !r.decision.failures.is_empty() || warned(r)
+        }
     };
     i32::from(results.iter().any(failing))
 }
