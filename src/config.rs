@@ -679,6 +679,15 @@ struct RangeOf {
 }
 
 impl RangeOf {
+    const fn new(min: u64, max: u64, unit: &'static str, why: &'static str) -> RangeOf {
+        RangeOf {
+            min,
+            max,
+            unit,
+            why,
+        }
+    }
+
     /// `value` of `key` (its dotted path from the top of regate.yaml) within the range, or an
     /// error that names the key, the value, the range and the line the key is written on.
     fn check(&self, text: &str, key: &str, value: u64) -> Result<(), Mistake> {
@@ -699,66 +708,42 @@ impl RangeOf {
     }
 }
 
-const MAX_BODY_BYTES: RangeOf = RangeOf {
-    min: 1024,
-    max: 1 << 30,
-    unit: " bytes",
-    why: "an AdmissionReview needs at least 1 KiB, and a body past 1 GiB cannot be held",
-};
-const EVALUATION_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 1,
-    max: 600_000,
-    unit: " ms",
-    why: "0 fails every policy; past 10 minutes no client is still waiting",
-};
-const MAX_IN_FLIGHT: RangeOf = RangeOf {
-    min: 1,
-    max: 65_536,
-    unit: "",
-    why: "0 refuses every review",
-};
-const QUEUE_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 0,
-    max: 600_000,
-    unit: " ms",
-    why: "0 means no waiting; past 10 minutes no client is still waiting",
-};
-const MAX_CONNECTIONS: RangeOf = RangeOf {
-    min: 1,
-    max: 1_000_000,
-    unit: "",
-    why: "0 refuses every connection",
-};
-const READ_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 100,
-    max: 600_000,
-    unit: " ms",
-    why: "below 100 ms every TLS handshake or request times out while /readyz says 200",
-};
-const DRAIN_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 0,
-    max: 3_600_000,
-    unit: " ms",
-    why: "0 drains nothing; past an hour no pod is given that long to stop",
-};
-const PAGE_SIZE: RangeOf = RangeOf {
-    min: 1,
-    max: 100_000,
-    unit: "",
-    why: "objects per list page",
-};
-const RESULTS_PER_REPORT: RangeOf = RangeOf {
-    min: 1,
-    max: MAX_RESULTS_PER_REPORT as u64,
-    unit: "",
-    why: "results per report",
-};
-const MAX_RESULTS: RangeOf = RangeOf {
-    min: 1,
-    max: u64::MAX,
-    unit: "",
-    why: "results per namespace",
-};
+const MAX_BODY_BYTES: RangeOf = RangeOf::new(
+    1024,
+    1 << 30,
+    " bytes",
+    "an AdmissionReview needs at least 1 KiB, and a body past 1 GiB cannot be held",
+);
+const EVALUATION_TIMEOUT_MS: RangeOf = RangeOf::new(
+    1,
+    600_000,
+    " ms",
+    "0 fails every policy; past 10 minutes no client is still waiting",
+);
+const MAX_IN_FLIGHT: RangeOf = RangeOf::new(1, 65_536, "", "0 refuses every review");
+const QUEUE_TIMEOUT_MS: RangeOf = RangeOf::new(
+    0,
+    600_000,
+    " ms",
+    "0 means no waiting; past 10 minutes no client is still waiting",
+);
+const MAX_CONNECTIONS: RangeOf = RangeOf::new(1, 1_000_000, "", "0 refuses every connection");
+const READ_TIMEOUT_MS: RangeOf = RangeOf::new(
+    100,
+    600_000,
+    " ms",
+    "below 100 ms every TLS handshake or request times out while /readyz says 200",
+);
+const DRAIN_TIMEOUT_MS: RangeOf = RangeOf::new(
+    0,
+    3_600_000,
+    " ms",
+    "0 drains nothing; past an hour no pod is given that long to stop",
+);
+const PAGE_SIZE: RangeOf = RangeOf::new(1, 100_000, "", "objects per list page");
+const RESULTS_PER_REPORT: RangeOf =
+    RangeOf::new(1, MAX_RESULTS_PER_REPORT as u64, "", "results per report");
+const MAX_RESULTS: RangeOf = RangeOf::new(1, u64::MAX, "", "results per namespace");
 const MIN_AUDIT_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_AUDIT_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
 
