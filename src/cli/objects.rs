@@ -109,3 +109,46 @@ async fn kube_client(
     };
     kube::Client::try_from(config).context("creating the Kubernetes client")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        objects: ObjectArgs,
+    }
+
+    fn parse(args: &[&str]) -> ObjectArgs {
+        let argv = std::iter::once("regate").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.objects).unwrap()
+    }
+
+    /// The flag wins, then the config's `audit.pageSize`, then the default; never 0.
+    #[test]
+    fn page_size_comes_from_the_flag_the_config_or_the_default() {
+        let cluster = parse(&["--cluster"]);
+        assert_eq!(cluster.page_size(None), DEFAULT_PAGE_SIZE);
+        assert_eq!(cluster.page_size(Some(7)), 7);
+        let flagged = parse(&["--cluster", "--page-size", "3"]);
+        assert_eq!(flagged.page_size(Some(7)), 3);
+        assert_eq!(parse(&["--cluster", "--page-size", "0"]).page_size(None), 1);
+    }
+
+    /// Files or the cluster: one of them, never both.
+    #[test]
+    fn files_and_cluster_exclude_each_other() {
+        let argv = |args: &[&'static str]| {
+            Cli::try_parse_from(std::iter::once("regate").chain(args.iter().copied()))
+        };
+        assert!(argv(&[]).is_err());
+        assert!(argv(&["-f", "x.yaml", "--cluster"]).is_err());
+        assert_eq!(
+            parse(&["-f", "x.yaml"]).files,
+            vec![PathBuf::from("x.yaml")]
+        );
+    }
+}
