@@ -10,6 +10,7 @@ pub mod eval;
 mod eval_report;
 mod explain;
 pub mod new;
+mod objects;
 pub mod serve;
 pub mod test;
 pub mod verify;
