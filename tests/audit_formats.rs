@@ -126,10 +126,19 @@ fn json_lists_every_finding_with_its_label_file_and_line() {
         .unwrap()
         .ends_with("manifests/app.yaml"));
     assert_eq!(web["path"], "spec.containers[].securityContext.privileged");
+    assert_eq!(web["category"], "Pod Security");
     assert_eq!(find("t-privileged", "warn")["rule"], "warn");
     let settings = find("t-debug", "deny");
     assert_eq!(settings["line"], 12);
     assert_eq!(settings["path"], "data[DEBUG]");
+    assert!(settings.get("category").is_none());
+    let privileged = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "t-privileged")
+        .unwrap();
+    assert_eq!(privileged["category"], "Pod Security");
     let ns = find("t-namespace-team", "audit");
     assert_eq!(ns["line"], 18);
     assert!(ns.get("namespace").is_none(), "cluster-scoped");
@@ -367,11 +376,22 @@ fn policyreport_per_namespace_and_cluster() {
         assert!(["fail", "warn"].contains(&r["result"].as_str().unwrap()));
         assert!(r["timestamp"]["seconds"].as_i64().unwrap() > 1_600_000_000);
         assert_eq!(r["resources"][0]["namespace"], "prod");
+        assert_category(r);
     }
     let shop = &docs[3];
     assert_eq!(shop["summary"]["pass"], 1);
     assert_eq!(shop["results"].as_array().unwrap().len(), 0);
     assert_eq!(docs[1]["summary"]["error"], 1);
+}
+
+/// A result carries its policy's declared category (t-privileged declares one), and no
+/// `category` at all for a policy that declares none.
+fn assert_category(result: &Value) {
+    if result["policy"] == "t-privileged" {
+        assert_eq!(result["category"], "Pod Security", "{result:#}");
+    } else {
+        assert!(result.get("category").is_none(), "{result:#}");
+    }
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
@@ -454,6 +474,7 @@ fn openreports_per_namespace_and_cluster_follow_the_crd_schema() {
         assert!(["fail", "warn"].contains(&r["result"].as_str().unwrap()));
         assert_eq!(r["resources"][0]["namespace"], "prod");
         assert!(r["severity"].is_string());
+        assert_category(r);
     }
     // Every finding and pass is counted once.
     let f = &run.totals.findings;
@@ -482,6 +503,7 @@ fn many_findings(namespace: &str, objects: usize, per_object: usize) -> Vec<Obje
                     action: if j % 3 == 0 { Label::Warn } else { Label::Deny },
                     rule: "deny".into(),
                     severity: Severity::High,
+                    category: None,
                     message: format!("finding {j} of pod-{i:05}: {}", "x".repeat(300)),
                     path: None,
                 })
