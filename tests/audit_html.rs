@@ -398,6 +398,76 @@ fn html_report_shows_baseline_states() {
     assert_eq!(shown(&dom), (summary.unchanged, total));
 }
 
+/// `bench/scale.py --html` (here redrawing a saved run with `--from-json`) writes a page with the
+/// scale curve that renders offline: the curve (one line per series), every set in the table.
+#[test]
+fn scale_benchmark_page_renders_offline() {
+    let python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        assert!(!ci, "python3 is needed for bench/scale.py (CI=true)");
+        eprintln!("note: python3 is not installed; skipping the scale page check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let set = |name: &str, n: u64, us: f64| {
+        serde_json::json!({"set": name, "constraints": n, "defaults": true, "pod_mean_us": us,
+            "pod_p99_us": us * 1.5, "mix_mean_us": us * 0.8})
+    };
+    let report = serde_json::json!({
+        "sets": [
+            set("defaults alone", 0, 40.0),
+            set("mixed (40% match)", 0, 41.0),
+            set("mixed (40% match)", 100, 400.0),
+            set("mixed (40% match)", 1000, 3900.0),
+            set("all excluded by kind", 0, 41.0),
+            set("all excluded by kind", 1000, 52.0),
+            set("<b>not a series</b>", 7, 1.0),
+        ],
+        "fits": {"kind": {"us_per_constraint": 0.011, "intercept_us": 41.0}},
+    });
+    let json = dir.path().join("scale.json");
+    std::fs::write(&json, report.to_string()).unwrap();
+    let page = dir.path().join("scale.html");
+    let out = Command::new("python3")
+        .arg(repo().join("bench/scale.py"))
+        .arg("--from-json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    for needle in ["src=", "href=", "url(", "@import", "<link", "<b>"] {
+        assert!(!html.contains(needle), "the page contains {needle}");
+    }
+    let Some(bin) = require_chromium() else {
+        return;
+    };
+    let (dom, requests) = load(&bin, &format!("file://{}", page.display()));
+    assert!(requests.is_empty(), "{requests:?}");
+    let figure = dom
+        .split("<figure id=\"scale-curve\">")
+        .nth(1)
+        .expect("no curve")
+        .split("</figure>")
+        .next()
+        .unwrap();
+    assert_eq!(figure.matches("<polyline").count(), 2, "{figure}");
+    assert!(figure.contains("mixed (40% match)") && figure.contains("all excluded by kind"));
+    assert_eq!(tbody(&dom, "scale-sets").matches("<tr>").count(), 7);
+    assert!(dom.contains("&lt;b&gt;not a series&lt;/b&gt;"));
+    assert!(tbody(&dom, "scale-fits").contains("0.011"));
+}
+
 /// A report of at least 10,000 findings renders; the time from navigation to a laid-out page
 /// (measured by the page) and the browser's wall time are printed for docs/BENCHMARKS.md, not
 /// asserted.
