@@ -354,12 +354,9 @@ fn html_report_shows_baseline_states() {
     let path = dir.path().join("baseline.json");
     std::fs::write(&path, serde_json::to_vec(&earlier).unwrap()).unwrap();
     let baseline = regate::audit::baseline::load(&path).unwrap();
-    let comparison = regate::audit::baseline::compare(
-        path.display().to_string(),
-        baseline,
-        &mut run.spool,
-    )
-    .unwrap();
+    let comparison =
+        regate::audit::baseline::compare(path.display().to_string(), baseline, &mut run.spool)
+            .unwrap();
     let summary = comparison.summary.clone();
     assert!(summary.new > 0 && summary.unchanged > 0);
     assert_eq!(summary.resolved, 1);

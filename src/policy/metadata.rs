@@ -162,6 +162,7 @@ pub struct PolicyMeta {
     pub description: String,
     pub severity: Severity,
     /// A grouping shown in reports (OpenReports' and PolicyReport's `category`), e.g. "Pod Security".
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     pub kinds: Vec<String>,
     pub action: PerEnvironment<Action>,
@@ -500,7 +501,10 @@ package regate.policies.pod_run_as_non_root
             message: "none".into(),
         })?;
         assert_eq!(meta.category.as_deref(), Some("Pod Security"));
-        let blank = POLICY.replace("#   severity: high\n", "#   severity: high\n#   category: \"\"\n");
+        let blank = POLICY.replace(
+            "#   severity: high\n",
+            "#   severity: high\n#   category: \"\"\n",
+        );
         assert_eq!(parse(&blank)?.and_then(|m| m.category), None);
         Ok(())
     }

@@ -408,7 +408,10 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
     }
     if let Some(b) = &run.baseline {
         write!(out, "<span id=\"state-filters\">")?;
-        for (state, n) in [(State::New, b.summary.new), (State::Unchanged, b.summary.unchanged)] {
+        for (state, n) in [
+            (State::New, b.summary.new),
+            (State::Unchanged, b.summary.unchanged),
+        ] {
             write!(
                 out,
                 "<label><input type=\"checkbox\" class=\"f\" value=\"{0}\" checked> <span class=\"tag {0}\">{0}</span> {n}</label> ",
