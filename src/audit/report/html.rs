@@ -51,14 +51,17 @@ svg text { font:12px -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
 .pager { display:flex; align-items:center; gap:10px; margin:10px 0; color:var(--muted); }
 .pager button { padding:4px 12px; border:1px solid #c5ced8; border-radius:6px; background:#fff; font-size:13px; cursor:pointer; }
 .pager button:disabled { opacity:.45; cursor:default; }
-.scroll { overflow-x:auto; }
+/* A scrolling wrapper would unstick the header row, so only narrow screens get one. */
+@media (max-width: 900px) { .scroll { overflow-x:auto; } }
 table { width:100%; border-collapse:collapse; background:#fff; border:1px solid var(--line); }
 caption { text-align:left; color:var(--muted); padding:4px 0; }
-th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; overflow-wrap:anywhere; }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; overflow-wrap:break-word; }
 th { background:#eef2f6; font-size:12px; text-transform:uppercase; letter-spacing:.03em; position:sticky; top:0; }
-td.msg { max-width:520px; }
+td.msg { min-width:240px; max-width:520px; }
+/* Long paths and locations may break anywhere; words and labels only where they must. */
+td.msg, td code { overflow-wrap:anywhere; }
 td code { font-size:12px; color:var(--muted); }
-.tag { display:inline-block; padding:1px 7px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
+.tag { display:inline-block; white-space:nowrap; padding:1px 7px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
 .tag.new { background:#d64545; } .tag.unchanged { background:#8595a6; } .tag.resolved { background:#2f855a; }
 .sev { font-size:12px; text-transform:uppercase; }
 .empty { color:var(--muted); padding:16px; }
