@@ -1,7 +1,9 @@
 //! The HTML report rendered in headless Chromium (Debian's `chromium`): the DOM after the inline
-//! script ran (numbers, search, filters), the page's own network requests (none), a screenshot,
-//! and the time a 10,000-finding report takes to render (printed, not asserted). Skips with a note
-//! when chromium is not installed, except under CI=true, where it fails (`.ci/run` installs it).
+//! script ran (numbers, search, filters counted over every finding while one page of rows is
+//! built, baseline states), the page's own network requests (none), a screenshot, the time a
+//! 10,000-finding report takes to render (printed, not asserted), and `bench/scale.py`'s page.
+//! Skips with a note when chromium is not installed, except under CI=true, where it fails
+//! (`.ci/run` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_support;

@@ -1,5 +1,7 @@
 //! `-o html`: one self-contained file (no external assets): summary cards, inline SVG charts of
-//! findings by policy, by namespace and by severity, and a searchable, filterable table.
+//! findings by policy, by namespace and by severity, and a searchable, filterable table built a
+//! page at a time from the findings embedded as JSON; with `--baseline`, each finding's state and
+//! the resolved findings.
 
 use std::io::{self, Write};
 
