@@ -61,7 +61,7 @@ pub fn results_of(r: &ObjectRecord, seconds: i64) -> Vec<Value> {
             if let Some(line) = r.line {
                 properties.insert("line".into(), Value::String(line.to_string()));
             }
-            json!({
+            let mut result = json!({
                 "source": "regate",
                 "policy": f.policy,
                 "rule": f.rule,
@@ -72,7 +72,11 @@ pub fn results_of(r: &ObjectRecord, seconds: i64) -> Vec<Value> {
                 "timestamp": {"seconds": seconds, "nanos": 0},
                 "resources": [resource_ref(r)],
                 "properties": properties,
-            })
+            });
+            if let Some(category) = &f.category {
+                result["category"] = Value::String(category.clone());
+            }
+            result
         })
         .collect()
 }
