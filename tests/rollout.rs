@@ -513,8 +513,126 @@ fn baseline_marks_new_unchanged_and_resolved_in_every_format() {
         ]
     );
 
-    // Every other format still writes its report with a baseline.
-    for format in ["junit", "html", "policyreport"] {
+    // PolicyReport and OpenReports: `properties.baselineState` on every result; the resolved
+    // finding is a `skip` result in its namespace's report, counted in that report's summary.
+    for format in ["policyreport", "openreports"] {
+        let o = audit(
+            "fixtures/diff/candidate",
+            "fixtures/diff/candidate.yaml",
+            &["-o", format, "--baseline", b, "--fail-on", "never"],
+        );
+        assert_eq!(o.status.code(), Some(0), "{format}: {}", text(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        let reports: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let mut states: Vec<String> = Vec::new();
+        for report in &reports {
+            for r in report["results"].as_array().unwrap() {
+                let ns = r["resources"][0]["namespace"].as_str().unwrap_or("");
+                assert_eq!(
+                    report["metadata"]["namespace"].as_str().unwrap_or(""),
+                    ns,
+                    "{format}: a result in another namespace's report"
+                );
+                states.push(format!(
+                    "{}:{}:{}:{}",
+                    r["policy"].as_str().unwrap(),
+                    r["resources"][0]["name"].as_str().unwrap(),
+                    r["result"].as_str().unwrap(),
+                    r["properties"]["baselineState"].as_str().unwrap()
+                ));
+            }
+        }
+        states.sort();
+        assert_eq!(
+            states,
+            [
+                "configmap-owner-label:settings:skip:resolved",
+                "deployment-min-replicas:web:fail:new",
+                "pod-no-latest-tag:debug:warn:unchanged",
+                "service-no-nodeport:edge:fail:new"
+            ],
+            "{format}"
+        );
+        let skipped: u64 = reports
+            .iter()
+            .map(|r| r["summary"]["skip"].as_u64().unwrap())
+            .sum();
+        assert_eq!(skipped, 1, "{format}");
+    }
+    // Without a baseline, no state and no skip results.
+    let o = audit(
+        "fixtures/diff/candidate",
+        "fixtures/diff/candidate.yaml",
+        &["-o", "openreports", "--fail-on", "never"],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !stdout.contains("baselineState") && !stdout.contains("result: skip"),
+        "{stdout}"
+    );
+
+    // JUnit: a `baselineState` property per case with findings; the resolved finding is a
+    // passing case of its own suite; under --fail-on new-warn only new findings fail a case.
+    let j = audit(
+        "fixtures/diff/candidate",
+        "fixtures/diff/candidate.yaml",
+        &["-o", "junit", "--baseline", b, "--fail-on", "new-warn"],
+    );
+    assert_eq!(j.status.code(), Some(1), "{}", text(&j));
+    let j = String::from_utf8_lossy(&j.stdout).to_string();
+    let cases: Vec<(String, String, bool)> = j
+        .split("<testcase ")
+        .skip(1)
+        .filter_map(|case| {
+            let case = &case[..case.find("</testcase>").unwrap_or(case.len())];
+            let name = case.split('"').nth(3).unwrap().to_string();
+            let state = case
+                .split("name=\"baselineState\" value=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            Some((name, state, case.contains("<failure")))
+        })
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            (
+                "service-no-nodeport: Service dev-shop/edge".to_string(),
+                "new".to_string(),
+                true
+            ),
+            (
+                "deployment-min-replicas: Deployment prod-shop/web".to_string(),
+                "new".to_string(),
+                true
+            ),
+            (
+                "pod-no-latest-tag: Pod prod-shop/debug".to_string(),
+                "unchanged".to_string(),
+                false
+            ),
+            (
+                "configmap-owner-label: ConfigMap prod-shop/settings".to_string(),
+                "resolved".to_string(),
+                false
+            ),
+        ],
+        "{j}"
+    );
+    assert!(
+        j.contains("<testsuite name=\"resolved since baseline\" tests=\"1\" failures=\"0\""),
+        "{j}"
+    );
+    assert!(j.contains(" failures=\"2\" errors=\"0\" time="), "{j}");
+    assert!(j.contains("(baseline: unchanged)</system-out>"), "{j}");
+
+    // HTML still writes its report with a baseline.
+    for format in ["html"] {
         let o = audit(
             "fixtures/diff/candidate",
             "fixtures/diff/candidate.yaml",

@@ -161,6 +161,24 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// The resolved findings of one namespace ("" → cluster-scoped), as the reports group them.
+    pub fn resolved_in(&self, namespace: &str) -> &[BaselineFinding] {
+        // `resolved` is sorted by namespace first, and None sorts before every Some as "" does.
+        let ns = |b: &BaselineFinding| b.namespace.as_deref().unwrap_or("") < namespace;
+        let start = self.resolved.partition_point(ns);
+        let end = self
+            .resolved
+            .partition_point(|b| b.namespace.as_deref().unwrap_or("") <= namespace);
+        self.resolved.get(start..end).unwrap_or(&[])
+    }
+
+    /// The namespaces of the resolved findings ("" for cluster-scoped ones).
+    pub fn resolved_namespaces(&self) -> impl Iterator<Item = String> + '_ {
+        self.resolved
+            .iter()
+            .map(|b| b.namespace.clone().unwrap_or_default())
+    }
+
     /// The state of one finding of this run.
     pub fn state(&self, r: &ObjectRecord, f: &Finding) -> State {
         if self.keys.contains(&Key::of(r, f)) {

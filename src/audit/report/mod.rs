@@ -6,6 +6,7 @@ pub mod json;
 pub mod junit;
 pub mod openreports;
 pub mod policyreport;
+pub mod result;
 pub mod sarif;
 pub mod text;
 
