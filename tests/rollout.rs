@@ -1009,6 +1009,100 @@ async fn shadow_counts_and_logs_disagreements_and_never_changes_the_answer() {
     );
 }
 
+/// A candidate that spends its whole evaluation budget on every request (the evaluation time
+/// limit cuts it off), so that a queue of one fills as soon as requests come faster than that.
+const SLOW_POLICY: &str = r#"# METADATA
+# title: Slow
+# custom:
+#   id: slow
+#   severity: low
+#   kinds: [Deployment, Pod, ConfigMap, Service, Secret]
+#   action: deny
+package regate.policies.slow
+
+import rego.v1
+
+deny contains "never" if {
+	count([1 | some i in numbers.range(1, 5000); some j in numbers.range(1, 5000); i * j == -1]) > 0
+}
+"#;
+
+/// The shadow queue is bounded: with a queue of one and a slow candidate, requests the candidate
+/// cannot take are dropped and counted, every sampled request is either judged or dropped, and
+/// the enforced answers stay exactly those of a server without a shadow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shadow_queue_drops_and_counts_and_never_changes_the_answer() {
+    let work = tempfile::tempdir().unwrap();
+    let candidate = work.path().join("candidate");
+    copy_dir(&repo().join("fixtures/diff/candidate"), &candidate);
+    std::fs::write(candidate.join("slow.rego"), SLOW_POLICY).unwrap();
+    let shadowed = Shadowed::start(&candidate, &["--shadow-queue", "1"]);
+    let metrics = shadowed.get("/metrics").await;
+    assert!(
+        metrics.contains("regate_shadow_policies_loaded 5\n"),
+        "the slow candidate did not load: {metrics}\n{}",
+        shadowed.logs()
+    );
+    let plain = TestServer::start_with(Options {
+        policies: repo().join("fixtures/diff/base"),
+        config: Some(std::fs::read_to_string(repo().join("fixtures/diff/base.yaml")).unwrap()),
+        include_defaults: false,
+    })
+    .await;
+    let client = client(&shadowed.ca, false);
+    let reviews = reviews();
+    let url = format!("https://localhost:{}/validate", shadowed.port);
+    // All at once: one request in the candidate, one in the queue, the rest dropped.
+    let sent: Vec<_> = (0..3)
+        .flat_map(|_| reviews.iter())
+        .map(|review| {
+            let body = serde_json::to_vec(review).unwrap();
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { (body.clone(), post(&client, &url, body).await) })
+        })
+        .collect();
+    let total = sent.len() as u64;
+    for task in sent {
+        let (body, (status, _, answer)) = task.await.unwrap();
+        let (plain_status, _, expected) = post(&plain.http1(), &plain.url("/validate"), body).await;
+        assert_eq!(
+            (status, &answer),
+            (plain_status, &expected),
+            "the shadow changed an answer"
+        );
+    }
+    plain.stop().await;
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    // Every sampled request is judged or dropped: wait until the two add up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        let m = shadowed.get("/metrics").await;
+        let judged = counter(&m, "regate_shadow_evaluations_total");
+        let dropped = counter(&m, "regate_shadow_dropped_total");
+        if judged + dropped == total {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "judged {judged} + dropped {dropped} != {total}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let dropped = counter(&metrics, "regate_shadow_dropped_total");
+    assert!(dropped > 0, "nothing dropped: {metrics}");
+    assert!(
+        counter(&metrics, "regate_shadow_evaluations_total") > 0,
+        "{metrics}"
+    );
+    assert!(!shadowed.logs().contains(CANARY));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_candidate_at_start_is_reported_and_enforcement_goes_on() {
     let work = tempfile::tempdir().unwrap();
