@@ -509,6 +509,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     let names: Vec<&str> = docs
         .iter()
@@ -547,6 +548,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert!(docs.len() >= 2, "{} reports", docs.len());
     for d in &docs {
@@ -567,6 +569,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["results"].as_array().unwrap().len(), 100);
@@ -591,6 +594,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     let results: Vec<&Value> = docs
         .iter()
@@ -615,6 +619,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert_eq!(docs.len(), 2);
     assert!(docs
@@ -631,6 +636,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         None,
         1,
         &Limits::default(),
+        None,
     );
     assert_eq!(docs.len(), 5);
     assert_eq!(docs[0]["kind"], "ClusterPolicyReport");

@@ -632,15 +632,13 @@ fn baseline_marks_new_unchanged_and_resolved_in_every_format() {
     assert!(j.contains("(baseline: unchanged)</system-out>"), "{j}");
 
     // HTML still writes its report with a baseline.
-    for format in ["html"] {
-        let o = audit(
-            "fixtures/diff/candidate",
-            "fixtures/diff/candidate.yaml",
-            &["-o", format, "--baseline", b, "--fail-on", "new-warn"],
-        );
-        assert_eq!(o.status.code(), Some(1), "{format}: {}", text(&o));
-        assert!(!o.stdout.is_empty(), "{format}");
-    }
+    let o = audit(
+        "fixtures/diff/candidate",
+        "fixtures/diff/candidate.yaml",
+        &["-o", "html", "--baseline", b, "--fail-on", "new-warn"],
+    );
+    assert_eq!(o.status.code(), Some(1), "html: {}", text(&o));
+    assert!(!o.stdout.is_empty(), "html");
 
     // Errors: no baseline for --fail-on new; a baseline that is not a report.
     let o = audit(
@@ -819,6 +817,26 @@ fn reviews() -> Vec<Value> {
         .collect()
 }
 
+/// A server enforcing the base without a shadow: the answers the shadowed one must give.
+async fn plain_base_server() -> TestServer {
+    TestServer::start_with(Options {
+        policies: repo().join("fixtures/diff/base"),
+        config: Some(std::fs::read_to_string(repo().join("fixtures/diff/base.yaml")).unwrap()),
+        include_defaults: false,
+    })
+    .await
+}
+
+/// The shadowed server's answer to `body` is the one `plain` gives.
+async fn assert_unchanged(plain: &TestServer, body: Vec<u8>, status: u16, answer: &Value) {
+    let (plain_status, _, expected) = post(&plain.http1(), &plain.url("/validate"), body).await;
+    assert_eq!(
+        (status, answer),
+        (plain_status, &expected),
+        "the shadow changed an answer"
+    );
+}
+
 fn metric_lines(metrics: &str, name: &str) -> Vec<String> {
     let mut v: Vec<String> = metrics
         .lines()
@@ -835,12 +853,7 @@ async fn shadow_counts_and_logs_disagreements_and_never_changes_the_answer() {
     let candidate = work.path().join("candidate");
     copy_dir(&repo().join("fixtures/diff/candidate"), &candidate);
     let shadowed = Shadowed::start(&candidate, &[]);
-    let plain = TestServer::start_with(Options {
-        policies: repo().join("fixtures/diff/base"),
-        config: Some(std::fs::read_to_string(repo().join("fixtures/diff/base.yaml")).unwrap()),
-        include_defaults: false,
-    })
-    .await;
+    let plain = plain_base_server().await;
     let client = client(&shadowed.ca, false);
     let reviews = reviews();
     for review in &reviews {
@@ -851,12 +864,7 @@ async fn shadow_counts_and_logs_disagreements_and_never_changes_the_answer() {
             body.clone(),
         )
         .await;
-        let (plain_status, _, expected) = post(&plain.http1(), &plain.url("/validate"), body).await;
-        assert_eq!(
-            (status, &answer),
-            (plain_status, &expected),
-            "the shadow changed an answer"
-        );
+        assert_unchanged(&plain, body, status, &answer).await;
     }
     plain.stop().await;
     let metrics = shadowed.wait_judged(reviews.len() as u64).await;
@@ -1043,12 +1051,7 @@ async fn a_full_shadow_queue_drops_and_counts_and_never_changes_the_answer() {
         "the slow candidate did not load: {metrics}\n{}",
         shadowed.logs()
     );
-    let plain = TestServer::start_with(Options {
-        policies: repo().join("fixtures/diff/base"),
-        config: Some(std::fs::read_to_string(repo().join("fixtures/diff/base.yaml")).unwrap()),
-        include_defaults: false,
-    })
-    .await;
+    let plain = plain_base_server().await;
     let client = client(&shadowed.ca, false);
     let reviews = reviews();
     let url = format!("https://localhost:{}/validate", shadowed.port);
@@ -1064,12 +1067,7 @@ async fn a_full_shadow_queue_drops_and_counts_and_never_changes_the_answer() {
     let total = sent.len() as u64;
     for task in sent {
         let (body, (status, _, answer)) = task.await.unwrap();
-        let (plain_status, _, expected) = post(&plain.http1(), &plain.url("/validate"), body).await;
-        assert_eq!(
-            (status, &answer),
-            (plain_status, &expected),
-            "the shadow changed an answer"
-        );
+        assert_unchanged(&plain, body, status, &answer).await;
     }
     plain.stop().await;
     let counter = |metrics: &str, name: &str| -> u64 {

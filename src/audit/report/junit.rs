@@ -11,16 +11,12 @@ use std::io::{self, Write};
 
 use crate::audit::baseline::{BaselineFinding, Comparison, State};
 use crate::audit::record::{Finding, Label, ObjectRecord};
-use crate::audit::report::{escape_xml as x, namespace_label, FailOn};
+use crate::audit::report::{at_path, escape_xml as x, namespace_label, FailOn};
 use crate::audit::runner::AuditRun;
 use crate::audit::spool::by_namespace;
 
 fn line_of(f: &Finding, state: Option<State>) -> String {
-    let path = f
-        .path
-        .as_deref()
-        .map(|p| format!(" (at {p})"))
-        .unwrap_or_default();
+    let path = at_path(f.path.as_deref());
     let state = state
         .map(|s| format!(" (baseline: {})", s.as_str()))
         .unwrap_or_default();
@@ -167,11 +163,7 @@ fn write_resolved(out: &mut dyn Write, resolved: &[BaselineFinding]) -> io::Resu
         resolved.len()
     )?;
     for b in resolved {
-        let path = b
-            .path
-            .as_deref()
-            .map(|p| format!(" (at {p})"))
-            .unwrap_or_default();
+        let path = at_path(b.path.as_deref());
         writeln!(
             out,
             "    <testcase classname=\"regate.{}\" name=\"{}\">",

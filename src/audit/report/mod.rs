@@ -123,6 +123,11 @@ pub fn escape_xml(text: &str) -> String {
     out
 }
 
+/// " (at PATH)" after a finding's message, or nothing without a path.
+pub fn at_path(path: Option<&str>) -> String {
+    path.map(|p| format!(" (at {p})")).unwrap_or_default()
+}
+
 /// "" (cluster scope) shown to people.
 pub fn namespace_label(ns: &str) -> &str {
     if ns.is_empty() {

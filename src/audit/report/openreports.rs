@@ -209,19 +209,8 @@ pub fn part_name(index: usize) -> String {
 
 /// Builds the reports of one namespace ("" → cluster-scoped reports) from its records (sorted,
 /// all of that namespace) and its counters: at least one report, more when the limits split it.
+/// With `--baseline`, every finding's state and the namespace's resolved findings.
 pub fn build(
-    api: ReportApi,
-    namespace: &str,
-    records: &[ObjectRecord],
-    counts: Option<&NamespaceCounts>,
-    seconds: i64,
-    limits: &Limits,
-) -> Vec<Value> {
-    build_against(api, namespace, records, counts, seconds, limits, None)
-}
-
-/// [`build`] with `--baseline`: every finding's state, and the namespace's resolved findings.
-fn build_against(
     api: ReportApi,
     namespace: &str,
     records: &[ObjectRecord],
@@ -380,7 +369,7 @@ impl ReportWalker {
             // A namespace with nothing judged in it gets no report (a stale one is deleted).
             return Vec::new();
         }
-        build_against(
+        build(
             self.api,
             ns,
             records,
