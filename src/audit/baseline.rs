@@ -284,3 +284,49 @@ pub fn compare(
         resolved,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(namespace: Option<&str>, name: &str) -> BaselineFinding {
+        BaselineFinding {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: namespace.map(str::to_string),
+            name: name.into(),
+            policy: "p".into(),
+            action: Label::Deny,
+            severity: Severity::Low,
+            message: String::new(),
+            path: None,
+        }
+    }
+
+    #[test]
+    fn resolved_findings_are_grouped_by_namespace() {
+        let mut resolved = vec![
+            finding(Some("b"), "b1"),
+            finding(None, "cluster"),
+            finding(Some("a"), "a1"),
+            finding(Some("b"), "b2"),
+        ];
+        resolved.sort_by(|x, y| (&x.namespace, &x.name).cmp(&(&y.namespace, &y.name)));
+        let c = Comparison {
+            file: "f".into(),
+            keys: HashSet::new(),
+            summary: BaselineSummary::default(),
+            resolved,
+        };
+        let names =
+            |ns: &str| -> Vec<&str> { c.resolved_in(ns).iter().map(|b| b.name.as_str()).collect() };
+        assert_eq!(names(""), ["cluster"]);
+        assert_eq!(names("a"), ["a1"]);
+        assert_eq!(names("b"), ["b1", "b2"]);
+        assert!(names("c").is_empty());
+        assert!(names("0").is_empty());
+        let mut namespaces: Vec<String> = c.resolved_namespaces().collect();
+        namespaces.dedup();
+        assert_eq!(namespaces, ["", "a", "b"]);
+    }
+}
