@@ -531,6 +531,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     let names: Vec<&str> = docs
         .iter()
@@ -569,6 +570,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert!(docs.len() >= 2, "{} reports", docs.len());
     for d in &docs {
@@ -589,6 +591,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["results"].as_array().unwrap().len(), 100);
@@ -613,6 +616,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     let results: Vec<&Value> = docs
         .iter()
@@ -637,6 +641,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert_eq!(docs.len(), 2);
     assert!(docs
@@ -653,6 +658,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         None,
         1,
         &Limits::default(),
+        None,
     );
     assert_eq!(docs.len(), 5);
     assert_eq!(docs[0]["kind"], "ClusterPolicyReport");

@@ -8,7 +8,6 @@ pub mod completions;
 pub mod diff;
 pub mod eval;
 mod eval_report;
-mod explain;
 pub mod new;
 mod objects;
 pub mod serve;

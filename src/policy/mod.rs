@@ -3,6 +3,7 @@
 pub mod builtins;
 pub mod bytecode_errors;
 pub mod eval;
+pub mod explain;
 pub mod fast;
 pub mod metadata;
 pub mod mutators;
