@@ -1135,6 +1135,22 @@ async fn a_broken_candidate_at_start_is_reported_and_enforcement_goes_on() {
         answer["response"]["allowed"], false,
         "the base denies the unpinned image"
     );
+    // With nothing to judge them, sampled requests are counted as dropped (one of the two
+    // requests at a sample rate of 0.5), never lost from the counts.
+    let body = serde_json::to_vec(&reviews()[0]).unwrap();
+    let (status, _, _) = post(
+        &client,
+        &format!("https://localhost:{}/validate", shadowed.port),
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let metrics = shadowed.get("/metrics").await;
+    assert!(
+        metrics.contains("regate_shadow_dropped_total 1\n")
+            && metrics.contains("regate_shadow_evaluations_total 0\n"),
+        "{metrics}"
+    );
 
     // A shadow directory that does not exist is a startup error.
     let certs = shadowed.dir.path().join("certs");

@@ -79,7 +79,7 @@ impl ShadowMetrics {
         )?;
         let dropped = IntCounter::new(
             "regate_shadow_dropped_total",
-            "Sampled requests the shadow set did not judge because its queue was full.",
+            "Sampled requests the shadow set did not judge: its queue was full, or no candidate is loaded.",
         )?;
         let evaluated = IntCounter::new(
             "regate_shadow_evaluations_total",
@@ -286,6 +286,12 @@ impl Shadow {
         if !self.sampled() {
             return;
         }
+        // With no candidate loaded (broken since start) nothing would judge it: counted as
+        // dropped, so evaluated + dropped always adds up to the sampled requests.
+        if self.current.load().is_none() {
+            self.metrics.dropped.inc();
+            return;
+        }
         match self.queue.try_send(Job {
             review,
             wants,
@@ -307,6 +313,7 @@ impl Shadow {
         }
         while let Ok(job) = rx.recv() {
             let Some(set) = self.current.load_full() else {
+                self.metrics.dropped.inc();
                 continue;
             };
             // A panic in the candidate loses this comparison only.
