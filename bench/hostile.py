@@ -11,7 +11,8 @@ While the server's resident memory is sampled every 20 ms from /proc/PID/status:
        body of just under 8 MiB, sending what flow control lets through, and never finishing;
        a stream the server answers or resets is replaced by a new one;
      - an ordinary review (fixtures/admission/pod-secure.json) every 100 ms on one kept-alive
-       HTTP/1.1 connection, timed;
+       HTTP/1.1 connection, timed, from a process of its own (--probe-in-process: from a
+       thread of this one, whose wait for the GIL then counts as latency);
   3. after: the attack stops; RSS is sampled until it settles (ordinary reviews once a second).
 Prints one JSON object: RSS idle / peak / after, the answers by status, ordinary review latency.
 

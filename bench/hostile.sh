@@ -3,8 +3,8 @@
 # limits, then bench/hostile.py against it: 16 clients sending worst-shape 8 MiB reviews
 # (`[{}, {}, …]` inside a Pod) and the largest worst-shape body the server parses, an HTTP/2
 # flood of unfinished bodies (8 connections × 32 streams declaring just under 8 MiB), and an
-# ordinary review every 100 ms, timed. Targets: peak RSS ≤ 512 MiB, RSS back within 20% of idle
-# afterwards, every ordinary review answered (200) within 100 ms.
+# ordinary review every 100 ms, timed from a process of its own. Targets: peak RSS ≤ 512 MiB,
+# RSS back within 20% of idle afterwards, every ordinary review answered (200) within 100 ms.
 #
 #   bench/hostile.sh                                  # target/release/regate, 20 s of attack
 #   REGATE=/path/to/other/regate SECONDS_OF_ATTACK=10 bench/hostile.sh
