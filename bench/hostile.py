@@ -11,7 +11,8 @@ While the server's resident memory is sampled every 20 ms from /proc/PID/status:
        body of just under 8 MiB, sending what flow control lets through, and never finishing;
        a stream the server answers or resets is replaced by a new one;
      - an ordinary review (fixtures/admission/pod-secure.json) every 100 ms on one kept-alive
-       HTTP/1.1 connection, timed;
+       HTTP/1.1 connection, timed, from a process of its own (--probe-in-process: from a
+       thread of this one, whose wait for the GIL then counts as latency);
   3. after: the attack stops; RSS is sampled until it settles (ordinary reviews once a second).
 Prints one JSON object: RSS idle / peak / after, the answers by status, ordinary review latency.
 
@@ -21,6 +22,7 @@ Needs the `h2` package (pip install h2). Standard library otherwise.
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import socket
 import ssl
@@ -232,6 +234,15 @@ def ordinary(args, body, stats, stop, interval):
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
+def ordinary_process(args, body, stop, conn, interval):
+    """`ordinary` in a process of its own: in the attacking process the probe waited for the
+    GIL behind 24 attacking threads, and that wait was counted as the server's latency."""
+    stats = Stats()
+    ordinary(args, body, stats, stop, interval)
+    conn.send((stats.statuses, stats.errors, stats.latencies))
+    conn.close()
+
+
 def percentile(values, p):
     if not values:
         return None
@@ -254,6 +265,9 @@ def main():
                         help="`{}` count of the largest worst-shape body the server parses")
     parser.add_argument("--settle", type=float, default=30)
     parser.add_argument("--kill-above-mib", type=int, default=6144)
+    parser.add_argument("--probe-in-process", action="store_true",
+                        help="time ordinary reviews from a thread of the attacking process "
+                             "(its GIL wait then counts as latency), as before 2026-12-06 16:00")
     args = parser.parse_args()
 
     with open(os.path.join(args.fixtures, "pod-secure.json")) as f:
@@ -285,7 +299,16 @@ def main():
                for _ in range(args.big)]
     threads += [threading.Thread(target=h2_flood_connection, args=(args, stats, stop), daemon=True)
                 for _ in range(args.h2_connections)]
-    probe = threading.Thread(target=ordinary, args=(args, normal, stats, stop, 0.1), daemon=True)
+    if args.probe_in_process:
+        probe = threading.Thread(target=ordinary, args=(args, normal, stats, stop, 0.1),
+                                 daemon=True)
+    else:
+        # Spawned (not forked: this process is about to run threads), started before the attack.
+        spawn = multiprocessing.get_context("spawn")
+        probe_stop = spawn.Event()
+        probe_results, probe_conn = spawn.Pipe(duplex=False)
+        probe = spawn.Process(target=ordinary_process,
+                              args=(args, normal, probe_stop, probe_conn, 0.1), daemon=True)
     for th in threads:
         th.start()
     time.sleep(1)  # the attack under way before the first timed review
@@ -293,7 +316,17 @@ def main():
     time.sleep(args.seconds)
     stop.set()
     attack_ended = time.monotonic()
-    probe.join(timeout=60)
+    if args.probe_in_process:
+        probe.join(timeout=60)
+    else:
+        probe_stop.set()
+        statuses, errors, latencies = probe_results.recv()
+        probe.join(timeout=60)
+        for key, n in statuses.items():
+            stats.statuses[key] = stats.statuses.get(key, 0) + n
+        for key, n in errors.items():
+            stats.errors[key] = stats.errors.get(key, 0) + n
+        stats.latencies.extend(latencies)
     for th in threads:
         th.join(timeout=130)
     peak = sampler.peak()
@@ -322,6 +355,8 @@ def main():
         "attack_seconds": round(attack_ended - attack_started, 1),
         "answers": dict(sorted(stats.statuses.items())),
         "errors": dict(sorted(stats.errors.items())),
+        "ordinary_probe": "thread of the attacking process" if args.probe_in_process
+                          else "process of its own",
         "ordinary_ms": {"count": len(lat), "p50": percentile(lat, 50), "p99": percentile(lat, 99),
                         "max": round(max(lat), 1) if lat else None,
                         "over_100ms": sum(1 for x in lat if x > 100)},

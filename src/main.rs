@@ -51,6 +51,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(cores * 2 + 2)
+                // A worker that read a large body keeps its pages until it collects, even once
+                // the body was dropped on another thread; one that then idles would keep them
+                // for good. One atomic load per park unless a large body was released since.
+                .on_thread_park(alloc_release::collect_if_released_elsewhere)
                 .build()?;
             runtime.block_on(cli::serve::run(args))
         }

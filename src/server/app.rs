@@ -45,9 +45,8 @@ pub struct AppState {
     pub webhook_rules: Arc<WebhookRules>,
     /// WARN lines of requests refused before they were judged, rate-limited.
     refusals: Arc<LogLimiter<RefusalKey>>,
-    /// Where large requests are scanned, parsed and judged (`None`: no thread could start; they
-    /// then run where small ones do).
-    large: Option<Arc<LargeLane>>,
+    /// Where large requests are parsed and judged.
+    large: Arc<LargeLane>,
     /// The candidate set judging requests after they are answered (`serve --shadow-policies`).
     pub shadow: Option<Arc<Shadow>>,
 }
@@ -350,9 +349,9 @@ pub async fn admit(
                 return refusal.into_response();
             }
         };
-    // One pass over the bytes, before anything is built from them. On this worker, not on the
-    // large lane: a refusal must not wait behind large evaluations for a lane thread.
-    let shape = shape::scan(&bytes);
+    // One pass over the bytes, before anything is built from them. Not on the large lane: a
+    // refusal must not wait behind large evaluations for a lane thread.
+    let shape = scan_off_the_worker(&bytes);
     let large =
         bytes.len() > LARGE_BODY_BYTES || shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES;
     if let Err(error) = Review::check_shape(&bytes, &shape, state.budgets.max_parsed_bytes) {
@@ -450,20 +449,34 @@ pub async fn admit(
     // thread: no wake-up of a pool thread on the request's path. Elsewhere (a current-thread
     // runtime in a test), the blocking pool.
     // A large request on the large lane.
-    let answer = match (&state.large, large) {
-        (Some(lane), true) => lane.run(evaluate).await.flatten(),
-        _ => match tokio::runtime::Handle::current().runtime_flavor() {
+    let answer = if large {
+        state.large.run(evaluate).await.flatten()
+    } else {
+        match tokio::runtime::Handle::current().runtime_flavor() {
             tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
             _ => tokio::task::spawn_blocking(evaluate)
                 .instrument(tracing::Span::current())
                 .await
                 .ok()
                 .flatten(),
-        },
+        }
     };
     match answer {
         Some((status, review)) => (status, axum::Json(review)).into_response(),
         None => evaluation_failed(state, endpoint, started),
+    }
+}
+
+/// [`shape::scan`]; for a large body (milliseconds of CPU per MiB) with the worker's other tasks
+/// handed to another thread first (`block_in_place`), so that the ordinary reviews queued on
+/// this worker are not held up by the scan of a hostile body.
+fn scan_off_the_worker(bytes: &[u8]) -> Shape {
+    let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if bytes.len() > LARGE_BODY_BYTES && on_multi_thread_runtime {
+        tokio::task::block_in_place(|| shape::scan(bytes))
+    } else {
+        shape::scan(bytes)
     }
 }
 

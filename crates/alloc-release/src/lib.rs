@@ -7,7 +7,9 @@
 //! allocator again. A server that parsed a few hundred MiB of hostile bodies on threads that
 //! then sit idle would keep that memory resident.
 
+use std::cell::Cell;
 use std::os::raw::{c_int, c_long};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 // Links the allocator library (the symbols below live in it).
 use libmimalloc_sys as _;
@@ -39,7 +41,40 @@ pub fn purge_delay_ms() -> i64 {
 /// Gives the pages this thread's heap holds free back to the arenas and purges every arena's
 /// free memory (process-wide). Costs a walk of the heap and the arenas' bitmaps: call it after
 /// a large request, not after every one.
+///
+/// It also tells every other thread that large blocks were freed: a block freed here that
+/// another thread allocated (a body read on an async worker, dropped after judging on another
+/// thread) waits on that thread's page until that thread collects, which it does in
+/// [`collect_if_released_elsewhere`].
 pub fn release_freed_memory() {
+    let generation = RELEASES.fetch_add(1, Ordering::AcqRel) + 1;
+    collect();
+    let _ = SEEN.try_with(|seen| seen.set(generation));
+}
+
+/// Collects this thread's heap if some thread called [`release_freed_memory`] since this one
+/// last collected: one atomic load otherwise. For a thread about to sleep (a Tokio worker's
+/// `on_thread_park`): an idle thread would otherwise keep, until it allocates much again, the
+/// pages of large blocks it allocated and others freed.
+pub fn collect_if_released_elsewhere() {
+    let generation = RELEASES.load(Ordering::Acquire);
+    let stale = SEEN
+        .try_with(|seen| seen.replace(generation) != generation)
+        .unwrap_or(false);
+    if stale {
+        collect();
+    }
+}
+
+/// Calls of [`release_freed_memory`], process-wide.
+static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The value of [`RELEASES`] when this thread last collected.
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+fn collect() {
     // SAFETY: `mi_collect` collects the calling thread's own heap and the shared arenas, which
     // mimalloc synchronises itself; it takes no pointer and is valid from any thread at any time.
     unsafe { mi_collect(true) }
@@ -58,5 +93,27 @@ mod tests {
         let big: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 << 20]).collect();
         drop(big);
         release_freed_memory();
+    }
+
+    #[test]
+    fn a_thread_collects_once_after_another_released() {
+        // This thread has seen every release so far once it collects.
+        collect_if_released_elsewhere();
+        let seen = || SEEN.with(Cell::get);
+        let before = seen();
+        collect_if_released_elsewhere();
+        assert_eq!(seen(), before, "nothing released: nothing to collect");
+        let released = std::thread::spawn(|| {
+            release_freed_memory();
+            SEEN.with(Cell::get)
+        })
+        .join()
+        .unwrap_or_default();
+        assert!(released > before);
+        collect_if_released_elsewhere();
+        assert!(
+            seen() >= released,
+            "this thread collected after the other released"
+        );
     }
 }
