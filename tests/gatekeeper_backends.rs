@@ -17,8 +17,8 @@ use regate::admission::review::Review;
 use regate::config::Config;
 use regate::environment::NamespaceLabels;
 use regate::gatekeeper::suite;
+use regate::policy::bytecode::{self, Strategy};
 use regate::policy::eval::Wants;
-use regate::policy::fast::{self, Strategy};
 use regate::policy::set::PolicySet;
 use regate::policy::source::{self, PolicySource};
 
@@ -193,7 +193,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
     let refused: Vec<String> = compiled
         .policies
         .iter()
-        .filter_map(|p| fast::refusal(p).map(|r| format!("{}: {r}", p.meta.id)))
+        .filter_map(|p| bytecode::refusal(p).map(|r| format!("{}: {r}", p.meta.id)))
         .collect();
     println!(
         "{on_bytecode} of {} policies on bytecode; refused:\n{}",

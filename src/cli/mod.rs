@@ -46,7 +46,7 @@ pub struct Cli {
     pub eval_strategy: Option<EvalStrategy>,
 }
 
-/// `--eval-strategy`: see [`crate::policy::fast::Strategy`].
+/// `--eval-strategy`: see [`crate::policy::bytecode::Strategy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EvalStrategy {
     /// Bytecode wherever it is proven equal, and policies with the same kinds and data in one
@@ -62,9 +62,9 @@ pub enum EvalStrategy {
     Clone,
 }
 
-impl From<EvalStrategy> for crate::policy::fast::Strategy {
+impl From<EvalStrategy> for crate::policy::bytecode::Strategy {
     fn from(s: EvalStrategy) -> Self {
-        use crate::policy::fast::Strategy;
+        use crate::policy::bytecode::Strategy;
         match s {
             EvalStrategy::Grouped => Strategy::Grouped,
             EvalStrategy::Compiled => Strategy::Compiled,

@@ -22,8 +22,8 @@ use crate::gatekeeper::{
     compile_constraint, with_inventory, Constraint, Inventory, Origin, Template,
 };
 use crate::manifest;
+use crate::policy::bytecode::Strategy;
 use crate::policy::eval::Wants;
-use crate::policy::fast::Strategy;
 use crate::policy::mutators::Mutators;
 use crate::policy::set::{CompiledPolicy, PolicySet};
 use crate::secrets::SecretValues;

@@ -102,7 +102,7 @@ pub fn evaluate(
 }
 
 /// What evaluation needs from an engine: the interpreter (`regorus::Engine`), or a compiled
-/// program on regorus's VM (`crate::policy::fast`).
+/// program on regorus's VM (`crate::policy::bytecode`).
 pub(crate) trait Evaluator {
     fn set_input(&mut self, input: Value);
     fn eval_rule(&mut self, path: String) -> anyhow::Result<Value>;

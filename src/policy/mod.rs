@@ -1,9 +1,9 @@
 //! The policy engine: loading and metadata, the kinds index, evaluation with regorus, patches.
 
 pub mod builtins;
+pub mod bytecode;
 pub mod bytecode_errors;
 pub mod eval;
-pub mod fast;
 pub mod metadata;
 pub mod mutators;
 pub mod patch;

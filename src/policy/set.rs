@@ -146,8 +146,8 @@ pub struct PolicySet {
     pub built_at: SystemTime,
     /// Whether the embedded defaults are part of this set.
     pub uses_embedded: bool,
-    /// This set's identity for per-thread caches, and its compiled programs (`policy::fast`).
-    pub(crate) accel: crate::policy::fast::Accel,
+    /// This set's identity for per-thread caches, and its compiled programs (`policy::bytecode`).
+    pub(crate) accel: crate::policy::bytecode::Accel,
     /// Object mutators loaded beside the policies (none by default), run on `/mutate` after
     /// the `patch` rules.
     pub mutators: Arc<dyn crate::policy::mutators::Mutators>,
@@ -319,8 +319,10 @@ impl PolicySet {
             }
         }
         let reads_managed_fields = policies.iter().any(|p| p.reads_managed_fields);
-        let accel =
-            crate::policy::fast::Accel::build(&mut policies, config.limits.evaluation_timeout());
+        let accel = crate::policy::bytecode::Accel::build(
+            &mut policies,
+            config.limits.evaluation_timeout(),
+        );
         PolicySet {
             accel,
             resolver: EnvironmentResolver::new(&config, labels),
@@ -693,7 +695,7 @@ fn compile_policy(
                 format!("cannot add data: {e}"),
             )]);
         }
-        // Primed by `policy::fast` when the policy is interpreted (not when it runs as bytecode).
+        // Primed by `policy::bytecode` when the policy is interpreted (not when it runs as bytecode).
         engines.push(engine);
     }
     let engines: [Engine; 3] = match engines.try_into() {

@@ -1,4 +1,4 @@
-//! The fast path behind [`PolicySet::evaluate`], invisible to callers: each worker thread keeps
+//! The bytecode backend behind [`PolicySet::evaluate`], invisible to callers: each worker thread keeps
 //! its own engines, cloned once from the primed ones, and, for every policy regorus's compiler
 //! accepts, runs its compiled bytecode (RVM) instead of the tree-walking interpreter.
 //!
