@@ -332,7 +332,8 @@ impl Backends {
     fn new() -> Backends {
         let config = Config::parse(CONFIG, Path::new("regate.yaml")).unwrap();
         let (sources, _) = source::resolve(&repo().join("policies"), false).unwrap();
-        let set = PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default()).unwrap();
+        let set =
+            regate::catalog::build(&sources, Arc::new(config), NamespaceLabels::default()).unwrap();
         Backends {
             reference: set.clone().with_strategy(Backend::CloneEach),
             others: vec![

@@ -178,7 +178,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
         return;
     };
     let sources = library_sources(root);
-    let set = PolicySet::build(
+    let set = regate::catalog::build(
         &sources,
         Arc::new(Config::default()),
         NamespaceLabels::default(),

@@ -258,6 +258,7 @@ async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
         dir: policies,
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let cluster = FakeCluster::start();
@@ -281,7 +282,7 @@ async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
         response.to_string().contains("unique-ingress-host"),
         "{response}"
     );
-    assert!(store.inventory().is_some());
+    assert!(store.synced().is_some());
 
     // A policy reload re-applies the synced inventory: still denied.
     let s = store.clone();
@@ -336,6 +337,7 @@ async fn server_with_cluster_opt_in_syncs_the_inventory() {
             dir: policies,
             include_defaults: false,
             config: None,
+            yaml_loader: regate::catalog::YAML_LOADERS,
         },
         watch: false,
         watch_namespaces: true,
@@ -369,6 +371,7 @@ async fn sync_starts_when_a_reload_adds_a_referential_constraint() {
         dir: policies.clone(),
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let cluster = FakeCluster::start();
@@ -498,6 +501,7 @@ async fn serve_gives_templates_the_namespace_object_from_the_watch() {
         dir: policies,
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, labels.clone(), None).unwrap());
     let cluster = FakeCluster::start();
@@ -624,6 +628,7 @@ async fn scoped_enforcement_differs_between_serve_and_audit() {
         dir: policies.clone(),
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let router = app(AppState::new(store, Metrics::new().unwrap(), None));
@@ -700,6 +705,7 @@ async fn policies_the_webhook_does_not_send_are_named() {
         dir: policies,
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let readyz = |state: AppState| async move {

@@ -196,6 +196,7 @@ impl PolicyArgs {
             dir: policy_dir(self.policies.as_deref())?,
             include_defaults: self.include_defaults,
             config: self.config.clone(),
+            yaml_loader: crate::catalog::YAML_LOADERS,
         })
     }
 
@@ -218,7 +219,7 @@ impl PolicyArgs {
         let dir = policy_dir(self.policies.as_deref())?;
         let (sources, _) = source::resolve(&dir, self.include_defaults)
             .with_context(|| format!("loading policies from {}", dir.display()))?;
-        let set = PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default())?;
+        let set = crate::catalog::build(&sources, Arc::new(config), NamespaceLabels::default())?;
         announce_policies(&set, &[dir]);
         Ok(set)
     }

@@ -126,7 +126,7 @@ struct Slot {
     /// Why the policy runs on the interpreter (`program` is `None`).
     refused: Option<String>,
     /// Which interpreter engines of the policy threads may keep: a set whose policies changed
-    /// only in their data (Gatekeeper's inventory) keeps the identity of the set it replaces,
+    /// only in their data (cluster data synced in) keeps the identity of the set it replaces,
     /// and threads re-clone just the engines whose generation changed.
     generation: u64,
     /// The group (index in `Accel::groups`) whose pass answers for this policy.
@@ -336,12 +336,24 @@ impl Accel {
     }
 }
 
+/// What tests of a synced set compare: the set's identity for the per-thread caches, and for
+/// the policy at `index`, its program (its address: shared or not) and engines' generation.
+#[cfg(test)]
+impl Accel {
+    pub(crate) fn cache_view(&self, index: usize) -> (u64, Option<usize>, u64) {
+        let slot = self.slots.get(index);
+        (
+            self.id,
+            slot.and_then(|s| s.program.as_ref())
+                .map(|p| Arc::as_ptr(p) as usize),
+            slot.map_or(0, |s| s.generation),
+        )
+    }
+}
+
 /// The rule paths evaluation asks for, in the order `eval` asks for them.
 fn entry_points(policy: &CompiledPolicy) -> Vec<String> {
-    let deny = match policy.flavor {
-        Flavor::Native => "deny",
-        Flavor::Gatekeeper(_) => "violation",
-    };
+    let deny = policy.flavor.deny_rule();
     let mut out = Vec::new();
     for (present, rule) in [
         (policy.rules.deny, deny),
@@ -360,7 +372,7 @@ pub fn refusal(policy: &CompiledPolicy) -> Option<String> {
     compile(policy).err()
 }
 
-/// A program compiled for one Gatekeeper template, or why it was refused, kept while a set is
+/// A program compiled for one template of a plugged-in flavor (see [`Flavor::Plugged`]), or why it was refused, kept while a set is
 /// built: the template's other constraints differ only in their parameters, which are input,
 /// so they run the very same program.
 struct Shared {
@@ -381,7 +393,9 @@ fn compile_shared(
     programs: &mut usize,
 ) -> (Result<Arc<Compiled>, String>, usize) {
     let template = match &policy.flavor {
-        Flavor::Gatekeeper(gk) => Some((gk.template.clone(), policy.package.clone())),
+        Flavor::Plugged(plugged) => plugged
+            .program_key()
+            .map(|key| (key, policy.package.clone())),
         Flavor::Native => None,
     };
     let data = Environment::ALL.map(|env| policy.engine(env).get_data());
@@ -408,22 +422,24 @@ fn compile_shared(
 }
 
 fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
-    // Gatekeeper templates (Rego v0, modules already normalised by `gatekeeper::rego_compat`)
-    // get their own rewrite and refusals, and OPA's builtins: see `gatekeeper::bytecode`.
-    let gatekeeper = matches!(policy.flavor, Flavor::Gatekeeper(_));
+    // A plugged-in flavor (its modules already normalised by its loader) gets its own rewrite,
+    // refusals and builtins.
+    let plugged = match &policy.flavor {
+        Flavor::Plugged(plugged) => Some(plugged),
+        Flavor::Native => None,
+    };
     let entries = entry_points(policy);
     let first = entries.first().ok_or("no output rule")?;
     let mut engine = policy.engine(Environment::Production);
-    let rewritten = if gatekeeper {
-        crate::gatekeeper::bytecode::engine_for_vm(engine, first)?
-    } else {
-        None
+    let rewritten = match plugged {
+        Some(plugged) => plugged.engine_for_vm(engine, first)?,
+        None => None,
     };
     if let Some(rewritten) = &rewritten {
         engine = rewritten;
     }
     let entry: regorus::Rc<str> = first.as_str().into();
-    let qualified = (!gatekeeper).then(|| qualified_engine(engine)).flatten().and_then(|mut q| match q.compile_with_entrypoint(&entry) {
+    let qualified = plugged.is_none().then(|| qualified_engine(engine)).flatten().and_then(|mut q| match q.compile_with_entrypoint(&entry) {
         Ok(c) => Some(c),
         Err(e) => {
             debug!(policy = %policy.meta.id, error = %first_line(&e.to_string()), "qualified imports did not compile; compiling the sources as written");
@@ -437,18 +453,16 @@ fn compile(policy: &CompiledPolicy) -> Result<Compiled, String> {
             .compile_with_entrypoint(&entry)
             .map_err(|e| first_line(&e.to_string()))?,
     };
-    if gatekeeper {
-        if let Some(reason) = crate::gatekeeper::bytecode::refusal(&compiled) {
-            return Err(reason);
-        }
+    if let Some(reason) = plugged.and_then(|plugged| plugged.refusal(&compiled)) {
+        return Err(reason);
     }
     let mut out = to_program(
         &compiled,
         &entries,
         Environment::ALL.map(|env| policy.engine(env).get_data()),
     )?;
-    if gatekeeper {
-        crate::gatekeeper::bytecode::install_opa_builtins(Arc::make_mut(&mut out.program))?;
+    if let Some(plugged) = plugged {
+        plugged.install_builtins(Arc::make_mut(&mut out.program))?;
     }
     Ok(out)
 }
@@ -698,7 +712,7 @@ fn qualified_engine(engine: &Engine) -> Option<Engine> {
     if rewritten.iter().all(Option::is_none) {
         return None;
     }
-    // regate's own policies are Rego v1 (regorus's default); Gatekeeper's are never compiled.
+    // regate's own policies are Rego v1 (regorus's default); plugged-in flavors are never qualified.
     let mut out = Engine::new();
     for (text, source) in rewritten.into_iter().zip(&sources) {
         let text = text.unwrap_or_else(|| source.get_contents().clone());
@@ -1290,7 +1304,7 @@ mod tests {
                 let dir = tempfile::tempdir().unwrap();
                 std::fs::write(dir.path().join("p.rego"), policy(msg)).unwrap();
                 let (sources, _) = source::resolve(dir.path(), false).unwrap();
-                let set = PolicySet::build(
+                let set = PolicySet::build_with_rego_only(
                     &sources,
                     std::sync::Arc::new(Config::default()),
                     NamespaceLabels::default(),
@@ -1333,7 +1347,7 @@ mod tests {
             std::path::Path::new("regate.yaml"),
         )
         .unwrap();
-        let set = PolicySet::build(
+        let set = PolicySet::build_with_rego_only(
             &sources,
             std::sync::Arc::new(config),
             NamespaceLabels::default(),
@@ -1381,7 +1395,7 @@ mod tests {
             std::path::Path::new("regate.yaml"),
         )
         .unwrap();
-        let set = PolicySet::build(
+        let set = PolicySet::build_with_rego_only(
             &sources,
             std::sync::Arc::new(config),
             NamespaceLabels::default(),
@@ -1401,61 +1415,6 @@ mod tests {
             );
             assert!(!d.allowed);
         }
-    }
-
-    /// An inventory sync changes only the constraints' data: native programs are not
-    /// recompiled, the set keeps its identity (threads keep their VMs), and only the
-    /// constraints' engines are taken again by the threads.
-    #[test]
-    fn an_inventory_sync_keeps_compiled_programs() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("p.rego"),
-            policy_text("deny contains \"m\" if input.request.object.data.x == \"abc\""),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("gk.yaml"),
-            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8sinv\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sInv\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package k8sinv\n        violation[{\"msg\": \"taken\"}] { data.inventory.cluster[\"v1\"][\"Namespace\"][\"n\"] }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sInv\nmetadata:\n  name: inv\nspec:\n  match:\n    kinds: [{apiGroups: [\"\"], kinds: [ConfigMap]}]\n",
-        )
-        .unwrap();
-        let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        let set = PolicySet::build(
-            &sources,
-            std::sync::Arc::new(Config::default()),
-            NamespaceLabels::default(),
-        )
-        .unwrap();
-        let review = odd_review();
-        let before = judge(&set, &review, Wants::VALIDATE);
-        assert_eq!(before.violations.len(), 1, "{}", summary(&before));
-        let mut inventory = crate::gatekeeper::Inventory::default();
-        inventory
-            .add(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}))
-            .unwrap();
-        let synced = crate::gatekeeper::apply_inventory(&set, &inventory).unwrap();
-        let native = set.policies.iter().position(|p| p.id() == "p").unwrap();
-        let constraint = set.policies.iter().position(|p| p.id() == "inv").unwrap();
-        // A constraint on bytecode holds its data in its program: the set is then built again
-        // (what the assertions below say holds only for interpreted constraints).
-        if set.accel.slots[constraint].program.is_none() {
-            assert_eq!(synced.accel.id, set.accel.id);
-            let (a, b) = (&set.accel.slots[native], &synced.accel.slots[native]);
-            assert!(Arc::ptr_eq(
-                a.program.as_ref().unwrap(),
-                b.program.as_ref().unwrap()
-            ));
-            assert_eq!(a.generation, b.generation);
-            assert_ne!(
-                set.accel.slots[constraint].generation,
-                synced.accel.slots[constraint].generation
-            );
-        }
-        // This thread cached the constraint's old engine: it answers with the new inventory.
-        let after = judge(&synced, &review, Wants::VALIDATE);
-        assert_eq!(after.violations.len(), 2, "{}", summary(&after));
-        let old = judge(&set, &review, Wants::VALIDATE);
-        assert_eq!(summary(&old), summary(&before));
     }
 
     /// A policy waived by an exception is not evaluated, not even inside a pass: here it would
@@ -1484,7 +1443,7 @@ mod tests {
             std::path::Path::new("regate.yaml"),
         )
         .unwrap();
-        let set = PolicySet::build(
+        let set = PolicySet::build_with_rego_only(
             &sources,
             std::sync::Arc::new(config),
             NamespaceLabels::default(),
@@ -1519,7 +1478,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.rego"), policy_text(rules)).unwrap();
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        PolicySet::build(
+        PolicySet::build_with_rego_only(
             &sources,
             std::sync::Arc::new(Config::default()),
             NamespaceLabels::default(),
@@ -1615,7 +1574,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.rego"), text).unwrap();
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        PolicySet::build(
+        PolicySet::build_with_rego_only(
             &sources,
             std::sync::Arc::new(Config::default()),
             NamespaceLabels::default(),
@@ -1771,7 +1730,7 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let config = Config::parse(CONFIG, std::path::Path::new("regate.yaml")).unwrap();
         let (sources, _) = source::resolve(&root.join("policies"), false).unwrap();
-        let set = PolicySet::build(
+        let set = PolicySet::build_with_rego_only(
             &sources,
             std::sync::Arc::new(config),
             NamespaceLabels::default(),

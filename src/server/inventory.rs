@@ -205,7 +205,7 @@ async fn install(store: &Arc<PolicyStore>, objects: &[Objects]) {
         }
     }
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.install_inventory(inventory)).await {
+    match tokio::task::spawn_blocking(move || store.install_synced(Arc::new(inventory))).await {
         Ok(Ok(())) => debug!(objects = count, "inventory installed"),
         Ok(Err(e)) => warn!(error = %e, "cannot install the inventory; keeping the last one"),
         Err(e) => warn!(error = %e, "inventory install task failed"),
