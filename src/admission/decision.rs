@@ -588,7 +588,7 @@ fn judge_review(
 /// The JSON handed to policies, converted once per request. `managedFields` is dropped when no
 /// policy reads it: it is often the largest part of an object and never decides anything.
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
-    crate::policy::bytecode::input_value(&review.input, !set.reads_managed_fields)
+    crate::admission::input::input_value(&review.input, !set.reads_managed_fields)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub mod builtins;
 pub mod bytecode;
 pub mod bytecode_errors;
 pub mod eval;
+pub mod evaluate;
 pub mod flavor;
 pub mod metadata;
 pub mod mutators;
