@@ -1,4 +1,4 @@
-//! The bytecode backend behind [`PolicySet::evaluate`], invisible to callers: each worker thread keeps
+//! The bytecode backend behind [`PolicySet::evaluate`](crate::policy::set::PolicySet::evaluate), invisible to callers: each worker thread keeps
 //! its own engines, cloned once from the primed ones, and, for every policy regorus's compiler
 //! accepts, runs its compiled bytecode (RVM) instead of the tree-walking interpreter.
 //!
@@ -8,7 +8,7 @@
 //! computed once instead of once per policy. Each policy's answer is then read from that pass;
 //! if the pass fails, each policy is evaluated on its own, so failures keep their owner.
 //!
-//! Everything cached here is keyed on the identity of the [`PolicySet`] it came from: a hot
+//! Everything cached here is keyed on the identity of the [`PolicySet`](crate::policy::set::PolicySet) it came from: a hot
 //! reload builds a new set with a new identity, and a thread that meets it drops what it cached
 //! for the old one. A policy the compiler rejects, a VM runtime error, or a set whose policies
 //! no longer line up with what was compiled, all fall back to the interpreter, which stays the
@@ -30,7 +30,7 @@ use tracing::{debug, info};
 use crate::config::Environment;
 use crate::policy::bytecode_errors;
 use crate::policy::eval::{self, Evaluator, FailureReason, PolicyOutput, Wants};
-use crate::policy::set::{CompiledPolicy, Flavor, PolicySet};
+use crate::policy::set::{CompiledPolicy, Flavor};
 
 /// How policies are evaluated on the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -988,13 +988,13 @@ thread_local! {
     static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache::default());
 }
 
-impl PolicySet {
-    /// Evaluates `self.policies[index]`: exactly what [`eval::evaluate`] answers, faster.
-    /// `selected` (ascending) are the policies the caller evaluates for this request: a pass
-    /// over several policies at once runs only when every policy in it is selected, so a
-    /// policy the caller skipped (waived, or not matching) never costs this request time.
-    pub fn evaluate(
+impl Accel {
+    /// Evaluates `policies[index]` (the policies this accel was built for) on its backend:
+    /// see [`PolicySet::evaluate`](crate::policy::set::PolicySet::evaluate).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn evaluate(
         &self,
+        policies: &[CompiledPolicy],
         index: usize,
         selected: &[usize],
         env: Environment,
@@ -1003,10 +1003,10 @@ impl PolicySet {
         redact: bool,
     ) -> PolicyOutput {
         let started = Instant::now();
-        let Some(policy) = self.policies.get(index) else {
+        let Some(policy) = policies.get(index) else {
             return PolicyOutput::default();
         };
-        let accel = &self.accel;
+        let accel = self;
         let slot = match accel.slots.get(index) {
             Some(slot)
                 if slot.policy == policy.meta.id && accel.strategy != Strategy::CloneEach =>
@@ -1118,6 +1118,7 @@ mod tests {
     use crate::admission::review::Review;
     use crate::config::Config;
     use crate::environment::NamespaceLabels;
+    use crate::policy::set::PolicySet;
     use crate::policy::source;
 
     #[test]

@@ -3,10 +3,33 @@
 //! backend, `policy::bytecode`, or the interpreter, `policy::eval`), and says which backend
 //! that is and why.
 
+use regorus::Value;
+
+use crate::config::Environment;
 use crate::policy::bytecode::{Accel, Backend, Strategy};
+use crate::policy::eval::{PolicyOutput, Wants};
 use crate::policy::set::PolicySet;
 
 impl PolicySet {
+    /// Evaluates `self.policies[index]`: exactly what the interpreter (`eval::evaluate`)
+    /// answers, faster where the policy runs on bytecode. `selected` (ascending) are the
+    /// policies the caller evaluates for this request: a pass over several policies at once
+    /// runs only when every policy in it is selected, so a policy the caller skipped (waived,
+    /// or not matching) never costs this request time.
+    #[inline]
+    pub fn evaluate(
+        &self,
+        index: usize,
+        selected: &[usize],
+        env: Environment,
+        input: &Value,
+        wants: Wants,
+        redact: bool,
+    ) -> PolicyOutput {
+        self.accel
+            .evaluate(&self.policies, index, selected, env, input, wants, redact)
+    }
+
     /// Ids of the policies that run as compiled bytecode in this set.
     pub fn compiled_policies(&self) -> Vec<&str> {
         self.accel.compiled()
