@@ -11,6 +11,7 @@ pub(crate) mod bytecode_errors;
 pub mod eval;
 mod evaluate;
 pub(crate) mod flavor;
+pub(crate) mod instructions;
 pub mod metadata;
 pub(crate) mod mutators;
 pub(crate) mod patch;
