@@ -1542,6 +1542,57 @@ mod tests {
         }
     }
 
+    /// A flavor plugged in from above (here a stand-in, not Gatekeeper) is evaluated with its
+    /// own input and its own rule on every backend.
+    #[test]
+    fn a_plugged_flavor_gets_its_input_and_rule_on_every_strategy() {
+        #[derive(Debug)]
+        struct Wrapped;
+        impl crate::policy::flavor::PluggedPolicy for Wrapped {
+            fn deny_rule(&self) -> &'static str {
+                "violation"
+            }
+            fn input(&self, input: &Value) -> Value {
+                let mut map = std::collections::BTreeMap::new();
+                map.insert(Value::from("wrapped"), input.clone());
+                Value::from(map)
+            }
+            fn program_key(&self) -> Option<String> {
+                None
+            }
+            fn engine_for_vm(&self, _: &Engine, _: &str) -> Result<Option<Engine>, String> {
+                Ok(None)
+            }
+            fn refusal(&self, _: &regorus::CompiledPolicy) -> Option<String> {
+                None
+            }
+            fn install_builtins(&self, _: &mut Program) -> Result<(), String> {
+                Ok(())
+            }
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+        let mut set = set_of(
+            "deny contains \"native\" if input.request.object.data.x == \"abc\"\n\nviolation contains \"plugged\" if input.wrapped.request.object.data.x == \"abc\"",
+        );
+        set.policies[0].flavor = Flavor::Plugged(Arc::new(Wrapped));
+        assert!(matches!(
+            set.clone().with_strategy(Strategy::Compiled).backend(0),
+            Backend::Bytecode { .. }
+        ));
+        let review = odd_review();
+        for strategy in STRATEGIES {
+            let d = judge(
+                &set.clone().with_strategy(strategy),
+                &review,
+                Wants::VALIDATE,
+            );
+            let messages: Vec<&str> = d.violations.iter().map(|v| v.message.as_str()).collect();
+            assert_eq!(messages, ["plugged"], "{strategy:?}: {}", summary(&d));
+        }
+    }
+
     /// Where the interpreter reports no error, bytecode agrees with it, including on what
     /// non-strict and strict evaluation treat differently.
     #[test]
