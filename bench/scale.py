@@ -7,6 +7,7 @@ whole gatekeeper-library beside the defaults.
     bench/scale.py                                   # N = 0 10 50 100 300 1000, the library if found
     bench/scale.py --sizes 0 10 50 --iterations 20 --json out.json --svg docs/scale.svg
     bench/scale.py --policies-only my-policies/      # your own set: judge time, startup, RSS
+    bench/scale.py --from-json out.json --html scale.html   # redraw a saved run, measure nothing
 
 For every set it prints the per-review judge time on a Pod (`regate bench policies`, mean and
 p99), the time from `regate serve` starting to its first ready answer, and serve's resident memory
@@ -14,10 +15,13 @@ once ready and after --reloads policy reloads. The cost per constraint is fitted
 over series in which every generated constraint matches the Pod, or every one is excluded by
 kind, by namespace, or by labels.
 
-Only the Python standard library is used. Needs a release build (or --regate) and writes its
+--html writes one self-contained page (the curve as inline SVG, every set and the fitted costs in
+tables; nothing fetched, so it opens offline and can be attached to a CI run). Only the Python
+standard library is used. Needs a release build (or --regate) and writes its
 generated sets under a temporary directory.
 """
 import argparse
+import html
 import json
 import os
 import shutil
@@ -250,13 +254,28 @@ def fit(points):
     return {"us_per_constraint": round(slope, 3), "intercept_us": round(my - slope * mx, 1)}
 
 
-def svg(series, path):
-    """A plain line chart: Pod judge time (µs, log scale) against constraints (N)."""
+# The series drawn, in the order they are measured.
+CURVES = ["mixed (40% match)", "all match", "all excluded by kind", "all excluded by namespace",
+          "all excluded by labels"]
+
+
+def curves_of(report):
+    """{series name: [(N, Pod mean µs)]} from a report's sets."""
+    curves = {}
+    for name in CURVES:
+        pts = [(row["constraints"], row.get("pod_mean_us")) for row in report["sets"] if row["set"] == name]
+        if pts:
+            curves[name] = pts
+    return curves
+
+
+def svg(series):
+    """A plain line chart: Pod judge time (µs, log scale) against constraints (N); None without points."""
     import math
     w, h, l, b, t, r = 720, 420, 70, 50, 30, 170
     all_pts = [pt for s in series.values() for pt in s if pt[1] and pt[1] > 0]
     if not all_pts:
-        return
+        return None
     xmax = max(p[0] for p in all_pts) or 1
     ymin = min(p[1] for p in all_pts)
     ymax = max(p[1] for p in all_pts)
@@ -286,10 +305,62 @@ def svg(series, path):
             out.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="{c}"/>')
         ly = t + 20 + 18 * k
         out.append(f'<line x1="{w - r + 12}" x2="{w - r + 32}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/>')
-        out.append(f'<text x="{w - r + 38}" y="{ly + 4}">{name}</text>')
+        out.append(f'<text x="{w - r + 38}" y="{ly + 4}">{html.escape(name)}</text>')
     out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"
+
+
+PAGE_STYLE = """body { margin:0; font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif; color:#1f2933; background:#f6f8fa; }
+header { background:#17324d; color:#fff; padding:18px 28px; } header h1 { margin:0; font-size:22px; }
+main { padding:20px 28px 40px; } figure { margin:0 0 20px; background:#fff; border:1px solid #e3e8ee; border-radius:8px; padding:12px; max-width:100%; overflow-x:auto; display:inline-block; }
+.scroll { overflow-x:auto; } table { border-collapse:collapse; background:#fff; border:1px solid #e3e8ee; margin-bottom:20px; }
+th, td { text-align:left; padding:5px 10px; border-bottom:1px solid #e3e8ee; } td.n { text-align:right; font-variant-numeric:tabular-nums; }
+th { background:#eef2f6; font-size:12px; }"""
+
+
+def page(report):
+    """The report as one self-contained HTML page (the same Content-Security-Policy as `regate audit -o html`)."""
+    e = lambda v: html.escape("" if v is None else str(v))
+    out = ['<!DOCTYPE html>', '<html lang="en">', '<head>', '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; img-src data:">',
+           '<title>regate scale benchmark</title>', f'<style>{PAGE_STYLE}</style>', '</head>', '<body>',
+           '<header><h1>regate scale benchmark</h1></header>', '<main>']
+    chart = svg(curves_of(report))
+    if chart:
+        out.append(f'<figure id="scale-curve"><figcaption>Pod review judge time against the number of constraints</figcaption>{chart}</figure>')
+    cols = [("set", "set"), ("constraints", "constraints"), ("pod_mean_us", "Pod mean µs"), ("pod_p99_us", "Pod p99 µs"),
+            ("mix_mean_us", "mix mean µs"), ("ready_ms", "ready ms"), ("rss_mib", "RSS MiB")]
+    out.append('<h2>Sets</h2><div class="scroll"><table id="scale-sets"><caption>Every measured set</caption><thead><tr>')
+    out.extend(f'<th scope="col">{e(label)}</th>' for _, label in cols)
+    out.append('</tr></thead><tbody>')
+    for row in report["sets"]:
+        cells = "".join(f'<td>{e(row.get(k))}</td>' if k == "set" else f'<td class="n">{e(row.get(k))}</td>' for k, _ in cols)
+        out.append(f'<tr>{cells}</tr>')
+    out.append('</tbody></table></div>')
+    if report.get("fits"):
+        out.append('<h2>Cost per constraint on a Pod (least squares)</h2><table id="scale-fits"><thead><tr>'
+                   '<th scope="col">series</th><th scope="col">µs per constraint</th><th scope="col">intercept µs</th></tr></thead><tbody>')
+        for how, f in report["fits"].items():
+            f = f or {}
+            out.append(f'<tr><td>{e(how)}</td><td class="n">{e(f.get("us_per_constraint"))}</td><td class="n">{e(f.get("intercept_us"))}</td></tr>')
+        out.append('</tbody></table>')
+    out += ['</main>', '</body>', '</html>']
+    return "\n".join(out) + "\n"
+
+
+def write_outputs(a, report):
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if a.svg:
+        chart = svg(curves_of(report))
+        if chart:
+            with open(a.svg, "w") as f:
+                f.write(chart)
+    if a.html:
+        with open(a.html, "w") as f:
+            f.write(page(report))
 
 
 def main():
@@ -309,7 +380,15 @@ def main():
     ap.add_argument("--no-serve", action="store_true", help="skip startup time and RSS")
     ap.add_argument("--json", help="write the whole report here")
     ap.add_argument("--svg", help="draw the curve here")
+    ap.add_argument("--html", help="write a self-contained page with the curve and the tables here")
+    ap.add_argument("--from-json", metavar="FILE", help="draw a report saved by --json; measure nothing")
     a = ap.parse_args()
+    if a.from_json:
+        with open(a.from_json) as f:
+            report = json.load(f)
+        a.json = None
+        write_outputs(a, report)
+        return
     if not os.path.exists(a.regate):
         sys.exit(f"{a.regate} not found: cargo build --release first, or pass --regate")
     work = tempfile.mkdtemp(prefix="regate-scale-")
@@ -338,12 +417,10 @@ def main():
             empty = os.path.join(work, "defaults")
             os.makedirs(empty)
             measure("defaults alone", empty, True, 0, a.iterations)
-            curves = {"mixed (40% match)": []}
             for n in a.sizes:
                 path = os.path.join(work, f"mix-{n}")
                 write_set(path, [MIX[i % len(MIX)] for i in range(n)])
-                row = measure("mixed (40% match)", path, True, n, iters(n))
-                curves["mixed (40% match)"].append((n, row["pod_mean_us"]))
+                measure("mixed (40% match)", path, True, n, iters(n))
             for how in ["match", "kind", "namespace", "labels"]:
                 pts = []
                 name = f"all {how}" if how == "match" else f"all excluded by {how}"
@@ -356,7 +433,6 @@ def main():
                     a.no_serve = saved
                     pts.append((n, row["pod_mean_us"]))
                 report["fits"][how] = fit(pts)
-                curves[name] = pts
             if os.path.isdir(a.library):
                 path = os.path.join(work, "library")
                 templates, constraints = library_set(path, a.library, a.unique_names)
@@ -364,14 +440,10 @@ def main():
                 report["library"] = row
             else:
                 print(f"gatekeeper-library skipped: {a.library} not found", file=sys.stderr)
-            if a.svg:
-                svg(curves, a.svg)
         print("cost per constraint on a Pod (least squares):")
         for how, f in report["fits"].items():
             print(f"  {how:<10} {f}")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(report, f, indent=1)
+        write_outputs(a, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

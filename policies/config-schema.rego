@@ -10,6 +10,7 @@
 # custom:
 #   id: config-schema
 #   severity: high
+#   category: Configuration
 #   kinds: [ConfigMap, Secret]
 #   action: deny
 #   operations: [CREATE, UPDATE]

@@ -8,6 +8,7 @@
 # custom:
 #   id: configmap-allowed-origins
 #   severity: high
+#   category: Configuration
 #   kinds: [ConfigMap]
 #   action: deny
 #   operations: [CREATE, UPDATE]

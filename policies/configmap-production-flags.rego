@@ -8,6 +8,7 @@
 # custom:
 #   id: configmap-production-flags
 #   severity: medium
+#   category: Configuration
 #   kinds: [ConfigMap]
 #   action: deny
 #   operations: [CREATE, UPDATE]

@@ -7,6 +7,7 @@
 # custom:
 #   id: networkpolicy-no-allow-all
 #   severity: high
+#   category: Network
 #   kinds: [NetworkPolicy]
 #   action: {development: warn, staging: warn, production: deny}
 #   operations: [CREATE, UPDATE]

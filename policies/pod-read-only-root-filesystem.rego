@@ -6,6 +6,7 @@
 # custom:
 #   id: pod-read-only-root-filesystem
 #   severity: medium
+#   category: Pod Security
 #   kinds: [Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate]
 #   action: deny
 #   operations: [CREATE, UPDATE]

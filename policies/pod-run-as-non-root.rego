@@ -8,6 +8,7 @@
 # custom:
 #   id: pod-run-as-non-root
 #   severity: high
+#   category: Pod Security
 #   kinds: [Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate]
 #   action: deny
 #   operations: [CREATE, UPDATE]

@@ -8,6 +8,7 @@
 # custom:
 #   id: secret-min-length
 #   severity: high
+#   category: Secrets
 #   kinds: [Secret]
 #   action: deny
 #   operations: [CREATE, UPDATE]

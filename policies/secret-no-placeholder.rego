@@ -7,6 +7,7 @@
 # custom:
 #   id: secret-no-placeholder
 #   severity: high
+#   category: Secrets
 #   kinds: [Secret]
 #   action: {development: warn, staging: deny, production: deny}
 #   operations: [CREATE, UPDATE]

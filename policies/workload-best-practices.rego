@@ -7,6 +7,7 @@
 # custom:
 #   id: workload-best-practices
 #   severity: low
+#   category: Best Practices
 #   kinds: [Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate]
 #   action: warn
 #   operations: [CREATE, UPDATE]

@@ -533,30 +533,8 @@ impl Config {
             path: path.to_path_buf(),
             message,
         })?;
-        schema_parameter::check(&config, text).map_err(|bad| match bad.line {
-            Some((line, column)) => ConfigError::Parse {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: bad.message,
-            },
-            None => ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: bad.message,
-            },
-        })?;
-        config.check_ranges(text).map_err(|bad| match bad.line {
-            Some((line, column)) => ConfigError::Parse {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: bad.message,
-            },
-            None => ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: bad.message,
-            },
-        })?;
+        schema_parameter::check(&config, text).map_err(|bad| bad.in_file(path))?;
+        config.check_ranges(text).map_err(|bad| bad.in_file(path))?;
         config.origin = Some(ConfigOrigin {
             path: path.display().to_string(),
             text: text.to_string(),
@@ -568,66 +546,73 @@ impl Config {
     /// `/readyz` says 200, a zero body limit refuses every review, a zero evaluation budget fails
     /// every policy, and values past the bounds overflow the clock or the process. `text` is
     /// the source, to name the line of the offending key.
-    fn check_ranges(&self, text: &str) -> Result<(), OutOfRange> {
+    fn check_ranges(&self, text: &str) -> Result<(), Mistake> {
         let l = &self.limits;
-        let checks: [(&str, u64, RangeOf); 8] = [
-            ("maxBodyBytes", l.max_body_bytes as u64, MAX_BODY_BYTES),
+        let reports = &self.audit.reports;
+        let checks: [(&str, Option<u64>, RangeOf); 11] = [
             (
-                "evaluationTimeoutMs",
-                l.evaluation_timeout_ms,
+                "limits.maxBodyBytes",
+                Some(l.max_body_bytes as u64),
+                MAX_BODY_BYTES,
+            ),
+            (
+                "limits.evaluationTimeoutMs",
+                Some(l.evaluation_timeout_ms),
                 EVALUATION_TIMEOUT_MS,
             ),
-            ("maxInFlight", l.max_in_flight as u64, MAX_IN_FLIGHT),
-            ("queueTimeoutMs", l.queue_timeout_ms, QUEUE_TIMEOUT_MS),
-            ("maxConnections", l.max_connections as u64, MAX_CONNECTIONS),
             (
-                "headerReadTimeoutMs",
-                l.header_read_timeout_ms,
+                "limits.maxInFlight",
+                Some(l.max_in_flight as u64),
+                MAX_IN_FLIGHT,
+            ),
+            (
+                "limits.queueTimeoutMs",
+                Some(l.queue_timeout_ms),
+                QUEUE_TIMEOUT_MS,
+            ),
+            (
+                "limits.maxConnections",
+                Some(l.max_connections as u64),
+                MAX_CONNECTIONS,
+            ),
+            (
+                "limits.headerReadTimeoutMs",
+                Some(l.header_read_timeout_ms),
                 READ_TIMEOUT_MS,
             ),
-            ("bodyReadTimeoutMs", l.body_read_timeout_ms, READ_TIMEOUT_MS),
-            ("drainTimeoutMs", l.drain_timeout_ms, DRAIN_TIMEOUT_MS),
+            (
+                "limits.bodyReadTimeoutMs",
+                Some(l.body_read_timeout_ms),
+                READ_TIMEOUT_MS,
+            ),
+            (
+                "limits.drainTimeoutMs",
+                Some(l.drain_timeout_ms),
+                DRAIN_TIMEOUT_MS,
+            ),
+            (
+                "audit.pageSize",
+                self.audit.page_size.map(u64::from),
+                PAGE_SIZE,
+            ),
+            (
+                "audit.reports.resultsPerReport",
+                reports.results_per_report.map(|n| n as u64),
+                RESULTS_PER_REPORT,
+            ),
+            (
+                "audit.reports.maxResults",
+                reports.max_results.map(|n| n as u64),
+                MAX_RESULTS,
+            ),
         ];
         for (key, value, range) in checks {
-            if value < range.min || value > range.max {
-                return Err(OutOfRange {
-                    line: key_line(text, "limits", key),
-                    message: format!(
-                        "limits.{key}: {value} is out of range: {} ({}..={}{})",
-                        range.why, range.min, range.max, range.unit
-                    ),
-                });
+            if let Some(value) = value {
+                range.check(text, key, value)?;
             }
-        }
-        if let Some(size) = self.audit.page_size {
-            if !(1..=MAX_PAGE_SIZE).contains(&size) {
-                return Err(OutOfRange {
-                    line: key_line(text, "audit", "pageSize"),
-                    message: format!(
-                        "audit.pageSize: {size} is out of range: objects per list page (1..={MAX_PAGE_SIZE})"
-                    ),
-                });
-            }
-        }
-        let reports = &self.audit.reports;
-        if let Some(n) = reports.results_per_report {
-            if !(1..=MAX_RESULTS_PER_REPORT).contains(&n) {
-                return Err(OutOfRange {
-                    line: key_line(text, "audit", "reports"),
-                    message: format!(
-                        "audit.reports.resultsPerReport: {n} is out of range: results per report (1..={MAX_RESULTS_PER_REPORT})"
-                    ),
-                });
-            }
-        }
-        if reports.max_results == Some(0) {
-            return Err(OutOfRange {
-                line: key_line(text, "audit", "reports"),
-                message: "audit.reports.maxResults: 0 is out of range: results per namespace (at least 1)".to_string(),
-            });
         }
         if reports.status_filter.as_ref().is_some_and(Vec::is_empty) {
-            return Err(OutOfRange {
+            return Err(Mistake {
                 line: key_line(text, "audit", "reports"),
                 message: "audit.reports.statusFilter: empty: name the statuses to list (pass, fail, warn, error, skip)".to_string(),
             });
@@ -635,12 +620,12 @@ impl Config {
         if let Some(interval) = self.audit.interval.as_deref().map(str::trim) {
             let line = key_line(text, "audit", "interval");
             if !interval.is_empty() {
-                let d = parse_duration(interval).map_err(|e| OutOfRange {
+                let d = parse_duration(interval).map_err(|e| Mistake {
                     line,
                     message: format!("audit.interval: {e}"),
                 })?;
                 if !d.is_zero() && !(MIN_AUDIT_INTERVAL..=MAX_AUDIT_INTERVAL).contains(&d) {
-                    return Err(OutOfRange {
+                    return Err(Mistake {
                         line,
                         message: format!(
                             "audit.interval: {interval:?} is out of range: between 10s and 366d (0 or no value turns the audit off)"
@@ -687,61 +672,104 @@ impl Config {
 #[derive(Debug, Clone, Copy)]
 struct RangeOf {
     min: u64,
+    /// `u64::MAX`: no upper bound.
     max: u64,
     unit: &'static str,
     why: &'static str,
 }
 
-const MAX_BODY_BYTES: RangeOf = RangeOf {
-    min: 1024,
-    max: 1 << 30,
-    unit: " bytes",
-    why: "an AdmissionReview needs at least 1 KiB, and a body past 1 GiB cannot be held",
-};
-const EVALUATION_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 1,
-    max: 600_000,
-    unit: " ms",
-    why: "0 fails every policy; past 10 minutes no client is still waiting",
-};
-const MAX_IN_FLIGHT: RangeOf = RangeOf {
-    min: 1,
-    max: 65_536,
-    unit: "",
-    why: "0 refuses every review",
-};
-const QUEUE_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 0,
-    max: 600_000,
-    unit: " ms",
-    why: "0 means no waiting; past 10 minutes no client is still waiting",
-};
-const MAX_CONNECTIONS: RangeOf = RangeOf {
-    min: 1,
-    max: 1_000_000,
-    unit: "",
-    why: "0 refuses every connection",
-};
-const READ_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 100,
-    max: 600_000,
-    unit: " ms",
-    why: "below 100 ms every TLS handshake or request times out while /readyz says 200",
-};
-const DRAIN_TIMEOUT_MS: RangeOf = RangeOf {
-    min: 0,
-    max: 3_600_000,
-    unit: " ms",
-    why: "0 drains nothing; past an hour no pod is given that long to stop",
-};
-const MAX_PAGE_SIZE: u32 = 100_000;
+impl RangeOf {
+    const fn new(min: u64, max: u64, unit: &'static str, why: &'static str) -> RangeOf {
+        RangeOf {
+            min,
+            max,
+            unit,
+            why,
+        }
+    }
+
+    /// `value` of `key` (its dotted path from the top of regate.yaml) within the range, or an
+    /// error that names the key, the value, the range and the line the key is written on.
+    fn check(&self, text: &str, key: &str, value: u64) -> Result<(), Mistake> {
+        if (self.min..=self.max).contains(&value) {
+            return Ok(());
+        }
+        let section = key.split('.').next().unwrap_or(key);
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let bounds = if self.max == u64::MAX {
+            format!("at least {}{}", self.min, self.unit)
+        } else {
+            format!("{}..={}{}", self.min, self.max, self.unit)
+        };
+        Err(Mistake {
+            line: key_line(text, section, leaf),
+            message: format!("{key}: {value} is out of range: {} ({bounds})", self.why),
+        })
+    }
+}
+
+const MAX_BODY_BYTES: RangeOf = RangeOf::new(
+    1024,
+    1 << 30,
+    " bytes",
+    "an AdmissionReview needs at least 1 KiB, and a body past 1 GiB cannot be held",
+);
+const EVALUATION_TIMEOUT_MS: RangeOf = RangeOf::new(
+    1,
+    600_000,
+    " ms",
+    "0 fails every policy; past 10 minutes no client is still waiting",
+);
+const MAX_IN_FLIGHT: RangeOf = RangeOf::new(1, 65_536, "", "0 refuses every review");
+const QUEUE_TIMEOUT_MS: RangeOf = RangeOf::new(
+    0,
+    600_000,
+    " ms",
+    "0 means no waiting; past 10 minutes no client is still waiting",
+);
+const MAX_CONNECTIONS: RangeOf = RangeOf::new(1, 1_000_000, "", "0 refuses every connection");
+const READ_TIMEOUT_MS: RangeOf = RangeOf::new(
+    100,
+    600_000,
+    " ms",
+    "below 100 ms every TLS handshake or request times out while /readyz says 200",
+);
+const DRAIN_TIMEOUT_MS: RangeOf = RangeOf::new(
+    0,
+    3_600_000,
+    " ms",
+    "0 drains nothing; past an hour no pod is given that long to stop",
+);
+const PAGE_SIZE: RangeOf = RangeOf::new(1, 100_000, "", "objects per list page");
+const RESULTS_PER_REPORT: RangeOf =
+    RangeOf::new(1, MAX_RESULTS_PER_REPORT as u64, "", "results per report");
+const MAX_RESULTS: RangeOf = RangeOf::new(1, u64::MAX, "", "results per namespace");
 const MIN_AUDIT_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_AUDIT_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
 
-/// A limit outside its range, and where the key is written when it can be found.
-struct OutOfRange {
+/// A mistake found after parsing (a limit outside its range, a bad `config-schema` entry), and
+/// where it is written when the line can be found.
+struct Mistake {
     line: Option<(usize, usize)>,
     message: String,
+}
+
+impl Mistake {
+    /// The error for `path`: with line and column where they were found.
+    fn in_file(self, path: &Path) -> ConfigError {
+        match self.line {
+            Some((line, column)) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: self.message,
+            },
+            None => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: self.message,
+            },
+        }
+    }
 }
 
 /// (line, column), 1-based, of `key` inside the top-level `section`, found in the source text:
@@ -899,7 +927,7 @@ mod schema_parameter {
 
     use serde_json::Value;
 
-    use super::{key_line, Config};
+    use super::{key_line, Config, Mistake};
 
     const POLICY: &str = "config-schema";
 
@@ -953,12 +981,6 @@ mod schema_parameter {
     enum Step {
         Key(String),
         Index(usize),
-    }
-
-    /// A mistake, and where it is written when the line can be found.
-    pub(super) struct Mistake {
-        pub(super) line: Option<(usize, usize)>,
-        pub(super) message: String,
     }
 
     struct Found {
@@ -1515,17 +1537,17 @@ policies:
             (
                 "audit:\n  reports:\n    resultsPerReport: 0\n",
                 "audit.reports.resultsPerReport",
-                2,
+                3,
             ),
             (
-                "audit:\n  reports:\n    resultsPerReport: 5001\n",
+                "audit:\n  reports:\n    api: auto\n    resultsPerReport: 5001\n",
                 "audit.reports.resultsPerReport",
-                2,
+                4,
             ),
             (
                 "audit:\n  reports:\n    maxResults: 0\n",
                 "audit.reports.maxResults",
-                2,
+                3,
             ),
             (
                 "audit:\n  reports:\n    statusFilter: []\n",
@@ -1543,6 +1565,33 @@ policies:
         // The key is named even where its line cannot be found.
         let msg = error_of("limits:\n  ? headerReadTimeoutMs\n  : 0\n");
         assert!(msg.contains("limits.headerReadTimeoutMs"), "{msg}");
+    }
+
+    /// Every range check says the same things: key, value, why, bounds (or the lower bound
+    /// alone where there is no upper one), at the key's own line and column.
+    #[test]
+    fn range_messages_name_key_value_bounds_and_line() {
+        for (text, wanted) in [
+            (
+                "limits:\n  maxInFlight: 0\n",
+                "regate.yaml:2:3: limits.maxInFlight: 0 is out of range: 0 refuses every review (1..=65536)",
+            ),
+            (
+                "audit:\n  pageSize: 100001\n",
+                "regate.yaml:2:3: audit.pageSize: 100001 is out of range: objects per list page (1..=100000)",
+            ),
+            (
+                "audit:\n  reports:\n    resultsPerReport: 5001\n",
+                "regate.yaml:3:5: audit.reports.resultsPerReport: 5001 is out of range: results per report (1..=5000)",
+            ),
+            (
+                "audit:\n  reports: {maxResults: 0}\n",
+                "regate.yaml:2:13: audit.reports.maxResults: 0 is out of range: results per namespace (at least 1)",
+            ),
+        ] {
+            let msg = error_of(text);
+            assert!(msg.starts_with(wanted), "{text}: {msg}");
+        }
     }
 
     #[test]

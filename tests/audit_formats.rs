@@ -126,10 +126,19 @@ fn json_lists_every_finding_with_its_label_file_and_line() {
         .unwrap()
         .ends_with("manifests/app.yaml"));
     assert_eq!(web["path"], "spec.containers[].securityContext.privileged");
+    assert_eq!(web["category"], "Pod Security");
     assert_eq!(find("t-privileged", "warn")["rule"], "warn");
     let settings = find("t-debug", "deny");
     assert_eq!(settings["line"], 12);
     assert_eq!(settings["path"], "data[DEBUG]");
+    assert!(settings.get("category").is_none());
+    let privileged = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "t-privileged")
+        .unwrap();
+    assert_eq!(privileged["category"], "Pod Security");
     let ns = find("t-namespace-team", "audit");
     assert_eq!(ns["line"], 18);
     assert!(ns.get("namespace").is_none(), "cluster-scoped");
@@ -367,11 +376,22 @@ fn policyreport_per_namespace_and_cluster() {
         assert!(["fail", "warn"].contains(&r["result"].as_str().unwrap()));
         assert!(r["timestamp"]["seconds"].as_i64().unwrap() > 1_600_000_000);
         assert_eq!(r["resources"][0]["namespace"], "prod");
+        assert_category(r);
     }
     let shop = &docs[3];
     assert_eq!(shop["summary"]["pass"], 1);
     assert_eq!(shop["results"].as_array().unwrap().len(), 0);
     assert_eq!(docs[1]["summary"]["error"], 1);
+}
+
+/// A result carries its policy's declared category (t-privileged declares one), and no
+/// `category` at all for a policy that declares none.
+fn assert_category(result: &Value) {
+    if result["policy"] == "t-privileged" {
+        assert_eq!(result["category"], "Pod Security", "{result:#}");
+    } else {
+        assert!(result.get("category").is_none(), "{result:#}");
+    }
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
@@ -454,6 +474,7 @@ fn openreports_per_namespace_and_cluster_follow_the_crd_schema() {
         assert!(["fail", "warn"].contains(&r["result"].as_str().unwrap()));
         assert_eq!(r["resources"][0]["namespace"], "prod");
         assert!(r["severity"].is_string());
+        assert_category(r);
     }
     // Every finding and pass is counted once.
     let f = &run.totals.findings;
@@ -482,6 +503,7 @@ fn many_findings(namespace: &str, objects: usize, per_object: usize) -> Vec<Obje
                     action: if j % 3 == 0 { Label::Warn } else { Label::Deny },
                     rule: "deny".into(),
                     severity: Severity::High,
+                    category: None,
                     message: format!("finding {j} of pod-{i:05}: {}", "x".repeat(300)),
                     path: None,
                 })
@@ -509,6 +531,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     let names: Vec<&str> = docs
         .iter()
@@ -547,6 +570,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert!(docs.len() >= 2, "{} reports", docs.len());
     for d in &docs {
@@ -567,6 +591,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["results"].as_array().unwrap().len(), 100);
@@ -591,6 +616,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     let results: Vec<&Value> = docs
         .iter()
@@ -615,6 +641,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         Some(&counts),
         1,
         &limits,
+        None,
     );
     assert_eq!(docs.len(), 2);
     assert!(docs
@@ -631,6 +658,7 @@ fn openreports_split_by_count_and_bytes_cut_and_filter_keep_every_count() {
         None,
         1,
         &Limits::default(),
+        None,
     );
     assert_eq!(docs.len(), 5);
     assert_eq!(docs[0]["kind"], "ClusterPolicyReport");
@@ -689,18 +717,27 @@ fn html_is_self_contained_with_charts_and_a_searchable_table() {
     }
     assert_eq!(text.matches("<svg ").count(), 3);
     assert!(text.contains("<input id=\"q\" type=\"search\""));
-    assert_eq!(
-        text.matches("<tr data-action=").count() as u64,
-        run.totals.findings.total()
-    );
+    // The findings travel as JSON data, one row each, that the page's script renders a page at
+    // a time.
+    let data = text
+        .split("<script type=\"application/json\" id=\"findings-data\">")
+        .nth(1)
+        .and_then(|s| s.split("</script>").next())
+        .unwrap();
+    let rows: Vec<Vec<String>> = serde_json::from_str(data).unwrap();
+    assert_eq!(rows.len() as u64, run.totals.findings.total());
+    assert!(rows
+        .iter()
+        .any(|r| r[3] == "t-privileged" && r[2] == "Pod Security"));
     // No external assets: no scripts, styles, images or fonts fetched from anywhere.
     for needle in ["src=", "<link", "@import", "url(", "http://", "https://"] {
         let allowed = needle == "http://"
             && text.matches(needle).count() == text.matches("http://www.w3.org/2000/svg").count();
         assert!(allowed || !text.contains(needle), "found {needle}");
     }
-    // Messages are escaped.
-    assert!(text.contains("container &quot;app&quot; is privileged"));
+    // Messages are escaped for the script element.
+    assert!(data.contains(r#"container \"app\" is privileged"#));
+    assert!(!data.contains('<'));
 }
 
 fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {

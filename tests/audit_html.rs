@@ -1,7 +1,9 @@
 //! The HTML report rendered in headless Chromium (Debian's `chromium`): the DOM after the inline
-//! script ran (numbers, search, filters), the page's own network requests (none), a screenshot,
-//! and the time a 10,000-finding report takes to render (printed, not asserted). Skips with a note
-//! when chromium is not installed, except under CI=true, where it fails (`.ci/run` installs it).
+//! script ran (numbers, search, filters counted over every finding while one page of rows is
+//! built, baseline states), the page's own network requests (none), a screenshot, the time a
+//! 10,000-finding report takes to render (printed, not asserted), and `bench/scale.py`'s page.
+//! Skips with a note when chromium is not installed, except under CI=true, where it fails
+//! (`.ci/run` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_support;
@@ -72,8 +74,8 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[String]) -> Output {
 }
 
 /// An audit of a generated cluster (`objects` in 100 namespaces) with the default policies (or
-/// the test policies when policies/ is missing), as HTML, with the audit's totals.
-fn html_report(dir: &Path, objects: usize) -> (String, Totals) {
+/// the test policies when policies/ is missing).
+fn audit_run(dir: &Path, objects: usize) -> regate::audit::AuditRun {
     let server = FakeApiServer::start_generated(Generated::with_total(objects));
     let real = repo().join("policies");
     let policies = if real.is_dir() {
@@ -82,12 +84,17 @@ fn html_report(dir: &Path, objects: usize) -> (String, Totals) {
         write_policies(dir)
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut run = runtime.block_on(async {
+    runtime.block_on(async {
         let set = Arc::new(build_set(&policies, NamespaceLabels::default()));
         audit_cluster(&server.client(), set, &ClusterOptions::default())
             .await
             .unwrap()
-    });
+    })
+}
+
+/// [`audit_run`] as HTML, with the audit's totals.
+fn html_report(dir: &Path, objects: usize) -> (String, Totals) {
+    let mut run = audit_run(dir, objects);
     let mut out = Vec::new();
     report::write(Format::Html, &mut run, FailOn::Deny, &mut out).unwrap();
     (String::from_utf8(out).unwrap(), run.totals.clone())
@@ -114,14 +121,38 @@ fn card(dom: &str, label: &str) -> u64 {
     before[n_at..].split('<').next().unwrap().parse().unwrap()
 }
 
-/// "shown of total findings" → (shown, total).
-fn shown(dom: &str) -> (u64, u64) {
-    let text = text_after(dom, "id=\"count\"");
+/// "matched of total findings" of the table `id` → (matched, total), checking that the table
+/// holds one page of the matched findings (the page is built from the data; the count covers all).
+fn shown_in(dom: &str, id: &str) -> (u64, u64) {
+    let text = text_after(dom, &format!("id=\"{id}-count\""));
     let mut words = text.split_whitespace();
-    let a = words.next().unwrap().parse().unwrap();
+    let a: u64 = words.next().unwrap().parse().unwrap();
     assert_eq!(words.next(), Some("of"), "{text}");
     let b = words.next().unwrap().parse().unwrap();
+    assert_eq!(rendered_rows(dom, id), a.min(PAGE), "{id}: {text}");
     (a, b)
+}
+
+fn shown(dom: &str) -> (u64, u64) {
+    shown_in(dom, "findings")
+}
+
+/// Rows per page of the report's tables.
+const PAGE: u64 = 200;
+
+/// The body of table `id`: the rows the script built.
+fn tbody<'a>(dom: &'a str, id: &str) -> &'a str {
+    let table = dom
+        .split(&format!("<table id=\"{id}\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no table {id}"));
+    let body = table.split("<tbody>").nth(1).unwrap();
+    body.split("</tbody>").next().unwrap()
+}
+
+/// The `<tr>` in the body of table `id`.
+fn rendered_rows(dom: &str, id: &str) -> u64 {
+    tbody(dom, id).matches("<tr>").count() as u64
 }
 
 /// Loads `url` headless and returns the DOM after the inline script ran, and the requests the
@@ -234,6 +265,32 @@ fn html_report_renders_in_headless_chromium() {
     );
     let (dom, _) = load(&bin, &format!("{url}#q=no-such-thing-anywhere"));
     assert_eq!(shown(&dom), (0, findings));
+    // A filter counts every matching finding, not the page shown: keep one label only.
+    let only = regate::audit::Label::ALL
+        .into_iter()
+        .filter(|l| totals.findings.get(*l) > 0)
+        .min_by_key(|l| totals.findings.get(*l))
+        .unwrap();
+    let others: Vec<&str> = regate::audit::Label::ALL
+        .into_iter()
+        .filter(|l| *l != only)
+        .map(|l| l.as_str())
+        .collect();
+    let (dom, _) = load(&bin, &format!("{url}#hide={}", others.join(",")));
+    assert_eq!(shown(&dom), (totals.findings.get(only), findings));
+    // Each finding carries its policy's category (policies/pod-*.rego declare "Pod Security").
+    let pod_security: u64 = totals
+        .by_policy
+        .iter()
+        .filter(|(id, _)| id.starts_with("pod-"))
+        .map(|(_, c)| c.total())
+        .sum();
+    if pod_security > 0 {
+        let (dom, _) = load(&bin, &format!("{url}#q=Pod%20Security"));
+        let (n, _) = shown(&dom);
+        assert!(n >= pod_security, "{n} < {pod_security}");
+        assert!(dom.contains("<td>Pod Security</td>"));
+    }
 
     // The detector sees a page that does fetch (so an empty list above means something).
     let leaky = dir.path().join("leaky.html");
@@ -277,6 +334,137 @@ fn html_report_renders_in_headless_chromium() {
         png.len()
     );
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// With `--baseline`, each finding shows its state (new / unchanged), the cards count the states,
+/// the state filters work over all findings, and the resolved findings have their own table.
+#[test]
+fn html_report_shows_baseline_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = audit_run(dir.path(), 600);
+    let mut json = Vec::new();
+    report::write(Format::Json, &mut run, FailOn::Deny, &mut json).unwrap();
+    let mut earlier: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    // The earlier audit lacked this run's first findings and had one that is gone now.
+    let findings = earlier["findings"].as_array_mut().unwrap();
+    assert!(findings.len() > 10);
+    findings.drain(..5);
+    let mut gone = findings[0].clone();
+    gone["policy"] = "retired-policy".into();
+    gone["message"] = "a </script> that must stay text".into();
+    findings.push(gone);
+    let path = dir.path().join("baseline.json");
+    std::fs::write(&path, serde_json::to_vec(&earlier).unwrap()).unwrap();
+    let baseline = regate::audit::baseline::load(&path).unwrap();
+    let comparison =
+        regate::audit::baseline::compare(path.display().to_string(), baseline, &mut run.spool)
+            .unwrap();
+    let summary = comparison.summary.clone();
+    assert!(summary.new > 0 && summary.unchanged > 0);
+    assert_eq!(summary.resolved, 1);
+    run.baseline = Some(comparison);
+    let mut out = Vec::new();
+    report::write(Format::Html, &mut run, FailOn::Deny, &mut out).unwrap();
+    let html = String::from_utf8(out).unwrap();
+    assert!(html.contains("id=\"resolved-data\""));
+    assert!(!html.contains("a </script>"));
+    let page = dir.path().join("baseline.html");
+    std::fs::write(&page, &html).unwrap();
+    let Some(bin) = require_chromium() else {
+        return;
+    };
+    let url = format!("file://{}", page.display());
+    let total = run.totals.findings.total();
+    let (dom, requests) = load(&bin, &url);
+    assert!(requests.is_empty(), "{requests:?}");
+    assert_eq!(card(&dom, "new since baseline"), summary.new);
+    assert_eq!(card(&dom, "unchanged"), summary.unchanged);
+    assert_eq!(card(&dom, "resolved"), summary.resolved);
+    assert_eq!(shown(&dom), (total, total));
+    assert!(dom.contains("<th scope=\"col\">State</th>"));
+    assert!(tbody(&dom, "findings").contains("<span class=\"tag unchanged\">unchanged</span>"));
+    assert_eq!(shown_in(&dom, "resolved"), (1, 1));
+    let resolved = tbody(&dom, "resolved");
+    assert!(resolved.contains("<td>retired-policy</td>"), "{resolved}");
+    assert!(resolved.contains("a &lt;/script&gt; that must stay text"));
+    // The state filters count over every finding.
+    let (dom, _) = load(&bin, &format!("{url}#hide=unchanged"));
+    assert_eq!(shown(&dom), (summary.new, total));
+    let rows = tbody(&dom, "findings");
+    assert!(rows.contains("<span class=\"tag new\">new</span>"));
+    assert!(!rows.contains("<span class=\"tag unchanged\">unchanged</span>"));
+    let (dom, _) = load(&bin, &format!("{url}#hide=new"));
+    assert_eq!(shown(&dom), (summary.unchanged, total));
+}
+
+/// `bench/scale.py --html` (here redrawing a saved run with `--from-json`) writes a page with the
+/// scale curve that renders offline: the curve (one line per series), every set in the table.
+#[test]
+fn scale_benchmark_page_renders_offline() {
+    let python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        assert!(!ci, "python3 is needed for bench/scale.py (CI=true)");
+        eprintln!("note: python3 is not installed; skipping the scale page check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let set = |name: &str, n: u64, us: f64| {
+        serde_json::json!({"set": name, "constraints": n, "defaults": true, "pod_mean_us": us,
+            "pod_p99_us": us * 1.5, "mix_mean_us": us * 0.8})
+    };
+    let report = serde_json::json!({
+        "sets": [
+            set("defaults alone", 0, 40.0),
+            set("mixed (40% match)", 0, 41.0),
+            set("mixed (40% match)", 100, 400.0),
+            set("mixed (40% match)", 1000, 3900.0),
+            set("all excluded by kind", 0, 41.0),
+            set("all excluded by kind", 1000, 52.0),
+            set("<b>not a series</b>", 7, 1.0),
+        ],
+        "fits": {"kind": {"us_per_constraint": 0.011, "intercept_us": 41.0}},
+    });
+    let json = dir.path().join("scale.json");
+    std::fs::write(&json, report.to_string()).unwrap();
+    let page = dir.path().join("scale.html");
+    let out = Command::new("python3")
+        .arg(repo().join("bench/scale.py"))
+        .arg("--from-json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    for needle in ["src=", "href=", "url(", "@import", "<link", "<b>"] {
+        assert!(!html.contains(needle), "the page contains {needle}");
+    }
+    let Some(bin) = require_chromium() else {
+        return;
+    };
+    let (dom, requests) = load(&bin, &format!("file://{}", page.display()));
+    assert!(requests.is_empty(), "{requests:?}");
+    let figure = dom
+        .split("<figure id=\"scale-curve\">")
+        .nth(1)
+        .expect("no curve")
+        .split("</figure>")
+        .next()
+        .unwrap();
+    assert_eq!(figure.matches("<polyline").count(), 2, "{figure}");
+    assert!(figure.contains("mixed (40% match)") && figure.contains("all excluded by kind"));
+    assert_eq!(tbody(&dom, "scale-sets").matches("<tr>").count(), 7);
+    assert!(dom.contains("&lt;b&gt;not a series&lt;/b&gt;"));
+    assert!(tbody(&dom, "scale-fits").contains("0.011"));
 }
 
 /// A report of at least 10,000 findings renders; the time from navigation to a laid-out page

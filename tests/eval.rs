@@ -577,6 +577,60 @@ patch contains {"op": "add", "path": "/metadata/labels/team", "value": "unowned"
     .unwrap();
 }
 
+/// Issue 17 (12): `regate test` on a failing case gives the breakdown `eval --explain` gives
+/// (rule and line, the value at the path, the prints), scrubbed of Secret values; a failing case
+/// with nothing to explain still shows its prints.
+#[test]
+fn test_explains_a_failing_case_as_eval_does() {
+    let dir = tempfile::tempdir().unwrap();
+    team_label_policy(&dir.path().join("p"));
+    std::fs::write(
+        dir.path().join("cases.yaml"),
+        r#"cases:
+  - name: a Secret owned by nobody is wrongly expected to pass
+    environment: production
+    object:
+      apiVersion: v1
+      kind: Secret
+      metadata: {name: s, namespace: shop, labels: {team: nobody, copy: canary-value-8f3a91}}
+      stringData: {token: canary-value-8f3a91}
+    expect: {allowed: true}
+  - name: an owned ConfigMap is wrongly expected to be denied
+    environment: production
+    object:
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: c, namespace: shop, labels: {team: shop}}
+    expect: {allowed: false, deny: [team-label]}
+"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = regate(dir.path(), &["test", "p", "cases.yaml"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
+    let (first, second) = stdout.split_at(stdout.find("FAIL  cases.yaml:10:").unwrap());
+    assert!(first.contains("FAIL  cases.yaml:2:"), "{stdout}");
+    for want in [
+        "      explain Secret s\n",
+        "        [team-label] the label team=\"nobody\" is not a team\n",
+        "p/team-label.rego:17: deny contains",
+        "        value   metadata.labels.team = \"nobody\"\n",
+        "        print   p/team-label.rego:13: labels seen:",
+    ] {
+        assert!(first.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    // The prints are in the explanation, not repeated below it.
+    assert!(!first.contains("print: [team-label]"), "{stdout}");
+    // Nothing denied: nothing to explain, and the prints are shown as before.
+    assert!(!second.contains("explain "), "{stdout}");
+    assert!(
+        second.contains("      print: [team-label] p/team-label.rego:13: labels seen:"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("canary-value-8f3a91"), "{stdout}");
+    assert!(!stderr.contains("canary-value-8f3a91"), "{stderr}");
+}
+
 /// Issue 17 (12, 13, 14): --explain names the rule and line, the value at the path and the
 /// prints, never a Secret's value; --mutate prints the objects as /mutate leaves them, in
 /// order; --fail-on and the CI formats.

@@ -835,3 +835,59 @@ mod mutation_samples {
         assert!(by.is_empty(), "{by:?}");
     }
 }
+
+/// `regate verify` with gator's `expansion` field and regate's `mutators`
+/// (`fixtures/gatekeeper-expansion/`): a Deployment and a CronJob judged by a Pod template
+/// through the Pods they would create, and a mutator applied to the expanded Pod first.
+mod verify_expansion {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    fn verify(suite: &str) -> (i32, String) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/gatekeeper-expansion");
+        let out = Command::new(env!("CARGO_BIN_EXE_regate"))
+            .current_dir(&dir)
+            .args(["verify", suite])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    }
+
+    #[test]
+    fn expansion_and_mutators_pass_per_case() {
+        let (code, stdout) = verify("suite.yaml");
+        assert_eq!(code, 0, "{stdout}");
+        for line in [
+            "ok    suite.yaml: workloads-judged-by-their-pods / privileged-deployment",
+            "ok    suite.yaml: workloads-judged-by-their-pods / unprivileged-deployment",
+            "ok    suite.yaml: workloads-judged-by-their-pods / privileged-cronjob",
+            "ok    suite.yaml: workloads-judged-by-their-pods / pod-judged-as-itself",
+            "ok    suite.yaml: without-expansion / deployment-not-matched",
+            "ok    suite.yaml: mutated-before-judged / expanded-pod-mutated",
+            "ok    suite.yaml: mutated-before-judged / pod-mutated",
+            "7 passed, 0 failed",
+        ] {
+            assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
+        }
+    }
+
+    /// A failed case shows the expanded Pod's violation with Gatekeeper's prefix, and an
+    /// `expansion` file holding anything but ExpansionTemplates fails its cases by name.
+    #[test]
+    fn failures_name_the_implied_violation_and_the_bad_file() {
+        let (code, stdout) = verify("failing.yaml");
+        assert_eq!(code, 1, "{stdout}");
+        assert!(
+            stdout.contains("FAIL  failing.yaml: wrong-expectation / privileged-deployment\n      got 1 violations but want none; messages: [\"[Implied by expand-workloads] Privileged container is not allowed: app\"]"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("FAIL  failing.yaml: expansion-is-not-a-template / any\n      expansion constraint.yaml:1: not an ExpansionTemplate"),
+            "{stdout}"
+        );
+        assert!(stdout.ends_with("0 passed, 2 failed\n"), "{stdout}");
+    }
+}

@@ -312,6 +312,122 @@ async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
     sync.abort();
 }
 
+fn counter(metrics: &Metrics, name: &str, filter: &dyn Fn(&str) -> bool) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(name) && filter(l))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+fn newly_denied(metrics: &Metrics) -> u64 {
+    counter(metrics, "regate_shadow_disagreements_total{", &|l| {
+        l.contains("change=\"newly_denied\"") && l.contains("unique-ingress-host")
+    })
+}
+
+/// Posts the Ingress until the candidate has newly denied it `at_least` times in all, then
+/// waits until it judged every request sent (so later counts start from a drained queue).
+async fn wait_newly_denied(
+    router: &axum::Router,
+    object: &Value,
+    metrics: &Metrics,
+    posts: &std::sync::atomic::AtomicU64,
+    at_least: u64,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, response) = allowed(router, object).await;
+        posts.fetch_add(1, SeqCst);
+        assert!(ok, "the enforced set has no referential policy: {response}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if newly_denied(metrics) >= at_least {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no newly_denied disagreement after 30 s:\n{}",
+            metrics.render()
+        );
+    }
+    let sent = posts.load(SeqCst);
+    while counter(metrics, "regate_shadow_evaluations_total", &|_| true) < sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shadow queue not drained"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The shadow (candidate) set gets the synced inventory too, on its own kinds, and keeps it
+/// across its reloads: a referential constraint only in the candidate denies the conflicting
+/// Ingress there (a `newly_denied` disagreement) while the enforced set, which has no such
+/// constraint, keeps allowing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_set_gets_the_inventory_and_keeps_it_on_reload() {
+    if !have_corpus() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let candidate = policy_dir(tmp.path());
+    let enforced = tmp.path().join("enforced");
+    std::fs::create_dir_all(&enforced).unwrap();
+    std::fs::write(
+        enforced.join("noop.rego"),
+        "# METADATA\n# custom:\n#   id: noop\n#   kinds: [ConfigMap]\n#   severity: low\npackage regate.policies.noop\n\ndeny contains \"never\" if {\n\tfalse\n}\n",
+    )
+    .unwrap();
+    let source = |dir: &Path| PolicySources {
+        dir: dir.to_path_buf(),
+        include_defaults: false,
+        config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
+    };
+    let store =
+        Arc::new(PolicyStore::new(source(&enforced), NamespaceLabels::default(), None).unwrap());
+    let metrics = Metrics::new().unwrap();
+    let shadow = regate::rollout::shadow::Shadow::start(
+        regate::rollout::shadow::ShadowConfig {
+            sources: source(&candidate),
+            queue: 16,
+            sample_rate: 1.0,
+        },
+        NamespaceLabels::default(),
+        &metrics.registry,
+    )
+    .unwrap();
+    let cluster = FakeCluster::start();
+    cluster.add(yaml(&samples().join("example_inventory_disallowed.yaml")));
+    let targets: Vec<Arc<dyn regate::server::inventory::InventoryTarget>> =
+        vec![store.clone(), shadow.clone()];
+    let sync =
+        regate::server::inventory::spawn_for(targets, cluster.client(), Duration::from_millis(200));
+    let mut state = AppState::new(store.clone(), metrics.clone(), None);
+    state.shadow = Some(shadow.clone());
+    let router = app(state);
+    let object = yaml(&samples().join("example_disallowed.yaml"));
+    let posts = std::sync::atomic::AtomicU64::new(0);
+    wait_newly_denied(&router, &object, &metrics, &posts, 1).await;
+    // Only the candidate asked for Ingresses: the enforced set got none.
+    assert!(store.synced().is_some_and(|s| {
+        s.as_any().downcast_ref::<regate::gatekeeper::Inventory>() == Some(&Default::default())
+    }));
+
+    // A candidate reload re-applies the synced inventory: still newly denied.
+    let s = shadow.clone();
+    tokio::task::spawn_blocking(move || s.reload("test"))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = newly_denied(&metrics);
+    wait_newly_denied(&router, &object, &metrics, &posts, before + 1).await;
+    sync.abort();
+}
+
 /// The same through `Server::new` as `regate serve` builds it: the cluster opt-in
 /// (`watch_namespaces`) starts the inventory sync with the default client (here a kubeconfig
 /// pointing at the fake).

@@ -513,16 +513,132 @@ fn baseline_marks_new_unchanged_and_resolved_in_every_format() {
         ]
     );
 
-    // Every other format still writes its report with a baseline.
-    for format in ["junit", "html", "policyreport"] {
+    // PolicyReport and OpenReports: `properties.baselineState` on every result; the resolved
+    // finding is a `skip` result in its namespace's report, counted in that report's summary.
+    for format in ["policyreport", "openreports"] {
         let o = audit(
             "fixtures/diff/candidate",
             "fixtures/diff/candidate.yaml",
-            &["-o", format, "--baseline", b, "--fail-on", "new-warn"],
+            &["-o", format, "--baseline", b, "--fail-on", "never"],
         );
-        assert_eq!(o.status.code(), Some(1), "{format}: {}", text(&o));
-        assert!(!o.stdout.is_empty(), "{format}");
+        assert_eq!(o.status.code(), Some(0), "{format}: {}", text(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        let reports: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let mut states: Vec<String> = Vec::new();
+        for report in &reports {
+            for r in report["results"].as_array().unwrap() {
+                let ns = r["resources"][0]["namespace"].as_str().unwrap_or("");
+                assert_eq!(
+                    report["metadata"]["namespace"].as_str().unwrap_or(""),
+                    ns,
+                    "{format}: a result in another namespace's report"
+                );
+                states.push(format!(
+                    "{}:{}:{}:{}",
+                    r["policy"].as_str().unwrap(),
+                    r["resources"][0]["name"].as_str().unwrap(),
+                    r["result"].as_str().unwrap(),
+                    r["properties"]["baselineState"].as_str().unwrap()
+                ));
+            }
+        }
+        states.sort();
+        assert_eq!(
+            states,
+            [
+                "configmap-owner-label:settings:skip:resolved",
+                "deployment-min-replicas:web:fail:new",
+                "pod-no-latest-tag:debug:warn:unchanged",
+                "service-no-nodeport:edge:fail:new"
+            ],
+            "{format}"
+        );
+        let skipped: u64 = reports
+            .iter()
+            .map(|r| r["summary"]["skip"].as_u64().unwrap())
+            .sum();
+        assert_eq!(skipped, 1, "{format}");
     }
+    // Without a baseline, no state and no skip results.
+    let o = audit(
+        "fixtures/diff/candidate",
+        "fixtures/diff/candidate.yaml",
+        &["-o", "openreports", "--fail-on", "never"],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !stdout.contains("baselineState") && !stdout.contains("result: skip"),
+        "{stdout}"
+    );
+
+    // JUnit: a `baselineState` property per case with findings; the resolved finding is a
+    // passing case of its own suite; under --fail-on new-warn only new findings fail a case.
+    let j = audit(
+        "fixtures/diff/candidate",
+        "fixtures/diff/candidate.yaml",
+        &["-o", "junit", "--baseline", b, "--fail-on", "new-warn"],
+    );
+    assert_eq!(j.status.code(), Some(1), "{}", text(&j));
+    let j = String::from_utf8_lossy(&j.stdout).to_string();
+    let cases: Vec<(String, String, bool)> = j
+        .split("<testcase ")
+        .skip(1)
+        .filter_map(|case| {
+            let case = &case[..case.find("</testcase>").unwrap_or(case.len())];
+            let name = case.split('"').nth(3).unwrap().to_string();
+            let state = case
+                .split("name=\"baselineState\" value=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            Some((name, state, case.contains("<failure")))
+        })
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            (
+                "service-no-nodeport: Service dev-shop/edge".to_string(),
+                "new".to_string(),
+                true
+            ),
+            (
+                "deployment-min-replicas: Deployment prod-shop/web".to_string(),
+                "new".to_string(),
+                true
+            ),
+            (
+                "pod-no-latest-tag: Pod prod-shop/debug".to_string(),
+                "unchanged".to_string(),
+                false
+            ),
+            (
+                "configmap-owner-label: ConfigMap prod-shop/settings".to_string(),
+                "resolved".to_string(),
+                false
+            ),
+        ],
+        "{j}"
+    );
+    assert!(
+        j.contains("<testsuite name=\"resolved since baseline\" tests=\"1\" failures=\"0\""),
+        "{j}"
+    );
+    assert!(j.contains(" failures=\"2\" errors=\"0\" time="), "{j}");
+    assert!(j.contains("(baseline: unchanged)</system-out>"), "{j}");
+
+    // HTML still writes its report with a baseline.
+    let o = audit(
+        "fixtures/diff/candidate",
+        "fixtures/diff/candidate.yaml",
+        &["-o", "html", "--baseline", b, "--fail-on", "new-warn"],
+    );
+    assert_eq!(o.status.code(), Some(1), "html: {}", text(&o));
+    assert!(!o.stdout.is_empty(), "html");
 
     // Errors: no baseline for --fail-on new; a baseline that is not a report.
     let o = audit(
@@ -701,6 +817,26 @@ fn reviews() -> Vec<Value> {
         .collect()
 }
 
+/// A server enforcing the base without a shadow: the answers the shadowed one must give.
+async fn plain_base_server() -> TestServer {
+    TestServer::start_with(Options {
+        policies: repo().join("fixtures/diff/base"),
+        config: Some(std::fs::read_to_string(repo().join("fixtures/diff/base.yaml")).unwrap()),
+        include_defaults: false,
+    })
+    .await
+}
+
+/// The shadowed server's answer to `body` is the one `plain` gives.
+async fn assert_unchanged(plain: &TestServer, body: Vec<u8>, status: u16, answer: &Value) {
+    let (plain_status, _, expected) = post(&plain.http1(), &plain.url("/validate"), body).await;
+    assert_eq!(
+        (status, answer),
+        (plain_status, &expected),
+        "the shadow changed an answer"
+    );
+}
+
 fn metric_lines(metrics: &str, name: &str) -> Vec<String> {
     let mut v: Vec<String> = metrics
         .lines()
@@ -717,12 +853,7 @@ async fn shadow_counts_and_logs_disagreements_and_never_changes_the_answer() {
     let candidate = work.path().join("candidate");
     copy_dir(&repo().join("fixtures/diff/candidate"), &candidate);
     let shadowed = Shadowed::start(&candidate, &[]);
-    let plain = TestServer::start_with(Options {
-        policies: repo().join("fixtures/diff/base"),
-        config: Some(std::fs::read_to_string(repo().join("fixtures/diff/base.yaml")).unwrap()),
-        include_defaults: false,
-    })
-    .await;
+    let plain = plain_base_server().await;
     let client = client(&shadowed.ca, false);
     let reviews = reviews();
     for review in &reviews {
@@ -733,12 +864,7 @@ async fn shadow_counts_and_logs_disagreements_and_never_changes_the_answer() {
             body.clone(),
         )
         .await;
-        let (plain_status, _, expected) = post(&plain.http1(), &plain.url("/validate"), body).await;
-        assert_eq!(
-            (status, &answer),
-            (plain_status, &expected),
-            "the shadow changed an answer"
-        );
+        assert_unchanged(&plain, body, status, &answer).await;
     }
     plain.stop().await;
     let metrics = shadowed.wait_judged(reviews.len() as u64).await;
@@ -889,6 +1015,90 @@ async fn shadow_counts_and_logs_disagreements_and_never_changes_the_answer() {
         "{}",
         shadowed.logs()
     );
+}
+
+/// A candidate that spends its whole evaluation budget on every request (the evaluation time
+/// limit cuts it off), so that a queue of one fills as soon as requests come faster than that.
+const SLOW_POLICY: &str = r#"# METADATA
+# title: Slow
+# custom:
+#   id: slow
+#   severity: low
+#   kinds: [Deployment, Pod, ConfigMap, Service, Secret]
+#   action: deny
+package regate.policies.slow
+
+import rego.v1
+
+deny contains "never" if {
+	count([1 | some i in numbers.range(1, 5000); some j in numbers.range(1, 5000); i * j == -1]) > 0
+}
+"#;
+
+/// The shadow queue is bounded: with a queue of one and a slow candidate, requests the candidate
+/// cannot take are dropped and counted, every sampled request is either judged or dropped, and
+/// the enforced answers stay exactly those of a server without a shadow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shadow_queue_drops_and_counts_and_never_changes_the_answer() {
+    let work = tempfile::tempdir().unwrap();
+    let candidate = work.path().join("candidate");
+    copy_dir(&repo().join("fixtures/diff/candidate"), &candidate);
+    std::fs::write(candidate.join("slow.rego"), SLOW_POLICY).unwrap();
+    let shadowed = Shadowed::start(&candidate, &["--shadow-queue", "1"]);
+    let metrics = shadowed.get("/metrics").await;
+    assert!(
+        metrics.contains("regate_shadow_policies_loaded 5\n"),
+        "the slow candidate did not load: {metrics}\n{}",
+        shadowed.logs()
+    );
+    let plain = plain_base_server().await;
+    let client = client(&shadowed.ca, false);
+    let reviews = reviews();
+    let url = format!("https://localhost:{}/validate", shadowed.port);
+    // All at once: one request in the candidate, one in the queue, the rest dropped.
+    let sent: Vec<_> = (0..3)
+        .flat_map(|_| reviews.iter())
+        .map(|review| {
+            let body = serde_json::to_vec(review).unwrap();
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { (body.clone(), post(&client, &url, body).await) })
+        })
+        .collect();
+    let total = sent.len() as u64;
+    for task in sent {
+        let (body, (status, _, answer)) = task.await.unwrap();
+        assert_unchanged(&plain, body, status, &answer).await;
+    }
+    plain.stop().await;
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    // Every sampled request is judged or dropped: wait until the two add up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        let m = shadowed.get("/metrics").await;
+        let judged = counter(&m, "regate_shadow_evaluations_total");
+        let dropped = counter(&m, "regate_shadow_dropped_total");
+        if judged + dropped == total {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "judged {judged} + dropped {dropped} != {total}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let dropped = counter(&metrics, "regate_shadow_dropped_total");
+    assert!(dropped > 0, "nothing dropped: {metrics}");
+    assert!(
+        counter(&metrics, "regate_shadow_evaluations_total") > 0,
+        "{metrics}"
+    );
+    assert!(!shadowed.logs().contains(CANARY));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -582,8 +582,8 @@ fn inventory_secret_values_are_scrubbed_from_constraint_messages() {
 #[test]
 fn audit_reports_in_every_format_are_scrubbed() {
     let ws = Workspace::new();
-    for format in ["text", "json", "policyreport", "junit", "sarif", "html"] {
-        let (code, stdout, stderr) = ws.run(&[
+    let audit = |format: &str, extra: &[&str]| {
+        let mut args = vec![
             "audit",
             "--policies",
             "policies",
@@ -593,18 +593,38 @@ fn audit_reports_in_every_format_are_scrubbed() {
             "inventory",
             "-o",
             format,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = ws.run(&args);
         assert!(
             code == 0 || code == 1,
             "{format}: {code}\n{stdout}\n{stderr}"
         );
-        assert_clean(&format!("audit -o {format}"), &stdout);
-        assert_clean(&format!("audit -o {format} stderr"), &stderr);
+        assert_clean(&format!("audit -o {format} {extra:?}"), &stdout);
+        assert_clean(&format!("audit -o {format} {extra:?} stderr"), &stderr);
         assert!(stdout.contains("[redacted]"), "{format}: {stdout}");
+        stdout
+    };
+    let formats = "text json policyreport openreports junit sarif html".split(' ');
+    for format in formats.clone() {
+        audit(format, &[]);
+    }
+    // With a baseline: every finding unchanged (their messages are in the states' output).
+    let baseline = ws.path("baseline.json");
+    std::fs::write(&baseline, audit("json", &[])).unwrap();
+    // A finding gone since the baseline: resolved results quote the baseline's message.
+    let mut gone: Value =
+        serde_json::from_str(&std::fs::read_to_string(&baseline).unwrap()).unwrap();
+    let mut extra = gone["findings"][0].clone();
+    extra["name"] = json!("deleted-since");
+    gone["findings"].as_array_mut().unwrap().push(extra);
+    std::fs::write(&baseline, gone.to_string()).unwrap();
+    for format in formats {
+        audit(format, &["--baseline", baseline.to_str().unwrap()]);
     }
 }
 
-/// `regate test`: a failing case shows what the policies printed, scrubbed, and its messages.
+/// `regate test`: a failing case shows its explanation (rules, prints), scrubbed, and its messages.
 #[test]
 fn test_output_shows_scrubbed_prints_of_failing_cases() {
     let ws = Workspace::new();
@@ -622,8 +642,12 @@ fn test_output_shows_scrubbed_prints_of_failing_cases() {
     let (code, stdout, stderr) = ws.run(&["test", "policies", "cases.yaml"]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("FAIL"), "{stdout}");
+    // The explanation of the failing case (as `eval --explain` gives it) holds the prints of
+    // the policies it explains.
+    assert!(stdout.contains("explain Secret app"), "{stdout}");
     assert!(
-        stdout.contains("print: [leaky-print]") && stdout.contains("checking key DB_PASSWORD"),
+        stdout.contains("[leaky-print] checked the values")
+            && stdout.contains("checking key DB_PASSWORD"),
         "{stdout}"
     );
     assert!(stdout.contains("[redacted]"), "{stdout}");

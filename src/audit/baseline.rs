@@ -161,6 +161,24 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// The resolved findings of one namespace ("" → cluster-scoped), as the reports group them.
+    pub fn resolved_in(&self, namespace: &str) -> &[BaselineFinding] {
+        // `resolved` is sorted by namespace first, and None sorts before every Some as "" does.
+        let ns = |b: &BaselineFinding| b.namespace.as_deref().unwrap_or("") < namespace;
+        let start = self.resolved.partition_point(ns);
+        let end = self
+            .resolved
+            .partition_point(|b| b.namespace.as_deref().unwrap_or("") <= namespace);
+        self.resolved.get(start..end).unwrap_or(&[])
+    }
+
+    /// The namespaces of the resolved findings ("" for cluster-scoped ones).
+    pub fn resolved_namespaces(&self) -> impl Iterator<Item = String> + '_ {
+        self.resolved
+            .iter()
+            .map(|b| b.namespace.clone().unwrap_or_default())
+    }
+
     /// The state of one finding of this run.
     pub fn state(&self, r: &ObjectRecord, f: &Finding) -> State {
         if self.keys.contains(&Key::of(r, f)) {
@@ -265,4 +283,50 @@ pub fn compare(
         summary,
         resolved,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(namespace: Option<&str>, name: &str) -> BaselineFinding {
+        BaselineFinding {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: namespace.map(str::to_string),
+            name: name.into(),
+            policy: "p".into(),
+            action: Label::Deny,
+            severity: Severity::Low,
+            message: String::new(),
+            path: None,
+        }
+    }
+
+    #[test]
+    fn resolved_findings_are_grouped_by_namespace() {
+        let mut resolved = vec![
+            finding(Some("b"), "b1"),
+            finding(None, "cluster"),
+            finding(Some("a"), "a1"),
+            finding(Some("b"), "b2"),
+        ];
+        resolved.sort_by(|x, y| (&x.namespace, &x.name).cmp(&(&y.namespace, &y.name)));
+        let c = Comparison {
+            file: "f".into(),
+            keys: HashSet::new(),
+            summary: BaselineSummary::default(),
+            resolved,
+        };
+        let names =
+            |ns: &str| -> Vec<&str> { c.resolved_in(ns).iter().map(|b| b.name.as_str()).collect() };
+        assert_eq!(names(""), ["cluster"]);
+        assert_eq!(names("a"), ["a1"]);
+        assert_eq!(names("b"), ["b1", "b2"]);
+        assert!(names("c").is_empty());
+        assert!(names("0").is_empty());
+        let mut namespaces: Vec<String> = c.resolved_namespaces().collect();
+        namespaces.dedup();
+        assert_eq!(namespaces, ["", "a", "b"]);
+    }
 }

@@ -80,6 +80,9 @@ pub struct Finding {
     /// The Rego rule that produced it: `deny`, `warn`, or `evaluation` for failures.
     pub rule: String,
     pub severity: Severity,
+    /// The policy's declared category, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -221,6 +224,10 @@ fn severity_of(set: &PolicySet, policy: &str) -> Severity {
         .unwrap_or(Severity::Medium)
 }
 
+fn category_of(set: &PolicySet, policy: &str) -> Option<String> {
+    set.get(policy).and_then(|p| p.meta.category.clone())
+}
+
 /// Every result of a decision, labelled.
 pub fn findings(set: &PolicySet, decision: &Decision) -> Vec<Finding> {
     let mut out = Vec::with_capacity(decision.violations.len() + decision.warn_results.len());
@@ -230,6 +237,7 @@ pub fn findings(set: &PolicySet, decision: &Decision) -> Vec<Finding> {
             action: v.action.into(),
             rule: "deny".to_string(),
             severity: v.severity,
+            category: category_of(set, &v.policy),
             message: v.message.clone(),
             path: v.path.clone(),
         });
@@ -240,6 +248,7 @@ pub fn findings(set: &PolicySet, decision: &Decision) -> Vec<Finding> {
             action: Label::Warn,
             rule: "warn".to_string(),
             severity: severity_of(set, &w.policy),
+            category: category_of(set, &w.policy),
             message: w.message.clone(),
             path: w.path.clone(),
         });
@@ -251,6 +260,7 @@ pub fn findings(set: &PolicySet, decision: &Decision) -> Vec<Finding> {
             action: Label::Error,
             rule: "evaluation".to_string(),
             severity: severity_of(set, &f.policy),
+            category: category_of(set, &f.policy),
             message,
             path: None,
         });
@@ -269,6 +279,7 @@ mod tests {
             action,
             rule: "deny".into(),
             severity: Severity::High,
+            category: None,
             message: String::new(),
             path: None,
         };

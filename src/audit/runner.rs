@@ -42,6 +42,8 @@ pub struct PolicyInfo {
     pub title: String,
     pub description: String,
     pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub kinds: Vec<String>,
     pub file: String,
 }
@@ -133,6 +135,7 @@ impl Auditor {
                 action: Label::Error,
                 rule: "parse".to_string(),
                 severity: Severity::High,
+                category: None,
                 message,
                 path: None,
             }],
@@ -171,6 +174,7 @@ impl Auditor {
                 title: p.meta.title.clone(),
                 description: p.meta.description.clone(),
                 severity: p.meta.severity,
+                category: p.meta.category.clone(),
                 kinds: p.meta.kinds.clone(),
                 file: p.file.clone(),
             })

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::eval::{evaluate_objects, EvalResult};
+use crate::cli::objects::ObjectArgs;
 use crate::cli::PolicyArgs;
 use crate::config::Environment;
 use crate::manifest::{self, ManifestObject};
@@ -30,32 +31,11 @@ pub struct DiffArgs {
     /// `git` command and the directory inside a git repository.
     #[arg(long)]
     pub base_ref: Option<String>,
-    /// Manifest files or directories (recursive); `-` reads standard input.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        conflicts_with = "cluster",
-        required_unless_present = "cluster"
-    )]
-    pub files: Vec<PathBuf>,
-    /// Judge the objects of the live cluster (as `audit --cluster`: paged, bounded memory).
-    #[arg(long)]
-    pub cluster: bool,
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long, requires = "cluster")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context.
-    #[arg(long, requires = "cluster")]
-    pub context: Option<String>,
-    /// Objects per list page with --cluster.
-    #[arg(long, default_value_t = crate::audit::cluster::DEFAULT_PAGE_SIZE)]
-    pub page_size: u32,
+    #[command(flatten)]
+    pub objects: ObjectArgs,
     /// Namespace for objects that name none.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Judge every object in this environment, whatever its namespace.
-    #[arg(long, value_parser = super::parse_environment)]
-    pub environment: Option<Environment>,
     /// Operation to present (CREATE or UPDATE).
     #[arg(long, default_value = "CREATE")]
     pub operation: String,
@@ -65,9 +45,6 @@ pub struct DiffArgs {
     /// evaluate), any change, or never.
     #[arg(long, value_enum, default_value = "newly-denied")]
     pub fail_on: DiffFailOn,
-    /// Objects that fill Gatekeeper's `data.inventory` on both sides; repeatable.
-    #[arg(long = "inventory", value_name = "FILE|DIR")]
-    pub inventory: Vec<PathBuf>,
     /// The candidate: --policies and --config, as everywhere else.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -163,16 +140,15 @@ impl Report {
 pub fn run(args: DiffArgs) -> anyhow::Result<i32> {
     // Kept until the end: a --base-ref checkout lives in it.
     let (base_policy, _checkout) = base_policy_args(&args)?;
-    let base = base_policy.build_set(args.environment)?;
-    let base = crate::gatekeeper::with_inventory_files(base, &args.inventory)?;
-    let candidate = args.policy.build_set(args.environment)?;
-    let candidate = crate::gatekeeper::with_inventory_files(candidate, &args.inventory)?;
+    let objects = &args.objects;
+    let base = objects.prepare(base_policy.build_set(objects.environment)?)?;
+    let candidate = objects.prepare(args.policy.build_set(objects.environment)?)?;
 
     let mut report = Report::default();
-    if args.cluster {
+    if objects.cluster {
         diff_cluster(&args, base, candidate, &mut report)?;
     } else {
-        let read = manifest::read_paths_lenient(&args.files);
+        let read = manifest::read_paths_lenient(&objects.files);
         if !read.errors.is_empty() {
             for e in &read.errors {
                 eprintln!(
@@ -362,35 +338,27 @@ fn export_at_revision(path: &Path, rev: &str, to: &Path, dir: bool) -> anyhow::R
 /// Both sides over the live cluster, one page at a time: every kind either set targets.
 fn diff_cluster(
     args: &DiffArgs,
-    mut base: PolicySet,
-    mut candidate: PolicySet,
+    base: PolicySet,
+    candidate: PolicySet,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     use crate::audit::cluster::{self, Pager};
-    use crate::environment::{EnvironmentResolver, NamespaceLabels};
-    if args.environment.is_none() {
-        base.resolver = EnvironmentResolver::new(&base.config, NamespaceLabels::default());
-        candidate.resolver =
-            EnvironmentResolver::new(&candidate.config, NamespaceLabels::default());
-    }
+    let objects = &args.objects;
+    // The candidate's config pages, as `audit --cluster` would with it.
+    let page_size = objects.page_size(candidate.config.audit.page_size);
     let mut kinds = base.kinds();
     for k in candidate.kinds() {
         if !kinds.contains(&k) {
             kinds.push(k);
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client =
-            super::audit::kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    objects.with_cluster(|client| async move {
         let mut wanted = kinds.clone();
         wanted.push("Namespace".to_string());
         let discovered = cluster::discover(&client, &wanted, cluster::DEFAULT_DISCOVERY_TIMEOUT)
             .await
             .context("discovering the cluster's kinds")?;
-        let labels = if args.environment.is_none() {
+        let labels = if objects.environment.is_none() {
             vec![
                 base.resolver.labels().clone(),
                 candidate.resolver.labels().clone(),
@@ -398,12 +366,13 @@ fn diff_cluster(
         } else {
             Vec::new()
         };
-        let objects = [
+        let namespace_objects = [
             base.resolver.labels().clone(),
             candidate.resolver.labels().clone(),
         ];
         let (_, issue) =
-            cluster::read_namespaces(&client, &discovered, args.page_size, &labels, &objects).await;
+            cluster::read_namespaces(&client, &discovered, page_size, &labels, &namespace_objects)
+                .await;
         if let Some(issue) = issue {
             bail!("reading namespaces: {issue}");
         }
@@ -413,7 +382,7 @@ fn diff_cluster(
             .filter(|t| kinds.contains(&t.resource.kind))
         {
             let resource = &target.resource;
-            let mut pager = Pager::new(resource, args.page_size);
+            let mut pager = Pager::new(resource, page_size);
             while let Some(items) = pager
                 .next(&client)
                 .await

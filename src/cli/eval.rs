@@ -226,7 +226,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         judged
             .iter()
             .zip(&objects)
-            .map(|(r, object)| super::explain::explain(&set, r, object))
+            .map(|(r, object)| {
+                let heading = format!("{} {} ({})", r.kind, r.name, r.source);
+                crate::policy::explain::explain(&set, &r.decision, &heading, object)
+            })
             .collect()
     } else {
         Vec::new()

@@ -84,6 +84,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
                 indent_more(why)
             ),
         }
+        for line in r.explanation.lines() {
+            println!("      {line}");
+        }
         if args.verbose || !r.passed() {
             for line in &r.output {
                 println!("      print: {line}");

@@ -15,6 +15,10 @@ pub const CONSTRAINT_GROUP: &str = "constraints.gatekeeper.sh";
 /// The annotation that gives a constraint (or its template) a severity; medium otherwise.
 pub const SEVERITY_ANNOTATION: &str = "regate.dev/severity";
 
+/// The annotation that gives a constraint (or its template) a report category; "Gatekeeper"
+/// otherwise.
+pub const CATEGORY_ANNOTATION: &str = "regate.dev/category";
+
 /// Gatekeeper's enforcement points regate stands in for: the validating webhook (`serve`'s
 /// `/validate`, and `eval`, which predicts it) and the audit (`audit`, `serve`'s background
 /// audit).
@@ -39,6 +43,7 @@ pub struct Constraint {
     /// `spec.parameters` with the schema's defaults applied (`{}` when absent, as Gatekeeper).
     pub parameters: Value,
     pub severity: Severity,
+    pub category: String,
     pub origin: Origin,
 }
 
@@ -200,6 +205,16 @@ impl Constraint {
                 origin.error_at(SEVERITY_ANNOTATION, format!("constraint {name}: {e}"))
             })?,
         };
+        let category = doc
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                CATEGORY_ANNOTATION.replace('/', "~1")
+            ))
+            .or_else(|| template.annotations.get(CATEGORY_ANNOTATION))
+            .and_then(Value::as_str)
+            .filter(|c| !c.trim().is_empty())
+            .unwrap_or("Gatekeeper")
+            .to_string();
         Ok(Constraint {
             name,
             kind,
@@ -208,6 +223,7 @@ impl Constraint {
             matcher,
             parameters,
             severity,
+            category,
             origin,
         })
     }
@@ -338,6 +354,37 @@ mod tests {
             "metadata": {"name": "demo", "annotations": {"regate.dev/severity": "urgent"}},
         });
         assert!(Constraint::parse(&bad, origin(), &template()).is_err());
+    }
+
+    #[test]
+    fn category_from_constraint_then_template_else_gatekeeper() {
+        assert_eq!(constraint(json!({})).unwrap().category, "Gatekeeper");
+        let mut template = template();
+        template
+            .annotations
+            .insert(CATEGORY_ANNOTATION.into(), json!("Supply Chain"));
+        let plain = json!({
+            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+            "kind": "K8sDemo",
+            "metadata": {"name": "demo"},
+        });
+        assert_eq!(
+            Constraint::parse(&plain, origin(), &template)
+                .unwrap()
+                .category,
+            "Supply Chain"
+        );
+        let own = json!({
+            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+            "kind": "K8sDemo",
+            "metadata": {"name": "demo", "annotations": {"regate.dev/category": "Network"}},
+        });
+        assert_eq!(
+            Constraint::parse(&own, origin(), &template)
+                .unwrap()
+                .category,
+            "Network"
+        );
     }
 
     #[test]

@@ -582,6 +582,7 @@ pub fn compile_constraint(
         title: template.template.title.clone(),
         description: template.template.description.clone(),
         severity: constraint.severity,
+        category: Some(constraint.category.clone()),
         kinds,
         action: PerEnvironment::Single(constraint.action),
         operations: vec!["CREATE".to_string(), "UPDATE".to_string()],

@@ -489,6 +489,147 @@ fn sprintf(mut params: Vec<Value>) -> anyhow::Result<Value> {
     builtin_sprintf(format, args)
 }
 
+/// One definition of a function over one string constant: `f("k") = v { true }`, `f("k") = v`
+/// or `f("k") := v`, on one line, `v` a number or string literal.
+struct ConstantDefinition {
+    key: String,
+    value: String,
+    start: usize,
+    end: usize,
+}
+
+/// The definition starting at statement token `i`, if it has exactly that shape.
+fn constant_definition(src: &str, tokens: &[Token], i: usize) -> Option<ConstantDefinition> {
+    let at = |k: usize| tokens.get(i + k);
+    let name = at(0).filter(|t| t.kind == Kind::Ident)?;
+    let key = at(2).filter(|t| t.kind == Kind::String && text(src, t).starts_with('"'))?;
+    if !at(1).is_some_and(|t| is_punct(src, t, "("))
+        || !at(3).is_some_and(|t| is_punct(src, t, ")"))
+        || text(src, key).contains('\\')
+    {
+        return None;
+    }
+    // `=`, or `:=` (two punctuation tokens side by side).
+    let mut v = 4;
+    if at(v).is_some_and(|t| is_punct(src, t, ":")) {
+        v += 1;
+    }
+    if !at(v).is_some_and(|t| is_punct(src, t, "=")) {
+        return None;
+    }
+    v += 1;
+    let value = at(v).filter(|t| matches!(t.kind, Kind::Number | Kind::String))?;
+    let mut last = v;
+    if at(v + 1).is_some_and(|t| is_punct(src, t, "{") && !t.after_newline) {
+        if !(at(v + 2).is_some_and(|t| text(src, t) == "true")
+            && at(v + 3).is_some_and(|t| is_punct(src, t, "}")))
+        {
+            return None;
+        }
+        last = v + 3;
+    }
+    // On one line, and nothing after it on that line (an `else`, another body).
+    if (1..=last).any(|k| at(k).is_some_and(|t| t.after_newline))
+        || at(last + 1).is_some_and(|t| !t.after_newline)
+    {
+        return None;
+    }
+    Some(ConstantDefinition {
+        key: text(src, key).to_string(),
+        value: text(src, value).to_string(),
+        start: name.start,
+        end: at(last)?.end,
+    })
+}
+
+/// Functions defined only over string constants (the library's `mem_multiple("Gi") =
+/// 1073741824000 { true }`, fourteen definitions) become one lookup in a constant object.
+/// A call then runs one body, not one per definition: the VM tries every definition of a
+/// function on every call, and the resource-parsing templates call these several times per
+/// container. The answers are the same: a key that is not in the table is undefined, as a call
+/// no definition matches is; keys are distinct, so no two definitions could conflict.
+/// The first definition's line holds the new function, the others are emptied and the table
+/// is appended, so every other line keeps its number.
+pub fn constant_functions_as_tables(src: &str) -> String {
+    if src.contains("rego.v1") {
+        return src.to_string();
+    }
+    let tokens = lex(src);
+    let depth = depths(src, &tokens);
+    let starts: Vec<usize> = (0..tokens.len())
+        .filter(|&i| depth[i] == 0 && (i == 0 || tokens[i].after_newline))
+        .collect();
+    // Every statement that defines (or gives a default to) each name, by shape.
+    let mut by_name: Vec<(String, Vec<ConstantDefinition>, bool)> = Vec::new();
+    for &i in &starts {
+        let t = &tokens[i];
+        if t.kind != Kind::Ident {
+            continue;
+        }
+        let (name, def) = match text(src, t) {
+            "default" => match tokens.get(i + 1) {
+                Some(n) if n.kind == Kind::Ident => (text(src, n).to_string(), None),
+                _ => continue,
+            },
+            "package" | "import" => continue,
+            other => (other.to_string(), constant_definition(src, &tokens, i)),
+        };
+        let entry = match by_name.iter().position(|(n, _, _)| *n == name) {
+            Some(p) => &mut by_name[p],
+            None => {
+                by_name.push((name, Vec::new(), true));
+                let last = by_name.len() - 1;
+                &mut by_name[last]
+            }
+        };
+        match def {
+            Some(d) => entry.1.push(d),
+            None => entry.2 = false,
+        }
+    }
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut tables = String::new();
+    for (name, defs, only_constants) in by_name {
+        let table = format!("__regate_table_{name}");
+        if !only_constants || defs.len() < 2 || src.contains(&table) {
+            continue;
+        }
+        let mut keys: Vec<&str> = defs.iter().map(|d| d.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.len() != defs.len() {
+            continue;
+        }
+        for (n, d) in defs.iter().enumerate() {
+            let with = if n == 0 {
+                format!("{name}(__regate_key) = __regate_value {{ __regate_value := {table}[__regate_key] }}")
+            } else {
+                String::new()
+            };
+            edits.push((d.start, d.end, with));
+        }
+        let entries: Vec<String> = defs
+            .iter()
+            .map(|d| format!("{}: {}", d.key, d.value))
+            .collect();
+        tables.push_str(&format!("\n{table} := {{{}}}\n", entries.join(", ")));
+    }
+    if edits.is_empty() {
+        return src.to_string();
+    }
+    edits.sort_by_key(|(start, _, _)| *start);
+    let mut out = String::with_capacity(src.len() + tables.len());
+    let mut last = 0;
+    for (start, end, with) in edits {
+        out.push_str(&src[last..start]);
+        out.push_str(&with);
+        last = end;
+    }
+    out.push_str(&src[last..]);
+    out.push_str(&tables);
+    out
+}
+
 /// Installs the builtin adjustments on an engine that runs Gatekeeper templates.
 pub fn install(engine: &mut Engine) -> anyhow::Result<()> {
     engine.add_extension("sprintf".to_string(), 2, Box::new(sprintf))
@@ -645,5 +786,64 @@ mod tests {
             e.eval_rule("data.t.short".into()).unwrap(),
             Value::from("a <[1]> %!v(MISSING)")
         );
+    }
+    #[test]
+    fn constant_functions_become_tables() {
+        let src = "package p\n\n# 10 ** 3\nm(\"\") = 1000 { true }\nm(\"Ki\") = 1024000 { true }\nm(\"x\") := \"y\"\n\nq = m(\"Ki\")\n";
+        assert_eq!(
+            constant_functions_as_tables(src),
+            "package p\n\n# 10 ** 3\nm(__regate_key) = __regate_value { __regate_value := __regate_table_m[__regate_key] }\n\n\n\nq = m(\"Ki\")\n\n__regate_table_m := {\"\": 1000, \"Ki\": 1024000, \"x\": \"y\"}\n"
+        );
+    }
+
+    #[test]
+    fn functions_not_only_over_constants_are_left_alone() {
+        for src in [
+            // another definition of another shape
+            "package p\nm(\"a\") = 1 { true }\nm(x) = 2 { x == \"b\" }\n",
+            // a default
+            "package p\ndefault m(_) = 0\nm(\"a\") = 1\nm(\"b\") = 2\n",
+            // a key twice
+            "package p\nm(\"a\") = 1\nm(\"a\") = 2\n",
+            // a body that is not `true`, an else
+            "package p\nm(\"a\") = 1 { input.x }\nm(\"b\") = 2\n",
+            "package p\nm(\"a\") = 1 { true } else = 3\nm(\"b\") = 2\n",
+            // one definition only
+            "package p\nm(\"a\") = 1\n",
+            "package p\nimport rego.v1\nm(\"a\") := 1\nm(\"b\") := 2\n",
+        ] {
+            assert_eq!(constant_functions_as_tables(src), src, "{src}");
+        }
+    }
+
+    #[test]
+    fn a_table_answers_as_the_definitions_do() {
+        let defs = "package p\nm(\"E\") = 1000000000000000000000 { true }\nm(\"Ki\") = 1024000 { true }\nm(\"\") = 1000 { true }\n";
+        let queries = [
+            "m(\"Ki\")",
+            "m(\"\")",
+            "m(\"E\")",
+            "m(\"Q\")",
+            "m(1)",
+            "[x | x := m(\"Ki\")]",
+            "[x | x := m(\"nope\")]",
+        ];
+        for q in queries {
+            let q_src = |src: &str| format!("{src}\nanswer = {q}\n");
+            let answer = |src: &str| {
+                let mut e = Engine::new();
+                e.set_rego_v0(true);
+                e.add_policy("p.rego".into(), q_src(src))
+                    .map_err(|e| e.to_string())?;
+                e.eval_rule("data.p.answer".into())
+                    .map(|v| v.to_string())
+                    .map_err(|e| e.to_string())
+            };
+            assert_eq!(
+                answer(defs),
+                answer(&constant_functions_as_tables(defs)),
+                "{q}"
+            );
+        }
     }
 }

@@ -2,9 +2,14 @@
 //! runs them, but through regate's one decision path: each case's object becomes a `Review`
 //! and is judged by `admission::decision::judge` with the test's constraint as the only policy.
 //!
+//! A test's `expansion` (gator's field) names a file of ExpansionTemplates: each case's bare
+//! object is judged, then the objects the templates make of it, their violations prefixed
+//! `[Implied by <template>]`, all counted by the assertions together, as `gator verify` does.
+//!
 //! regate adds mutators to the format (gator has no field for them): a test's `mutators` lists
 //! files of Gatekeeper mutators that change each case's object first, through `/mutate`'s
-//! decision, as the mutating webhook does before the validating one; a case's `mutated` names
+//! decision, as the mutating webhook does before the validating one, and the expanded objects
+//! before they are judged, as Gatekeeper's validating webhook does; a case's `mutated` names
 //! the object expected after them. A test with mutators may leave out template and constraint.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +22,7 @@ use serde_json::{json, Value};
 use crate::admission::decision::{judge, Decision};
 use crate::admission::review::{plural, ManifestRequest, Review};
 use crate::config::Config;
+use crate::gatekeeper::expansion::{self, ExpansionTemplate};
 use crate::gatekeeper::mutation::{self, MutatorSet};
 use crate::gatekeeper::{
     compile_constraint, with_inventory, Constraint, Inventory, Origin, Template,
@@ -64,6 +70,9 @@ struct TestSpec {
     template: String,
     #[serde(default)]
     constraint: String,
+    /// gator's: a file of ExpansionTemplates, relative to the suite.
+    #[serde(default)]
+    expansion: String,
     #[serde(default)]
     invalid: bool,
     #[serde(default)]
@@ -294,8 +303,8 @@ pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
             out.extend(test.cases.iter().map(|c| outcome(&c.name, Status::Skip)));
             continue;
         }
-        let mutators = match load_mutators(dir, test) {
-            Ok(m) => m,
+        let additions = match load_additions(dir, test) {
+            Ok(a) => a,
             Err(why) => {
                 if test.cases.is_empty() {
                     out.push(outcome("", Status::Fail(why.clone())));
@@ -313,7 +322,7 @@ pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
                 let status = if case.skip {
                     Status::Skip
                 } else {
-                    match mutated_object(dir, case, i, &mutators) {
+                    match mutated_object(dir, case, i, &additions.mutators) {
                         Ok(_) if !case.assertions.is_empty() => Status::Fail(
                             "assertions need a template and a constraint to judge with".into(),
                         ),
@@ -357,7 +366,7 @@ pub fn run_suite(path: &Path) -> Vec<CaseOutcome> {
             let status = if case.skip {
                 Status::Skip
             } else {
-                match run_case(dir, &policy, &mutators, case, i) {
+                match run_case(dir, &policy, &additions, case, i) {
                     Ok(()) => Status::Pass,
                     Err(why) => Status::Fail(why),
                 }
@@ -445,7 +454,7 @@ fn verify_config() -> Config {
 fn run_case(
     dir: &Path,
     policy: &CompiledPolicy,
-    mutators: &MutatorSet,
+    additions: &Additions,
     case: &CaseSpec,
     index: usize,
 ) -> Result<(), String> {
@@ -454,8 +463,8 @@ fn run_case(
         .iter()
         .map(Assertion::parse)
         .collect::<Result<Vec<_>, _>>()?;
-    let object = mutated_object(dir, case, index, mutators)?;
-    let decision = decide_case(dir, policy, object, case, index, None)?.0;
+    let object = mutated_object(dir, case, index, &additions.mutators)?;
+    let decision = decide_case(dir, policy, additions, object, case, index, None)?.0;
     if let Some(f) = decision.failures.first() {
         return Err(format!(
             "evaluation failed: {}: {}",
@@ -487,6 +496,7 @@ fn run_case(
 fn decide_case(
     dir: &Path,
     policy: &CompiledPolicy,
+    additions: &Additions,
     object: Value,
     case: &CaseSpec,
     index: usize,
@@ -512,6 +522,13 @@ fn decide_case(
     );
     if let Some(strategy) = strategy {
         set = set.with_strategy(strategy);
+    }
+    // gator expands bare objects only: an AdmissionReview case is reviewed as given.
+    if !is_admission_review(&object) {
+        set.expansions = additions.expansions.clone();
+    }
+    if !additions.mutators.is_empty() {
+        set = set.with_mutators(Arc::new(additions.mutators.clone()));
     }
     let on_bytecode = !set.compiled_policies().is_empty();
     let review = review_of(object, &format!("verify-{index:04}"))?;
@@ -547,11 +564,11 @@ pub fn decide_suite(path: &Path, strategy: Strategy) -> Vec<CaseDecision> {
         .filter(|t| !t.skip && !t.invalid && !is_mutation_only(t))
     {
         let policy = load_test(dir, test);
-        let mutators = load_mutators(dir, test);
+        let additions = load_additions(dir, test);
         for (i, case) in test.cases.iter().enumerate().filter(|(_, c)| !c.skip) {
-            let decided = match (&policy, &mutators) {
-                (Ok(p), Ok(m)) => mutated_object(dir, case, i, m)
-                    .and_then(|object| decide_case(dir, p, object, case, i, Some(strategy))),
+            let decided = match (&policy, &additions) {
+                (Ok(p), Ok(a)) => mutated_object(dir, case, i, &a.mutators)
+                    .and_then(|object| decide_case(dir, p, a, object, case, i, Some(strategy))),
                 (Err(Load::ConstraintRejected(why) | Load::Other(why)), _) | (_, Err(why)) => {
                     Err(why.clone())
                 }
@@ -576,9 +593,65 @@ fn is_mutation_only(test: &TestSpec) -> bool {
     !test.mutators.is_empty() && test.template.is_empty() && test.constraint.is_empty()
 }
 
-fn load_mutators(dir: &Path, test: &TestSpec) -> Result<MutatorSet, String> {
+/// What a test adds to its constraint: mutators (regate's field) and ExpansionTemplates
+/// (gator's `expansion`).
+struct Additions {
+    mutators: MutatorSet,
+    expansions: Arc<crate::gatekeeper::expansion::ExpansionTemplates>,
+}
+
+fn load_additions(dir: &Path, test: &TestSpec) -> Result<Additions, String> {
     let paths: Vec<PathBuf> = test.mutators.iter().map(|m| dir.join(m)).collect();
-    mutation::load_files(&paths)
+    Ok(Additions {
+        mutators: mutation::load_files(&paths)?,
+        expansions: Arc::new(crate::gatekeeper::expansion::ExpansionTemplates(
+            load_expansions(dir, &test.expansion)?,
+        )),
+    })
+}
+
+/// The ExpansionTemplates of a test's `expansion` file: one or more, and nothing else in the
+/// file (gator's `ReadExpansions` refuses any other object).
+fn load_expansions(dir: &Path, rel: &str) -> Result<Vec<ExpansionTemplate>, String> {
+    if rel.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = dir.join(rel);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read expansion {}: {e}", path.display()))?;
+    let file = path.display().to_string();
+    let objects = manifest::parse_text(&text, &file).map_err(|e| e.to_string())?;
+    if objects.is_empty() {
+        return Err(format!("expansion {file} holds no ExpansionTemplate"));
+    }
+    let mut templates: Vec<ExpansionTemplate> = Vec::with_capacity(objects.len());
+    for m in objects {
+        if !expansion::is_expansion_template(&m.object) {
+            return Err(format!(
+                "expansion {file}:{}: not an ExpansionTemplate ({}/v1beta1); the file may hold only ExpansionTemplates",
+                m.line,
+                expansion::EXPANSION_GROUP
+            ));
+        }
+        let origin = Origin {
+            file: file.clone(),
+            line: m.line,
+            text: text.clone(),
+        };
+        let template = ExpansionTemplate::parse(&m.object, &origin).map_err(|e| e.to_string())?;
+        // gator upserts by name: a later template of the same name replaces the earlier one.
+        templates.retain(|t| t.name != template.name);
+        templates.push(template);
+    }
+    Ok(templates)
+}
+
+fn is_admission_review(object: &Value) -> bool {
+    object.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
+        && object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with("admission.k8s.io/"))
 }
 
 /// The case's object after the test's mutators (as read when there are none), checked against
@@ -658,12 +731,7 @@ fn mutated_object(
 /// The case's object as a review: an AdmissionReview's request as given (with what an
 /// apiserver always sends filled in), or a bare object as Gatekeeper's audit sees it.
 pub fn review_of(object: Value, uid: &str) -> Result<Review, String> {
-    let is_review = object.get("kind").and_then(Value::as_str) == Some("AdmissionReview")
-        && object
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .is_some_and(|v| v.starts_with("admission.k8s.io/"));
-    if !is_review {
+    if !is_admission_review(&object) {
         let opts = ManifestRequest {
             uid: uid.to_string(),
             ..ManifestRequest::default()

@@ -284,9 +284,10 @@ impl Template {
                     continue;
                 }
             }
-            if let Err(e) =
-                engine.add_policy(piece.name.clone(), rego_compat::normalize(&piece.text))
-            {
+            if let Err(e) = engine.add_policy(
+                piece.name.clone(),
+                rego_compat::constant_functions_as_tables(&rego_compat::normalize(&piece.text)),
+            ) {
                 errors.push(self.relocate(piece, &e.to_string()));
             }
         }

@@ -1542,7 +1542,7 @@ mod tests {
         }
     }
 
-    /// A flavor plugged in from above (here a stand-in, not Gatekeeper) is evaluated with its
+    /// A flavor plugged in from above (here a stand-in) is evaluated with its
     /// own input and its own rule on every backend.
     #[test]
     fn a_plugged_flavor_gets_its_input_and_rule_on_every_strategy() {

@@ -134,6 +134,8 @@ pub fn resolve_per_environment(
 struct RawCustom {
     id: String,
     severity: Severity,
+    #[serde(default)]
+    category: Option<String>,
     kinds: Vec<String>,
     #[serde(default)]
     action: Option<PerEnvironment<Action>>,
@@ -159,6 +161,9 @@ pub struct PolicyMeta {
     pub title: String,
     pub description: String,
     pub severity: Severity,
+    /// A grouping shown in reports (OpenReports' and PolicyReport's `category`), e.g. "Pod Security".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub kinds: Vec<String>,
     pub action: PerEnvironment<Action>,
     pub operations: Vec<String>,
@@ -342,6 +347,7 @@ pub fn parse_all(source: &str) -> Result<Option<PolicyMeta>, Vec<MetadataError>>
         description: raw.description.unwrap_or_default(),
         id: custom.id,
         severity: custom.severity,
+        category: custom.category.filter(|c| !c.trim().is_empty()),
         kinds: custom.kinds,
         action: custom
             .action
@@ -484,6 +490,26 @@ package regate.policies.pod_run_as_non_root
 "#;
 
     #[test]
+    fn category_is_optional_and_kept() -> Result<(), MetadataError> {
+        let with = POLICY.replace(
+            "#   severity: high\n",
+            "#   severity: high\n#   category: Pod Security\n",
+        );
+        let meta = parse(&with)?.ok_or(MetadataError {
+            line: 0,
+            column: 0,
+            message: "none".into(),
+        })?;
+        assert_eq!(meta.category.as_deref(), Some("Pod Security"));
+        let blank = POLICY.replace(
+            "#   severity: high\n",
+            "#   severity: high\n#   category: \"\"\n",
+        );
+        assert_eq!(parse(&blank)?.and_then(|m| m.category), None);
+        Ok(())
+    }
+
+    #[test]
     fn parses_block() -> Result<(), MetadataError> {
         let meta = parse(POLICY)?.ok_or(MetadataError {
             line: 0,
@@ -493,6 +519,7 @@ package regate.policies.pod_run_as_non_root
         assert_eq!(meta.id, "pod-run-as-non-root");
         assert_eq!(meta.default_action(Environment::Development), Action::Warn);
         assert_eq!(meta.severity, Severity::High);
+        assert_eq!(meta.category, None);
         let p = &meta.parameters["min_length"];
         let default = p.default.clone().unwrap_or_default();
         assert_eq!(

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::admission::decision::{judge_within, Decision};
 use crate::admission::review::Review;
 use crate::environment::NamespaceLabels;
+use crate::gatekeeper::Inventory;
 use crate::policy::eval::Wants;
 use crate::policy::reload::PolicySources;
 use crate::policy::set::PolicySet;
@@ -118,6 +119,9 @@ pub struct Shadow {
     sources: PolicySources,
     labels: NamespaceLabels,
     current: ArcSwapOption<PolicySet>,
+    /// Gatekeeper's `data.inventory` as last synced ([`crate::server::inventory`]); every
+    /// reload re-applies it, as the enforced store does.
+    inventory: Mutex<Option<Arc<Inventory>>>,
     last_error: Mutex<Option<String>>,
     reload_lock: Mutex<()>,
     queue: SyncSender<Job>,
@@ -153,6 +157,7 @@ impl Shadow {
             sources: config.sources,
             labels,
             current: ArcSwapOption::empty(),
+            inventory: Mutex::new(None),
             last_error: Mutex::new(None),
             reload_lock: Mutex::new(()),
             queue: tx,
@@ -188,6 +193,12 @@ impl Shadow {
         } else {
             Err(format!("{dir}: the shadow policy directory disappeared"))
         };
+        let built = built.and_then(|set| match self.inventory() {
+            Some(inventory) => {
+                crate::gatekeeper::apply_inventory(&set, &inventory).map_err(|e| e.to_string())
+            }
+            None => Ok(set),
+        });
         match built {
             Ok(set) => {
                 let count = set.policies.len();
@@ -213,6 +224,31 @@ impl Shadow {
                 Err(message)
             }
         }
+    }
+
+    /// The candidate as loaded now, if one ever loaded.
+    pub fn current(&self) -> Option<Arc<PolicySet>> {
+        self.current.load_full()
+    }
+
+    /// Installs a new `data.inventory` in the candidate and keeps it for every later reload
+    /// (a broken candidate gets it when it loads). Blocking.
+    pub fn install_inventory(&self, inventory: Inventory) -> Result<(), String> {
+        let _guard = self.reload_lock.lock();
+        let inventory = Arc::new(inventory);
+        if let Some(set) = self.current.load_full() {
+            let set =
+                crate::gatekeeper::apply_inventory(&set, &inventory).map_err(|e| e.to_string())?;
+            self.current.store(Some(Arc::new(set)));
+        }
+        if let Ok(mut slot) = self.inventory.lock() {
+            *slot = Some(inventory);
+        }
+        Ok(())
+    }
+
+    fn inventory(&self) -> Option<Arc<Inventory>> {
+        self.inventory.lock().ok().and_then(|i| i.clone())
     }
 
     /// For `/readyz?verbose` and the startup log: which candidate is loaded, or why none is.

@@ -1,9 +1,11 @@
 //! Gatekeeper's `data.inventory` from the cluster: list+watch of exactly the kinds the loaded
 //! referential templates name in `requires-sync-data` ([`crate::gatekeeper::sync_kinds`]), and
 //! nothing else. After changes settle (debounced) the inventory is installed in the
-//! [`PolicyStore`], which re-applies it on every policy reload. When a reload changes the set of
-//! kinds, the watches are restarted for the new set; with no referential template loaded nothing
-//! is watched at all. Kinds the cluster does not serve (old API versions a template lists as
+//! [`PolicyStore`], which re-applies it on every policy reload, and in the shadow candidate
+//! ([`Shadow`]) when `serve` runs one, which does the same on its reloads. The kinds watched are
+//! those either set needs; each set gets only the kinds it asked for, so a candidate never adds
+//! objects to what the enforced set reads. When a reload changes the set of kinds, the watches are
+//! restarted for the new set; with no referential template loaded nothing is watched at all. Kinds the cluster does not serve (old API versions a template lists as
 //! alternatives) are skipped.
 
 use std::collections::BTreeMap;
@@ -22,18 +24,63 @@ use tracing::{debug, info, warn};
 
 use crate::gatekeeper::{self, Inventory, SyncKind};
 use crate::policy::reload::PolicyStore;
+use crate::rollout::shadow::Shadow;
+
+/// A policy set the synced inventory is installed in.
+pub trait InventoryTarget: Send + Sync + 'static {
+    /// The kinds its referential templates need, now.
+    fn sync_kinds(&self) -> Vec<SyncKind>;
+    /// Installs an inventory and keeps it for later reloads. Blocking.
+    fn install(&self, inventory: Inventory) -> Result<(), String>;
+}
+
+impl InventoryTarget for PolicyStore {
+    fn sync_kinds(&self) -> Vec<SyncKind> {
+        gatekeeper::sync_kinds(&self.current().policies)
+    }
+
+    fn install(&self, inventory: Inventory) -> Result<(), String> {
+        self.install_synced(Arc::new(inventory))
+    }
+}
+
+impl InventoryTarget for Shadow {
+    fn sync_kinds(&self) -> Vec<SyncKind> {
+        self.current()
+            .map(|set| gatekeeper::sync_kinds(&set.policies))
+            .unwrap_or_default()
+    }
+
+    fn install(&self, inventory: Inventory) -> Result<(), String> {
+        self.install_inventory(inventory)
+    }
+}
+
+type Targets = Vec<Arc<dyn InventoryTarget>>;
+
+/// Every kind any target needs, sorted and without repeats.
+fn kinds_of(targets: &Targets) -> Vec<SyncKind> {
+    let mut kinds: Vec<SyncKind> = targets.iter().flat_map(|t| t.sync_kinds()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
 
 /// How long changes must settle before a new inventory is installed.
 pub const DEBOUNCE: Duration = Duration::from_secs(1);
 /// How often the loaded set is checked for a changed list of kinds to sync.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// Starts the sync with the default client (in-cluster or kubeconfig); without one, the
-/// server runs with an empty inventory.
-pub fn spawn(store: Arc<PolicyStore>) {
+/// Starts the sync with the default client (in-cluster or kubeconfig) for the enforced set and
+/// the shadow candidate if any; without a client, the server runs with an empty inventory.
+pub fn spawn(store: Arc<PolicyStore>, shadow: Option<Arc<Shadow>>) {
+    let mut targets: Targets = vec![store];
+    if let Some(shadow) = shadow {
+        targets.push(shadow);
+    }
     tokio::spawn(async move {
         match Client::try_default().await {
-            Ok(client) => run(store, client, DEBOUNCE).await,
+            Ok(client) => run(targets, client, DEBOUNCE).await,
             Err(e) => {
                 warn!(error = %e, "no Kubernetes client: Gatekeeper's data.inventory stays empty")
             }
@@ -41,9 +88,14 @@ pub fn spawn(store: Arc<PolicyStore>) {
     });
 }
 
-/// Starts the sync with `client`; the task runs until aborted.
+/// Starts the sync with `client` for the enforced set; the task runs until aborted.
 pub fn spawn_with(store: Arc<PolicyStore>, client: Client, debounce: Duration) -> JoinHandle<()> {
-    tokio::spawn(run(store, client, debounce))
+    tokio::spawn(run(vec![store], client, debounce))
+}
+
+/// [`spawn_with`] for several sets (the enforced one and a shadow candidate).
+pub fn spawn_for(targets: Targets, client: Client, debounce: Duration) -> JoinHandle<()> {
+    tokio::spawn(run(targets, client, debounce))
 }
 
 /// One watched kind's objects, by namespace and name.
@@ -54,9 +106,9 @@ struct Objects {
     pending: Option<BTreeMap<(String, String), Value>>,
 }
 
-async fn run(store: Arc<PolicyStore>, client: Client, debounce: Duration) {
+async fn run(targets: Targets, client: Client, debounce: Duration) {
     loop {
-        let kinds = gatekeeper::sync_kinds(&store.current().policies);
+        let kinds = kinds_of(&targets);
         if kinds.is_empty() {
             tokio::time::sleep(RECHECK).await;
             continue;
@@ -89,7 +141,7 @@ async fn run(store: Arc<PolicyStore>, client: Client, debounce: Duration) {
                     let Some((i, event)) = event else {
                         // No kind is served: wait for a policy change.
                         recheck.tick().await;
-                        if gatekeeper::sync_kinds(&store.current().policies) != kinds { break; }
+                        if kinds_of(&targets) != kinds { break; }
                         continue;
                     };
                     apply(&mut objects, &resources, i, event);
@@ -100,10 +152,10 @@ async fn run(store: Arc<PolicyStore>, client: Client, debounce: Duration) {
                     {
                         apply(&mut objects, &resources, i, event);
                     }
-                    install(&store, &objects).await;
+                    install(&targets, &resources, &objects).await;
                 }
                 _ = recheck.tick() => {
-                    if gatekeeper::sync_kinds(&store.current().policies) != kinds {
+                    if kinds_of(&targets) != kinds {
                         info!("policies need other kinds; restarting the inventory sync");
                         break;
                     }
@@ -193,21 +245,31 @@ fn apply(
     }
 }
 
-async fn install(store: &Arc<PolicyStore>, objects: &[Objects]) {
-    let mut inventory = Inventory::default();
-    let mut count = 0usize;
-    for o in objects {
-        for v in o.live.values() {
-            match inventory.add(v) {
-                Ok(()) => count += 1,
-                Err(e) => debug!(error = %e, "object left out of the inventory"),
+/// Installs in each target the objects of the kinds it needs.
+async fn install(targets: &Targets, resources: &[ApiResource], objects: &[Objects]) {
+    for target in targets {
+        let wanted = target.sync_kinds();
+        let mut inventory = Inventory::default();
+        let mut count = 0usize;
+        for (ar, o) in resources.iter().zip(objects) {
+            let needed = wanted
+                .iter()
+                .any(|k| k.group == ar.group && k.version == ar.version && k.kind == ar.kind);
+            if !needed {
+                continue;
+            }
+            for v in o.live.values() {
+                match inventory.add(v) {
+                    Ok(()) => count += 1,
+                    Err(e) => debug!(error = %e, "object left out of the inventory"),
+                }
             }
         }
-    }
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.install_synced(Arc::new(inventory))).await {
-        Ok(Ok(())) => debug!(objects = count, "inventory installed"),
-        Ok(Err(e)) => warn!(error = %e, "cannot install the inventory; keeping the last one"),
-        Err(e) => warn!(error = %e, "inventory install task failed"),
+        let target = target.clone();
+        match tokio::task::spawn_blocking(move || target.install(inventory)).await {
+            Ok(Ok(())) => debug!(objects = count, "inventory installed"),
+            Ok(Err(e)) => warn!(error = %e, "cannot install the inventory; keeping the last one"),
+            Err(e) => warn!(error = %e, "inventory install task failed"),
+        }
     }
 }

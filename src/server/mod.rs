@@ -133,7 +133,6 @@ impl Server {
         }
         if config.watch_namespaces {
             namespaces::spawn(labels.clone());
-            inventory::spawn(store.clone()); // Gatekeeper data.inventory: only the kinds needed
         }
         let shadow = match shadow {
             Some(shadow) => {
@@ -164,6 +163,10 @@ impl Server {
             }
             None => None,
         };
+        if config.watch_namespaces {
+            // Gatekeeper data.inventory: only the kinds the enforced or shadow set needs.
+            inventory::spawn(store.clone(), shadow.clone());
+        }
         let mut state = AppState::new(store, metrics, Some(certs));
         state.shadow = shadow;
         let (shutdown_tx, _) = watch::channel(false);

@@ -84,6 +84,7 @@ pub fn run_file(path: &Path, sets: &mut dyn SetForEnvironment) -> Vec<TestResult
         name: name.to_string(),
         outcome,
         output: Vec::new(),
+        explanation: String::new(),
         duration: std::time::Duration::ZERO,
     };
     let text = match std::fs::read_to_string(path) {
@@ -134,13 +135,14 @@ fn run_cases(
         .map(|(i, case)| {
             let line = lines.get(i).copied().unwrap_or(1);
             let started = Instant::now();
-            let (outcome, output) = run_case(case, base, sets);
+            let (outcome, output, explanation) = run_case(case, base, sets);
             TestResult {
                 file: file.to_string(),
                 line,
                 name: case.name.clone(),
                 outcome,
                 output,
+                explanation,
                 duration: started.elapsed(),
             }
         })
@@ -174,19 +176,48 @@ fn read_json_or_yaml(path: &Path) -> Result<Value, String> {
     })
 }
 
-/// The case's outcome, and what the policies printed (scrubbed of Secret values by `judge`).
-fn run_case(case: &Case, base: &Path, sets: &mut dyn SetForEnvironment) -> (Outcome, Vec<String>) {
-    match judge_case(case, base, sets) {
-        Ok((decision, object)) => (
-            check(&case.expect, &decision, object.as_ref()),
-            decision
-                .prints
-                .iter()
-                .map(|(policy, line)| format!("[{policy}] {line}"))
-                .collect(),
-        ),
-        Err(e) => (Outcome::Error(e), Vec::new()),
-    }
+/// The case's outcome, what the policies printed (scrubbed of Secret values by `judge`), and for
+/// a failing case the explanation `eval --explain` gives of its decision (the prints of the
+/// policies it explains are in it, so they are left out of the first list).
+fn run_case(
+    case: &Case,
+    base: &Path,
+    sets: &mut dyn SetForEnvironment,
+) -> (Outcome, Vec<String>, String) {
+    let (decision, object) = match judge_case(case, base, sets) {
+        Ok(judged) => judged,
+        Err(e) => return (Outcome::Error(e), Vec::new(), String::new()),
+    };
+    let outcome = check(&case.expect, &decision, object.as_ref());
+    let explanation = match (&outcome, sets.set_for(environment(case))) {
+        (Outcome::Fail(_), Ok(set)) => {
+            let object = object.unwrap_or(Value::Null);
+            let heading = format!(
+                "{} {}",
+                object["kind"].as_str().unwrap_or("object"),
+                object["metadata"]["name"].as_str().unwrap_or("")
+            );
+            crate::policy::explain::explain(set, &decision, &heading, &object)
+        }
+        _ => String::new(),
+    };
+    let explained = |policy: &str| {
+        !explanation.is_empty()
+            && (decision.violations.iter().any(|v| v.policy == policy)
+                || decision.warn_results.iter().any(|w| w.policy == policy)
+                || decision.failures.iter().any(|f| f.policy == policy))
+    };
+    let output = decision
+        .prints
+        .iter()
+        .filter(|(policy, _)| !explained(policy))
+        .map(|(policy, line)| format!("[{policy}] {line}"))
+        .collect();
+    (outcome, output, explanation)
+}
+
+fn environment(case: &Case) -> Environment {
+    case.environment.unwrap_or(Environment::Production)
 }
 
 fn judge_case(
@@ -194,7 +225,7 @@ fn judge_case(
     base: &Path,
     sets: &mut dyn SetForEnvironment,
 ) -> Result<(Decision, Option<Value>), String> {
-    let env = case.environment.unwrap_or(Environment::Production);
+    let env = environment(case);
     // The object as the case wrote it: `patched` is compared against it with the patch applied
     // (the review adds metadata.namespace as the apiserver would, which the case need not repeat).
     let mut written = None;

@@ -29,6 +29,8 @@ pub struct TestResult {
     pub outcome: Outcome,
     /// `print()` output gathered while the test ran.
     pub output: Vec<String>,
+    /// For a failing YAML case, `eval --explain`'s account of its decision (else empty).
+    pub explanation: String,
     pub duration: Duration,
 }
 

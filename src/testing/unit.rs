@@ -74,6 +74,7 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
                 name: "compile".to_string(),
                 outcome: Outcome::Error(e.message),
                 output: Vec::new(),
+                explanation: String::new(),
                 duration: Duration::ZERO,
             }));
             continue;
@@ -105,6 +106,7 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
                 name,
                 outcome,
                 output,
+                explanation: String::new(),
                 duration: started.elapsed(),
             });
         }
@@ -152,6 +154,7 @@ fn compile_error(file: &str, error: &anyhow::Error) -> TestResult {
         name: "compile".to_string(),
         outcome: Outcome::Error(why),
         output: Vec::new(),
+        explanation: String::new(),
         duration: Duration::ZERO,
     }
 }

@@ -910,6 +910,7 @@ const POLICIES: &[(&str, &str)] = &[
 # custom:
 #   id: t-privileged
 #   severity: high
+#   category: Pod Security
 #   kinds: [Pod, Deployment]
 #   action: deny
 package regate.policies.t_privileged

@@ -1,8 +1,11 @@
 //! `-o html`: one self-contained file (no external assets): summary cards, inline SVG charts of
-//! findings by policy, by namespace and by severity, and a searchable, filterable table.
+//! findings by policy, by namespace and by severity, and a searchable, filterable table built a
+//! page at a time from the findings embedded as JSON; with `--baseline`, each finding's state and
+//! the resolved findings.
 
 use std::io::{self, Write};
 
+use crate::audit::baseline::State;
 use crate::audit::record::Label;
 use crate::audit::report::{escape_xml as e, namespace_label};
 use crate::audit::runner::{AuditRun, SourceKind};
@@ -38,44 +41,131 @@ main { padding:20px 28px 40px; }
 .card .n { font-size:26px; font-weight:600; }
 .card .l { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
 .card.deny .n { color:#d64545; } .card.warn .n { color:#b97c0c; } .card.audit .n { color:#3b82c4; } .card.error .n { color:#8e44ad; }
+.card.new .n { color:#d64545; } .card.resolved .n { color:#2f855a; }
 .charts { display:flex; flex-wrap:wrap; gap:16px; margin-bottom:24px; }
-figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
+figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; max-width:100%; overflow-x:auto; }
 figcaption { font-weight:600; margin-bottom:6px; }
 svg text { font:12px -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif; fill:var(--fg); }
 .issues { background:#fff4e5; border:1px solid #f0c36d; border-radius:8px; padding:10px 16px; margin-bottom:20px; }
 .toolbar { display:flex; flex-wrap:wrap; align-items:center; gap:14px; margin:8px 0 10px; }
 #q { width:360px; max-width:100%; padding:7px 10px; border:1px solid #c5ced8; border-radius:6px; font-size:14px; }
-#count { color:var(--muted); }
+.count { color:var(--muted); }
+.pager { display:flex; align-items:center; gap:10px; margin:10px 0; color:var(--muted); }
+.pager button { padding:4px 12px; border:1px solid #c5ced8; border-radius:6px; background:#fff; font-size:13px; cursor:pointer; }
+.pager button:disabled { opacity:.45; cursor:default; }
+/* A scrolling wrapper would unstick the header row, so only narrow screens get one. */
+@media (max-width: 900px) { .scroll { overflow-x:auto; } }
 table { width:100%; border-collapse:collapse; background:#fff; border:1px solid var(--line); }
-th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+caption { text-align:left; color:var(--muted); padding:4px 0; }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; overflow-wrap:break-word; }
 th { background:#eef2f6; font-size:12px; text-transform:uppercase; letter-spacing:.03em; position:sticky; top:0; }
-td.msg { max-width:520px; }
+td.msg { min-width:240px; max-width:520px; }
+/* Long paths and locations may break anywhere; words and labels only where they must. */
+td.msg, td code { overflow-wrap:anywhere; }
 td code { font-size:12px; color:var(--muted); }
-.tag { display:inline-block; padding:1px 7px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
+.tag { display:inline-block; white-space:nowrap; padding:1px 7px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
+.tag.new { background:#d64545; } .tag.unchanged { background:#8595a6; } .tag.resolved { background:#2f855a; }
 .sev { font-size:12px; text-transform:uppercase; }
 .empty { color:var(--muted); padding:16px; }
 "#;
 
+/// Builds at most one page of rows at a time: a 10,000-finding table laid out whole took the
+/// browser over 3 s, while search and filters still run over every finding in the embedded data.
 const SCRIPT: &str = r#"
 (function () {
+  var PAGE = 200;
+  function data(id) {
+    var el = document.getElementById(id);
+    return el ? JSON.parse(el.textContent) : [];
+  }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text) { e.textContent = text; }
+    return e;
+  }
+  function tag(text) { return el('span', 'tag ' + text, text); }
+  // A table over `rows` (arrays of strings) that shows the matching ones a page at a time.
+  function view(id, rows, rowOf, keep) {
+    var tbody = document.querySelector('#' + id + ' tbody');
+    var count = document.getElementById(id + '-count');
+    var where = document.getElementById(id + '-page');
+    var prev = document.getElementById(id + '-prev');
+    var next = document.getElementById(id + '-next');
+    var hay = rows.map(function (r) { return r.join(' ').toLowerCase(); });
+    var matched = [];
+    var page = 0;
+    function render() {
+      var pages = Math.max(1, Math.ceil(matched.length / PAGE));
+      page = Math.min(Math.max(page, 0), pages - 1);
+      var frag = document.createDocumentFragment();
+      var from = page * PAGE;
+      var to = Math.min(matched.length, from + PAGE);
+      for (var i = from; i < to; i++) { frag.appendChild(rowOf(rows[matched[i]])); }
+      tbody.textContent = '';
+      tbody.appendChild(frag);
+      count.textContent = matched.length + ' of ' + rows.length + ' findings';
+      where.textContent = matched.length ? 'rows ' + (from + 1) + '–' + to + ' · page ' + (page + 1) + ' of ' + pages : 'no rows';
+      prev.disabled = page === 0;
+      next.disabled = page >= pages - 1;
+    }
+    prev.addEventListener('click', function () { page--; render(); });
+    next.addEventListener('click', function () { page++; render(); });
+    return function (terms, on) {
+      matched = [];
+      for (var i = 0; i < rows.length; i++) {
+        var h = hay[i];
+        if (keep(rows[i], on) && terms.every(function (t) { return h.indexOf(t) >= 0; })) { matched.push(i); }
+      }
+      page = 0;
+      render();
+    };
+  }
+  // A finding: [action, severity, category, policy, object, namespace, message, path, location, state].
+  function findingRow(f) {
+    var tr = el('tr');
+    var td = el('td'); td.appendChild(tag(f[0])); tr.appendChild(td);
+    if (hasState) { td = el('td'); td.appendChild(tag(f[9])); tr.appendChild(td); }
+    tr.appendChild(el('td', 'sev', f[1]));
+    tr.appendChild(el('td', '', f[2]));
+    tr.appendChild(el('td', '', f[3]));
+    tr.appendChild(el('td', '', f[4]));
+    tr.appendChild(el('td', '', f[5]));
+    td = el('td', 'msg', f[6]);
+    if (f[7]) { td.appendChild(el('br')); td.appendChild(el('code', '', f[7])); }
+    tr.appendChild(td);
+    td = el('td'); td.appendChild(el('code', '', f[8])); tr.appendChild(td);
+    return tr;
+  }
+  // A resolved finding: [action, severity, policy, object, namespace, message, path].
+  function resolvedRow(f) {
+    var tr = el('tr');
+    var td = el('td'); td.appendChild(tag(f[0])); tr.appendChild(td);
+    tr.appendChild(el('td', 'sev', f[1]));
+    tr.appendChild(el('td', '', f[2]));
+    tr.appendChild(el('td', '', f[3]));
+    tr.appendChild(el('td', '', f[4]));
+    td = el('td', 'msg', f[5]);
+    if (f[6]) { td.appendChild(el('br')); td.appendChild(el('code', '', f[6])); }
+    tr.appendChild(td);
+    return tr;
+  }
+  var hasState = !!document.getElementById('state-filters');
   var q = document.getElementById('q');
   var boxes = Array.prototype.slice.call(document.querySelectorAll('.f'));
-  var rows = Array.prototype.slice.call(document.querySelectorAll('#findings tbody tr'));
-  var count = document.getElementById('count');
+  var views = [view('findings', data('findings-data'), findingRow, function (f, on) {
+    return on[f[0]] !== false && (!f[9] || on[f[9]] !== false);
+  })];
+  if (document.getElementById('resolved')) {
+    views.push(view('resolved', data('resolved-data'), resolvedRow, function (f, on) { return on[f[0]] !== false; }));
+  }
   function apply() {
     var terms = q.value.toLowerCase().split(/\s+/).filter(Boolean);
     var on = {};
     boxes.forEach(function (b) { on[b.value] = b.checked; });
-    var shown = 0;
-    rows.forEach(function (r) {
-      var text = r.textContent.toLowerCase();
-      var ok = on[r.getAttribute('data-action')] !== false && terms.every(function (t) { return text.indexOf(t) >= 0; });
-      r.style.display = ok ? '' : 'none';
-      if (ok) { shown++; }
-    });
-    count.textContent = shown + ' of ' + rows.length + ' findings';
+    views.forEach(function (v) { v(terms, on); });
   }
-  // A link can carry the view: #q=<search>&hide=<label>,<label>
+  // A link can carry the view: #q=<search>&hide=<label or state>,<label or state>
   var hash = {};
   location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
     var i = kv.indexOf('=');
@@ -218,7 +308,11 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "<title>regate audit</title>\n<style>{STYLE}</style>\n</head>\n<body>"
+        "<title>regate audit</title>\n<style>{STYLE}{}</style>\n</head>\n<body>",
+        Label::ALL
+            .iter()
+            .map(|l| format!(".tag.{} {{ background:{}; }}\n", l.as_str(), color(*l)))
+            .collect::<String>()
     )?;
     writeln!(
         out,
@@ -245,6 +339,18 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
             out,
             "<div class=\"card {class}\"><div class=\"n\">{n}</div><div class=\"l\">{label}</div></div>"
         )?;
+    }
+    if let Some(b) = &run.baseline {
+        for (class, n, label) in [
+            ("new", b.summary.new, "new since baseline"),
+            ("", b.summary.unchanged, "unchanged"),
+            ("resolved", b.summary.resolved, "resolved"),
+        ] {
+            writeln!(
+                out,
+                "<div class=\"card {class}\"><div class=\"n\">{n}</div><div class=\"l\">{label}</div></div>"
+            )?;
+        }
     }
     writeln!(out, "</section>")?;
 
@@ -291,60 +397,158 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
     }
     writeln!(out, "</section>")?;
 
+    let states = run.baseline.is_some();
     writeln!(out, "<section><h2>Findings</h2>\n<div class=\"toolbar\">")?;
     writeln!(
         out,
-        "<input id=\"q\" type=\"search\" placeholder=\"Search policy, object, namespace, message…\" aria-label=\"Search findings\">"
+        "<input id=\"q\" type=\"search\" placeholder=\"Search policy, category, object, namespace, message…\" aria-label=\"Search findings\">"
     )?;
     for label in Label::ALL {
         writeln!(
             out,
-            "<label><input type=\"checkbox\" class=\"f\" value=\"{0}\" checked> <span class=\"tag\" style=\"background:{1}\">{0}</span> {2}</label>",
+            "<label><input type=\"checkbox\" class=\"f\" value=\"{0}\" checked> <span class=\"tag {0}\">{0}</span> {1}</label>",
             label.as_str(),
-            color(label),
             t.findings.get(label)
         )?;
     }
-    writeln!(out, "<span id=\"count\"></span></div>")?;
+    if let Some(b) = &run.baseline {
+        write!(out, "<span id=\"state-filters\">")?;
+        for (state, n) in [
+            (State::New, b.summary.new),
+            (State::Unchanged, b.summary.unchanged),
+        ] {
+            write!(
+                out,
+                "<label><input type=\"checkbox\" class=\"f\" value=\"{0}\" checked> <span class=\"tag {0}\">{0}</span> {n}</label> ",
+                state.as_str()
+            )?;
+        }
+        writeln!(out, "</span>")?;
+    }
     writeln!(
         out,
-        "<table id=\"findings\"><thead><tr><th>Action</th><th>Severity</th><th>Policy</th><th>Object</th><th>Namespace</th><th>Message</th><th>Location</th></tr></thead><tbody>"
+        "<span id=\"findings-count\" class=\"count\" role=\"status\" aria-live=\"polite\"></span></div>"
     )?;
+    let state_th = if states {
+        "<th scope=\"col\">State</th>"
+    } else {
+        ""
+    };
+    table_open(
+        out,
+        "findings",
+        "Findings, a page at a time; search and filters apply to all of them.",
+        &format!("<th scope=\"col\">Action</th>{state_th}<th scope=\"col\">Severity</th><th scope=\"col\">Category</th><th scope=\"col\">Policy</th><th scope=\"col\">Object</th><th scope=\"col\">Namespace</th><th scope=\"col\">Message</th><th scope=\"col\">Location</th>"),
+    )?;
+    // The rows travel as data and the inline script builds the visible page.
+    write!(
+        out,
+        "<script type=\"application/json\" id=\"findings-data\">["
+    )?;
+    let mut first = true;
+    let baseline = run.baseline.as_ref();
     run.spool.for_each_partition::<io::Error>(|records| {
         for r in &records {
             let object = format!("{} {}", r.kind, r.name);
             let location = r.location().unwrap_or_default();
             for f in &r.findings {
-                let path = f
-                    .path
-                    .as_deref()
-                    .map(|p| format!("<br><code>{}</code>", e(p)))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "<tr data-action=\"{0}\"><td><span class=\"tag\" style=\"background:{1}\">{0}</span></td><td class=\"sev\">{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td class=\"msg\">{6}{path}</td><td><code>{7}</code></td></tr>",
+                let state = baseline.map(|b| b.state(r, f).as_str()).unwrap_or_default();
+                let row = [
                     f.action.as_str(),
-                    color(f.action),
                     f.severity.as_str(),
-                    e(&f.policy),
-                    e(&object),
-                    e(namespace_label(r.namespace_key())),
-                    e(&f.message),
-                    e(&location)
-                )?;
+                    f.category.as_deref().unwrap_or_default(),
+                    &f.policy,
+                    &object,
+                    namespace_label(r.namespace_key()),
+                    &f.message,
+                    f.path.as_deref().unwrap_or_default(),
+                    &location,
+                    state,
+                ];
+                if !first {
+                    out.write_all(b",")?;
+                }
+                first = false;
+                out.write_all(script_json(&row)?.as_bytes())?;
             }
         }
         Ok(())
     })?;
-    writeln!(out, "</tbody></table>")?;
+    writeln!(out, "]</script>")?;
     if t.findings.total() == 0 {
         writeln!(
             out,
             "<p class=\"empty\">No findings: every judged object passes every policy.</p>"
         )?;
     }
+    writeln!(out, "</section>")?;
+
+    if let Some(b) = &run.baseline {
+        writeln!(
+            out,
+            "<section><h2>Resolved since the baseline</h2>\n<p>In <code>{}</code>, no longer found. <span id=\"resolved-count\" class=\"count\" role=\"status\" aria-live=\"polite\"></span></p>",
+            e(&b.file)
+        )?;
+        table_open(
+            out,
+            "resolved",
+            "Findings of the baseline that this audit no longer has.",
+            "<th scope=\"col\">Action</th><th scope=\"col\">Severity</th><th scope=\"col\">Policy</th><th scope=\"col\">Object</th><th scope=\"col\">Namespace</th><th scope=\"col\">Message</th>",
+        )?;
+        write!(
+            out,
+            "<script type=\"application/json\" id=\"resolved-data\">["
+        )?;
+        for (i, f) in b.resolved.iter().enumerate() {
+            let object = format!("{} {}", f.kind, f.name);
+            let row = [
+                f.action.as_str(),
+                f.severity.as_str(),
+                &f.policy,
+                &object,
+                namespace_label(f.namespace.as_deref().unwrap_or_default()),
+                &f.message,
+                f.path.as_deref().unwrap_or_default(),
+            ];
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(script_json(&row)?.as_bytes())?;
+        }
+        writeln!(out, "]</script>\n</section>")?;
+    }
+    writeln!(out, "</main>\n<script>{SCRIPT}</script>\n</body>\n</html>")
+}
+
+/// An empty table for the script to fill, with its pager.
+fn table_open(out: &mut dyn Write, id: &str, caption: &str, head: &str) -> io::Result<()> {
     writeln!(
         out,
-        "</section>\n</main>\n<script>{SCRIPT}</script>\n</body>\n</html>"
+        "<nav class=\"pager\" aria-label=\"{id} pages\"><button type=\"button\" id=\"{id}-prev\" aria-label=\"Previous page\">‹ Previous</button><span id=\"{id}-page\"></span><button type=\"button\" id=\"{id}-next\" aria-label=\"Next page\">Next ›</button></nav>"
+    )?;
+    writeln!(
+        out,
+        "<div class=\"scroll\"><table id=\"{id}\"><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody></tbody></table></div>"
     )
+}
+
+/// JSON that can sit inside a `<script>` element: no `<`, so no `</script>` or `<!--`.
+fn script_json(row: &[&str]) -> io::Result<String> {
+    Ok(serde_json::to_string(row)
+        .map_err(io::Error::other)?
+        .replace('<', "\\u003c"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_json_cannot_close_its_element() -> io::Result<()> {
+        let text = script_json(&["</script><script>alert(1)</script>", "<!-- x"])?;
+        assert!(!text.contains('<'), "{text}");
+        let back: Vec<String> = serde_json::from_str(&text).map_err(io::Error::other)?;
+        assert_eq!(back, ["</script><script>alert(1)</script>", "<!-- x"]);
+        Ok(())
+    }
 }

@@ -6,6 +6,7 @@ pub mod json;
 pub mod junit;
 pub mod openreports;
 pub mod policyreport;
+pub mod result;
 pub mod sarif;
 pub mod text;
 
@@ -120,6 +121,11 @@ pub fn escape_xml(text: &str) -> String {
         }
     }
     out
+}
+
+/// " (at PATH)" after a finding's message, or nothing without a path.
+pub fn at_path(path: Option<&str>) -> String {
+    path.map(|p| format!(" (at {p})")).unwrap_or_default()
 }
 
 /// "" (cluster scope) shown to people.

@@ -16,8 +16,10 @@ use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
+use crate::audit::baseline::Comparison;
 use crate::audit::record::ObjectRecord;
 use crate::audit::report::policyreport::{self, results_of, MANAGED_BY, REPORT_NAME};
+use crate::audit::report::result;
 use crate::audit::runner::AuditRun;
 use crate::audit::spool::by_namespace;
 use crate::audit::totals::NamespaceCounts;
@@ -180,32 +182,11 @@ struct Part {
 }
 
 /// One `pass` result per (object, policy) pair without findings.
-fn pass_results(r: &ObjectRecord, seconds: i64) -> Vec<Value> {
+fn pass_results(r: &ObjectRecord, seconds: i64) -> impl Iterator<Item = Value> + '_ {
     r.pairs()
         .into_iter()
         .filter(|(_, worst)| worst.is_none())
-        .map(|(policy, _)| {
-            let mut resource = Map::new();
-            resource.insert("apiVersion".into(), Value::String(r.api_version.clone()));
-            resource.insert("kind".into(), Value::String(r.kind.clone()));
-            if let Some(ns) = &r.namespace {
-                resource.insert("namespace".into(), Value::String(ns.clone()));
-            }
-            resource.insert("name".into(), Value::String(r.name.clone()));
-            if let Some(uid) = &r.uid {
-                resource.insert("uid".into(), Value::String(uid.clone()));
-            }
-            json!({
-                "source": "regate",
-                "policy": policy,
-                "result": "pass",
-                "scored": true,
-                "timestamp": {"seconds": seconds, "nanos": 0},
-                "resources": [Value::Object(resource)],
-                "properties": {"environment": r.environment.as_str()},
-            })
-        })
-        .collect()
+        .map(move |(policy, _)| result::of_pass(r, policy, seconds))
 }
 
 fn cap_message(result: &mut Value) {
@@ -228,6 +209,7 @@ pub fn part_name(index: usize) -> String {
 
 /// Builds the reports of one namespace ("" → cluster-scoped reports) from its records (sorted,
 /// all of that namespace) and its counters: at least one report, more when the limits split it.
+/// With `--baseline`, every finding's state and the namespace's resolved findings.
 pub fn build(
     api: ReportApi,
     namespace: &str,
@@ -235,7 +217,9 @@ pub fn build(
     counts: Option<&NamespaceCounts>,
     seconds: i64,
     limits: &Limits,
+    baseline: Option<&Comparison>,
 ) -> Vec<Value> {
+    let resolved = baseline.map_or(&[][..], |b| b.resolved_in(namespace));
     let budget = limits.max_bytes.saturating_sub(ENVELOPE_BYTES).max(1);
     let list_pass = limits.lists("pass");
     let mut parts = vec![Part::default()];
@@ -243,45 +227,44 @@ pub fn build(
     let mut omitted = 0u64;
     let mut listed = 0usize;
     let mut pass_seen = 0u64;
-    for r in records {
-        let mut results = results_of(r, seconds);
-        if list_pass {
-            results.extend(pass_results(r, seconds));
+    let judged = records.iter().flat_map(|r| {
+        let passes = list_pass.then(|| pass_results(r, seconds));
+        results_of(r, seconds, baseline).chain(passes.into_iter().flatten())
+    });
+    let resolved = resolved.iter().map(|b| result::of_resolved(b, seconds));
+    for mut result in judged.chain(resolved) {
+        let status = result
+            .get("result")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+            .to_string();
+        if status == "pass" {
+            pass_seen += 1;
         }
-        for mut result in results {
-            let status = result
-                .get("result")
-                .and_then(Value::as_str)
-                .unwrap_or("error")
-                .to_string();
-            if status == "pass" {
-                pass_seen += 1;
-            }
-            if !limits.lists(&status) {
-                unlisted.add(&status);
-                continue;
-            }
-            if limits.max_results.is_some_and(|max| listed >= max) {
-                unlisted.add(&status);
-                omitted += 1;
-                continue;
-            }
-            cap_message(&mut result);
-            let len = serde_json::to_vec(&result).map_or(0, |v| v.len()) + 1;
-            let full = parts.last().is_some_and(|p| {
-                !p.results.is_empty()
-                    && (p.results.len() >= limits.results_per_report || p.bytes + len > budget)
-            });
-            if full {
-                parts.push(Part::default());
-            }
-            if let Some(part) = parts.last_mut() {
-                part.results.push(result);
-                part.bytes += len;
-                part.summary.add(&status);
-            }
-            listed += 1;
+        if !limits.lists(&status) {
+            unlisted.add(&status);
+            continue;
         }
+        if limits.max_results.is_some_and(|max| listed >= max) {
+            unlisted.add(&status);
+            omitted += 1;
+            continue;
+        }
+        cap_message(&mut result);
+        let len = serde_json::to_vec(&result).map_or(0, |v| v.len()) + 1;
+        let full = parts.last().is_some_and(|p| {
+            !p.results.is_empty()
+                && (p.results.len() >= limits.results_per_report || p.bytes + len > budget)
+        });
+        if full {
+            parts.push(Part::default());
+        }
+        if let Some(part) = parts.last_mut() {
+            part.results.push(result);
+            part.bytes += len;
+            part.summary.add(&status);
+        }
+        listed += 1;
     }
     // Passes of objects the spool did not keep (only those with findings are kept unless
     // passes are listed) are counted, not listed.
@@ -361,6 +344,9 @@ impl ReportWalker {
     pub fn new(run: &AuditRun, api: ReportApi, limits: Limits) -> ReportWalker {
         let mut namespaces: Vec<String> = run.spool.namespaces().to_vec();
         namespaces.extend(run.totals.by_namespace.keys().cloned());
+        if let Some(b) = &run.baseline {
+            namespaces.extend(b.resolved_namespaces());
+        }
         namespaces.push(String::new());
         namespaces.sort();
         namespaces.dedup();
@@ -375,9 +361,11 @@ impl ReportWalker {
 
     fn build(&self, run: &AuditRun, ns: &str, records: &[ObjectRecord]) -> Vec<Value> {
         let counts = run.totals.by_namespace.get(ns);
+        let baseline = run.baseline.as_ref();
         let nothing =
             counts.is_none_or(|c| c.objects == 0 && c.pass == 0 && c.findings.total() == 0);
-        if !ns.is_empty() && records.is_empty() && nothing {
+        let resolved = baseline.is_some_and(|b| !b.resolved_in(ns).is_empty());
+        if !ns.is_empty() && records.is_empty() && nothing && !resolved {
             // A namespace with nothing judged in it gets no report (a stale one is deleted).
             return Vec::new();
         }
@@ -385,9 +373,10 @@ impl ReportWalker {
             self.api,
             ns,
             records,
-            run.totals.by_namespace.get(ns),
+            counts,
             self.seconds,
             &self.limits,
+            baseline,
         )
     }
 
@@ -423,9 +412,13 @@ impl ReportWalker {
 }
 
 /// Every OpenReports report as a YAML stream (`kubectl apply -f` takes it as is), with the
-/// default limits.
+/// default limits; with `--baseline`, `skip` results are listed too (the resolved findings).
 pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
-    let mut walker = ReportWalker::new(run, ReportApi::OpenReports, Limits::default());
+    let mut limits = Limits::default();
+    if run.baseline.is_some() {
+        limits.statuses.push(ReportStatus::Skip);
+    }
+    let mut walker = ReportWalker::new(run, ReportApi::OpenReports, limits);
     let emit = |reports: Vec<Value>, out: &mut dyn Write| -> io::Result<()> {
         for report in reports {
             out.write_all(b"---\n")?;

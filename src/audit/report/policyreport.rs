@@ -5,12 +5,16 @@
 //! Each result is one finding: `result` is `fail` for deny and audit findings, `warn` for warnings,
 //! `error` for policies that could not be evaluated; `properties.action` keeps the exact label.
 //! `summary.pass` counts (object, policy) pairs without findings; passing pairs are not listed.
+//! With `--baseline`, results carry `properties.baselineState` and resolved findings are listed as
+//! `skip` results ([`super::result`]).
 
 use std::io::{self, Write};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+use crate::audit::baseline::Comparison;
 use crate::audit::record::{Label, ObjectRecord};
+use crate::audit::report::result;
 use crate::audit::runner::AuditRun;
 use crate::audit::spool::by_namespace;
 use crate::audit::totals::NamespaceCounts;
@@ -27,54 +31,15 @@ pub const MANAGED_BY: &str = "regate";
 pub const MAX_CLUSTER_REPORT_BYTES: usize = 1024 * 1024;
 pub const TRUNCATED_ANNOTATION: &str = "regate.dev/results-omitted";
 
-fn resource_ref(r: &ObjectRecord) -> Value {
-    let mut m = Map::new();
-    m.insert("apiVersion".into(), Value::String(r.api_version.clone()));
-    m.insert("kind".into(), Value::String(r.kind.clone()));
-    if let Some(ns) = &r.namespace {
-        m.insert("namespace".into(), Value::String(ns.clone()));
-    }
-    m.insert("name".into(), Value::String(r.name.clone()));
-    if let Some(uid) = &r.uid {
-        m.insert("uid".into(), Value::String(uid.clone()));
-    }
-    Value::Object(m)
-}
-
-/// The results of one object.
-pub fn results_of(r: &ObjectRecord, seconds: i64) -> Vec<Value> {
+/// The results of one object's findings, each with its baseline state when there is one.
+pub fn results_of<'a>(
+    r: &'a ObjectRecord,
+    seconds: i64,
+    baseline: Option<&'a Comparison>,
+) -> impl Iterator<Item = Value> + 'a {
     r.findings
         .iter()
-        .map(|f| {
-            let mut properties = Map::new();
-            properties.insert("action".into(), Value::String(f.action.as_str().into()));
-            properties.insert(
-                "environment".into(),
-                Value::String(r.environment.as_str().into()),
-            );
-            if let Some(path) = &f.path {
-                properties.insert("path".into(), Value::String(path.clone()));
-            }
-            if let Some(file) = &r.file {
-                properties.insert("file".into(), Value::String(file.clone()));
-            }
-            if let Some(line) = r.line {
-                properties.insert("line".into(), Value::String(line.to_string()));
-            }
-            json!({
-                "source": "regate",
-                "policy": f.policy,
-                "rule": f.rule,
-                "result": f.action.report_result(),
-                "severity": f.severity.as_str(),
-                "message": f.message,
-                "scored": true,
-                "timestamp": {"seconds": seconds, "nanos": 0},
-                "resources": [resource_ref(r)],
-                "properties": properties,
-            })
-        })
-        .collect()
+        .map(move |f| result::of_finding(r, f, seconds, baseline.map(|b| b.state(r, f))))
 }
 
 /// Builds the report of one namespace ("" → the ClusterPolicyReport) from its records (sorted,
@@ -85,7 +50,9 @@ pub fn build(
     counts: Option<&NamespaceCounts>,
     seconds: i64,
     max_bytes: Option<usize>,
+    baseline: Option<&Comparison>,
 ) -> Value {
+    let resolved = baseline.map_or(&[][..], |b| b.resolved_in(namespace));
     let mut results = Vec::new();
     let mut size = 0usize;
     let mut omitted = 0u64;
@@ -98,17 +65,18 @@ pub fn build(
                 Label::Error => error += 1,
             }
         }
-        for result in results_of(r, seconds) {
-            if let Some(max) = max_bytes {
-                let len = serde_json::to_vec(&result).map(|v| v.len()).unwrap_or(0) + 1;
-                if size + len > max {
-                    omitted += 1;
-                    continue;
-                }
-                size += len;
-            }
-            results.push(result);
+        for result in results_of(r, seconds, baseline) {
+            push_within(&mut results, &mut size, &mut omitted, max_bytes, result);
         }
+    }
+    for b in resolved {
+        push_within(
+            &mut results,
+            &mut size,
+            &mut omitted,
+            max_bytes,
+            result::of_resolved(b, seconds),
+        );
     }
     let mut metadata = json!({
         "name": REPORT_NAME,
@@ -129,10 +97,29 @@ pub fn build(
             "fail": fail,
             "warn": warn,
             "error": error,
-            "skip": 0,
+            "skip": resolved.len(),
         },
         "results": results,
     })
+}
+
+/// Adds `result` unless it would take the results past `max_bytes`.
+fn push_within(
+    results: &mut Vec<Value>,
+    size: &mut usize,
+    omitted: &mut u64,
+    max_bytes: Option<usize>,
+    result: Value,
+) {
+    if let Some(max) = max_bytes {
+        let len = serde_json::to_vec(&result).map(|v| v.len()).unwrap_or(0) + 1;
+        if *size + len > max {
+            *omitted += 1;
+            return;
+        }
+        *size += len;
+    }
+    results.push(result);
 }
 
 /// Walks the spool and yields every report in namespace order: the ClusterPolicyReport first,
@@ -149,6 +136,9 @@ impl ReportWalker {
     pub fn new(run: &AuditRun, max_bytes: Option<usize>) -> ReportWalker {
         let mut namespaces: Vec<String> = run.spool.namespaces().to_vec();
         namespaces.extend(run.totals.by_namespace.keys().cloned());
+        if let Some(b) = &run.baseline {
+            namespaces.extend(b.resolved_namespaces());
+        }
         namespaces.push(String::new());
         namespaces.sort();
         namespaces.dedup();
@@ -171,6 +161,7 @@ impl ReportWalker {
                 run.totals.by_namespace.get(ns),
                 self.seconds,
                 self.max_bytes,
+                run.baseline.as_ref(),
             ));
             self.next += 1;
         }
@@ -187,6 +178,7 @@ impl ReportWalker {
                 run.totals.by_namespace.get(&ns),
                 self.seconds,
                 self.max_bytes,
+                run.baseline.as_ref(),
             ));
             if self.namespaces.get(self.next).is_some_and(|n| *n == ns) {
                 self.next += 1;

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::audit::baseline::BaselineFinding;
 use crate::audit::record::{Finding, Label, ObjectRecord};
+use crate::audit::report::at_path;
 use crate::audit::runner::AuditRun;
 use crate::policy::metadata::Severity;
 
@@ -73,11 +74,7 @@ fn result(run: &AuditRun, r: &ObjectRecord, f: &Finding) -> Value {
         }
         location["physicalLocation"] = physical;
     }
-    let path = f
-        .path
-        .as_deref()
-        .map(|p| format!(" (at {p})"))
-        .unwrap_or_default();
+    let path = at_path(f.path.as_deref());
     let mut out = json!({
         "ruleId": f.policy,
         "level": level(f.action),
@@ -111,11 +108,7 @@ fn resolved_result(run: &AuditRun, f: &BaselineFinding) -> Value {
         Some(ns) => format!("{ns}/{}/{}", f.kind, f.name),
         None => format!("{}/{}", f.kind, f.name),
     };
-    let path = f
-        .path
-        .as_deref()
-        .map(|p| format!(" (at {p})"))
-        .unwrap_or_default();
+    let path = at_path(f.path.as_deref());
     let mut out = json!({
         "ruleId": f.policy,
         "level": level(f.action),

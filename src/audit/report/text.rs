@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use crate::audit::baseline::{Comparison, State};
 use crate::audit::record::Label;
-use crate::audit::report::namespace_label;
+use crate::audit::report::{at_path, namespace_label};
 use crate::audit::runner::{AuditRun, SourceKind};
 
 pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
@@ -117,11 +117,7 @@ pub fn write(run: &mut AuditRun, out: &mut dyn Write) -> io::Result<()> {
                 writeln!(out)?;
                 writeln!(out, "RESOLVED FINDINGS")?;
                 for f in &b.resolved {
-                    let path = f
-                        .path
-                        .as_deref()
-                        .map(|p| format!(" (at {p})"))
-                        .unwrap_or_default();
+                    let path = at_path(f.path.as_deref());
                     writeln!(
                         out,
                         "{} {:<8} [{}] {}: {}{path}",
@@ -168,11 +164,7 @@ fn findings(
                 if only.is_some_and(|(b, state)| b.state(r, f) != state) {
                     continue;
                 }
-                let path = f
-                    .path
-                    .as_deref()
-                    .map(|p| format!(" (at {p})"))
-                    .unwrap_or_default();
+                let path = at_path(f.path.as_deref());
                 let location = r.location().map(|l| format!("  {l}")).unwrap_or_default();
                 writeln!(
                     out,

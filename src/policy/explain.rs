@@ -1,22 +1,22 @@
-//! `regate eval --explain`: for each violation and failure, where it comes from (policy file,
-//! rule, line), what the object holds at the violation's path, and what the policy printed.
-//! Everything shown passes through the Secret scrubber.
+//! `regate eval --explain` and `regate test` on a failing case: for each violation and failure,
+//! where it comes from (policy file, rule, line), what the object holds at the violation's path,
+//! and what the policy printed. Everything shown passes through the Secret scrubber.
 
 use serde_json::Value;
 
-use crate::cli::eval::EvalResult;
+use crate::admission::decision::Decision;
 use crate::policy::set::PolicySet;
 use crate::policy::source;
 use crate::secrets::SecretValues;
 
-/// The explanation of one judged object; empty when nothing was found.
-pub fn explain(set: &PolicySet, r: &EvalResult, object: &Value) -> String {
-    let d = &r.decision;
+/// The explanation of one judged object, headed `explain {heading}`; empty when nothing was
+/// found.
+pub fn explain(set: &PolicySet, d: &Decision, heading: &str, object: &Value) -> String {
     if d.violations.is_empty() && d.warn_results.is_empty() && d.failures.is_empty() {
         return String::new();
     }
     let secrets = SecretValues::of_objects([object]);
-    let mut out = format!("explain {} {} ({})\n", r.kind, r.name, r.source);
+    let mut out = format!("explain {heading}\n");
     let findings = d
         .violations
         .iter()
@@ -41,7 +41,7 @@ pub fn explain(set: &PolicySet, r: &EvalResult, object: &Value) -> String {
                 .unwrap_or_else(|| "(not set)".to_string());
             out.push_str(&format!("    value   {path} = {}\n", truncate(&value)));
         }
-        prints(&mut out, r, policy);
+        prints(&mut out, d, policy);
     }
     for f in &d.failures {
         let (file, _) = policy_text(set, &f.policy);
@@ -54,13 +54,13 @@ pub fn explain(set: &PolicySet, r: &EvalResult, object: &Value) -> String {
         for line in f.describe().lines().skip(1) {
             out.push_str(&format!("    {line}\n"));
         }
-        prints(&mut out, r, &f.policy);
+        prints(&mut out, d, &f.policy);
     }
     secrets.scrub(&out)
 }
 
-fn prints(out: &mut String, r: &EvalResult, policy: &str) {
-    for (p, line) in &r.decision.prints {
+fn prints(out: &mut String, d: &Decision, policy: &str) {
+    for (p, line) in &d.prints {
         if p == policy {
             out.push_str(&format!("    print   {line}\n"));
         }
