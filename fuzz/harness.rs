@@ -137,6 +137,7 @@ impl Harness {
             dir: policies.to_path_buf(),
             include_defaults: false,
             config: Some(path.clone()),
+            yaml_loader: regate::catalog::YAML_LOADERS,
         };
         let metrics = Metrics::new().unwrap();
         let store = PolicyStore::new(sources, NamespaceLabels::default(), Some(metrics.clone()))

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod audit;
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod environment;

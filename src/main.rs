@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(strategy) = cli.eval_strategy {
-        regate::policy::fast::set_strategy(strategy.into());
+        regate::policy::bytecode::set_strategy(strategy.into());
     }
     match cli.command {
         Command::Serve(args) => {

@@ -331,6 +331,7 @@ fn replica(
             dir: policies.to_path_buf(),
             include_defaults: false,
             config: None,
+            yaml_loader: regate::catalog::YAML_LOADERS,
         },
         NamespaceLabels::default(),
         None,
@@ -493,6 +494,7 @@ fn set_with_config(dir: &std::path::Path, config: &str) -> Arc<regate::policy::s
         dir: policies,
         include_defaults: false,
         config: Some(path),
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     Arc::new(sources.build(NamespaceLabels::default()).unwrap())
 }

@@ -146,6 +146,7 @@ async fn start(
             dir: repo().join("policies"),
             include_defaults: false,
             config: None,
+            yaml_loader: regate::catalog::YAML_LOADERS,
         },
         watch: true,
         watch_namespaces: false,

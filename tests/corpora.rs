@@ -23,7 +23,7 @@ fn repo() -> PathBuf {
 
 fn default_set() -> PolicySet {
     let (sources, _) = source::resolve(&repo().join("policies"), false).unwrap();
-    PolicySet::build(
+    regate::catalog::build(
         &sources,
         Arc::new(Config::default()),
         NamespaceLabels::default(),

@@ -28,8 +28,8 @@ use regate::admission::decision::{judge, Decision};
 use regate::admission::review::{ManifestRequest, Review};
 use regate::config::Config;
 use regate::environment::NamespaceLabels;
+use regate::policy::bytecode::Strategy as Backend;
 use regate::policy::eval::Wants;
-use regate::policy::fast::Strategy as Backend;
 use regate::policy::set::PolicySet;
 use regate::policy::source;
 use serde_json::{json, Value};
@@ -332,7 +332,8 @@ impl Backends {
     fn new() -> Backends {
         let config = Config::parse(CONFIG, Path::new("regate.yaml")).unwrap();
         let (sources, _) = source::resolve(&repo().join("policies"), false).unwrap();
-        let set = PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default()).unwrap();
+        let set =
+            regate::catalog::build(&sources, Arc::new(config), NamespaceLabels::default()).unwrap();
         Backends {
             reference: set.clone().with_strategy(Backend::CloneEach),
             others: vec![

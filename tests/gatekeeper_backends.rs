@@ -17,8 +17,8 @@ use regate::admission::review::Review;
 use regate::config::Config;
 use regate::environment::NamespaceLabels;
 use regate::gatekeeper::suite;
+use regate::policy::bytecode::{self, Strategy};
 use regate::policy::eval::Wants;
-use regate::policy::fast::{self, Strategy};
 use regate::policy::set::PolicySet;
 use regate::policy::source::{self, PolicySource};
 
@@ -178,7 +178,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
         return;
     };
     let sources = library_sources(root);
-    let set = PolicySet::build(
+    let set = regate::catalog::build(
         &sources,
         Arc::new(Config::default()),
         NamespaceLabels::default(),
@@ -193,7 +193,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
     let refused: Vec<String> = compiled
         .policies
         .iter()
-        .filter_map(|p| fast::refusal(p).map(|r| format!("{}: {r}", p.meta.id)))
+        .filter_map(|p| bytecode::refusal(p).map(|r| format!("{}: {r}", p.meta.id)))
         .collect();
     println!(
         "{on_bytecode} of {} policies on bytecode; refused:\n{}",

@@ -86,7 +86,7 @@ mod fixture {
     fn set() -> PolicySet {
         let mut sources = source::embedded();
         sources.extend(source::load_dir(&dir().join("policies")).unwrap());
-        PolicySet::build(
+        regate::catalog::build(
             &sources,
             Arc::new(Config::default()),
             NamespaceLabels::default(),
@@ -192,7 +192,7 @@ mod fixture {
             name: "policies/cel.yaml".into(),
             text: "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8sceldemo\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sCelDemo\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      code:\n        - engine: K8sNativeValidation\n          source:\n            validations:\n              - expression: \"true\"\n".into(),
         };
-        let err = PolicySet::build(
+        let err = regate::catalog::build(
             &[template],
             Arc::new(Config::default()),
             NamespaceLabels::default(),
@@ -244,7 +244,7 @@ mod gatekeeper_features {
     }
 
     fn build(sources: &[PolicySource], config: Config) -> PolicySet {
-        PolicySet::build(sources, Arc::new(config), NamespaceLabels::default()).unwrap()
+        regate::catalog::build(sources, Arc::new(config), NamespaceLabels::default()).unwrap()
     }
 
     fn fixture(name: &str) -> Review {
@@ -588,7 +588,7 @@ mod mutation_samples {
                 text: std::fs::read_to_string(dir.join(f)).unwrap(),
             })
             .collect();
-        let set = PolicySet::build(
+        let set = regate::catalog::build(
             &sources,
             Arc::new(Config::default()),
             NamespaceLabels::default(),
@@ -801,7 +801,7 @@ mod mutation_samples {
                 text: std::fs::read_to_string(&path).unwrap(),
             });
         }
-        let set = PolicySet::build(
+        let set = regate::catalog::build(
             &sources,
             Arc::new(Config::default()),
             NamespaceLabels::default(),

@@ -258,6 +258,7 @@ async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
         dir: policies,
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let cluster = FakeCluster::start();
@@ -281,7 +282,7 @@ async fn serve_syncs_inventory_from_the_cluster_and_denies_conflicts() {
         response.to_string().contains("unique-ingress-host"),
         "{response}"
     );
-    assert!(store.inventory().is_some());
+    assert!(store.synced().is_some());
 
     // A policy reload re-applies the synced inventory: still denied.
     let s = store.clone();
@@ -384,6 +385,7 @@ async fn shadow_set_gets_the_inventory_and_keeps_it_on_reload() {
         dir: dir.to_path_buf(),
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store =
         Arc::new(PolicyStore::new(source(&enforced), NamespaceLabels::default(), None).unwrap());
@@ -411,7 +413,9 @@ async fn shadow_set_gets_the_inventory_and_keeps_it_on_reload() {
     let posts = std::sync::atomic::AtomicU64::new(0);
     wait_newly_denied(&router, &object, &metrics, &posts, 1).await;
     // Only the candidate asked for Ingresses: the enforced set got none.
-    assert!(store.inventory().is_some_and(|i| *i == Default::default()));
+    assert!(store.synced().is_some_and(|s| {
+        s.as_any().downcast_ref::<regate::gatekeeper::Inventory>() == Some(&Default::default())
+    }));
 
     // A candidate reload re-applies the synced inventory: still newly denied.
     let s = shadow.clone();
@@ -449,6 +453,7 @@ async fn server_with_cluster_opt_in_syncs_the_inventory() {
             dir: policies,
             include_defaults: false,
             config: None,
+            yaml_loader: regate::catalog::YAML_LOADERS,
         },
         watch: false,
         watch_namespaces: true,
@@ -482,6 +487,7 @@ async fn sync_starts_when_a_reload_adds_a_referential_constraint() {
         dir: policies.clone(),
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let cluster = FakeCluster::start();
@@ -611,6 +617,7 @@ async fn serve_gives_templates_the_namespace_object_from_the_watch() {
         dir: policies,
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, labels.clone(), None).unwrap());
     let cluster = FakeCluster::start();
@@ -737,6 +744,7 @@ async fn scoped_enforcement_differs_between_serve_and_audit() {
         dir: policies.clone(),
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let router = app(AppState::new(store, Metrics::new().unwrap(), None));
@@ -813,6 +821,7 @@ async fn policies_the_webhook_does_not_send_are_named() {
         dir: policies,
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     let store = Arc::new(PolicyStore::new(sources, NamespaceLabels::default(), None).unwrap());
     let readyz = |state: AppState| async move {

@@ -689,6 +689,7 @@ async fn answers_are_capped_with_counts_of_what_was_left_out() {
             dir: repo().join("policies"),
             include_defaults: false,
             config: Some(config_path),
+            yaml_loader: regate::catalog::YAML_LOADERS,
         },
         regate::environment::NamespaceLabels::default(),
         None,

@@ -13,7 +13,7 @@ use crate::policy::eval::{FailureReason, Wants};
 use crate::policy::metadata::Severity;
 use crate::policy::mutators::MutationRequest;
 use crate::policy::patch;
-use crate::policy::set::{Flavor, PolicySet};
+use crate::policy::set::PolicySet;
 use crate::secrets::SecretValues;
 
 /// One `deny` result with the action it carries in this request's environment.
@@ -269,43 +269,47 @@ fn judge_expanded(
     let Some(object) = review.object() else {
         return Vec::new();
     };
-    gatekeeper::expansion::expand(&set.expansions, object, review.namespace())
-        .into_iter()
-        .filter_map(|r| {
-            let opts = ManifestRequest {
-                namespace: review.namespace().map(str::to_string),
-                operation: review.operation().to_string(),
-                uid: review.uid().to_string(),
-                username: review.user().to_string(),
-                ..ManifestRequest::default()
+    gatekeeper::expansion::expand(
+        gatekeeper::expansion::templates_of(set),
+        object,
+        review.namespace(),
+    )
+    .into_iter()
+    .filter_map(|r| {
+        let opts = ManifestRequest {
+            namespace: review.namespace().map(str::to_string),
+            operation: review.operation().to_string(),
+            uid: review.uid().to_string(),
+            username: review.user().to_string(),
+            ..ManifestRequest::default()
+        };
+        // As in Gatekeeper, the mutators apply to the generated object before it is
+        // judged (a failing mutation leaves it as generated).
+        let mut object = r.object.clone();
+        if !set.mutators.is_empty() {
+            let api_version = object["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+            let request = MutationRequest {
+                operation: review.operation(),
+                namespace: review.namespace(),
+                group,
+                version,
+                kind: &kind,
+                resolver: &set.resolver,
             };
-            // As in Gatekeeper, the mutators apply to the generated object before it is
-            // judged (a failing mutation leaves it as generated).
-            let mut object = r.object.clone();
-            if !set.mutators.is_empty() {
-                let api_version = object["apiVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let kind = object["kind"].as_str().unwrap_or_default().to_string();
-                let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-                let request = MutationRequest {
-                    operation: review.operation(),
-                    namespace: review.namespace(),
-                    group,
-                    version,
-                    kind: &kind,
-                    resolver: &set.resolver,
-                };
-                if set.mutators.may_apply(&kind) {
-                    let _ = set.mutators.mutate(&mut object, &request);
-                }
+            if set.mutators.may_apply(&kind) {
+                let _ = set.mutators.mutate(&mut object, &request);
             }
-            let child = Review::from_manifest(object, &opts).ok()?;
-            let decision = judge_review(set, &child, Wants::VALIDATE, started, true);
-            Some((r, decision))
-        })
-        .collect()
+        }
+        let child = Review::from_manifest(object, &opts).ok()?;
+        let decision = judge_review(set, &child, Wants::VALIDATE, started, true);
+        Some((r, decision))
+    })
+    .collect()
 }
 
 fn judge_review(
@@ -428,17 +432,18 @@ fn judge_review(
             });
             continue;
         }
-        let input = match policy.flavor {
-            Flavor::Gatekeeper(_) => gatekeeper_input.get_or_init(|| {
+        let constraint = gatekeeper::GatekeeperPolicy::of(policy);
+        let input = match constraint {
+            Some(_) => gatekeeper_input.get_or_init(|| {
                 let ns = review
                     .namespace()
                     .and_then(|ns| set.resolver.namespace_object(ns));
                 gatekeeper::review_input(&input, review.synthesized, ns.as_deref())
             }),
-            _ => &input,
+            None => &input,
         };
         let output = set.evaluate(i, &selected, environment, input, wants, redact);
-        if let Flavor::Gatekeeper(gk) = &policy.flavor {
+        if let Some(gk) = constraint {
             if !gk.inventory_secrets.is_empty()
                 && !inventory_secrets
                     .iter()
@@ -583,7 +588,7 @@ fn judge_review(
 /// The JSON handed to policies, converted once per request. `managedFields` is dropped when no
 /// policy reads it: it is often the largest part of an object and never decides anything.
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
-    crate::policy::fast::input_value(&review.input, !set.reads_managed_fields)
+    crate::admission::input::input_value(&review.input, !set.reads_managed_fields)
 }
 
 #[cfg(test)]
@@ -605,7 +610,7 @@ mod tests {
             name: "printing.rego".into(),
             text: PRINTING.into(),
         }];
-        PolicySet::build(
+        crate::catalog::build(
             &sources,
             Arc::new(Config::default()),
             NamespaceLabels::default(),

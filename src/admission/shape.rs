@@ -46,7 +46,7 @@ pub const BYTES_PER_OBJECT: usize = 640;
 pub const BYTES_PER_MEMBER: usize = 144;
 
 // The constants above come from measuring parse + conversion (`Review::from_slice`, then
-// `policy::fast::input_value`) on shapes repeated hundreds of thousands of times: `[0,…]` 59 B
+// `admission::input::input_value`) on shapes repeated hundreds of thousands of times: `[0,…]` 59 B
 // an element, `["ab",…]` 118, `[[],…]` 104, `[{},…]` 120, `{"K0":"v",…}` 362 a member,
 // `[{"a":0},…]` 891 an element, `[{"a":0,"b":1,"c":2},…]` 1,095, NetworkPolicy rules
 // `{"ports":[{"port":80}]}` 1,962, a Pod's containers (`pod-privileged.json`'s) 10.8 KB; the

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::policy::set::{CompiledPolicy, Flavor, PolicySet};
+use crate::policy::set::{CompiledPolicy, PolicySet};
 
 /// One `RuleWithOperations` of a webhook configuration (`admissionregistration.k8s.io/v1`).
 /// `apiVersions` and `scope` are not compared: regate's policies name kinds, not versions
@@ -223,10 +223,7 @@ impl std::fmt::Display for Unsent {
 /// Whether the policy is evaluated at admission at all (a scoped Gatekeeper constraint may act
 /// only in audit).
 fn at_admission(policy: &CompiledPolicy) -> bool {
-    match &policy.flavor {
-        Flavor::Gatekeeper(gk) => gk.active,
-        Flavor::Native => true,
-    }
+    crate::gatekeeper::GatekeeperPolicy::of(policy).is_none_or(|gk| gk.active)
 }
 
 /// What `rules` leave out of what the policy judges. The mutating webhook is only asked to send
@@ -351,7 +348,7 @@ mod tests {
     /// The chart's default rules send everything regate's own default policies judge.
     #[test]
     fn the_chart_sends_what_the_default_policies_judge() {
-        let set = PolicySet::build(
+        let set = crate::catalog::build(
             &crate::policy::source::embedded(),
             std::sync::Arc::new(crate::config::Config::default()),
             crate::environment::NamespaceLabels::default(),

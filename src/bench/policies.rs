@@ -275,10 +275,7 @@ pub fn run(set: &PolicySet, fixtures: &[Fixture], opts: &Options) -> Result<Repo
             rules: [
                 (
                     opts.wants.validate && policy.rules.deny,
-                    match policy.flavor {
-                        crate::policy::set::Flavor::Native => "deny",
-                        crate::policy::set::Flavor::Gatekeeper(_) => "violation",
-                    },
+                    policy.flavor.deny_rule(),
                 ),
                 (opts.wants.validate && policy.rules.warn, "warn"),
                 (opts.wants.mutate && policy.rules.patch, "patch"),

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::bench::{echo, fixtures, load, policies};
 use crate::cli::{EvalStrategy, PolicyArgs};
+use crate::policy::bytecode;
 use crate::policy::eval::Wants;
-use crate::policy::fast;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -160,7 +160,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
 
 fn run_policies(a: PoliciesArgs) -> anyhow::Result<i32> {
     if let Some(strategy) = a.strategy {
-        fast::set_strategy(strategy.into());
+        bytecode::set_strategy(strategy.into());
     }
     let path = a.fixtures.clone().unwrap_or_else(fixtures::default_path);
     let fixtures = fixtures::load(&path)?;

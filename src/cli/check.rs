@@ -80,7 +80,7 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let set = match PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default()) {
+    let set = match crate::catalog::build(&sources, Arc::new(config), NamespaceLabels::default()) {
         Ok(set) => set,
         Err(errors) => {
             for e in &errors.0 {
@@ -121,16 +121,15 @@ pub fn run(args: CheckArgs, list_only: bool) -> anyhow::Result<i32> {
 /// warning (a custom resource regate cannot confirm). Returns the number of errors.
 fn report_unknown_kinds(set: &PolicySet) -> usize {
     use crate::policy::metadata::{nearest_kind, BUILT_IN_KINDS};
-    use crate::policy::set::Flavor;
     let mut known: Vec<&str> = BUILT_IN_KINDS.to_vec();
     for p in &set.policies {
-        if matches!(p.flavor, Flavor::Gatekeeper(_)) {
+        if !p.flavor.is_native() {
             known.extend(p.meta.kinds.iter().map(String::as_str));
         }
     }
     let mut errors = 0;
     for p in &set.policies {
-        if matches!(p.flavor, Flavor::Gatekeeper(_)) {
+        if !p.flavor.is_native() {
             continue;
         }
         for kind in &p.meta.kinds {

@@ -46,7 +46,7 @@ pub struct Cli {
     pub eval_strategy: Option<EvalStrategy>,
 }
 
-/// `--eval-strategy`: see [`crate::policy::fast::Strategy`].
+/// `--eval-strategy`: see [`crate::policy::bytecode::Strategy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EvalStrategy {
     /// Bytecode wherever it is proven equal, and policies with the same kinds and data in one
@@ -62,9 +62,9 @@ pub enum EvalStrategy {
     Clone,
 }
 
-impl From<EvalStrategy> for crate::policy::fast::Strategy {
+impl From<EvalStrategy> for crate::policy::bytecode::Strategy {
     fn from(s: EvalStrategy) -> Self {
-        use crate::policy::fast::Strategy;
+        use crate::policy::bytecode::Strategy;
         match s {
             EvalStrategy::Grouped => Strategy::Grouped,
             EvalStrategy::Compiled => Strategy::Compiled,
@@ -196,6 +196,7 @@ impl PolicyArgs {
             dir: policy_dir(self.policies.as_deref())?,
             include_defaults: self.include_defaults,
             config: self.config.clone(),
+            yaml_loader: crate::catalog::YAML_LOADERS,
         })
     }
 
@@ -218,7 +219,7 @@ impl PolicyArgs {
         let dir = policy_dir(self.policies.as_deref())?;
         let (sources, _) = source::resolve(&dir, self.include_defaults)
             .with_context(|| format!("loading policies from {}", dir.display()))?;
-        let set = PolicySet::build(&sources, Arc::new(config), NamespaceLabels::default())?;
+        let set = crate::catalog::build(&sources, Arc::new(config), NamespaceLabels::default())?;
         announce_policies(&set, &[dir]);
         Ok(set)
     }

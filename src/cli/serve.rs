@@ -115,6 +115,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             dir: dir.clone(),
             include_defaults: false,
             config: args.shadow_config.clone(),
+            yaml_loader: crate::catalog::YAML_LOADERS,
         },
         queue: args.shadow_queue,
         sample_rate: args.shadow_sample_rate,

@@ -229,7 +229,7 @@ fn wrap_plan(path: &str, definitions: &[Ref<Rule>]) -> Option<WrapPlan> {
 /// The message of a regorus error in one line: its location and its `error:` line.
 /// Whether two definitions of one rule may both hold with different values: not when every
 /// two of them give the same literal value, or differ in a literal argument (`f("E") := ...`,
-/// `f("P") := ...`), as `policy::fast` reads conflicts.
+/// `f("P") := ...`), as `policy::bytecode` reads conflicts.
 fn may_differ(definitions: &[Ref<Rule>]) -> bool {
     fn literal(e: &Expr) -> Option<&Value> {
         match e {
@@ -397,7 +397,7 @@ mod tests {
         );
     }
 
-    /// The template's rules on the VM as `policy::fast` runs them: rewritten, guarded, with
+    /// The template's rules on the VM as `policy::bytecode` runs them: rewritten, guarded, with
     /// OPA's builtins.
     fn on_vm(text: &str, rule: &str, input: serde_json::Value) -> Result<Value, String> {
         let mut engine = Engine::new();

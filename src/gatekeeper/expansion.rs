@@ -259,6 +259,28 @@ fn gvk(object: &Value) -> Option<(&str, &str, &str)> {
     Some((group, version, kind))
 }
 
+/// The set's ExpansionTemplates, as the engine holds them (`PolicySet::expansions`).
+#[derive(Debug, Clone, Default)]
+pub struct ExpansionTemplates(pub Vec<ExpansionTemplate>);
+
+impl crate::policy::flavor::Expansions for ExpansionTemplates {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The ExpansionTemplates `set` holds (none when it was built without Gatekeeper's loaders).
+pub fn templates_of(set: &crate::policy::set::PolicySet) -> &[ExpansionTemplate] {
+    set.expansions
+        .as_any()
+        .downcast_ref::<ExpansionTemplates>()
+        .map_or(&[], |t| t.0.as_slice())
+}
+
 /// Every object the templates expand `object` into, nested expansions included (a CronJob's
 /// Job, then that Job's Pod), deepest first as Gatekeeper lists them; each names the template
 /// that made it (the innermost: its prefix and action are the ones applied).

@@ -1,7 +1,8 @@
 //! Gatekeeper compatibility: ConstraintTemplates, Constraints and `verify` suites.
 //!
 //! Templates and constraints found among the policy YAML become ordinary
-//! [`CompiledPolicy`] entries (flavor [`Flavor::Gatekeeper`]), one per constraint, so the one
+//! [`CompiledPolicy`] entries (flavor [`Flavor::Plugged`] with a [`GatekeeperPolicy`]: the
+//! engine reaches them only through `policy::flavor`'s traits), one per constraint, so the one
 //! decision path (`admission::decision::judge`) judges them beside native policies. What differs
 //! is confined to three places: the input (`input.review`, `input.parameters`, built here),
 //! the rule (`violation` instead of `deny`) and `spec.match`, applied by [`applies`].
@@ -28,8 +29,9 @@ use crate::admission::review::Review;
 use crate::config::{Action, Config, Environment, Mode, PerEnvironment};
 use crate::environment::EnvironmentResolver;
 use crate::manifest;
+use crate::policy::flavor::{LoadedYaml, PluggedPolicy, SyncedData, YamlLoader};
 use crate::policy::metadata::PolicyMeta;
-use crate::policy::set::{CompiledPolicy, Flavor, LoadError, PolicySet, Rules};
+use crate::policy::set::{CompiledException, CompiledPolicy, Flavor, LoadError, PolicySet, Rules};
 use crate::policy::source::PolicySource;
 
 pub use constraint::{Constraint, Points};
@@ -66,6 +68,88 @@ impl GatekeeperPolicy {
         map.insert(RValue::from("review"), input["request"].clone());
         map.insert(RValue::from("parameters"), self.parameters.clone());
         RValue::from(map)
+    }
+
+    /// The Gatekeeper part of `policy`, when it is a constraint.
+    pub fn of(policy: &CompiledPolicy) -> Option<&GatekeeperPolicy> {
+        policy.flavor.plugged::<GatekeeperPolicy>()
+    }
+}
+
+/// How the engine evaluates a constraint: Gatekeeper's input, its `violation` rule, and the
+/// template's modules prepared for the VM by [`bytecode`].
+impl PluggedPolicy for GatekeeperPolicy {
+    fn deny_rule(&self) -> &'static str {
+        "violation"
+    }
+
+    fn input(&self, input: &RValue) -> RValue {
+        GatekeeperPolicy::input(self, input)
+    }
+
+    /// A template's constraints differ only in their parameters, which are input.
+    fn program_key(&self) -> Option<String> {
+        Some(self.template.clone())
+    }
+
+    fn engine_for_vm(
+        &self,
+        engine: &regorus::Engine,
+        entry: &str,
+    ) -> Result<Option<regorus::Engine>, String> {
+        bytecode::engine_for_vm(engine, entry)
+    }
+
+    fn refusal(&self, compiled: &regorus::CompiledPolicy) -> Option<String> {
+        bytecode::refusal(compiled)
+    }
+
+    fn install_builtins(&self, program: &mut regorus::rvm::program::Program) -> Result<(), String> {
+        bytecode::install_opa_builtins(program)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The policy directory's Gatekeeper YAML: ConstraintTemplates and Constraints, mutators and
+/// ExpansionTemplates. What the program builds its sets with (`crate::catalog`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YamlLoaders;
+
+impl YamlLoader for YamlLoaders {
+    fn load(&self, yaml: &[&PolicySource], config: &Config, timeout: Duration) -> LoadedYaml {
+        let (mutators, mut errors) = mutation::compile_sources(yaml);
+        let mut loaded = LoadedYaml {
+            mutators: mutators.into_shared(),
+            ..LoadedYaml::default()
+        };
+        if !yaml.is_empty() {
+            let (constraints, mut gk_errors) = compile_sources(yaml, config, timeout);
+            errors.append(&mut gk_errors);
+            let (templates, mut expansion_errors) = expansion::compile_sources(yaml);
+            errors.append(&mut expansion_errors);
+            loaded.policies = constraints;
+            loaded.expansions = Arc::new(expansion::ExpansionTemplates(templates));
+        }
+        loaded.errors = errors;
+        loaded
+    }
+
+    fn alias_exceptions(&self, policies: &[CompiledPolicy], exceptions: &mut [CompiledException]) {
+        alias_exceptions(policies, exceptions)
+    }
+}
+
+/// A synced inventory is re-applied to every set the store builds.
+impl SyncedData for Inventory {
+    fn apply(&self, set: &PolicySet) -> Result<PolicySet, LoadError> {
+        apply_inventory(set, self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -255,7 +339,7 @@ fn subject_facts(review: &Review) -> SubjectFacts<'_> {
 
 /// Whether a policy's `spec.match` selects the review's object (native policies: always).
 pub fn applies(policy: &CompiledPolicy, subject: &MatchSubject<'_>) -> bool {
-    let Flavor::Gatekeeper(gk) = &policy.flavor else {
+    let Some(gk) = GatekeeperPolicy::of(policy) else {
         // Native policies judge pod templates themselves; expansion is Gatekeeper's.
         return !subject.generated;
     };
@@ -431,12 +515,9 @@ pub fn constraint_id(kind: &str, name: &str, kinds: usize) -> String {
 /// Config exceptions name a constraint by its policy id or, always, by Gatekeeper's identity
 /// `Kind/name` (the id is the bare name while no other kind uses it): an exception that names
 /// `K8sRequiredLabels/owner` waives constraint `owner` either way.
-pub fn alias_exceptions(
-    policies: &[CompiledPolicy],
-    exceptions: &mut [crate::policy::set::CompiledException],
-) {
+pub fn alias_exceptions(policies: &[CompiledPolicy], exceptions: &mut [CompiledException]) {
     for p in policies {
-        let Flavor::Gatekeeper(gk) = &p.flavor else {
+        let Some(gk) = GatekeeperPolicy::of(p) else {
             continue;
         };
         if p.id().contains('/') {
@@ -524,7 +605,7 @@ pub fn compile_constraint(
             constraint.parameters.clone(),
             constraint.parameters.clone(),
         ],
-        flavor: Flavor::Gatekeeper(Arc::new(gk)),
+        flavor: Flavor::Plugged(Arc::new(gk)),
         reads_managed_fields: crate::policy::set::mentions_managed_fields(&template.engine),
     })
 }
@@ -556,9 +637,8 @@ fn actions_for(
 /// itself when no constraint acts differently there (no scoped constraint), so nothing is
 /// copied in the common case.
 pub fn audit_point(set: Arc<PolicySet>) -> Arc<PolicySet> {
-    let differs = |p: &CompiledPolicy| match &p.flavor {
-        Flavor::Gatekeeper(gk) => gk.points.audit != gk.points.admission,
-        Flavor::Native => false,
+    let differs = |p: &CompiledPolicy| {
+        GatekeeperPolicy::of(p).is_some_and(|gk| gk.points.audit != gk.points.admission)
     };
     if !set.policies.iter().any(differs) {
         return set;
@@ -568,13 +648,13 @@ pub fn audit_point(set: Arc<PolicySet>) -> Arc<PolicySet> {
         .iter()
         .map(|p| {
             let mut p = p.clone();
-            if let Flavor::Gatekeeper(gk) = &p.flavor {
-                let mut gk = (**gk).clone();
+            if let Some(gk) = GatekeeperPolicy::of(&p) {
+                let mut gk = gk.clone();
                 gk.active = gk.points.audit.is_some();
                 let action = gk.points.audit.unwrap_or(Action::Audit);
                 p.actions = actions_for(action, set.config.policies.get(p.id()), &set.config);
                 p.meta.action = PerEnvironment::Single(action);
-                p.flavor = Flavor::Gatekeeper(Arc::new(gk));
+                p.flavor = Flavor::Plugged(Arc::new(gk));
             }
             p
         })
@@ -602,10 +682,10 @@ pub fn with_inventory(
         .iter()
         .map(|p| {
             let mut p = p.clone();
-            if let Flavor::Gatekeeper(gk) = &p.flavor {
-                let mut gk = (**gk).clone();
+            if let Some(gk) = GatekeeperPolicy::of(&p) {
+                let mut gk = gk.clone();
                 gk.inventory_secrets = secrets.clone();
-                p.flavor = Flavor::Gatekeeper(Arc::new(gk));
+                p.flavor = Flavor::Plugged(Arc::new(gk));
                 for engine in p.engines.iter_mut() {
                     set_inventory(engine, inventory)
                         .map_err(|e| LoadError::new(&p.file, 1, 1, e))?;
@@ -623,7 +703,7 @@ pub fn apply_inventory(set: &PolicySet, inventory: &Inventory) -> Result<PolicyS
     if !set
         .policies
         .iter()
-        .any(|p| matches!(p.flavor, Flavor::Gatekeeper(_)))
+        .any(|p| GatekeeperPolicy::of(p).is_some())
     {
         return Ok(set.clone());
     }
@@ -632,7 +712,7 @@ pub fn apply_inventory(set: &PolicySet, inventory: &Inventory) -> Result<PolicyS
     // keep what they cached for them.
     let changed: Vec<bool> = policies
         .iter()
-        .map(|p| matches!(p.flavor, Flavor::Gatekeeper(_)))
+        .map(|p| GatekeeperPolicy::of(p).is_some())
         .collect();
     Ok(set.with_changed_engines(policies, &changed))
 }
@@ -665,10 +745,7 @@ pub enum InventoryFilesError {
 pub fn sync_kinds(policies: &[CompiledPolicy]) -> Vec<inventory::SyncKind> {
     let mut out: Vec<inventory::SyncKind> = policies
         .iter()
-        .filter_map(|p| match &p.flavor {
-            Flavor::Gatekeeper(gk) => Some(gk.sync.iter().cloned()),
-            Flavor::Native => None,
-        })
+        .filter_map(|p| GatekeeperPolicy::of(p).map(|gk| gk.sync.iter().cloned()))
         .flatten()
         .collect();
     out.sort();
@@ -697,6 +774,75 @@ fn prime(engine: &mut regorus::Engine, package: &str, gk: &GatekeeperPolicy, kin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn native_policy_text(rules: &str) -> String {
+        format!(
+            "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\n\n{rules}\n"
+        )
+    }
+
+    fn summary(d: &crate::admission::decision::Decision) -> String {
+        format!(
+            "allowed={} violations={:?} failures={:?}",
+            d.allowed, d.violations, d.failures
+        )
+    }
+
+    /// An inventory sync changes only the constraints' data: native programs are not
+    /// recompiled, the set keeps its identity (threads keep their VMs), and only the
+    /// constraints' engines are taken again by the threads.
+    #[test]
+    fn an_inventory_sync_keeps_compiled_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            native_policy_text("deny contains \"m\" if input.request.object.data.x == \"abc\""),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("gk.yaml"),
+            "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8sinv\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sInv\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package k8sinv\n        violation[{\"msg\": \"taken\"}] { data.inventory.cluster[\"v1\"][\"Namespace\"][\"n\"] }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sInv\nmetadata:\n  name: inv\nspec:\n  match:\n    kinds: [{apiGroups: [\"\"], kinds: [ConfigMap]}]\n",
+        )
+        .unwrap();
+        let (sources, _) = crate::policy::source::resolve(dir.path(), false).unwrap();
+        let set = crate::catalog::build(
+            &sources,
+            std::sync::Arc::new(crate::config::Config::default()),
+            crate::environment::NamespaceLabels::default(),
+        )
+        .unwrap();
+        let review = crate::admission::review::Review::from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"abc","none":[],"nul":null,"w":true}}}}"#,
+        )
+        .unwrap();
+        let before =
+            crate::admission::decision::judge(&set, &review, crate::policy::Wants::VALIDATE);
+        assert_eq!(before.violations.len(), 1, "{}", summary(&before));
+        let mut inventory = Inventory::default();
+        inventory
+            .add(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}))
+            .unwrap();
+        let synced = apply_inventory(&set, &inventory).unwrap();
+        let native = set.policies.iter().position(|p| p.id() == "p").unwrap();
+        let constraint = set.policies.iter().position(|p| p.id() == "inv").unwrap();
+        // A constraint on bytecode holds its data in its program: the set is then built again
+        // (what the assertions below say holds only for interpreted constraints).
+        let view = |s: &PolicySet, i: usize| s.accel.cache_view(i);
+        if view(&set, constraint).1.is_none() {
+            let (a, b) = (view(&set, native), view(&synced, native));
+            assert_eq!(b.0, a.0, "the set keeps its identity");
+            assert!(a.1.is_some());
+            assert_eq!(a.1, b.1, "the native program is the same one");
+            assert_eq!(a.2, b.2);
+            assert_ne!(view(&set, constraint).2, view(&synced, constraint).2);
+        }
+        // This thread cached the constraint's old engine: it answers with the new inventory.
+        let after =
+            crate::admission::decision::judge(&synced, &review, crate::policy::Wants::VALIDATE);
+        assert_eq!(after.violations.len(), 2, "{}", summary(&after));
+        let old = crate::admission::decision::judge(&set, &review, crate::policy::Wants::VALIDATE);
+        assert_eq!(summary(&old), summary(&before));
+    }
 
     fn template(kind: &str) -> String {
         format!(

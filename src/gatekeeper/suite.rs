@@ -28,8 +28,8 @@ use crate::gatekeeper::{
     compile_constraint, with_inventory, Constraint, Inventory, Origin, Template,
 };
 use crate::manifest;
+use crate::policy::bytecode::Strategy;
 use crate::policy::eval::Wants;
-use crate::policy::fast::Strategy;
 use crate::policy::mutators::Mutators;
 use crate::policy::set::{CompiledPolicy, PolicySet};
 use crate::secrets::SecretValues;
@@ -597,14 +597,16 @@ fn is_mutation_only(test: &TestSpec) -> bool {
 /// (gator's `expansion`).
 struct Additions {
     mutators: MutatorSet,
-    expansions: Arc<Vec<ExpansionTemplate>>,
+    expansions: Arc<crate::gatekeeper::expansion::ExpansionTemplates>,
 }
 
 fn load_additions(dir: &Path, test: &TestSpec) -> Result<Additions, String> {
     let paths: Vec<PathBuf> = test.mutators.iter().map(|m| dir.join(m)).collect();
     Ok(Additions {
         mutators: mutation::load_files(&paths)?,
-        expansions: Arc::new(load_expansions(dir, &test.expansion)?),
+        expansions: Arc::new(crate::gatekeeper::expansion::ExpansionTemplates(
+            load_expansions(dir, &test.expansion)?,
+        )),
     })
 }
 

@@ -16,6 +16,8 @@ use regorus::rvm::{Instruction, Program};
 use regorus::unstable::{Expr, Ref, Span};
 use regorus::{LimitError, Value};
 
+use crate::policy::instructions::{classify, Class};
+
 type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
 
 /// Distinct builtins that can be guarded in one process (regorus has about 200; a policy set
@@ -101,82 +103,24 @@ pub fn guard_builtins(program: &mut Program) -> Result<(), String> {
 /// reports it.
 pub fn unguarded_errors(program: &Program) -> Option<String> {
     for (pc, instruction) in program.instructions.iter().enumerate() {
-        let (left, right, divides) = match *instruction {
-            Instruction::Add { left, right, .. }
-            | Instruction::Sub { left, right, .. }
-            | Instruction::Mul { left, right, .. } => (left, right, false),
-            Instruction::Div { left, right, .. } | Instruction::Mod { left, right, .. } => {
-                (left, right, true)
-            }
-            // Every other instruction, named so that a regorus release adding one fails to
-            // compile here instead of passing unexamined. These raise no error of their own
-            // that a rule body swallows where the interpreter reports one: loads and moves,
-            // comparisons (non-strict, ordered as OPA orders values), builtin calls (guarded by
-            // `guard_builtins`), user function and rule calls (their bodies are this same
-            // program), collection building, and control flow.
-            Instruction::Load { .. }
-            | Instruction::LoadTrue { .. }
-            | Instruction::LoadFalse { .. }
-            | Instruction::LoadNull { .. }
-            | Instruction::LoadBool { .. }
-            | Instruction::LoadData { .. }
-            | Instruction::LoadInput { .. }
-            | Instruction::LoadContext { .. }
-            | Instruction::LoadMetadata { .. }
-            | Instruction::Move { .. }
-            | Instruction::Eq { .. }
-            | Instruction::Ne { .. }
-            | Instruction::Lt { .. }
-            | Instruction::Le { .. }
-            | Instruction::Gt { .. }
-            | Instruction::Ge { .. }
-            | Instruction::And { .. }
-            | Instruction::Or { .. }
-            | Instruction::Not { .. }
-            | Instruction::BuiltinCall { .. }
-            | Instruction::FunctionCall { .. }
-            | Instruction::Return { .. }
-            | Instruction::ObjectSet { .. }
-            | Instruction::ObjectCreate { .. }
-            | Instruction::Index { .. }
-            | Instruction::IndexLiteral { .. }
-            | Instruction::ChainedIndex { .. }
-            | Instruction::ArrayNew { .. }
-            | Instruction::ArrayPush { .. }
-            | Instruction::ArrayPushDefined { .. }
-            | Instruction::ArrayCreate { .. }
-            | Instruction::SetNew { .. }
-            | Instruction::SetAdd { .. }
-            | Instruction::SetCreate { .. }
-            | Instruction::Contains { .. }
-            | Instruction::Count { .. }
-            | Instruction::AssertEq { .. }
-            | Instruction::Guard { .. }
-            | Instruction::ReturnUndefinedIfNotTrue { .. }
-            | Instruction::CoalesceUndefinedToNull { .. }
-            | Instruction::LoopStart { .. }
-            | Instruction::LoopNext { .. }
-            | Instruction::CallRule { .. }
-            | Instruction::RuleInit { .. }
-            | Instruction::VirtualDataDocumentLookup { .. }
-            | Instruction::DestructuringSuccess {}
-            | Instruction::RuleReturn {}
-            | Instruction::Halt {}
-            | Instruction::ComprehensionBegin { .. }
-            | Instruction::ComprehensionYield { .. }
-            | Instruction::ComprehensionEnd {} => continue,
-            // Host calls and Azure Policy conditions: never emitted for Rego, and not examined.
-            Instruction::HostAwait { .. }
-            | Instruction::PolicyCondition { .. }
-            | Instruction::LogicalBlockStart { .. }
-            | Instruction::AllOfNext { .. }
-            | Instruction::AnyOfNext { .. }
-            | Instruction::LogicalBlockEnd { .. } => {
+        let (left, right, divides) = match classify(instruction) {
+            Class::Arithmetic {
+                left,
+                right,
+                divides,
+                ..
+            } => (left, right, divides),
+            Class::Foreign { .. } => {
                 return Some(format!(
                 "{} compiled to a host or Azure Policy instruction, which regate does not examine",
                 location(program, pc)
             ))
             }
+            // Every other class raises no error of its own that a rule body swallows where
+            // the interpreter reports one (see `Class`; every instruction is classified there):
+            // builtin calls are guarded by `guard_builtins`, and user function and rule calls
+            // run this same program.
+            _ => continue,
         };
         let left_ok = producer(program, pc, left).is_some_and(|p| p != Producer::Unknown);
         let right_ok = match producer(program, pc, right) {
@@ -316,9 +260,9 @@ const NUMERIC_BUILTINS: &[&str] = &[
 fn producer(program: &Program, pc: usize, register: u8) -> Option<Producer> {
     let params = &program.instruction_data;
     for instruction in program.instructions.get(..pc)?.iter().rev() {
-        let written = match *instruction {
-            Instruction::Load { dest, literal_idx } => {
-                (dest == register).then(|| match program.literals.get(usize::from(literal_idx)) {
+        let written = match classify(instruction) {
+            Class::Load { dest, literal } => {
+                (dest == register).then(|| match program.literals.get(usize::from(literal)) {
                     Some(n @ Value::Number(_)) if *n != Value::from(0_u64) => {
                         Producer::NonZeroLiteral
                     }
@@ -326,17 +270,14 @@ fn producer(program: &Program, pc: usize, register: u8) -> Option<Producer> {
                     _ => Producer::Unknown,
                 })
             }
-            Instruction::Move { dest, src } if dest == register => {
+            Class::Move { dest, src } if dest == register => {
                 return producer_before(program, instruction, pc, src)
             }
-            Instruction::Add { dest, .. }
-            | Instruction::Sub { dest, .. }
-            | Instruction::Mul { dest, .. }
-            | Instruction::Div { dest, .. }
-            | Instruction::Mod { dest, .. }
-            | Instruction::Count { dest, .. } => (dest == register).then_some(Producer::Number),
-            Instruction::BuiltinCall { params_index } => {
-                let call = params.builtin_call_params.get(usize::from(params_index))?;
+            Class::Arithmetic { dest, .. } | Class::Count { dest } => {
+                (dest == register).then_some(Producer::Number)
+            }
+            Class::BuiltinCall { params: index } => {
+                let call = params.builtin_call_params.get(usize::from(index))?;
                 (call.dest == register).then(|| {
                     let name = program
                         .builtin_info_table
@@ -349,66 +290,18 @@ fn producer(program: &Program, pc: usize, register: u8) -> Option<Producer> {
                     }
                 })
             }
-            Instruction::FunctionCall { params_index } => {
-                let call = params.function_call_params.get(usize::from(params_index))?;
+            Class::FunctionCall { params: index } => {
+                let call = params.function_call_params.get(usize::from(index))?;
                 (call.dest == register).then_some(Producer::Unknown)
             }
-            Instruction::LoadTrue { dest }
-            | Instruction::LoadFalse { dest }
-            | Instruction::LoadNull { dest }
-            | Instruction::LoadBool { dest, .. }
-            | Instruction::LoadData { dest }
-            | Instruction::LoadInput { dest }
-            | Instruction::LoadContext { dest }
-            | Instruction::LoadMetadata { dest }
-            | Instruction::Move { dest, .. }
-            | Instruction::Eq { dest, .. }
-            | Instruction::Ne { dest, .. }
-            | Instruction::Lt { dest, .. }
-            | Instruction::Le { dest, .. }
-            | Instruction::Gt { dest, .. }
-            | Instruction::Ge { dest, .. }
-            | Instruction::And { dest, .. }
-            | Instruction::Or { dest, .. }
-            | Instruction::Not { dest, .. }
-            | Instruction::Index { dest, .. }
-            | Instruction::IndexLiteral { dest, .. }
-            | Instruction::Contains { dest, .. }
-            | Instruction::CallRule { dest, .. } => (dest == register).then_some(Producer::Unknown),
+            Class::Move { dest, .. } | Class::Writes { dest } => {
+                (dest == register).then_some(Producer::Unknown)
+            }
             // Exits on failure, never a jump's target, writes nothing.
-            Instruction::AssertEq { .. } | Instruction::ReturnUndefinedIfNotTrue { .. } => None,
+            Class::Condition => None,
             // Anything else may jump, be jumped to, or write registers this scan does not
-            // follow: the producer is unknown. Named one by one so that an instruction a
-            // regorus release adds must be classified here before it compiles.
-            Instruction::HostAwait { .. }
-            | Instruction::Return { .. }
-            | Instruction::ObjectSet { .. }
-            | Instruction::ObjectCreate { .. }
-            | Instruction::ChainedIndex { .. }
-            | Instruction::ArrayNew { .. }
-            | Instruction::ArrayPush { .. }
-            | Instruction::ArrayPushDefined { .. }
-            | Instruction::ArrayCreate { .. }
-            | Instruction::SetNew { .. }
-            | Instruction::SetAdd { .. }
-            | Instruction::SetCreate { .. }
-            | Instruction::Guard { .. }
-            | Instruction::CoalesceUndefinedToNull { .. }
-            | Instruction::LoopStart { .. }
-            | Instruction::LoopNext { .. }
-            | Instruction::RuleInit { .. }
-            | Instruction::VirtualDataDocumentLookup { .. }
-            | Instruction::DestructuringSuccess {}
-            | Instruction::RuleReturn {}
-            | Instruction::Halt {}
-            | Instruction::ComprehensionBegin { .. }
-            | Instruction::ComprehensionYield { .. }
-            | Instruction::ComprehensionEnd {}
-            | Instruction::PolicyCondition { .. }
-            | Instruction::LogicalBlockStart { .. }
-            | Instruction::AllOfNext { .. }
-            | Instruction::AnyOfNext { .. }
-            | Instruction::LogicalBlockEnd { .. } => return None,
+            // follow: the producer is unknown.
+            Class::LoopNext | Class::Other | Class::Foreign { .. } => return None,
         };
         if written.is_some() {
             return written;

@@ -102,7 +102,7 @@ pub fn evaluate(
 }
 
 /// What evaluation needs from an engine: the interpreter (`regorus::Engine`), or a compiled
-/// program on regorus's VM (`crate::policy::fast`).
+/// program on regorus's VM (`crate::policy::bytecode`).
 pub(crate) trait Evaluator {
     fn set_input(&mut self, input: Value);
     fn eval_rule(&mut self, path: String) -> anyhow::Result<Value>;
@@ -135,15 +135,15 @@ pub(crate) fn evaluate_with<E: Evaluator>(
     redact: bool,
     started: Instant,
 ) -> PolicyOutput {
-    // A Gatekeeper constraint reads `input.review`/`input.parameters` and answers in `violation`.
+    // A plugged-in flavor reads its own input (built from regate's) and names its own rule.
     let deny_rule = match &policy.flavor {
         Flavor::Native => {
             engine.set_input(input.clone());
             "deny"
         }
-        Flavor::Gatekeeper(gk) => {
-            engine.set_input(gk.input(input));
-            "violation"
+        Flavor::Plugged(plugged) => {
+            engine.set_input(plugged.input(input));
+            plugged.deny_rule()
         }
     };
     let mut out = PolicyOutput::default();

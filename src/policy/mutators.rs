@@ -1,5 +1,5 @@
-//! Object mutators that a policy flavor loads beside the Rego policies (Gatekeeper's `Assign`,
-//! `AssignMetadata`, `ModifySet` and `AssignImage`, from `crate::gatekeeper::mutation`). A set
+//! Object mutators that a policy flavor loads beside the Rego policies (through its
+//! [`crate::policy::flavor::YamlLoader`]). A set
 //! only holds them; `admission::decision::judge` runs them after the policies' `patch` rules,
 //! so that one JSONPatch carries both.
 
@@ -24,7 +24,7 @@ pub struct MutationRequest<'a> {
     pub resolver: &'a EnvironmentResolver,
 }
 
-/// A mutator that could not be applied: the whole mutation is abandoned, as Gatekeeper does.
+/// A mutator that could not be applied: the whole mutation is abandoned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{mutator}: {message}")]
 pub struct MutationFailure {

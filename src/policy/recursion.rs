@@ -854,7 +854,7 @@ mod tests {
             )
             .unwrap();
             let (sources, _) = source::resolve(dir.path(), false).unwrap();
-            let errors = PolicySet::build(
+            let errors = PolicySet::build_with_rego_only(
                 &sources,
                 std::sync::Arc::new(Config::default()),
                 NamespaceLabels::default(),
@@ -871,61 +871,8 @@ mod tests {
         }
     }
 
-    /// A template's recursion is reported at its line in the YAML file.
     #[test]
-    fn a_recursive_template_is_refused() {
-        use crate::gatekeeper::{Origin, Template};
-        let text = "apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata:
-  name: k8sloop
-spec:
-  crd:
-    spec:
-      names:
-        kind: K8sLoop
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package k8sloop
-
-        violation[{\"msg\": msg}] {
-          msg := m(input.review)
-        }
-
-        m(x) = y {
-          y := m(x)
-        }
-";
-        let doc: serde_json::Value = serde_yaml::from_str(text).unwrap();
-        let template = Template::parse(
-            &doc,
-            Origin {
-                file: "t.yaml".into(),
-                line: 1,
-                text: text.into(),
-            },
-        )
-        .unwrap();
-        let errors = template
-            .compile(std::time::Duration::from_secs(1))
-            .unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(
-            (errors[0].file.as_str(), errors[0].line),
-            ("t.yaml", 19),
-            "{errors:?}"
-        );
-        assert!(
-            errors[0]
-                .message
-                .contains("rego_recursion_error: rule data.k8sloop.m is recursive"),
-            "{errors:?}"
-        );
-    }
-
-    #[test]
-    fn gatekeeper_style_v0_recursion_is_found() {
+    fn rego_v0_recursion_is_found() {
         let mut engine = Engine::new();
         engine.set_rego_v0(true);
         engine

@@ -9,8 +9,8 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::environment::NamespaceLabels;
-use crate::gatekeeper::Inventory;
 use crate::metrics::Metrics;
+use crate::policy::flavor::{SyncedData, YamlLoader};
 use crate::policy::set::{LoadErrors, PolicySet};
 use crate::policy::source::{self, SourceError};
 
@@ -20,6 +20,8 @@ pub struct PolicySources {
     pub dir: PathBuf,
     pub include_defaults: bool,
     pub config: Option<PathBuf>,
+    /// What makes policies of the YAML files (the program's: `crate::catalog`).
+    pub yaml_loader: &'static dyn YamlLoader,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,12 @@ impl PolicySources {
             None => Config::default(),
         };
         let (sources, _) = source::resolve(&self.dir, self.include_defaults)?;
-        Ok(PolicySet::build(&sources, Arc::new(config), labels)?)
+        Ok(PolicySet::build_with(
+            &sources,
+            Arc::new(config),
+            labels,
+            self.yaml_loader,
+        )?)
     }
 }
 
@@ -53,9 +60,9 @@ pub struct PolicyStore {
     metrics: Option<Metrics>,
     /// Serialises reloads, so two file events never race to swap.
     reload_lock: Mutex<()>,
-    /// Gatekeeper's `data.inventory` as last synced from the cluster; every reload re-applies it,
-    /// so a policy edit never drops it.
-    inventory: Mutex<Option<Arc<Inventory>>>,
+    /// The data last synced from the cluster; every reload re-applies it, so a policy edit
+    /// never drops it.
+    synced: Mutex<Option<Arc<dyn SyncedData>>>,
     /// Whether the policy directory existed at start: if it did, its disappearing later is a
     /// fault to survive, not a request to fall back to the embedded defaults.
     dir_at_start: bool,
@@ -75,7 +82,7 @@ impl PolicyStore {
             last_error: Mutex::new(None),
             metrics,
             reload_lock: Mutex::new(()),
-            inventory: Mutex::new(None),
+            synced: Mutex::new(None),
             dir_at_start: false,
         };
         let store = PolicyStore {
@@ -117,13 +124,12 @@ impl PolicyStore {
         };
         let built = built
             .and_then(|()| build_on_a_thread_of_its_own(|| self.sources.build(self.labels.clone())))
-            .and_then(
-                |set| match self.inventory.lock().ok().and_then(|i| i.clone()) {
-                    Some(inventory) => crate::gatekeeper::apply_inventory(&set, &inventory)
-                        .map_err(|e| BuildError::Policies(LoadErrors(vec![e]))),
-                    None => Ok(set),
-                },
-            );
+            .and_then(|set| match self.synced() {
+                Some(synced) => synced
+                    .apply(&set)
+                    .map_err(|e| BuildError::Policies(LoadErrors(vec![e]))),
+                None => Ok(set),
+            });
         match built {
             Ok(set) => {
                 let count = set.policies.len();
@@ -153,24 +159,22 @@ impl PolicyStore {
         }
     }
 
-    /// Installs a new `data.inventory` (the server's cluster sync): swaps in the current set
-    /// with it applied to the Gatekeeper policies, and keeps it for every later reload.
-    /// Blocking: call it off the async workers.
-    pub fn install_inventory(&self, inventory: Inventory) -> Result<(), String> {
+    /// Installs data newly synced from the cluster (the server's inventory sync): swaps in the
+    /// current set with it applied, and keeps it for every later reload. Blocking: call it off
+    /// the async workers.
+    pub fn install_synced(&self, synced: Arc<dyn SyncedData>) -> Result<(), String> {
         let _guard = self.reload_lock.lock();
-        let inventory = Arc::new(inventory);
-        let set = crate::gatekeeper::apply_inventory(&self.current(), &inventory)
-            .map_err(|e| e.to_string())?;
+        let set = synced.apply(&self.current()).map_err(|e| e.to_string())?;
         self.current.store(Arc::new(set));
-        if let Ok(mut slot) = self.inventory.lock() {
-            *slot = Some(inventory);
+        if let Ok(mut slot) = self.synced.lock() {
+            *slot = Some(synced);
         }
         Ok(())
     }
 
-    /// The inventory last installed, if any.
-    pub fn inventory(&self) -> Option<Arc<Inventory>> {
-        self.inventory.lock().ok().and_then(|i| i.clone())
+    /// The synced data last installed, if any.
+    pub fn synced(&self) -> Option<Arc<dyn SyncedData>> {
+        self.synced.lock().ok().and_then(|i| i.clone())
     }
 
     fn record_success(&self) {

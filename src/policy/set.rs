@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::config::{Action, Config, Environment, Mode};
 use crate::environment::{EnvironmentResolver, NamespaceLabels};
+use crate::policy::flavor::{Expansions, NoExpansions, YamlLoader};
 use crate::policy::metadata::{self, PolicyMeta};
 use crate::policy::source::{PolicySource, SourceRole};
 
@@ -49,14 +50,7 @@ pub struct Rules {
     pub patch: bool,
 }
 
-/// Where a policy comes from: regate's own Rego, or a Gatekeeper constraint (whose input,
-/// rule and `spec.match` differ; see `crate::gatekeeper`).
-#[derive(Debug, Clone, Default)]
-pub enum Flavor {
-    #[default]
-    Native,
-    Gatekeeper(Arc<crate::gatekeeper::GatekeeperPolicy>),
-}
+pub use crate::policy::flavor::Flavor;
 
 /// One policy, compiled once per environment (each engine already holds that environment's
 /// `data.regate`, and has evaluated once so that clones start warm).
@@ -137,28 +131,30 @@ pub struct PolicySet {
     pub config: Arc<Config>,
     pub resolver: EnvironmentResolver,
     pub exceptions: Vec<CompiledException>,
-    /// Gatekeeper's ExpansionTemplates: workloads are judged also through the objects they
-    /// would create.
-    pub expansions: Arc<Vec<crate::gatekeeper::expansion::ExpansionTemplate>>,
+    /// Objects a flavor derives from workloads (none by default): workloads are judged also
+    /// through the objects they would create.
+    pub expansions: Arc<dyn Expansions>,
     pub evaluation_timeout: Duration,
     /// Whether any policy mentions `managedFields`; when none does it is dropped from the input.
     pub reads_managed_fields: bool,
     pub built_at: SystemTime,
     /// Whether the embedded defaults are part of this set.
     pub uses_embedded: bool,
-    /// This set's identity for per-thread caches, and its compiled programs (`policy::fast`).
-    pub(crate) accel: crate::policy::fast::Accel,
+    /// This set's identity for per-thread caches, and its compiled programs (`policy::bytecode`).
+    pub(crate) accel: crate::policy::bytecode::Accel,
     /// Object mutators loaded beside the policies (none by default), run on `/mutate` after
     /// the `patch` rules.
     pub mutators: Arc<dyn crate::policy::mutators::Mutators>,
 }
 
 impl PolicySet {
-    /// Builds a set from sources, or reports every problem found.
-    pub fn build(
+    /// Builds a set from sources, with `yaml_loader` making policies (and mutators, and
+    /// expansions) of the YAML documents among them, or reports every problem found.
+    pub fn build_with(
         sources: &[PolicySource],
         config: Arc<Config>,
         labels: NamespaceLabels,
+        yaml_loader: &dyn YamlLoader,
     ) -> Result<PolicySet, LoadErrors> {
         let mut errors = Vec::new();
         let sources = dedupe_overrides(sources);
@@ -234,31 +230,21 @@ impl PolicySet {
             .iter()
             .filter(|s| s.role() == SourceRole::Yaml)
             .collect();
-        let mut expansions = Vec::new();
-        let (mutators, mut mutator_errors) = crate::gatekeeper::mutation::compile_sources(&yaml);
-        errors.append(&mut mutator_errors);
-        if !yaml.is_empty() {
-            let (constraints, mut gk_errors) =
-                crate::gatekeeper::compile_sources(&yaml, &config, evaluation_timeout);
-            errors.append(&mut gk_errors);
-            let (templates, mut expansion_errors) =
-                crate::gatekeeper::expansion::compile_sources(&yaml);
-            errors.append(&mut expansion_errors);
-            expansions = templates;
-            for policy in constraints {
-                if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
-                    errors.push(LoadError::new(
-                        &policy.file,
-                        1,
-                        1,
-                        format!(
-                            "constraint {:?}: a policy with this id is already declared in {}",
-                            policy.meta.id, other.file
-                        ),
-                    ));
-                } else {
-                    policies.push(policy);
-                }
+        let loaded = yaml_loader.load(&yaml, &config, evaluation_timeout);
+        errors.extend(loaded.errors);
+        for policy in loaded.policies {
+            if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
+                errors.push(LoadError::new(
+                    &policy.file,
+                    1,
+                    1,
+                    format!(
+                        "constraint {:?}: a policy with this id is already declared in {}",
+                        policy.meta.id, other.file
+                    ),
+                ));
+            } else {
+                policies.push(policy);
             }
         }
         for id in config.policies.keys() {
@@ -273,7 +259,7 @@ impl PolicySet {
             }
         }
         let mut exceptions = compile_exceptions(&config, &mut errors);
-        crate::gatekeeper::alias_exceptions(&policies, &mut exceptions);
+        yaml_loader.alias_exceptions(&policies, &mut exceptions);
         // A cycle inside a library is found once per policy compiled with it.
         let mut seen = Vec::new();
         errors.retain(|e| {
@@ -289,8 +275,18 @@ impl PolicySet {
         policies.retain(|p| !config.policies.get(&p.meta.id).is_some_and(|o| o.disabled));
         let uses_embedded = sources.iter().any(|s| s.name.starts_with("embedded:"));
         let mut set = Self::assemble(policies, config, labels, exceptions, uses_embedded);
-        set.expansions = Arc::new(expansions);
-        Ok(set.with_mutators(mutators.into_shared()))
+        set.expansions = loaded.expansions;
+        Ok(set.with_mutators(loaded.mutators))
+    }
+
+    /// A set of the Rego among `sources` (YAML documents are left alone): the engine's own tests.
+    #[cfg(test)]
+    pub(crate) fn build_with_rego_only(
+        sources: &[PolicySource],
+        config: Arc<Config>,
+        labels: NamespaceLabels,
+    ) -> Result<PolicySet, LoadErrors> {
+        Self::build_with(sources, config, labels, &crate::policy::flavor::NoYaml)
     }
 
     /// This set with `mutators` in place of its own.
@@ -299,7 +295,7 @@ impl PolicySet {
         self
     }
 
-    /// Builds the index over already compiled policies (Gatekeeper constraints join here too).
+    /// Builds the index over already compiled policies (policies of plugged-in flavors join here too).
     pub fn assemble(
         mut policies: Vec<CompiledPolicy>,
         config: Arc<Config>,
@@ -319,8 +315,10 @@ impl PolicySet {
             }
         }
         let reads_managed_fields = policies.iter().any(|p| p.reads_managed_fields);
-        let accel =
-            crate::policy::fast::Accel::build(&mut policies, config.limits.evaluation_timeout());
+        let accel = crate::policy::bytecode::Accel::build(
+            &mut policies,
+            config.limits.evaluation_timeout(),
+        );
         PolicySet {
             accel,
             resolver: EnvironmentResolver::new(&config, labels),
@@ -330,7 +328,7 @@ impl PolicySet {
             all_kinds,
             config,
             exceptions,
-            expansions: Arc::new(Vec::new()),
+            expansions: Arc::new(NoExpansions),
             reads_managed_fields,
             built_at: SystemTime::now(),
             uses_embedded,
@@ -339,8 +337,8 @@ impl PolicySet {
     }
 
     /// This set with `policies` in place of its own, where they differ only in the data their
-    /// interpreter engines hold (`changed[i]` for each that does): a Gatekeeper inventory
-    /// sync. Nothing is recompiled, and threads keep what they cached for the other policies.
+    /// interpreter engines hold (`changed[i]` for each that does): a sync of cluster data
+    /// ([`crate::policy::flavor::SyncedData`]). Nothing is recompiled, and threads keep what they cached for the other policies.
     /// Policies that do not line up with this set's (ids, order) get a fresh build.
     pub fn with_changed_engines(
         &self,
@@ -486,11 +484,11 @@ fn dedupe_overrides(sources: &[PolicySource]) -> Vec<PolicySource> {
 
 /// Work units (statements, loop iterations) the interpreter runs between two reads of the
 /// clock for the time limit. Reading it at every unit cost 15-19% of the server's CPU on
-/// Gatekeeper-heavy sets; a unit is small, so a runaway policy still stops within a few
+/// constraint-heavy sets; a unit is small, so a runaway policy still stops within a few
 /// microseconds of its limit.
 const INTERPRETER_TIMER_CHECK_INTERVAL: u32 = 64;
 
-/// The interpreter's time limit (native policies and Gatekeeper templates alike).
+/// The interpreter's time limit (native policies and plugged-in flavors alike).
 pub(crate) fn timer(limit: Duration) -> ExecutionTimerConfig {
     ExecutionTimerConfig {
         limit,
@@ -693,7 +691,7 @@ fn compile_policy(
                 format!("cannot add data: {e}"),
             )]);
         }
-        // Primed by `policy::fast` when the policy is interpreted (not when it runs as bytecode).
+        // Primed by `policy::bytecode` when the policy is interpreted (not when it runs as bytecode).
         engines.push(engine);
     }
     let engines: [Engine; 3] = match engines.try_into() {

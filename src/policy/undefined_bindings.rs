@@ -25,6 +25,8 @@ use regorus::rvm::instructions::GuardMode;
 use regorus::rvm::{Instruction, Program};
 use regorus::unstable::{AssignOp, Expr, Literal, Module, Query, Ref, Rule, RuleHead, Span};
 
+use crate::policy::instructions::classify;
+
 /// Where a statement or expression is: file, line, column and length of its text, as a
 /// program's instruction spans record it.
 type Place = (String, usize, usize, usize);
@@ -306,6 +308,11 @@ impl Relocation {
     /// parameters, entry points, and rule bodies.
     fn apply(&self, program: &mut Program) -> Result<(), String> {
         for instruction in &mut program.instructions {
+            // The others hold no program counter (the parameters of those that point into the
+            // program are renumbered below).
+            if !classify(instruction).jumps() {
+                continue;
+            }
             match instruction {
                 Instruction::LoopNext {
                     body_start,
@@ -317,67 +324,11 @@ impl Relocation {
                 Instruction::LogicalBlockStart { end_pc, .. }
                 | Instruction::AllOfNext { end_pc, .. }
                 | Instruction::AnyOfNext { end_pc, .. } => *end_pc = self.pc16(*end_pc)?,
-                // Every other instruction, named so that a regorus release adding one must be
-                // classified here before it compiles: none holds a program counter (their
-                // parameters that do are renumbered below).
-                Instruction::Load { .. }
-                | Instruction::LoadTrue { .. }
-                | Instruction::LoadFalse { .. }
-                | Instruction::LoadNull { .. }
-                | Instruction::LoadBool { .. }
-                | Instruction::LoadData { .. }
-                | Instruction::LoadInput { .. }
-                | Instruction::LoadContext { .. }
-                | Instruction::LoadMetadata { .. }
-                | Instruction::Move { .. }
-                | Instruction::Add { .. }
-                | Instruction::Sub { .. }
-                | Instruction::Mul { .. }
-                | Instruction::Div { .. }
-                | Instruction::Mod { .. }
-                | Instruction::Eq { .. }
-                | Instruction::Ne { .. }
-                | Instruction::Lt { .. }
-                | Instruction::Le { .. }
-                | Instruction::Gt { .. }
-                | Instruction::Ge { .. }
-                | Instruction::And { .. }
-                | Instruction::Or { .. }
-                | Instruction::Not { .. }
-                | Instruction::BuiltinCall { .. }
-                | Instruction::HostAwait { .. }
-                | Instruction::FunctionCall { .. }
-                | Instruction::Return { .. }
-                | Instruction::ObjectSet { .. }
-                | Instruction::ObjectCreate { .. }
-                | Instruction::Index { .. }
-                | Instruction::IndexLiteral { .. }
-                | Instruction::ChainedIndex { .. }
-                | Instruction::ArrayNew { .. }
-                | Instruction::ArrayPush { .. }
-                | Instruction::ArrayPushDefined { .. }
-                | Instruction::ArrayCreate { .. }
-                | Instruction::SetNew { .. }
-                | Instruction::SetAdd { .. }
-                | Instruction::SetCreate { .. }
-                | Instruction::Contains { .. }
-                | Instruction::Count { .. }
-                | Instruction::AssertEq { .. }
-                | Instruction::Guard { .. }
-                | Instruction::ReturnUndefinedIfNotTrue { .. }
-                | Instruction::CoalesceUndefinedToNull { .. }
-                | Instruction::LoopStart { .. }
-                | Instruction::CallRule { .. }
-                | Instruction::RuleInit { .. }
-                | Instruction::VirtualDataDocumentLookup { .. }
-                | Instruction::DestructuringSuccess {}
-                | Instruction::RuleReturn {}
-                | Instruction::Halt {}
-                | Instruction::ComprehensionBegin { .. }
-                | Instruction::ComprehensionYield { .. }
-                | Instruction::ComprehensionEnd {}
-                | Instruction::PolicyCondition { .. }
-                | Instruction::LogicalBlockEnd { .. } => {}
+                _ => {
+                    return Err(
+                        "an instruction holds a program counter regate cannot renumber".to_string(),
+                    )
+                }
             }
         }
         for params in &mut program.instruction_data.loop_params {

@@ -561,7 +561,7 @@ fn decide_shaped(
     let decision = judge_within(&set, &review, wants, budget_start);
     if shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES {
         // The engines on this thread would otherwise keep this input until their next request.
-        crate::policy::fast::release_thread_input();
+        crate::policy::bytecode::release_thread_input();
     }
     let response = respond::respond(&review, &decision, endpoint);
     let elapsed = started.elapsed();

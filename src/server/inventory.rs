@@ -40,7 +40,7 @@ impl InventoryTarget for PolicyStore {
     }
 
     fn install(&self, inventory: Inventory) -> Result<(), String> {
-        self.install_inventory(inventory)
+        self.install_synced(Arc::new(inventory))
     }
 }
 

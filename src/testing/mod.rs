@@ -82,8 +82,9 @@ impl cases::SetForEnvironment for EnvironmentSets {
                 crate::config::indexmap_like::OrderedMap(vec![("*".to_string(), env)]);
             // Cases judge policies, not the exemption list: a case may use any namespace.
             config.exempt_namespaces.retain(|_| false);
-            let set = PolicySet::build(&self.sources, Arc::new(config), NamespaceLabels::default())
-                .map_err(|e| e.to_string())?;
+            let set =
+                crate::catalog::build(&self.sources, Arc::new(config), NamespaceLabels::default())
+                    .map_err(|e| e.to_string())?;
             self.sets.insert(env, set);
         }
         self.sets

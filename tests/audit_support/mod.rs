@@ -1044,6 +1044,7 @@ pub fn build_set(
         dir: policies.to_path_buf(),
         include_defaults: false,
         config: None,
+        yaml_loader: regate::catalog::YAML_LOADERS,
     };
     sources.build(labels).unwrap()
 }

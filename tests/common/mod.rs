@@ -92,6 +92,7 @@ impl TestServer {
                 dir: opts.policies.clone(),
                 include_defaults: opts.include_defaults,
                 config: config_path,
+                yaml_loader: regate::catalog::YAML_LOADERS,
             },
             watch: true,
             watch_namespaces: false,
