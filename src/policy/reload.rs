@@ -165,10 +165,12 @@ impl PolicyStore {
     pub fn install_synced(&self, synced: Arc<dyn SyncedData>) -> Result<(), String> {
         let _guard = self.reload_lock.lock();
         let set = synced.apply(&self.current()).map_err(|e| e.to_string())?;
-        self.current.store(Arc::new(set));
+        // Kept before the set is swapped in: whoever sees a decision made with it also finds
+        // it here.
         if let Ok(mut slot) = self.synced.lock() {
             *slot = Some(synced);
         }
+        self.current.store(Arc::new(set));
         Ok(())
     }
 
