@@ -1,6 +1,7 @@
 //! The admission path: bytes → `Review` → `Decision` → `AdmissionResponse`.
 
 pub mod decision;
+pub mod explain;
 pub mod input;
 pub mod respond;
 pub mod review;

@@ -228,7 +228,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             .zip(&objects)
             .map(|(r, object)| {
                 let heading = format!("{} {} ({})", r.kind, r.name, r.source);
-                crate::policy::explain::explain(&set, &r.decision, &heading, object)
+                crate::admission::explain::explain(&set, &r.decision, &heading, object)
             })
             .collect()
     } else {

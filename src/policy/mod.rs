@@ -10,7 +10,6 @@ pub mod bytecode;
 pub(crate) mod bytecode_errors;
 pub mod eval;
 mod evaluate;
-pub mod explain;
 pub mod flavor;
 pub(crate) mod instructions;
 pub mod metadata;

@@ -197,7 +197,7 @@ fn run_case(
                 object["kind"].as_str().unwrap_or("object"),
                 object["metadata"]["name"].as_str().unwrap_or("")
             );
-            crate::policy::explain::explain(set, &decision, &heading, &object)
+            crate::admission::explain::explain(set, &decision, &heading, &object)
         }
         _ => String::new(),
     };
