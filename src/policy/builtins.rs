@@ -1,4 +1,4 @@
-//! Arithmetic on regorus's VM that fails as the interpreter fails.
+//! Arithmetic and partial objects on regorus's VM that fail as the interpreter fails.
 //!
 //! regorus 0.14's arithmetic instructions (`Add`, `Sub`, `Mul`, `Div`, `Mod`) raise an error on
 //! an operand that is not a number (or not a set, for `-`), and a rule body swallows it: `deny
@@ -13,6 +13,13 @@
 //! is evaluated on the interpreter, which reports the real error. Undefined operands give
 //! undefined, as both the instructions and builtin calls do. The replacement is one
 //! instruction for one, so no jump moves.
+//!
+//! A partial object rule (`p[k] := v`) that gives one key two values is an error on the
+//! interpreter ("object keys must be unique", as in OPA); the VM's `ObjectSet` overwrites the
+//! first value. [`object_key_checks`] registers a builtin that the program calls before each
+//! `ObjectSet` (`undefined_bindings` inserts the call): it answers the key when the key is new
+//! or already holds the same value, and escalates otherwise, so the policy is evaluated on the
+//! interpreter, which reports the conflict.
 
 use regorus::rvm::instructions::BuiltinCallParams;
 use regorus::rvm::program::BuiltinInfo;
@@ -137,6 +144,96 @@ pub fn arithmetic_as_calls(program: &mut Program) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest partial object whose inserts are checked on the VM. The object is passed to the
+/// check by value, which makes the VM copy it on the insert that follows; past this size the
+/// policy is evaluated on the interpreter instead, so a hostile input cannot make the copies
+/// quadratic.
+const CHECKED_OBJECT_KEYS: usize = 256;
+
+/// The name the key check is known by in a program (no Rego builtin or user function can have
+/// it).
+const OBJECT_KEY_CHECK: &str = "regate object key free";
+
+/// `args` = (object, key, value): the key when the object has no value for it yet, or the same
+/// value; an escalated error on a conflict (or an object past [`CHECKED_OBJECT_KEYS`]). A key
+/// or value that is null may have been undefined (see `undefined_bindings`), on which the
+/// interpreter fails: escalated too.
+fn object_key_free(_: &Span, _: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
+    let [Value::Object(object), key, value] = args else {
+        return Err(escalated());
+    };
+    if *key == Value::Null || *value == Value::Null {
+        return Err(escalated());
+    }
+    match object.get(key) {
+        Some(existing) if existing == value => Ok(key.clone()),
+        Some(_) => Err(escalated()),
+        None if object.len() >= CHECKED_OBJECT_KEYS => Err(escalated()),
+        None => Ok(key.clone()),
+    }
+}
+
+/// A check to run before the `ObjectSet` at `pc`: the call (its parameters are registered in
+/// the program) answers `key` into the key's own register, after `key` and `value` are coalesced
+/// from undefined to null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjectKeyCheck {
+    pub pc: usize,
+    pub params_index: u16,
+    pub key: u8,
+    pub value: u8,
+}
+
+/// Registers the key check of every `ObjectSet` of `program` (the instruction regorus emits for
+/// the head of a partial object rule, and for nothing else) and returns where each goes.
+pub(crate) fn object_key_checks(program: &mut Program) -> Result<Vec<ObjectKeyCheck>, String> {
+    if program.resolved_builtins.len() != program.builtin_info_table.len() {
+        return Err("the program's builtins are not resolved".to_string());
+    }
+    let mut out = Vec::new();
+    for pc in 0..program.instructions.len() {
+        let Instruction::ObjectSet { obj, key, value } = program.instructions[pc] else {
+            continue;
+        };
+        let builtin_index = match program
+            .builtin_info_table
+            .iter()
+            .position(|b| b.name == OBJECT_KEY_CHECK)
+        {
+            Some(i) => i,
+            None => {
+                program.builtin_info_table.push(BuiltinInfo {
+                    name: OBJECT_KEY_CHECK.to_string(),
+                    num_args: 3,
+                });
+                program.resolved_builtins.push((object_key_free, 3));
+                program.builtin_info_table.len() - 1
+            }
+        };
+        let builtin_index = u16::try_from(builtin_index)
+            .map_err(|_| "too many builtins in one program".to_string())?;
+        let mut args = [0u8; 8];
+        args[0] = obj;
+        args[1] = key;
+        args[2] = value;
+        let params_index = program
+            .instruction_data
+            .add_builtin_call_params(BuiltinCallParams {
+                dest: key,
+                builtin_index,
+                num_args: 3,
+                args,
+            });
+        out.push(ObjectKeyCheck {
+            pc,
+            params_index,
+            key,
+            value,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +295,96 @@ mod tests {
         ] {
             assert!(run(rule, input.clone()).is_err(), "{rule}");
         }
+    }
+
+    /// The VM's answer with keys checked (an error when it escalates), and the interpreter's.
+    fn both_with_keys_checked(rules: &str, input: serde_json::Value) -> (String, String) {
+        let mut engine = Engine::new();
+        engine
+            .add_policy(
+                "p.rego".into(),
+                format!("package p\nimport rego.v1\n{rules}\n"),
+            )
+            .unwrap();
+        engine.set_input(Value::from(input.clone()));
+        let interpreted = match engine.clone().eval_rule("data.p.v".into()) {
+            Ok(v) => v.to_string(),
+            Err(_) => "error".to_string(),
+        };
+        let compiled = engine.compile_with_entrypoint(&"data.p.v".into()).unwrap();
+        let mut program =
+            (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
+        crate::policy::undefined_bindings::guard(&mut program, compiled.get_modules(), true)
+            .unwrap();
+        let mut vm = RegoVM::new();
+        vm.load_program(std::sync::Arc::new(program));
+        vm.set_strict_builtin_errors(false);
+        vm.set_input(Value::from(input));
+        let on_vm = match vm.execute_entry_point_by_name("data.p.v") {
+            Ok(v) => v.to_string(),
+            Err(_) => "error".to_string(),
+        };
+        (on_vm, interpreted)
+    }
+
+    #[test]
+    fn partial_object_keys_given_two_values_stop_the_vm() {
+        // The library's seccomp templates: containers by name from three lists.
+        let rules = "v[c.name] := c if some c in input.a\nv[c.name] := c if some c in input.b";
+        // (input, whether the VM hands the review to the interpreter)
+        for (input, escalates) in [
+            (
+                serde_json::json!({"a": [{"name": "x", "i": 1}], "b": [{"name": "y"}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"a": [{"name": "x"}], "b": [{"name": "x"}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"a": [{"name": "x", "i": 1}], "b": [{"name": "x", "i": 2}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"a": [{"name": "x", "i": 1}, {"name": "x", "i": 2}]}),
+                true,
+            ),
+            // An undefined key: the interpreter fails; so does the VM, by handing it over.
+            (
+                serde_json::json!({"a": [{"i": 1}, {"name": "z"}], "b": []}),
+                true,
+            ),
+            // A null key may have been undefined: handed over, and the interpreter answers.
+            (serde_json::json!({"a": [{"name": null}], "b": []}), true),
+            (serde_json::json!({"a": []}), false),
+        ] {
+            let (on_vm, interpreted) = both_with_keys_checked(rules, input.clone());
+            if escalates {
+                assert_eq!(on_vm, "error", "{input}");
+            } else {
+                assert_eq!(on_vm, interpreted, "{input}");
+                assert_ne!(on_vm, "error", "{input}");
+            }
+        }
+        // Conflicts are errors on the interpreter too.
+        for input in [
+            serde_json::json!({"a": [{"name": "x", "i": 1}], "b": [{"name": "x", "i": 2}]}),
+            serde_json::json!({"a": [{"i": 1}, {"name": "z"}], "b": []}),
+        ] {
+            assert_eq!(both_with_keys_checked(rules, input).1, "error");
+        }
+    }
+
+    #[test]
+    fn large_partial_objects_are_left_to_the_interpreter() {
+        let names: Vec<serde_json::Value> = (0..CHECKED_OBJECT_KEYS + 1)
+            .map(|i| serde_json::json!({"name": format!("c{i}")}))
+            .collect();
+        let rules = "v[c.name] := c if some c in input.a";
+        let (on_vm, _) = both_with_keys_checked(rules, serde_json::json!({"a": names}));
+        assert_eq!(on_vm, "error");
+        let (on_vm, interpreted) =
+            both_with_keys_checked(rules, serde_json::json!({"a": names[..10]}));
+        assert_eq!(on_vm, interpreted);
     }
 }

@@ -474,16 +474,24 @@ fn to_program(
     entries: &[String],
     data: [Value; 3],
 ) -> Result<Compiled, String> {
-    if let Some(path) = may_conflict(compiled) {
-        return Err(format!(
+    // A partial object's keys can be checked as the program runs (see `builtins`); other
+    // conflicts can only be ruled out here.
+    let check_object_keys = match may_conflict(compiled, false) {
+        None => false,
+        Some(_) => match may_conflict(compiled, true) {
+            None => true,
+            Some(path) => {
+                return Err(format!(
             "{path} has definitions that may give different values, a conflict the interpreter reports and bytecode would not"
-        ));
-    }
+        ))
+            }
+        },
+    };
     let names: Vec<&str> = entries.iter().map(String::as_str).collect();
     let program =
         Compiler::compile_from_policy(compiled, &names).map_err(|e| first_line(&e.to_string()))?;
     let compiled = Compiled {
-        program: harden(program, compiled.get_modules())?,
+        program: harden(program, compiled.get_modules(), check_object_keys)?,
         data,
     };
     // A program must at least load its data: rule/data conflicts show up here, not per request.
@@ -498,10 +506,12 @@ fn to_program(
 fn harden(
     program: Arc<Program>,
     modules: &[regorus::unstable::Ref<regorus::unstable::Module>],
+    check_object_keys: bool,
 ) -> Result<Arc<Program>, String> {
     let mut program = Arc::try_unwrap(program).unwrap_or_else(|shared| (*shared).clone());
-    // `x := undefined` fails the body, as on the interpreter.
-    crate::policy::undefined_bindings::guard(&mut program, modules)?;
+    // `x := undefined` fails the body, as on the interpreter; so does a partial object key
+    // given two values, when asked.
+    crate::policy::undefined_bindings::guard(&mut program, modules, check_object_keys)?;
     if let Some(reason) = bytecode_errors::misrouted_conditions(&program) {
         return Err(reason);
     }
@@ -637,7 +647,9 @@ fn compile_group(
 /// a rule stays on the interpreter. Safe, and not flagged: partial sets, `else` chains, rules
 /// whose every definition gives the same literal (`allow if ...` several times), and functions
 /// whose definitions differ in a literal argument (`f(x, true) := ...`, `f(x, false) := ...`).
-fn may_conflict(compiled: &regorus::CompiledPolicy) -> Option<String> {
+/// With `keys_checked`, partial objects (`p[k] := v`) are not flagged either: the program then
+/// checks each insert as it runs (`builtins::object_key_checks`).
+fn may_conflict(compiled: &regorus::CompiledPolicy, keys_checked: bool) -> Option<String> {
     use regorus::unstable::{Expr, Rule, RuleHead};
     fn literal(e: &Expr) -> Option<&Value> {
         match e {
@@ -651,6 +663,12 @@ fn may_conflict(compiled: &regorus::CompiledPolicy) -> Option<String> {
     }
     let truth = Value::Bool(true);
     for (path, definitions) in compiled.get_rules() {
+        // A partial object's conflicts are found as the program runs when its keys are checked
+        // (`keys_checked`), however many definitions it has.
+        let keyed = |d: &regorus::unstable::Ref<Rule>| matches!(&**d, Rule::Spec { head: RuleHead::Compr { refr, .. }, .. } if matches!(**refr, Expr::RefBrack { .. }));
+        if keys_checked && !definitions.is_empty() && definitions.iter().all(keyed) {
+            continue;
+        }
         // One entry per alternative that can hold at the same time: (its value, its arguments).
         let mut alternatives: Vec<(Option<&Value>, &[regorus::unstable::Ref<Expr>])> = Vec::new();
         for definition in definitions {
@@ -1159,7 +1177,7 @@ mod tests {
         let compiled = engine
             .compile_with_entrypoint(&"data.p.deny".into())
             .unwrap();
-        may_conflict(&compiled)
+        may_conflict(&compiled, false)
     }
 
     #[test]
@@ -1175,6 +1193,18 @@ mod tests {
         ))
         .is_some());
         assert!(conflicts(&format!("{head}v[k] := x if {{ some k, x in input.o }}\n")).is_some());
+        let mut engine = Engine::new();
+        engine
+            .add_policy(
+                "p.rego".into(),
+                format!("{head}v[k] := x if {{ some k, x in input.o }}\nv[k] := 1 if {{ some k in input.s }}\n"),
+            )
+            .unwrap();
+        let compiled = engine
+            .compile_with_entrypoint(&"data.p.deny".into())
+            .unwrap();
+        assert_eq!(may_conflict(&compiled, true), None);
+        assert!(may_conflict(&compiled, false).is_some());
         assert_eq!(
             conflicts(&format!("{head}v[k] := true if {{ some k in input.o }}\n")),
             None

@@ -40,7 +40,8 @@ fn place(span: &Span) -> Place {
     )
 }
 
-/// A guard to insert after the instruction at `after`.
+/// A guard to insert after the instruction at `after`. Insertions at one place are ordered by
+/// `mode`: a key check's coalescing first, then the check, then guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Insertion {
     after: usize,
@@ -48,26 +49,59 @@ struct Insertion {
     /// instruction: the end of a rule body), or skip it (it closes the one at `after`: a
     /// binding, which a jump to the next statement has already passed).
     opens_next: bool,
-    register: u8,
     mode: GuardSort,
+    register: u8,
 }
 
-/// What an inserted guard checks (the order only sorts insertions at one place).
+/// What an inserted instruction does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum GuardSort {
+    /// Undefined becomes null, so that the key check is called (a builtin call with an
+    /// undefined argument answers undefined without running).
+    CoalesceToNull,
+    /// A call of the key check registered with these parameters (see
+    /// `builtins::object_key_checks`).
+    ObjectKeyCheck(u16),
     NotUndefined,
     Condition,
 }
 
 /// Inserts the guards described in the module's documentation into `program`, compiled from
 /// `modules`: after every `Move` that binds a `:=` variable, and at the end of every body
-/// followed by `else`. Returns how many were inserted.
-pub fn guard(program: &mut Program, modules: &[Ref<Module>]) -> Result<usize, String> {
+/// followed by `else`; with `check_object_keys`, a key check before every partial object
+/// insert (a partial object whose key may get two values: see
+/// `builtins`). Returns how many instructions were inserted.
+pub fn guard(
+    program: &mut Program,
+    modules: &[Ref<Module>],
+    check_object_keys: bool,
+) -> Result<usize, String> {
     if program.instruction_spans.len() != program.instructions.len() {
         return Err("the program's instruction spans do not match its instructions".to_string());
     }
     let mut insertions = binding_guards(program, modules);
     insertions.extend(else_guards(program)?);
+    if check_object_keys {
+        for check in crate::policy::builtins::object_key_checks(program)? {
+            // Opening the insert: a jump to it runs the check first.
+            let after = check
+                .pc
+                .checked_sub(1)
+                .ok_or("a partial object insert opens the program")?;
+            let opening = |register, mode| Insertion {
+                after,
+                opens_next: true,
+                mode,
+                register,
+            };
+            insertions.push(opening(check.key, GuardSort::CoalesceToNull));
+            insertions.push(opening(check.value, GuardSort::CoalesceToNull));
+            insertions.push(opening(
+                check.key,
+                GuardSort::ObjectKeyCheck(check.params_index),
+            ));
+        }
+    }
     insertions.sort();
     insertions.dedup();
     if insertions.is_empty() {
@@ -107,11 +141,20 @@ pub fn guard(program: &mut Program, modules: &[Ref<Module>]) -> Result<usize, St
         instructions.push(instruction);
         spans.push(span.clone());
         while let Some(insertion) = next.next_if(|i| i.after == pc) {
-            instructions.push(Instruction::Guard {
-                register: insertion.register,
-                mode: match insertion.mode {
-                    GuardSort::NotUndefined => GuardMode::NotUndefined,
-                    GuardSort::Condition => GuardMode::Condition,
+            instructions.push(match insertion.mode {
+                GuardSort::CoalesceToNull => Instruction::CoalesceUndefinedToNull {
+                    register: insertion.register,
+                },
+                GuardSort::ObjectKeyCheck(params_index) => {
+                    Instruction::BuiltinCall { params_index }
+                }
+                GuardSort::NotUndefined => Instruction::Guard {
+                    register: insertion.register,
+                    mode: GuardMode::NotUndefined,
+                },
+                GuardSort::Condition => Instruction::Guard {
+                    register: insertion.register,
+                    mode: GuardMode::Condition,
                 },
             });
             spans.push(span.clone());
@@ -560,7 +603,7 @@ mod tests {
         let compiled = engine.compile_with_entrypoint(&"data.p.v".into()).unwrap();
         let mut program =
             (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
-        guard(&mut program, compiled.get_modules()).unwrap();
+        guard(&mut program, compiled.get_modules(), false).unwrap();
         if std::env::var("LISTING").is_ok() {
             let config = regorus::rvm::program::AssemblyListingConfig::default();
             println!(
