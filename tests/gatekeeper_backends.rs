@@ -244,7 +244,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
 /// with different or equal contents, a container without a name or with a null name, and more
 /// containers than a checked object holds on bytecode (`policy::builtins`).
 /// A change to a Pod's `spec`.
-type Edit = dyn Fn(&mut serde_json::Value);
+type Edit<'a> = dyn Fn(&mut serde_json::Value) + 'a;
 
 fn container_shapes(name: &str, raw: &serde_json::Value) -> Vec<(String, Review)> {
     let Some(first) = raw["request"]["object"]["spec"]["containers"]
@@ -253,7 +253,7 @@ fn container_shapes(name: &str, raw: &serde_json::Value) -> Vec<(String, Review)
     else {
         return Vec::new();
     };
-    let edits: [(&str, Box<Edit>); 6] = [
+    let edits: [(&str, Box<Edit<'_>>); 6] = [
         (
             "same name, other image",
             Box::new(|spec| {
