@@ -14,7 +14,9 @@
 //! destroy the message, and a value that short is guessable whatever regate hides. Values made
 //! only of whitespace are not looked for. See docs/RELIABILITY.md, "Secret values".
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -29,14 +31,15 @@ pub const MIN_SUBSTRING_CHARS: usize = 8;
 /// Columns base64 text is commonly wrapped at: MIME and `base64(1)` (76), PEM (64).
 const WRAP_WIDTHS: [usize; 2] = [76, 64];
 
-/// The values to scrub, in every form, with a matcher built once.
+/// The values to scrub, in every form, with a matcher built once, when the first text is
+/// scrubbed (most reviews of a Secret have nothing to scrub).
 #[derive(Debug, Clone, Default)]
 pub struct SecretValues {
     /// Values redacted wherever they occur, longest first.
     long: Vec<String>,
     /// Values redacted only as a whole word.
     short: Vec<String>,
-    matcher: Option<AhoCorasick>,
+    matcher: OnceLock<Option<AhoCorasick>>,
 }
 
 impl SecretValues {
@@ -81,7 +84,7 @@ impl SecretValues {
 
     /// `text` with every value replaced by [`REDACTED`].
     pub fn scrub(&self, text: &str) -> String {
-        let mut out = match &self.matcher {
+        let mut out = match self.matcher() {
             Some(m) if m.is_match(text) => {
                 let mut dst = String::with_capacity(text.len());
                 m.replace_all_with(text, &mut dst, |_, _, dst| {
@@ -90,7 +93,12 @@ impl SecretValues {
                 });
                 dst
             }
-            _ => text.to_string(),
+            Some(_) => text.to_string(),
+            // No matcher could be built (past aho-corasick's limits): value by value, longest
+            // first, rather than not at all.
+            None => self.long.iter().fold(text.to_string(), |out, value| {
+                out.replace(value.as_str(), REDACTED)
+            }),
         };
         for value in &self.short {
             if let Some(replaced) = replace_words(&out, value) {
@@ -147,20 +155,29 @@ impl SecretValues {
         long.dedup();
         short.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         short.dedup();
-        // Leftmost-longest: where values overlap, the longest is removed whole.
-        let matcher = if long.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&long)
-                .ok()
-        };
         SecretValues {
             long,
             short,
-            matcher,
+            matcher: OnceLock::new(),
         }
+    }
+
+    /// The matcher of the long values. Leftmost-longest: where values overlap, the longest is
+    /// removed whole. A contiguous NFA, not a DFA: the texts are short and scrubbed once each,
+    /// and a DFA of a Secret's few dozen forms costs more to build than all its searches.
+    fn matcher(&self) -> Option<&AhoCorasick> {
+        self.matcher
+            .get_or_init(|| {
+                if self.long.is_empty() {
+                    return None;
+                }
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    .build(&self.long)
+                    .ok()
+            })
+            .as_ref()
     }
 }
 
