@@ -84,6 +84,50 @@ fn rem(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Re
     arithmetic(ArithOp::Mod, params, args, span)
 }
 
+/// The index of builtin `name` in `program`, added (resolved to `function`) if missing.
+fn register(
+    program: &mut Program,
+    name: &str,
+    function: Builtin,
+    num_args: u8,
+) -> Result<u16, String> {
+    let index = match program
+        .builtin_info_table
+        .iter()
+        .position(|b| b.name == name)
+    {
+        Some(i) => i,
+        None => {
+            program.builtin_info_table.push(BuiltinInfo {
+                name: name.to_string(),
+                num_args: u16::from(num_args),
+            });
+            program.resolved_builtins.push((function, num_args));
+            program.builtin_info_table.len() - 1
+        }
+    };
+    u16::try_from(index).map_err(|_| "too many builtins in one program".to_string())
+}
+
+/// The parameters of a call of builtin `builtin_index` on the registers `args` (at most 8),
+/// its answer in `dest`, added to `program`.
+fn call_params(program: &mut Program, builtin_index: u16, dest: u8, args: &[u8]) -> u16 {
+    let mut registers = [0u8; 8];
+    let mut num_args = 0u8;
+    for (slot, register) in registers.iter_mut().zip(args) {
+        *slot = *register;
+        num_args += 1;
+    }
+    program
+        .instruction_data
+        .add_builtin_call_params(BuiltinCallParams {
+            dest,
+            builtin_index,
+            num_args,
+            args: registers,
+        })
+}
+
 /// The builtins arithmetic becomes, by the names they are known by in a program (names no
 /// Rego builtin or user function can have).
 const ARITHMETIC: [(&str, Builtin); 5] = [
@@ -111,34 +155,8 @@ pub fn arithmetic_as_calls(program: &mut Program) -> Result<(), String> {
             _ => continue,
         };
         let (name, function) = ARITHMETIC[which];
-        let builtin_index = match program
-            .builtin_info_table
-            .iter()
-            .position(|b| b.name == name)
-        {
-            Some(i) => i,
-            None => {
-                program.builtin_info_table.push(BuiltinInfo {
-                    name: name.to_string(),
-                    num_args: 2,
-                });
-                program.resolved_builtins.push((function, 2));
-                program.builtin_info_table.len() - 1
-            }
-        };
-        let builtin_index = u16::try_from(builtin_index)
-            .map_err(|_| "too many builtins in one program".to_string())?;
-        let mut args = [0u8; 8];
-        args[0] = left;
-        args[1] = right;
-        let params_index = program
-            .instruction_data
-            .add_builtin_call_params(BuiltinCallParams {
-                dest,
-                builtin_index,
-                num_args: 2,
-                args,
-            });
+        let builtin_index = register(program, name, function, 2)?;
+        let params_index = call_params(program, builtin_index, dest, &[left, right]);
         program.instructions[pc] = Instruction::BuiltinCall { params_index };
     }
     Ok(())
@@ -195,35 +213,8 @@ pub(crate) fn object_key_checks(program: &mut Program) -> Result<Vec<ObjectKeyCh
         let Instruction::ObjectSet { obj, key, value } = program.instructions[pc] else {
             continue;
         };
-        let builtin_index = match program
-            .builtin_info_table
-            .iter()
-            .position(|b| b.name == OBJECT_KEY_CHECK)
-        {
-            Some(i) => i,
-            None => {
-                program.builtin_info_table.push(BuiltinInfo {
-                    name: OBJECT_KEY_CHECK.to_string(),
-                    num_args: 3,
-                });
-                program.resolved_builtins.push((object_key_free, 3));
-                program.builtin_info_table.len() - 1
-            }
-        };
-        let builtin_index = u16::try_from(builtin_index)
-            .map_err(|_| "too many builtins in one program".to_string())?;
-        let mut args = [0u8; 8];
-        args[0] = obj;
-        args[1] = key;
-        args[2] = value;
-        let params_index = program
-            .instruction_data
-            .add_builtin_call_params(BuiltinCallParams {
-                dest: key,
-                builtin_index,
-                num_args: 3,
-                args,
-            });
+        let builtin_index = register(program, OBJECT_KEY_CHECK, object_key_free, 3)?;
+        let params_index = call_params(program, builtin_index, key, &[obj, key, value]);
         out.push(ObjectKeyCheck {
             pc,
             params_index,
