@@ -135,6 +135,7 @@ fn policy(id: &str, kinds: &[String]) -> String {
 # custom:
 #   id: {id}
 #   severity: medium
+#   category: TODO a grouping for reports, e.g. Pod Security
 #   kinds: [{kinds}]
 #   action: {{development: warn, staging: warn, production: deny}}
 #   parameters:
