@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::environment::NamespaceLabels;
-use crate::policy::flavor::YamlLoader;
-use crate::policy::set::{LoadErrors, PolicySet};
+use crate::policy::error::LoadErrors;
+use crate::policy::loader::YamlLoader;
+use crate::policy::set::PolicySet;
 use crate::policy::source::PolicySource;
 
 /// What the YAML among a policy directory's files may hold: Gatekeeper's templates,

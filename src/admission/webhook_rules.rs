@@ -8,7 +8,8 @@
 
 use serde::Deserialize;
 
-use crate::policy::set::{CompiledPolicy, PolicySet};
+use crate::policy::compiled::CompiledPolicy;
+use crate::policy::set::PolicySet;
 
 /// One `RuleWithOperations` of a webhook configuration (`admissionregistration.k8s.io/v1`).
 /// `apiVersions` and `scope` are not compared: regate's policies name kinds, not versions

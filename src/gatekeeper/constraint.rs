@@ -7,8 +7,8 @@ use crate::config::Action;
 use crate::gatekeeper::matching::Match;
 use crate::gatekeeper::schema;
 use crate::gatekeeper::template::{Origin, Template};
+use crate::policy::error::LoadError;
 use crate::policy::metadata::Severity;
-use crate::policy::set::LoadError;
 
 pub const CONSTRAINT_GROUP: &str = "constraints.gatekeeper.sh";
 

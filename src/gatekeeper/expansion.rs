@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Action;
 use crate::gatekeeper::template::Origin;
-use crate::policy::set::LoadError;
+use crate::policy::error::LoadError;
 use crate::policy::source::PolicySource;
 
 pub const EXPANSION_GROUP: &str = "expansion.gatekeeper.sh";
@@ -263,7 +263,7 @@ fn gvk(object: &Value) -> Option<(&str, &str, &str)> {
 #[derive(Debug, Clone, Default)]
 pub struct ExpansionTemplates(pub Vec<ExpansionTemplate>);
 
-impl crate::policy::flavor::Expansions for ExpansionTemplates {
+impl crate::policy::loader::Expansions for ExpansionTemplates {
     fn len(&self) -> usize {
         self.0.len()
     }

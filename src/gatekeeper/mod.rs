@@ -29,9 +29,13 @@ use crate::admission::review::Review;
 use crate::config::{Action, Config, Environment, Mode, PerEnvironment};
 use crate::environment::EnvironmentResolver;
 use crate::manifest;
-use crate::policy::flavor::{LoadedYaml, PluggedPolicy, SyncedData, YamlLoader};
+use crate::policy::compiled::{CompiledException, CompiledPolicy, Rules};
+use crate::policy::error::LoadError;
+use crate::policy::flavor::{Flavor, PluggedPolicy};
+use crate::policy::loader::{LoadedYaml, YamlLoader};
 use crate::policy::metadata::PolicyMeta;
-use crate::policy::set::{CompiledException, CompiledPolicy, Flavor, LoadError, PolicySet, Rules};
+use crate::policy::reload::SyncedData;
+use crate::policy::set::PolicySet;
 use crate::policy::source::PolicySource;
 
 pub use constraint::{Constraint, Points};
@@ -606,7 +610,7 @@ pub fn compile_constraint(
             constraint.parameters.clone(),
         ],
         flavor: Flavor::Plugged(Arc::new(gk)),
-        reads_managed_fields: crate::policy::set::mentions_managed_fields(&template.engine),
+        reads_managed_fields: crate::policy::compiled::mentions_managed_fields(&template.engine),
     })
 }
 

@@ -29,9 +29,10 @@ use crate::gatekeeper::{
 };
 use crate::manifest;
 use crate::policy::bytecode::Strategy;
+use crate::policy::compiled::CompiledPolicy;
 use crate::policy::eval::Wants;
 use crate::policy::mutators::Mutators;
-use crate::policy::set::{CompiledPolicy, PolicySet};
+use crate::policy::set::PolicySet;
 use crate::secrets::SecretValues;
 
 pub const SUITE_FILE: &str = "suite.yaml";

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::gatekeeper::inventory::{parse_requires_sync_data, SyncKind, REQUIRES_SYNC_DATA};
 use crate::gatekeeper::rego_compat;
+use crate::policy::error::LoadError;
 use crate::policy::metadata;
-use crate::policy::set::LoadError;
 
 pub const TEMPLATE_GROUP: &str = "templates.gatekeeper.sh";
 pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
@@ -246,7 +246,7 @@ impl Template {
         let origin = &self.origin;
         let mut engine = Engine::new();
         engine.set_rego_v0(true);
-        engine.set_execution_timer_config(crate::policy::set::timer(timeout));
+        engine.set_execution_timer_config(crate::policy::compiled::timer(timeout));
         // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
         engine.set_gather_prints(true);
         if let Err(e) = rego_compat::install(&mut engine) {

@@ -29,8 +29,9 @@ use tracing::{debug, info};
 
 use crate::config::Environment;
 use crate::policy::bytecode_errors;
+use crate::policy::compiled::CompiledPolicy;
 use crate::policy::eval::{self, Evaluator, FailureReason, PolicyOutput, Wants};
-use crate::policy::set::{CompiledPolicy, Flavor};
+use crate::policy::flavor::Flavor;
 
 /// How policies are evaluated on the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +224,7 @@ impl Accel {
                     .to_string();
                 let (rules, meta) = (policy.rules, policy.meta.clone());
                 for engine in policy.engines.iter_mut() {
-                    crate::policy::set::prime(engine, &package, rules, &meta);
+                    crate::policy::compiled::prime(engine, &package, rules, &meta);
                 }
             }
             slots.push(Slot {

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use regorus::{LimitError, Value};
 
 use crate::config::Environment;
+use crate::policy::compiled::CompiledPolicy;
+use crate::policy::flavor::Flavor;
 use crate::policy::patch::AddOp;
-use crate::policy::set::{CompiledPolicy, Flavor};
 
 /// Which output rules the caller needs: `/validate` needs no patch, `/mutate` no deny or warn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Object mutators that a policy flavor loads beside the Rego policies (through its
-//! [`crate::policy::flavor::YamlLoader`]). A set
+//! [`crate::policy::loader::YamlLoader`]). A set
 //! only holds them; `admission::decision::judge` runs them after the policies' `patch` rules,
 //! so that one JSONPatch carries both.
 

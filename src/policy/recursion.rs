@@ -18,11 +18,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use regorus::unstable::{Expr, Literal, Module, Query, Ref, Rule, RuleHead};
 use regorus::Engine;
 
-use crate::policy::set::LoadError;
+use crate::policy::error::LoadError;
 
 /// One cycle of rules that depend on each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cycle {
+pub(crate) struct Cycle {
     /// The rules in order, the first repeated at the end (`data.p.a -> data.p.b -> data.p.a`).
     pub rules: Vec<String>,
     /// Where the first rule of the cycle is defined (regorus's source name).
@@ -43,7 +43,7 @@ impl Cycle {
 }
 
 /// The recursion errors of the modules `engine` holds, located in their files.
-pub fn check(engine: &mut Engine) -> Vec<LoadError> {
+pub(crate) fn check(engine: &mut Engine) -> Vec<LoadError> {
     find_cycles(engine.get_modules())
         .into_iter()
         .map(|c| LoadError::new(&c.file, c.line, c.column, c.message()))
@@ -61,44 +61,8 @@ struct Site {
     column: usize,
 }
 
-/// The rules (dotted paths) that evaluating `roots` (rule paths like `data.p.deny`) may
-/// evaluate, roots included.
-pub fn reachable(modules: &[Ref<Module>], roots: &[&str]) -> BTreeSet<String> {
-    let (paths, edges) = graph(modules);
-    let mut seen = vec![false; paths.len()];
-    let mut stack: Vec<usize> = paths
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| roots.contains(&display(p).as_str()))
-        .map(|(i, _)| i)
-        .collect();
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut seen[i], true) {
-            continue;
-        }
-        stack.extend(edges[i].iter().copied().filter(|&j| !seen[j]));
-    }
-    paths
-        .iter()
-        .zip(seen)
-        .filter(|(_, s)| *s)
-        .map(|(p, _)| display(p))
-        .collect()
-}
-
-/// The dotted path of the rule `rule` of `module` defines.
-pub fn rule_path_of(module: &Module, rule: &Rule) -> Option<String> {
-    rule_path(&package_path(module), rule).map(|p| display(&p))
-}
-
-/// Every rule path, and for each the indices of the rules it refers to.
-fn graph(modules: &[Ref<Module>]) -> (Vec<Path>, Vec<BTreeSet<usize>>) {
-    let (sites, edges) = graph_with_sites(modules);
-    (sites.into_iter().map(|(p, _)| p).collect(), edges)
-}
-
 /// Every cycle among the rules of `modules` (each cycle once, whatever rule it is entered by).
-pub fn find_cycles(modules: &[Ref<Module>]) -> Vec<Cycle> {
+pub(crate) fn find_cycles(modules: &[Ref<Module>]) -> Vec<Cycle> {
     let (sites, edges) = graph_with_sites(modules);
     let paths: Vec<&Path> = sites.iter().map(|(p, _)| p).collect();
     let mut cycles = Vec::new();
@@ -808,67 +772,6 @@ mod tests {
             ]),
             vec![]
         );
-    }
-
-    /// Through the real build: every recursive shape is a load error at the rule's file and
-    /// line, OPA's `rego_recursion_error`, and the set is not built.
-    #[test]
-    fn a_set_with_recursion_is_not_built() {
-        use crate::config::Config;
-        use crate::environment::NamespaceLabels;
-        use crate::policy::set::PolicySet;
-        use crate::policy::source;
-        let policy = |rules: &str| {
-            format!(
-                "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\nimport data.regate.lib.h\n\n{rules}\n"
-            )
-        };
-        // Line 12 is the first rule of the policy.
-        for (rules, lib, file, line) in [
-            ("f(x) := f(x)\ndeny contains 1 if f(1)", "", "p.rego", 12),
-            (
-                "a := b if { input.x }\nb := a\ndeny contains 1 if a",
-                "",
-                "p.rego",
-                12,
-            ),
-            (
-                "f(x) := 1 if x == 0\nelse := g(x)\ng(x) := f(x - 1)\ndeny contains 1 if f(2)",
-                "",
-                "p.rego",
-                12,
-            ),
-            (
-                "deny contains m if { some m in h.msgs }",
-                "msgs := {m | some m in data.regate.policies.p.deny}",
-                "h.rego",
-                4,
-            ),
-        ] {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("p.rego"), policy(rules)).unwrap();
-            std::fs::create_dir(dir.path().join("lib")).unwrap();
-            std::fs::write(
-                dir.path().join("lib/h.rego"),
-                format!("package regate.lib.h\n\nimport rego.v1\n{lib}\n"),
-            )
-            .unwrap();
-            let (sources, _) = source::resolve(dir.path(), false).unwrap();
-            let errors = PolicySet::build_with_rego_only(
-                &sources,
-                std::sync::Arc::new(Config::default()),
-                NamespaceLabels::default(),
-            )
-            .unwrap_err();
-            assert_eq!(errors.0.len(), 1, "{rules}: {errors}");
-            let e = &errors.0[0];
-            assert!(e.file.ends_with(file), "{rules}: {e}");
-            assert_eq!(e.line, line, "{rules}: {e}");
-            assert!(
-                e.message.starts_with("rego_recursion_error: rule data."),
-                "{e}"
-            );
-        }
     }
 
     #[test]

@@ -2,125 +2,22 @@
 //! were built with. Immutable once built; hot reload builds a new one and swaps it whole.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Engine;
 use serde_json::json;
 
 use crate::config::{Action, Config, Environment, Mode};
 use crate::environment::{EnvironmentResolver, NamespaceLabels};
-use crate::policy::flavor::{Expansions, NoExpansions, YamlLoader};
-use crate::policy::metadata::{self, PolicyMeta};
+use crate::policy::compiled::{
+    compile_exceptions, mentions_managed_fields, timer, CompiledException, CompiledPolicy, Rules,
+};
+use crate::policy::error::{LoadError, LoadErrors};
+use crate::policy::flavor::Flavor;
+use crate::policy::loader::{Expansions, NoExpansions, YamlLoader};
+use crate::policy::metadata;
 use crate::policy::source::{PolicySource, SourceRole};
-
-/// A load or compile problem, located in its file.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct LoadError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl LoadError {
-    pub fn new(file: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-/// All the problems found while building a set: a set is built whole or not at all.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{} error(s) in policies:\n{}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct LoadErrors(pub Vec<LoadError>);
-
-/// Which output rules a policy defines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rules {
-    pub deny: bool,
-    pub warn: bool,
-    pub patch: bool,
-}
-
-pub use crate::policy::flavor::Flavor;
-
-/// One policy, compiled once per environment (each engine already holds that environment's
-/// `data.regate`, and has evaluated once so that clones start warm).
-#[derive(Clone)]
-pub struct CompiledPolicy {
-    pub meta: PolicyMeta,
-    pub file: String,
-    pub package: String,
-    pub rules: Rules,
-    pub(crate) engines: [Engine; 3],
-    /// Effective action per environment, after config overrides and `mode: audit`.
-    pub actions: [Action; 3],
-    /// Parameters per environment, defaults overridden by config.
-    pub parameters: [serde_json::Value; 3],
-    pub flavor: Flavor,
-    /// Whether the policy's Rego (or a library it is compiled with) mentions `managedFields`.
-    pub reads_managed_fields: bool,
-}
-
-impl std::fmt::Debug for CompiledPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledPolicy")
-            .field("id", &self.meta.id)
-            .field("file", &self.file)
-            .field("actions", &self.actions)
-            .finish()
-    }
-}
-
-impl CompiledPolicy {
-    pub fn id(&self) -> &str {
-        &self.meta.id
-    }
-
-    pub fn action(&self, env: Environment) -> Action {
-        self.actions[env.index()]
-    }
-
-    pub fn engine(&self, env: Environment) -> &Engine {
-        &self.engines[env.index()]
-    }
-}
-
-/// An exception from config, with its patterns compiled.
-#[derive(Debug, Clone)]
-pub struct CompiledException {
-    pub name: String,
-    pub policies: Vec<String>,
-    pub reason: String,
-    pub expires: time::OffsetDateTime,
-    pub expires_text: String,
-    namespace: Option<globset::GlobMatcher>,
-    kind: Option<globset::GlobMatcher>,
-    name_glob: Option<globset::GlobMatcher>,
-}
-
-impl CompiledException {
-    pub fn is_expired(&self, now: time::OffsetDateTime) -> bool {
-        now >= self.expires
-    }
-
-    pub fn matches(&self, policy: &str, namespace: &str, kind: &str, name: &str) -> bool {
-        let hit =
-            |m: &Option<globset::GlobMatcher>, v: &str| m.as_ref().is_none_or(|m| m.is_match(v));
-        self.policies.iter().any(|p| p == policy)
-            && hit(&self.namespace, namespace)
-            && hit(&self.kind, kind)
-            && hit(&self.name_glob, name)
-    }
-}
 
 /// Everything one decision needs, built once and shared by every request until the next reload.
 #[derive(Debug, Clone)]
@@ -286,7 +183,7 @@ impl PolicySet {
         config: Arc<Config>,
         labels: NamespaceLabels,
     ) -> Result<PolicySet, LoadErrors> {
-        Self::build_with(sources, config, labels, &crate::policy::flavor::NoYaml)
+        Self::build_with(sources, config, labels, &crate::policy::loader::NoYaml)
     }
 
     /// This set with `mutators` in place of its own.
@@ -338,7 +235,7 @@ impl PolicySet {
 
     /// This set with `policies` in place of its own, where they differ only in the data their
     /// interpreter engines hold (`changed[i]` for each that does): a sync of cluster data
-    /// ([`crate::policy::flavor::SyncedData`]). Nothing is recompiled, and threads keep what they cached for the other policies.
+    /// ([`crate::policy::reload::SyncedData`]). Nothing is recompiled, and threads keep what they cached for the other policies.
     /// Policies that do not line up with this set's (ids, order) get a fresh build.
     pub fn with_changed_engines(
         &self,
@@ -480,21 +377,6 @@ fn dedupe_overrides(sources: &[PolicySource]) -> Vec<PolicySource> {
         out.push(s.clone());
     }
     out
-}
-
-/// Work units (statements, loop iterations) the interpreter runs between two reads of the
-/// clock for the time limit. Reading it at every unit cost 15-19% of the server's CPU on
-/// constraint-heavy sets; a unit is small, so a runaway policy still stops within a few
-/// microseconds of its limit.
-const INTERPRETER_TIMER_CHECK_INTERVAL: u32 = 64;
-
-/// The interpreter's time limit (native policies and plugged-in flavors alike).
-pub(crate) fn timer(limit: Duration) -> ExecutionTimerConfig {
-    ExecutionTimerConfig {
-        limit,
-        check_interval: NonZeroU32::new(INTERPRETER_TIMER_CHECK_INTERVAL)
-            .unwrap_or(NonZeroU32::MIN),
-    }
 }
 
 /// Parses a regorus error message for `file:line:col`, so load errors point at the right place
@@ -719,90 +601,6 @@ fn compile_policy(
     })
 }
 
-/// Whether any module of `engine` mentions `managedFields`: when no policy of a set does, the
-/// field is dropped from the input (it is often the largest part of an object). Unreadable
-/// sources count as mentioning it, so nothing is dropped by mistake.
-pub(crate) fn mentions_managed_fields(engine: &Engine) -> bool {
-    engine.get_policies().map_or(true, |sources| {
-        sources
-            .iter()
-            .any(|s| s.get_contents().contains("managedFields"))
-    })
-}
-
-/// One evaluation on a representative input, so that engines cloned from this one skip the
-/// first-use preparation on the request path.
-pub(crate) fn prime(engine: &mut Engine, package: &str, rules: Rules, meta: &PolicyMeta) {
-    let kind = meta
-        .kinds
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "Pod".to_string());
-    let input = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "prime",
-            "kind": {"group": "", "version": "v1", "kind": kind},
-            "operation": "CREATE",
-            "namespace": "default",
-            "userInfo": {},
-            "object": {"kind": kind, "metadata": {"name": "prime"}, "spec": {}},
-        }
-    });
-    engine.set_input(regorus::Value::from(input));
-    for (present, rule) in [
-        (rules.deny, "deny"),
-        (rules.warn, "warn"),
-        (rules.patch, "patch"),
-    ] {
-        if present {
-            let _ = engine.eval_rule(format!("data.{package}.{rule}"));
-        }
-    }
-    // Clones of this engine must not start with (and keep copying) the priming's prints.
-    let _ = engine.take_prints();
-}
-
-fn compile_exceptions(config: &Config, errors: &mut Vec<LoadError>) -> Vec<CompiledException> {
-    let glob = |p: &Option<String>,
-                errors: &mut Vec<LoadError>,
-                what: &str|
-     -> Option<globset::GlobMatcher> {
-        let p = p.as_ref()?;
-        match globset::Glob::new(p) {
-            Ok(g) => Some(g.compile_matcher()),
-            Err(e) => {
-                let (file, line, column) = config.locate("exceptions", &[p.as_str()]);
-                errors.push(LoadError::new(
-                    &file,
-                    line,
-                    column,
-                    format!("exceptions: {what} {p:?}: {e}"),
-                ));
-                None
-            }
-        }
-    };
-    let mut out = Vec::new();
-    for ex in &config.exceptions {
-        let Ok(expires) = crate::config::parse_rfc3339(&ex.expires) else {
-            continue;
-        };
-        out.push(CompiledException {
-            name: ex.name.clone(),
-            policies: ex.policies.clone(),
-            reason: ex.reason.clone(),
-            expires,
-            expires_text: ex.expires.clone(),
-            namespace: glob(&ex.matches.namespace, errors, "namespace"),
-            kind: glob(&ex.matches.kind, errors, "kind"),
-            name_glob: glob(&ex.matches.name, errors, "name"),
-        });
-    }
-    out
-}
-
 /// A summary of each policy's effective action per environment, for startup logs and `regate policies`.
 pub fn describe(set: &PolicySet) -> Vec<BTreeMap<&'static str, String>> {
     set.policies
@@ -823,4 +621,68 @@ pub fn describe(set: &PolicySet) -> Vec<BTreeMap<&'static str, String>> {
             m
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::source;
+
+    /// Through the real build (`policy::recursion` finds the cycles): every recursive shape is a
+    /// load error at the rule's file and line, OPA's `rego_recursion_error`, and the set is not
+    /// built.
+    #[test]
+    fn a_set_with_recursion_is_not_built() {
+        let policy = |rules: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\nimport data.regate.lib.h\n\n{rules}\n"
+            )
+        };
+        // Line 12 is the first rule of the policy.
+        for (rules, lib, file, line) in [
+            ("f(x) := f(x)\ndeny contains 1 if f(1)", "", "p.rego", 12),
+            (
+                "a := b if { input.x }\nb := a\ndeny contains 1 if a",
+                "",
+                "p.rego",
+                12,
+            ),
+            (
+                "f(x) := 1 if x == 0\nelse := g(x)\ng(x) := f(x - 1)\ndeny contains 1 if f(2)",
+                "",
+                "p.rego",
+                12,
+            ),
+            (
+                "deny contains m if { some m in h.msgs }",
+                "msgs := {m | some m in data.regate.policies.p.deny}",
+                "h.rego",
+                4,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("p.rego"), policy(rules)).unwrap();
+            std::fs::create_dir(dir.path().join("lib")).unwrap();
+            std::fs::write(
+                dir.path().join("lib/h.rego"),
+                format!("package regate.lib.h\n\nimport rego.v1\n{lib}\n"),
+            )
+            .unwrap();
+            let (sources, _) = source::resolve(dir.path(), false).unwrap();
+            let errors = PolicySet::build_with_rego_only(
+                &sources,
+                std::sync::Arc::new(Config::default()),
+                NamespaceLabels::default(),
+            )
+            .unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{rules}: {errors}");
+            let e = &errors.0[0];
+            assert!(e.file.ends_with(file), "{rules}: {e}");
+            assert_eq!(e.line, line, "{rules}: {e}");
+            assert!(
+                e.message.starts_with("rego_recursion_error: rule data."),
+                "{e}"
+            );
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub enum SourceRole {
     Library,
     /// Rego unit tests (`*_test.rego`), run by `regate test` only.
     Test,
-    /// YAML: documents for a flavor's loader (`crate::policy::flavor::YamlLoader`).
+    /// YAML: documents for a flavor's loader (`crate::policy::loader::YamlLoader`).
     Yaml,
 }
 

@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::gatekeeper::matching::{Match, Target};
 use crate::gatekeeper::template::Origin;
+use crate::policy::error::LoadError;
 use crate::policy::mutators::{MutationFailure, MutationRequest, Mutators};
-use crate::policy::set::LoadError;
 use crate::policy::source::PolicySource;
 
 use apply::Setter;
