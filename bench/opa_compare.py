@@ -33,11 +33,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
-TRIVIAL = "package regate_bench_trivial\n\nallow := true\n"
-
+from opa_common import TRIVIAL, strip_managed_fields, timed
 
 def load_report(args):
     if args.report:
@@ -53,14 +51,6 @@ def load_report(args):
     return json.loads(out.stdout)
 
 
-def strip_managed_fields(review):
-    for field in ("object", "oldObject"):
-        obj = (review.get("request") or {}).get(field)
-        if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
-            obj["metadata"].pop("managedFields", None)
-    return review
-
-
 def libraries(policies_dir):
     return [p for p in sorted(glob.glob(os.path.join(policies_dir, "lib", "*.rego")))
             if not p.endswith("_test.rego")]
@@ -72,13 +62,6 @@ def policy_file(policies_dir, row):
     if not os.path.exists(path):
         sys.exit(f"{path}: not found (policy {row['name']})")
     return path
-
-
-def timed(engine, query, value, n):
-    t0 = time.perf_counter_ns()
-    for _ in range(n):
-        engine.eval_query(query, value)
-    return (time.perf_counter_ns() - t0) / n / 1e3
 
 
 def library_argv(argv):

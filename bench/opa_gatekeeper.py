@@ -37,7 +37,7 @@ import tempfile
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from opa_compare import TRIVIAL, strip_managed_fields, timed  # noqa: E402
+from opa_common import TRIVIAL, strip_managed_fields, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LIBRARY = os.path.join(ROOT, "../shared/corpora/gatekeeper-library/library")

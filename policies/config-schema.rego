@@ -25,7 +25,7 @@ package regate.policies.config_schema
 
 import data.regate.lib.regate
 import data.regate.lib.secret
-import rego.va
+import rego.v1
 
 env := regate.environment
 

@@ -52,12 +52,6 @@ impl SecretValues {
         SecretValues::from_forms(forms)
     }
 
-    /// The values of a review's Secrets: its object and its old object.
-    pub fn of_review(review: &crate::admission::review::Review) -> SecretValues {
-        let old = review.input.pointer("/request/oldObject");
-        SecretValues::of_objects(review.object().into_iter().chain(old))
-    }
-
     /// Every value of `parts` in one matcher, so that the longest value wins wherever values
     /// overlap across parts.
     pub fn union(parts: &[&SecretValues]) -> SecretValues {

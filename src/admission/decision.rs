@@ -569,7 +569,7 @@ fn judge_review(
     }
     if decision.has_policy_text() {
         // Before the decision leaves: every answer, log, report and print is built from it.
-        let request_secrets = SecretValues::of_review(review);
+        let request_secrets = review.secret_values();
         let parts: Vec<&SecretValues> = std::iter::once(&request_secrets)
             .chain(inventory_secrets.iter().map(|s| s.as_ref()))
             .filter(|s| !s.is_empty())

@@ -280,6 +280,13 @@ impl Review {
             .filter(|s| !s.is_empty())
     }
 
+    /// The values of this review's Secrets, its object's and its old object's: what every
+    /// text about it is scrubbed of.
+    pub fn secret_values(&self) -> crate::secrets::SecretValues {
+        let old = self.input.pointer("/request/oldObject");
+        crate::secrets::SecretValues::of_objects(self.object().into_iter().chain(old))
+    }
+
     pub fn object(&self) -> Option<&Value> {
         self.input
             .get("request")

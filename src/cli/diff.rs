@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::eval::{evaluate_objects, EvalResult};
+use crate::cli::eval::evaluate_objects;
+use crate::cli::eval_result::EvalResult;
 use crate::cli::objects::ObjectArgs;
 use crate::cli::PolicyArgs;
 use crate::config::Environment;

@@ -4,16 +4,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use serde::Serialize;
 
 use crate::admission::decision::{judge, Decision};
 use crate::admission::review::{ManifestRequest, Review};
+use crate::cli::eval_result::{exit_code, EvalResult};
 use crate::cli::PolicyArgs;
-use crate::config::{Action, Environment};
+use crate::config::Environment;
 use crate::manifest::{self, ManifestObject};
 use crate::policy::eval::Wants;
 use crate::policy::set::PolicySet;
-use crate::secrets::SecretValues;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -84,20 +83,6 @@ pub enum Output {
     Github,
 }
 
-/// One judged object, as `-o json` prints it.
-#[derive(Debug, Serialize)]
-pub struct EvalResult {
-    pub source: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    #[serde(flatten)]
-    pub decision: Decision,
-    pub warnings: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// Judges each object as an admission request; shared by `eval`, `audit -f` and the chart test.
 pub fn evaluate_objects(
     set: &PolicySet,
@@ -150,7 +135,7 @@ fn scrub_patch(decision: &mut Decision, review: &Review) {
     let Some(patch) = decision.patch.as_mut() else {
         return;
     };
-    let secrets = SecretValues::of_review(review);
+    let secrets = review.secret_values();
     if secrets.is_empty() {
         return;
     }
@@ -280,29 +265,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         return Ok(2);
     }
     Ok(exit_code(&results, args.fail_on))
-}
-
-/// 1 when a result fails under `fail_on`, else 0.
-pub fn exit_code(results: &[EvalResult], fail_on: crate::audit::FailOn) -> i32 {
-    use crate::audit::FailOn;
-    let failing = |r: &EvalResult| match fail_on {
-        FailOn::Never => false,
-        // eval refuses the baseline modes before judging (it takes no --baseline).
-        FailOn::Deny | FailOn::New => !r.decision.allowed || !r.decision.failures.is_empty(),
-        FailOn::Warn | FailOn::NewWarn => {
-            !r.decision.allowed || !r.decision.failures.is_empty() || warned(r)
-        }
-    };
-    i32::from(results.iter().any(failing))
-}
-
-/// Whether an allowed object drew warnings (warn rules, or the warn action).
-pub fn warned(r: &EvalResult) -> bool {
-    !r.warnings.is_empty()
-        || r.decision
-            .violations
-            .iter()
-            .any(|v| v.action == Action::Warn)
 }
 
 /// A file or document that could not be read or parsed, as a result: denied, with the error.

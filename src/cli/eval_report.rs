@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::audit::report::escape_xml;
 use crate::audit::FailOn;
-use crate::cli::eval::{warned, EvalResult};
+use crate::cli::eval_result::{exit_code, warned, EvalResult};
 use crate::config::Action;
 use crate::policy::set::PolicySet;
 use crate::secrets::SecretValues;
@@ -174,9 +174,8 @@ pub fn github(results: &[EvalResult], out: &mut dyn Write) -> io::Result<()> {
 
 /// JUnit XML: one test case per object, failing as `--fail-on` says.
 pub fn junit(results: &[EvalResult], fail_on: FailOn, out: &mut dyn Write) -> io::Result<()> {
-    let failed = |r: &EvalResult| {
-        r.error.is_some() || crate::cli::eval::exit_code(std::slice::from_ref(r), fail_on) == 1
-    };
+    let failed =
+        |r: &EvalResult| r.error.is_some() || exit_code(std::slice::from_ref(r), fail_on) == 1;
     let failures = results.iter().filter(|r| failed(r)).count();
     writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
     writeln!(

@@ -8,6 +8,7 @@ pub mod completions;
 pub mod diff;
 pub mod eval;
 mod eval_report;
+pub mod eval_result;
 pub mod new;
 mod objects;
 pub mod serve;

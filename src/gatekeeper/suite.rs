@@ -33,7 +33,6 @@ use crate::policy::compiled::CompiledPolicy;
 use crate::policy::eval::Wants;
 use crate::policy::mutators::Mutators;
 use crate::policy::set::PolicySet;
-use crate::secrets::SecretValues;
 
 pub const SUITE_FILE: &str = "suite.yaml";
 
@@ -681,7 +680,7 @@ fn mutated_object(
     )
     .with_mutators(Arc::new(mutators.clone()));
     let decision = judge(&set, &review, Wants::MUTATE);
-    let secrets = SecretValues::of_review(&review);
+    let secrets = review.secret_values();
     if let Some(f) = decision.failures.first() {
         return Err(secrets.scrub(&format!("mutation failed: [{}] {}", f.policy, f.describe())));
     }

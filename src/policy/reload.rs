@@ -1,6 +1,5 @@
 //! The live policy set: built off the request path, swapped whole, and kept when a new one fails.
 
-use std::any::Any;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,9 +11,9 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::environment::NamespaceLabels;
 use crate::metrics::Metrics;
-use crate::policy::error::{LoadError, LoadErrors};
+use crate::policy::error::LoadErrors;
 use crate::policy::loader::YamlLoader;
-use crate::policy::set::PolicySet;
+use crate::policy::set::{PolicySet, SyncedData};
 use crate::policy::source::{self, SourceError};
 
 /// Where a set comes from; rebuilt from the same places on every reload.
@@ -52,16 +51,6 @@ impl PolicySources {
             self.yaml_loader,
         )?)
     }
-}
-
-/// Data synced from outside the policy directory (a cluster's objects) that every set built
-/// from now on must carry too: the store applies it after each reload. Defined here, beside the
-/// store that applies it, because it maps a whole set to a set and so sits above `set.rs`.
-pub trait SyncedData: Send + Sync + Debug + Any {
-    /// `set` with this data applied.
-    fn apply(&self, set: &PolicySet) -> Result<PolicySet, LoadError>;
-    /// For the flavor's own module, to read back what it stored.
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// The current set, shared by every request, and the outcome of the last reload.

@@ -19,6 +19,16 @@ use crate::policy::loader::{Expansions, NoExpansions, YamlLoader};
 use crate::policy::metadata;
 use crate::policy::source::{PolicySource, SourceRole};
 
+/// Data synced from outside the policy directory (a cluster's objects) that every set built
+/// from now on must carry too: the policy store applies it after each reload. Defined beside
+/// `PolicySet` because it maps a whole set to a set.
+pub trait SyncedData: Send + Sync + std::fmt::Debug + std::any::Any {
+    /// `set` with this data applied.
+    fn apply(&self, set: &PolicySet) -> Result<PolicySet, LoadError>;
+    /// For the flavor's own module, to read back what it stored.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
 /// Everything one decision needs, built once and shared by every request until the next reload.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
@@ -79,7 +89,7 @@ impl PolicySet {
                 errors.push(locate_regorus_error(&lib.name, &e.to_string()));
             }
         }
-        errors.extend(missing_imports(&sources));
+        errors.extend(import_errors(&sources));
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
@@ -235,7 +245,7 @@ impl PolicySet {
 
     /// This set with `policies` in place of its own, where they differ only in the data their
     /// interpreter engines hold (`changed[i]` for each that does): a sync of cluster data
-    /// ([`crate::policy::reload::SyncedData`]). Nothing is recompiled, and threads keep what they cached for the other policies.
+    /// ([`SyncedData`]). Nothing is recompiled, and threads keep what they cached for the other policies.
     /// Policies that do not line up with this set's (ids, order) get a fresh build.
     pub fn with_changed_engines(
         &self,
@@ -306,10 +316,12 @@ impl PolicySet {
     }
 }
 
-/// `import data.regate.lib.…` lines that name a package no loaded file declares. Rego reads an
-/// undefined import as undefined, not as an error: a deleted helper library would silently turn
-/// every rule that uses it into a no-op (and every object it judges into an allowed one).
-fn missing_imports(sources: &[PolicySource]) -> Vec<LoadError> {
+/// Imports that would load here and fail or mislead elsewhere: `import data.regate.lib.…` lines
+/// that name a package no loaded file declares (Rego reads an undefined import as undefined,
+/// not as an error: a deleted helper library would silently turn every rule that uses it into a
+/// no-op, and every object it judges into an allowed one), and `import rego.<x>` other than
+/// `rego.v1`.
+fn import_errors(sources: &[PolicySource]) -> Vec<LoadError> {
     let packages: Vec<String> = sources
         .iter()
         .filter_map(|s| metadata::package_of(&s.text).map(|(_, p)| p))
@@ -320,6 +332,22 @@ fn missing_imports(sources: &[PolicySource]) -> Vec<LoadError> {
         .filter(|s| matches!(s.role(), SourceRole::Policy | SourceRole::Library))
     {
         for (i, line) in source.text.lines().enumerate() {
+            // regorus takes any `import rego.<x>`; OPA takes only `rego.v1`, so a typo would
+            // load here and nowhere else.
+            if let Some(rest) = line.trim().strip_prefix("import rego.") {
+                let version = rest.split_whitespace().next().unwrap_or("");
+                if version != "v1" {
+                    errors.push(LoadError::new(
+                        &source.name,
+                        i + 1,
+                        1,
+                        format!(
+                            "invalid import rego.{version}: the only one is rego.v1 (as in OPA)"
+                        ),
+                    ));
+                }
+                continue;
+            }
             let Some(rest) = line.trim().strip_prefix("import data.") else {
                 continue;
             };
@@ -627,6 +655,33 @@ pub fn describe(set: &PolicySet) -> Vec<BTreeMap<&'static str, String>> {
 mod tests {
     use super::*;
     use crate::policy::source;
+
+    /// `import rego.va` loads in regorus and nowhere else (OPA refuses it): an error at its
+    /// line; `rego.v1` and a commented-out line are fine.
+    #[test]
+    fn only_rego_v1_is_imported_from_rego() {
+        let policy = |import: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\n{import}\n# import rego.v2\n\ndeny contains 1 if input.x\n"
+            )
+        };
+        let build = |import: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("p.rego"), policy(import)).unwrap();
+            let (sources, _) = source::resolve(dir.path(), false).unwrap();
+            PolicySet::build_with_rego_only(
+                &sources,
+                std::sync::Arc::new(Config::default()),
+                NamespaceLabels::default(),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(build("import rego.v1"), Ok(()));
+        let error = build("import rego.va").unwrap_err();
+        assert!(error.contains("p.rego:9:1"), "{error}");
+        assert!(error.contains("invalid import rego.va"), "{error}");
+    }
 
     /// Through the real build (`policy::recursion` finds the cycles): every recursive shape is a
     /// load error at the rule's file and line, OPA's `rego_recursion_error`, and the set is not
