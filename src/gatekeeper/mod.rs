@@ -34,8 +34,7 @@ use crate::policy::error::LoadError;
 use crate::policy::flavor::{Flavor, PluggedPolicy};
 use crate::policy::loader::{LoadedYaml, YamlLoader};
 use crate::policy::metadata::PolicyMeta;
-use crate::policy::set::PolicySet;
-use crate::policy::set::SyncedData;
+use crate::policy::set::{PolicySet, SyncedData};
 use crate::policy::source::PolicySource;
 
 pub use constraint::{Constraint, Points};

@@ -288,34 +288,20 @@ mod tests {
         }
     }
 
-    /// The VM's answer with keys checked (an error when it escalates), and the interpreter's.
+    /// The VM's answer with keys checked (`error` when it escalates), and the interpreter's.
     fn both_with_keys_checked(rules: &str, input: serde_json::Value) -> (String, String) {
-        let mut engine = Engine::new();
-        engine
-            .add_policy(
-                "p.rego".into(),
-                format!("package p\nimport rego.v1\n{rules}\n"),
-            )
-            .unwrap();
-        engine.set_input(Value::from(input.clone()));
-        let interpreted = match engine.clone().eval_rule("data.p.v".into()) {
-            Ok(v) => v.to_string(),
-            Err(_) => "error".to_string(),
+        let (interpreted, on_vm) =
+            crate::policy::undefined_bindings::tests::interpreter_and_guarded_vm(
+                rules, &input, true,
+            );
+        let error_as_one_word = |answer: String| {
+            if answer.starts_with("error") {
+                "error".to_string()
+            } else {
+                answer
+            }
         };
-        let compiled = engine.compile_with_entrypoint(&"data.p.v".into()).unwrap();
-        let mut program =
-            (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
-        crate::policy::undefined_bindings::guard(&mut program, compiled.get_modules(), true)
-            .unwrap();
-        let mut vm = RegoVM::new();
-        vm.load_program(std::sync::Arc::new(program));
-        vm.set_strict_builtin_errors(false);
-        vm.set_input(Value::from(input));
-        let on_vm = match vm.execute_entry_point_by_name("data.p.v") {
-            Ok(v) => v.to_string(),
-            Err(_) => "error".to_string(),
-        };
-        (on_vm, interpreted)
+        (error_as_one_word(on_vm), error_as_one_word(interpreted))
     }
 
     #[test]

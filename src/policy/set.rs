@@ -99,21 +99,13 @@ impl PolicySet {
         let mut policies: Vec<CompiledPolicy> = Vec::new();
         for source in sources.iter().filter(|s| s.role() == SourceRole::Policy) {
             match compile_policy(source, &library_base, &config) {
-                Ok(policy) => {
-                    if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
-                        errors.push(LoadError::new(
-                            &source.name,
-                            1,
-                            1,
-                            format!(
-                                "policy id {:?} is already declared in {}",
-                                policy.meta.id, other.file
-                            ),
-                        ));
-                    } else {
-                        policies.push(policy);
-                    }
-                }
+                Ok(policy) => add_unless_declared(
+                    &mut policies,
+                    &mut errors,
+                    policy,
+                    &source.name,
+                    |id, other| format!("policy id {id:?} is already declared in {other}"),
+                ),
                 Err(mut e) => errors.append(&mut e),
             }
         }
@@ -140,19 +132,10 @@ impl PolicySet {
         let loaded = yaml_loader.load(&yaml, &config, evaluation_timeout);
         errors.extend(loaded.errors);
         for policy in loaded.policies {
-            if let Some(other) = policies.iter().find(|p| p.meta.id == policy.meta.id) {
-                errors.push(LoadError::new(
-                    &policy.file,
-                    1,
-                    1,
-                    format!(
-                        "constraint {:?}: a policy with this id is already declared in {}",
-                        policy.meta.id, other.file
-                    ),
-                ));
-            } else {
-                policies.push(policy);
-            }
+            let file = policy.file.clone();
+            add_unless_declared(&mut policies, &mut errors, policy, &file, |id, other| {
+                format!("constraint {id:?}: a policy with this id is already declared in {other}")
+            });
         }
         for id in config.policies.keys() {
             if !policies.iter().any(|p| &p.meta.id == id) {
@@ -313,6 +296,26 @@ impl PolicySet {
 
     pub fn get(&self, id: &str) -> Option<&CompiledPolicy> {
         self.policies.iter().find(|p| p.meta.id == id)
+    }
+}
+
+/// `policy` added to `policies`, or, when its id is taken, an error at line 1 of `file` worded
+/// by `taken(id, file of the first)`.
+fn add_unless_declared(
+    policies: &mut Vec<CompiledPolicy>,
+    errors: &mut Vec<LoadError>,
+    policy: CompiledPolicy,
+    file: &str,
+    taken: impl Fn(&str, &str) -> String,
+) {
+    match policies.iter().find(|p| p.meta.id == policy.meta.id) {
+        Some(other) => errors.push(LoadError::new(
+            file,
+            1,
+            1,
+            taken(&policy.meta.id, &other.file),
+        )),
+        None => policies.push(policy),
     }
 }
 

@@ -581,13 +581,23 @@ fn children(e: &Expr, f: &mut dyn FnMut(&Expr)) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use regorus::languages::rego::compiler::Compiler;
     use regorus::{Engine, Value};
 
     /// `data.p.v` of `rules` on `input`: (interpreter, bytecode with guards).
     fn both(rules: &str, input: &serde_json::Value) -> (String, String) {
+        interpreter_and_guarded_vm(rules, input, false)
+    }
+
+    /// `data.p.v` of `rules` on `input`: (interpreter, bytecode with guards, and with partial
+    /// object keys checked when `check_object_keys`); an error as `error <message>`.
+    pub(crate) fn interpreter_and_guarded_vm(
+        rules: &str,
+        input: &serde_json::Value,
+        check_object_keys: bool,
+    ) -> (String, String) {
         let mut engine = Engine::new();
         engine
             .add_policy(
@@ -603,7 +613,7 @@ mod tests {
         let compiled = engine.compile_with_entrypoint(&"data.p.v".into()).unwrap();
         let mut program =
             (*Compiler::compile_from_policy(&compiled, &["data.p.v"]).unwrap()).clone();
-        guard(&mut program, compiled.get_modules(), false).unwrap();
+        guard(&mut program, compiled.get_modules(), check_object_keys).unwrap();
         if std::env::var("LISTING").is_ok() {
             let config = regorus::rvm::program::AssemblyListingConfig::default();
             println!(
