@@ -16,6 +16,11 @@
 //! * `sprintf` with fewer arguments than verbs formats the missing ones as Go does
 //!   (`%!v(MISSING)`) instead of failing.
 //!
+//! Two more rewrites make the library's templates cheaper to run without changing any answer:
+//! functions defined only over string constants become table lookups
+//! ([`constant_functions_as_tables`]), and a set read only through lookups that fix one key is
+//! computed only for those keys ([`observed_keys_only`]).
+//!
 //! Nothing else is touched: a token sequence that does not match leaves the text byte for byte
 //! unchanged, and both rewrites keep every line where it was, so error positions still point
 //! at the template's own lines.
@@ -233,6 +238,11 @@ pub fn normalize(src: &str) -> String {
             }
         }
     }
+    with_inserts(src, inserts)
+}
+
+/// `src` with each text inserted at its byte offset.
+fn with_inserts(src: &str, mut inserts: Vec<(usize, String)>) -> String {
     if inserts.is_empty() {
         return src.to_string();
     }
@@ -630,6 +640,219 @@ pub fn constant_functions_as_tables(src: &str) -> String {
     out
 }
 
+/// The index of the bracket that closes the one opened at `open`.
+fn matching_close(src: &str, tokens: &[Token], depth: &[usize], open: usize) -> Option<usize> {
+    (open + 1..tokens.len()).find(|&j| depth[j] == depth[open] && is_closer(src, &tokens[j]))
+}
+
+/// The entries of the object literal opened at `open` whose key is a plain string and whose
+/// value is one token: (key, value token). `None` when it is not an object literal with
+/// `key: value` entries (a set literal, a comprehension).
+fn object_entries(
+    src: &str,
+    tokens: &[Token],
+    depth: &[usize],
+    open: usize,
+) -> Option<(Vec<(String, usize)>, usize)> {
+    let close = matching_close(src, tokens, depth, open)?;
+    let inner = depth[open] + 1;
+    let mut entries = Vec::new();
+    let mut start = open + 1;
+    while start < close {
+        let end = (start..close)
+            .find(|&j| depth[j] == inner && is_punct(src, &tokens[j], ","))
+            .unwrap_or(close);
+        if end == start + 3
+            && tokens[start].kind == Kind::String
+            && text(src, &tokens[start]).starts_with('"')
+            && is_punct(src, &tokens[start + 1], ":")
+        {
+            entries.push((text(src, &tokens[start]).to_string(), start + 2));
+        } else if !(start + 1..end).any(|j| depth[j] == inner && is_punct(src, &tokens[j], ":")) {
+            return None;
+        }
+        start = end + 1;
+    }
+    Some((entries, close))
+}
+
+/// One definition of a partial set `g[{..., "k": var, ...}] { body }`.
+struct SetDefinition {
+    /// Each key whose value in the head is a variable, with that variable.
+    variables: Vec<(String, String)>,
+    /// The body's `{`.
+    body: usize,
+    /// The tokens of the head and body, which are not references to the set.
+    span: (usize, usize),
+}
+
+/// A partial set of objects that the template reads only by lookups fixing one key to string
+/// constants, `general_violation[{"msg": msg, "field": "containers"}]`, is computed only for
+/// those constants: each body first binds the key's variable to one of them. The library's
+/// resource templates (`container := input.review.object.spec[field][_]`) otherwise walk every
+/// field of a Pod's spec, volumes and tolerations included, five times per container check.
+/// The set's other elements could never be seen: no entry point is the set, no other piece of
+/// the template names it, and every reference fixes the key. A body that declares the variable
+/// itself (`some`, `:=`) is left as it is. Lines keep their numbers.
+pub fn observed_keys_only(src: &str, entries: &[&str], others: &[&str]) -> String {
+    if src.contains("rego.v1") {
+        return src.to_string();
+    }
+    let tokens = lex(src);
+    let depth = depths(src, &tokens);
+    let body = body_opens(src, &tokens, &depth);
+    let mut sets: Vec<(String, Vec<SetDefinition>, bool)> = Vec::new();
+    for i in 0..tokens.len() {
+        let t = &tokens[i];
+        // A statement starts a line, or follows a body's `}` (as `normalize` writes the heads of
+        // `head { A } { B }`).
+        let starts =
+            i == 0 || t.after_newline || (is_punct(src, &tokens[i - 1], "}") && depth[i - 1] == 0);
+        if depth[i] != 0 || !starts || t.kind != Kind::Ident {
+            continue;
+        }
+        let name = text(src, t);
+        if KEYWORDS.contains(&name) {
+            continue;
+        }
+        let definition = (|| {
+            if !(is_punct(src, tokens.get(i + 1)?, "[") && is_punct(src, tokens.get(i + 2)?, "{")) {
+                return None;
+            }
+            let (object, close) = object_entries(src, &tokens, &depth, i + 2)?;
+            let open = close + 2;
+            if !(is_punct(src, tokens.get(close + 1)?, "]") && *body.get(open)?) {
+                return None;
+            }
+            let end = matching_close(src, &tokens, &depth, open)?;
+            let variables = object
+                .into_iter()
+                .filter(|(_, v)| {
+                    let v = &tokens[*v];
+                    v.kind == Kind::Ident
+                        && !KEYWORDS.contains(&text(src, v))
+                        && text(src, v) != "_"
+                })
+                .map(|(k, v)| (k, text(src, &tokens[v]).to_string()))
+                .collect();
+            Some(SetDefinition {
+                variables,
+                body: open,
+                span: (i, end),
+            })
+        })();
+        let at = match sets.iter().position(|(n, _, _)| n == name) {
+            Some(p) => p,
+            None => {
+                sets.push((name.to_string(), Vec::new(), true));
+                sets.len() - 1
+            }
+        };
+        match definition {
+            Some(d) => sets[at].1.push(d),
+            None => sets[at].2 = false,
+        }
+    }
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    for (name, definitions, only_sets) in sets {
+        let named_elsewhere = entries.iter().any(|e| e.rsplit('.').next() == Some(&name))
+            || others.iter().any(|o| {
+                lex(o)
+                    .iter()
+                    .any(|t| t.kind == Kind::Ident && text(o, t) == name)
+            });
+        if !only_sets || definitions.is_empty() || named_elsewhere {
+            continue;
+        }
+        // Every other mention of the name, and the constants it fixes each key to.
+        let inside = |j: usize| definitions.iter().any(|d| d.span.0 <= j && j <= d.span.1);
+        let mut fixed: Option<Vec<(String, Vec<String>)>> = None;
+        let mut references = 0;
+        for j in 0..tokens.len() {
+            if tokens[j].kind != Kind::Ident || text(src, &tokens[j]) != name || inside(j) {
+                continue;
+            }
+            references += 1;
+            let constants: Vec<(String, String)> = (|| {
+                if !(is_punct(src, tokens.get(j + 1)?, "[")
+                    && is_punct(src, tokens.get(j + 2)?, "{"))
+                {
+                    return None;
+                }
+                let (object, close) = object_entries(src, &tokens, &depth, j + 2)?;
+                if !is_punct(src, tokens.get(close + 1)?, "]") {
+                    return None;
+                }
+                Some(
+                    object
+                        .into_iter()
+                        .filter(|(_, v)| {
+                            let t = &tokens[*v];
+                            t.kind == Kind::String && text(src, t).starts_with('"')
+                        })
+                        .map(|(k, v)| (k, text(src, &tokens[v]).to_string()))
+                        .collect(),
+                )
+            })()
+            .unwrap_or_default();
+            let keys = fixed.get_or_insert_with(|| {
+                constants
+                    .iter()
+                    .map(|(k, _)| (k.clone(), Vec::new()))
+                    .collect()
+            });
+            keys.retain(|(k, _)| constants.iter().any(|(c, _)| c == k));
+            for (k, values) in keys.iter_mut() {
+                values.extend(
+                    constants
+                        .iter()
+                        .filter(|(c, _)| c == k)
+                        .map(|(_, v)| v.clone()),
+                );
+            }
+        }
+        let Some(fixed) = fixed.filter(|_| references > 0) else {
+            continue;
+        };
+        // The first fixed key that every definition binds to a variable it does not declare.
+        let chosen = fixed.into_iter().find_map(|(key, mut values)| {
+            let variables: Vec<&str> = definitions
+                .iter()
+                .map(|d| {
+                    d.variables
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, v)| v.as_str())
+                })
+                .collect::<Option<_>>()?;
+            let declares = definitions.iter().zip(&variables).any(|(d, var)| {
+                (d.body..d.span.1).any(|j| {
+                    let t = text(src, &tokens[j]);
+                    t == "some"
+                        || t == "every"
+                        || (t == *var && tokens.get(j + 1).is_some_and(|n| is_punct(src, n, ":")))
+                })
+            });
+            if declares {
+                return None;
+            }
+            values.sort();
+            values.dedup();
+            Some((values, variables))
+        });
+        let Some((values, variables)) = chosen else {
+            continue;
+        };
+        for (d, var) in definitions.iter().zip(variables) {
+            inserts.push((
+                tokens[d.body].end,
+                format!(" {{{}}}[{var}];", values.join(", ")),
+            ));
+        }
+    }
+    with_inserts(src, inserts)
+}
+
 /// Installs the builtin adjustments on an engine that runs Gatekeeper templates.
 pub fn install(engine: &mut Engine) -> anyhow::Result<()> {
     engine.add_extension("sprintf".to_string(), 2, Box::new(sprintf))
@@ -843,6 +1066,86 @@ mod tests {
                 answer(defs),
                 answer(&constant_functions_as_tables(defs)),
                 "{q}"
+            );
+        }
+    }
+
+    const RESOURCES: &str = "package p\n\nviolation[{\"msg\": msg}] {\n  general_violation[{\"msg\": msg, \"field\": \"containers\"}]\n}\n\nviolation[{\"msg\": msg}] {\n  general_violation[{\"msg\": msg, \"field\": \"initContainers\"}]\n}\n\ngeneral_violation[{\"msg\": msg, \"field\": field}] {\n  c := input.spec[field][_]\n  not c.limits\n  msg := sprintf(\"%v in %v\", [c.name, field])\n}\n\ngeneral_violation[{\"msg\": msg, \"field\": field}] {\n  c := input.spec[field][_]\n  c.bad\n  msg := \"bad\"\n}\n";
+
+    #[test]
+    fn sets_read_through_fixed_keys_are_computed_for_those_keys() {
+        let out = observed_keys_only(RESOURCES, &["violation"], &[]);
+        assert_eq!(
+            out,
+            RESOURCES.replace(
+                "general_violation[{\"msg\": msg, \"field\": field}] {",
+                "general_violation[{\"msg\": msg, \"field\": field}] { {\"containers\", \"initContainers\"}[field];"
+            )
+        );
+        assert_eq!(out.lines().count(), RESOURCES.lines().count());
+        // `normalize` writes a later body's head after the earlier `}`.
+        let chained = normalize("package p\nv[m] { s[{\"m\": m, \"k\": \"a\"}] }\ns[{\"m\": m, \"k\": k}] { input[k][_] = m } {\n  input[k].x = m\n}\n");
+        assert_eq!(
+            observed_keys_only(&chained, &["v"], &[]),
+            "package p\nv[m] { s[{\"m\": m, \"k\": \"a\"}] }\ns[{\"m\": m, \"k\": k}] { {\"a\"}[k]; input[k][_] = m } s[{\"m\": m, \"k\": k}] { {\"a\"}[k];\n  input[k].x = m\n}\n"
+        );
+    }
+
+    #[test]
+    fn sets_read_any_other_way_are_left_alone() {
+        let cases = [
+            // read whole, or with a variable for the key
+            RESOURCES.replace("violation[{\"msg\": msg}] {\n  general_violation[{\"msg\": msg, \"field\": \"containers\"}]", "violation[{\"msg\": msg}] {\n  count(general_violation) > 0; msg := \"x\""),
+            RESOURCES.replace("\"field\": \"containers\"", "\"field\": f"),
+            // a body declares the variable itself
+            RESOURCES.replace("c.bad\n", "some field\n  c.bad\n"),
+            RESOURCES.replace("c.bad\n", "field := \"x\"\n  c.bad\n"),
+            // another definition of another shape
+            format!("{RESOURCES}\ngeneral_violation[x] {{ x := input.y }}\n"),
+            format!("{RESOURCES}\ndefault general_violation = {{}}\n"),
+            // v1
+            format!("{RESOURCES}\nimport rego.v1\n"),
+        ];
+        for src in &cases {
+            assert_eq!(&observed_keys_only(src, &["violation"], &[]), src, "{src}");
+        }
+        // an entry point, or named by a lib
+        assert_eq!(
+            observed_keys_only(RESOURCES, &["violation", "general_violation"], &[]),
+            RESOURCES
+        );
+        let lib = "package lib.x\nq { data.p.general_violation }\n";
+        assert_eq!(
+            observed_keys_only(RESOURCES, &["violation"], &[lib]),
+            RESOURCES
+        );
+    }
+
+    #[test]
+    fn sets_computed_for_their_fixed_keys_answer_as_before() {
+        let inputs = [
+            r#"{"spec": {"containers": [{"name": "a"}, {"name": "b", "limits": 1}], "initContainers": [{"name": "i", "bad": true}], "volumes": [{"name": "v"}, {"name": "w", "bad": true}], "tolerations": [], "priority": 3}}"#,
+            r#"{"spec": {"volumes": [{"name": "v"}]}}"#,
+            r#"{"spec": {}}"#,
+            r#"{"spec": {"containers": "not a list"}}"#,
+        ];
+        let answer = |src: &str, input: &str| {
+            let mut e = Engine::new();
+            e.set_rego_v0(true);
+            e.add_policy("p.rego".into(), src.to_string())
+                .map_err(|e| e.to_string())?;
+            e.set_input_json(input).map_err(|e| e.to_string())?;
+            e.eval_rule("data.p.violation".into())
+                .map(|v| v.to_string())
+                .map_err(|e| e.to_string())
+        };
+        let rewritten = observed_keys_only(RESOURCES, &["violation"], &[]);
+        assert_ne!(rewritten, RESOURCES);
+        for input in inputs {
+            assert_eq!(
+                answer(RESOURCES, input),
+                answer(&rewritten, input),
+                "{input}"
             );
         }
     }

@@ -284,9 +284,14 @@ impl Template {
                     continue;
                 }
             }
+            let mut text = rego_compat::normalize(&piece.text);
+            if !is_lib {
+                let libs: Vec<&str> = pieces[..i].iter().map(|p| p.text.as_str()).collect();
+                text = rego_compat::observed_keys_only(&text, &["violation"], &libs);
+            }
             if let Err(e) = engine.add_policy(
                 piece.name.clone(),
-                rego_compat::constant_functions_as_tables(&rego_compat::normalize(&piece.text)),
+                rego_compat::constant_functions_as_tables(&text),
             ) {
                 errors.push(self.relocate(piece, &e.to_string()));
             }
