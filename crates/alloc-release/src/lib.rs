@@ -31,6 +31,26 @@ pub fn purge_without_delay() {
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
 }
 
+/// `mi_option_page_reclaim_on_free` in mimalloc v3's `mi_option_t` (include/mimalloc.h).
+const MI_OPTION_PAGE_RECLAIM_ON_FREE: c_int = 35;
+
+/// A block freed into a page whose thread has ended takes that page into the freeing thread's
+/// heap, which then frees and returns it with the rest (v3's default leaves such a page with
+/// its ended thread until some thread happens to allocate from it). A policy set is built on a
+/// thread of its own and dropped by another: without this, resident memory crept up with every
+/// reload (300 constraints: 58 MiB after the first reload, 66 after the twentieth; with it,
+/// 61). Call once, at start.
+pub fn reclaim_pages_of_ended_threads_on_free() {
+    // SAFETY: as in `purge_without_delay`: one atomic store into mimalloc's option table.
+    unsafe { mi_option_set(MI_OPTION_PAGE_RECLAIM_ON_FREE, 1) }
+}
+
+/// Whether pages of ended threads are reclaimed on free (`1`), as set above; v3's default is 0.
+pub fn pages_of_ended_threads_reclaimed_on_free() -> bool {
+    // SAFETY: reads one option of mimalloc's static option table, from any thread.
+    unsafe { mi_option_get(MI_OPTION_PAGE_RECLAIM_ON_FREE) == 1 }
+}
+
 /// The purge delay now in force, in milliseconds (`0`: at once; `-1`: never).
 pub fn purge_delay_ms() -> i64 {
     // SAFETY: reads one option of mimalloc's static option table; valid for any option index
@@ -93,6 +113,14 @@ mod tests {
         let big: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 << 20]).collect();
         drop(big);
         release_freed_memory();
+    }
+
+    #[test]
+    fn the_reclaim_option_is_the_one_set() {
+        // v3's default is 0: a wrong index would read another option's value.
+        assert!(!pages_of_ended_threads_reclaimed_on_free());
+        reclaim_pages_of_ended_threads_on_free();
+        assert!(pages_of_ended_threads_reclaimed_on_free());
     }
 
     #[test]
