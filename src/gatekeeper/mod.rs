@@ -251,7 +251,7 @@ pub struct MatchSubject<'a> {
     generated: bool,
     resolver: &'a EnvironmentResolver,
     facts: std::cell::OnceCell<SubjectFacts<'a>>,
-    namespace_labels: std::cell::OnceCell<Option<HashMap<String, String>>>,
+    namespace_labels: std::cell::OnceCell<Option<matching::Labels>>,
 }
 
 struct SubjectFacts<'a> {
@@ -259,7 +259,7 @@ struct SubjectFacts<'a> {
     kind: &'a str,
     name: &'a str,
     namespace: Option<&'a str>,
-    labels: HashMap<String, String>,
+    labels: matching::Labels,
 }
 
 impl<'a> MatchSubject<'a> {
@@ -283,12 +283,13 @@ impl<'a> MatchSubject<'a> {
         self.facts.get_or_init(|| subject_facts(self.review))
     }
 
-    fn namespace_labels(&self) -> Option<&HashMap<String, String>> {
+    fn namespace_labels(&self) -> Option<&matching::Labels> {
         self.namespace_labels
             .get_or_init(|| {
                 self.facts()
                     .namespace
                     .and_then(|ns| self.resolver.namespace_labels(ns))
+                    .map(|labels| labels.into_iter().collect())
             })
             .as_ref()
     }
@@ -322,7 +323,7 @@ fn subject_facts(review: &Review) -> SubjectFacts<'_> {
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
     });
-    let labels: HashMap<String, String> = meta
+    let labels: matching::Labels = meta
         .and_then(|m| m.get("labels"))
         .and_then(Value::as_object)
         .map(|l| {

@@ -13,7 +13,6 @@ mod apply;
 mod image;
 pub mod path;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -486,7 +485,7 @@ impl Mutator {
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
         });
-        let labels: HashMap<String, String> = meta
+        let labels: crate::gatekeeper::matching::Labels = meta
             .and_then(|m| m.get("labels"))
             .and_then(Value::as_object)
             .map(|l| {
@@ -496,7 +495,11 @@ impl Mutator {
             })
             .unwrap_or_default();
         let namespace_labels = match (&self.matcher.namespace_selector, namespace) {
-            (Some(_), Some(ns)) => request.resolver.namespace_labels(ns),
+            (Some(_), Some(ns)) => request.resolver.namespace_labels(ns).map(|labels| {
+                labels
+                    .into_iter()
+                    .collect::<crate::gatekeeper::matching::Labels>()
+            }),
             _ => None,
         };
         self.matcher.matches(&Target {
