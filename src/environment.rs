@@ -1,24 +1,29 @@
 //! Namespace → environment: the namespace's label first, then the config's names and patterns,
 //! then the default (production unless configured: secure by default).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use globset::{Glob, GlobMatcher};
 
 use crate::config::{Config, Environment};
 
+/// An object's labels. Ordered, not hashed: an object has a handful, and comparing a few keys
+/// costs less than hashing one with the standard hasher (Gatekeeper's label selectors look
+/// labels up for every constraint).
+pub type Labels = BTreeMap<String, String>;
+
 /// Namespace labels as last seen from the cluster; empty when running without one.
 #[derive(Debug, Default, Clone)]
 pub struct NamespaceLabels {
-    inner: Arc<RwLock<HashMap<String, HashMap<String, String>>>>,
+    inner: Arc<RwLock<HashMap<String, Labels>>>,
     /// The Namespace objects themselves (without `managedFields`), for Gatekeeper's
     /// `input.review.namespaceObject`.
     objects: Arc<RwLock<HashMap<String, Arc<serde_json::Value>>>>,
 }
 
 impl NamespaceLabels {
-    pub fn set(&self, namespace: &str, labels: HashMap<String, String>) {
+    pub fn set(&self, namespace: &str, labels: Labels) {
         if let Ok(mut map) = self.inner.write() {
             map.insert(namespace.to_string(), labels);
         }
@@ -50,7 +55,7 @@ impl NamespaceLabels {
         map.get(namespace)?.get(key).cloned()
     }
 
-    pub fn labels(&self, namespace: &str) -> Option<HashMap<String, String>> {
+    pub fn labels(&self, namespace: &str) -> Option<Labels> {
         let map = self.inner.read().ok()?;
         map.get(namespace).cloned()
     }
@@ -85,7 +90,7 @@ impl EnvironmentResolver {
     }
 
     /// The labels of a namespace as last seen, for Gatekeeper's `namespaceSelector`.
-    pub fn namespace_labels(&self, namespace: &str) -> Option<HashMap<String, String>> {
+    pub fn namespace_labels(&self, namespace: &str) -> Option<Labels> {
         self.labels.labels(namespace)
     }
 
@@ -142,7 +147,7 @@ mod tests {
         assert_eq!(resolver.resolve(None), Environment::Production);
         labels.set(
             "shop-staging",
-            HashMap::from([("environment".to_string(), "development".to_string())]),
+            Labels::from([("environment".to_string(), "development".to_string())]),
         );
         assert_eq!(
             resolver.resolve(Some("shop-staging")),

@@ -255,7 +255,7 @@ pub async fn read_namespaces(
                     let Some(name) = ns.pointer("/metadata/name").and_then(Value::as_str) else {
                         continue;
                     };
-                    let map: HashMap<String, String> = ns
+                    let map: crate::environment::Labels = ns
                         .pointer("/metadata/labels")
                         .and_then(Value::as_object)
                         .map(|m| {

@@ -23,7 +23,7 @@ pub struct Inventory {
     cluster: ByVersion,
     namespace: BTreeMap<String, ByVersion>,
     /// Labels of the Namespace objects added, for `namespaceSelector`.
-    namespaces: HashMap<String, HashMap<String, String>>,
+    namespaces: HashMap<String, crate::environment::Labels>,
 }
 
 impl Inventory {

@@ -3,10 +3,7 @@
 
 use std::collections::BTreeMap;
 
-/// An object's labels. Ordered, not hashed: an object has a handful, and comparing a few keys
-/// costs less than hashing one with the standard hasher (a constraint excluded by its label
-/// selector cost 0.5 µs, mostly SipHash).
-pub type Labels = BTreeMap<String, String>;
+pub use crate::environment::Labels;
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -289,7 +289,6 @@ impl<'a> MatchSubject<'a> {
                 self.facts()
                     .namespace
                     .and_then(|ns| self.resolver.namespace_labels(ns))
-                    .map(|labels| labels.into_iter().collect())
             })
             .as_ref()
     }

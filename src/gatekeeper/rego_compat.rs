@@ -690,10 +690,10 @@ struct SetDefinition {
 /// constants, `general_violation[{"msg": msg, "field": "containers"}]`, is computed only for
 /// those constants: each body first binds the key's variable to one of them. The library's
 /// resource templates (`container := input.review.object.spec[field][_]`) otherwise walk every
-/// field of a Pod's spec, volumes and tolerations included, five times per container check.
+/// field of a Pod's spec, volumes and tolerations included, in each of their bodies.
 /// The set's other elements could never be seen: no entry point is the set, no other piece of
-/// the template names it, and every reference fixes the key. A body that declares the variable
-/// itself (`some`, `:=`) is left as it is. Lines keep their numbers.
+/// the template names it, and every reference fixes the key. A set with a body that declares
+/// the variable itself (`some`, `every`, `:=`) is left as it is. Lines keep their numbers.
 pub fn observed_keys_only(src: &str, entries: &[&str], others: &[&str]) -> String {
     if src.contains("rego.v1") {
         return src.to_string();
@@ -753,14 +753,19 @@ pub fn observed_keys_only(src: &str, entries: &[&str], others: &[&str]) -> Strin
             None => sets[at].2 = false,
         }
     }
+    let names_in_others: std::collections::HashSet<&str> = others
+        .iter()
+        .flat_map(|o| {
+            lex(o)
+                .into_iter()
+                .filter(|t| t.kind == Kind::Ident)
+                .map(move |t| text(o, &t))
+        })
+        .collect();
     let mut inserts: Vec<(usize, String)> = Vec::new();
     for (name, definitions, only_sets) in sets {
         let named_elsewhere = entries.iter().any(|e| e.rsplit('.').next() == Some(&name))
-            || others.iter().any(|o| {
-                lex(o)
-                    .iter()
-                    .any(|t| t.kind == Kind::Ident && text(o, t) == name)
-            });
+            || names_in_others.contains(name.as_str());
         if !only_sets || definitions.is_empty() || named_elsewhere {
             continue;
         }

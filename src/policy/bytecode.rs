@@ -1421,15 +1421,7 @@ mod tests {
     }
 
     fn set_of(rules: &str) -> PolicySet {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("p.rego"), policy_text(rules)).unwrap();
-        let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        PolicySet::build_with_rego_only(
-            &sources,
-            std::sync::Arc::new(Config::default()),
-            NamespaceLabels::default(),
-        )
-        .unwrap()
+        PolicySet::of_one_rego_file(&policy_text(rules)).unwrap()
     }
 
     /// A function or rule whose first body is undefined (here: because a function it calls is)

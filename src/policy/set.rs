@@ -179,6 +179,19 @@ impl PolicySet {
         Self::build_with(sources, config, labels, &crate::policy::loader::NoYaml)
     }
 
+    /// A set of one Rego file with `text` and the default config: the engine's own tests.
+    #[cfg(test)]
+    pub(crate) fn of_one_rego_file(text: &str) -> Result<PolicySet, LoadErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.rego"), text).unwrap();
+        let (sources, _) = crate::policy::source::resolve(dir.path(), false).unwrap();
+        Self::build_with_rego_only(
+            &sources,
+            Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+    }
+
     /// This set with `mutators` in place of its own.
     pub fn with_mutators(mut self, mutators: Arc<dyn crate::policy::mutators::Mutators>) -> Self {
         self.mutators = mutators;
@@ -669,16 +682,9 @@ mod tests {
             )
         };
         let build = |import: &str| {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("p.rego"), policy(import)).unwrap();
-            let (sources, _) = source::resolve(dir.path(), false).unwrap();
-            PolicySet::build_with_rego_only(
-                &sources,
-                std::sync::Arc::new(Config::default()),
-                NamespaceLabels::default(),
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            PolicySet::of_one_rego_file(&policy(import))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         assert_eq!(build("import rego.v1"), Ok(()));
         let error = build("import rego.va").unwrap_err();

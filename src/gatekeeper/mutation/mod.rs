@@ -495,11 +495,7 @@ impl Mutator {
             })
             .unwrap_or_default();
         let namespace_labels = match (&self.matcher.namespace_selector, namespace) {
-            (Some(_), Some(ns)) => request.resolver.namespace_labels(ns).map(|labels| {
-                labels
-                    .into_iter()
-                    .collect::<crate::gatekeeper::matching::Labels>()
-            }),
+            (Some(_), Some(ns)) => request.resolver.namespace_labels(ns),
             _ => None,
         };
         self.matcher.matches(&Target {
