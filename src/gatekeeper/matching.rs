@@ -27,7 +27,21 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> MatchError {
 /// (`kube-*`, `*-system`, `*prod*`). No other glob syntax, so a `globset` pattern would accept
 /// more than Gatekeeper does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wildcard(String);
+pub struct Wildcard {
+    form: Form,
+    /// The pattern without its stars.
+    text: String,
+}
+
+/// Where a pattern's stars are, read once when it is parsed rather than at every match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Any,
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
 
 impl Wildcard {
     pub fn parse(field: &str, pattern: &str) -> Result<Wildcard, MatchError> {
@@ -41,19 +55,29 @@ impl Wildcard {
                 format!("{pattern:?}: only a leading and/or trailing `*` is allowed"),
             ));
         }
-        Ok(Wildcard(pattern.to_string()))
+        let leading = pattern.starts_with('*');
+        let trailing = pattern.len() > 1 && pattern.ends_with('*');
+        let form = match (leading, trailing) {
+            _ if pattern == "*" => Form::Any,
+            (true, true) => Form::Contains,
+            (true, false) => Form::Suffix,
+            (false, true) => Form::Prefix,
+            (false, false) => Form::Exact,
+        };
+        Ok(Wildcard {
+            form,
+            text: inner.to_string(),
+        })
     }
 
     pub fn matches(&self, candidate: &str) -> bool {
-        let w = self.0.as_str();
-        let leading = w.starts_with('*');
-        let trailing = w.len() > 1 && w.ends_with('*');
-        match (leading, trailing) {
-            _ if w == "*" => true,
-            (true, true) => candidate.contains(&w[1..w.len() - 1]),
-            (true, false) => candidate.ends_with(&w[1..]),
-            (false, true) => candidate.starts_with(&w[..w.len() - 1]),
-            (false, false) => w == candidate,
+        let text = self.text.as_str();
+        match self.form {
+            Form::Any => true,
+            Form::Exact => text == candidate,
+            Form::Prefix => candidate.starts_with(text),
+            Form::Suffix => candidate.ends_with(text),
+            Form::Contains => candidate.contains(text),
         }
     }
 }
@@ -162,9 +186,24 @@ pub struct KindSelector {
 }
 
 impl KindSelector {
+    /// A list holding `*` is kept as the empty list, which means the same, so that matching
+    /// compares each name once.
+    fn new(groups: Vec<String>, kinds: Vec<String>) -> KindSelector {
+        let any = |list: Vec<String>| {
+            if list.iter().any(|x| x == "*") {
+                Vec::new()
+            } else {
+                list
+            }
+        };
+        KindSelector {
+            groups: any(groups),
+            kinds: any(kinds),
+        }
+    }
+
     fn matches(&self, group: &str, kind: &str) -> bool {
-        let any =
-            |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == "*" || x == v);
+        let any = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
         any(&self.kinds, kind) && any(&self.groups, group)
     }
 }
@@ -268,10 +307,10 @@ impl Match {
                 let Value::Object(entry) = item else {
                     return Err(err(at, "must be an object with apiGroups and kinds"));
                 };
-                m.kinds.push(KindSelector {
-                    groups: strings(&format!("{at}.apiGroups"), entry.get("apiGroups"))?,
-                    kinds: strings(&format!("{at}.kinds"), entry.get("kinds"))?,
-                });
+                m.kinds.push(KindSelector::new(
+                    strings(&format!("{at}.apiGroups"), entry.get("apiGroups"))?,
+                    strings(&format!("{at}.kinds"), entry.get("kinds"))?,
+                ));
             }
         }
         m.scope = match map.get("scope").and_then(Value::as_str) {
