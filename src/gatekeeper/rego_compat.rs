@@ -676,6 +676,21 @@ fn object_entries(
     Some((entries, close))
 }
 
+/// The object literal of a lookup `name[{...}]` whose name is token `at`: its plain-string-keyed
+/// one-token entries and the index of its `}` (see [`object_entries`]).
+fn object_lookup(
+    src: &str,
+    tokens: &[Token],
+    depth: &[usize],
+    at: usize,
+) -> Option<(Vec<(String, usize)>, usize)> {
+    if !(is_punct(src, tokens.get(at + 1)?, "[") && is_punct(src, tokens.get(at + 2)?, "{")) {
+        return None;
+    }
+    let (object, close) = object_entries(src, tokens, depth, at + 2)?;
+    is_punct(src, tokens.get(close + 1)?, "]").then_some((object, close))
+}
+
 /// One definition of a partial set `g[{..., "k": var, ...}] { body }`.
 struct SetDefinition {
     /// Each key whose value in the head is a variable, with that variable.
@@ -716,12 +731,9 @@ pub fn observed_keys_only(src: &str, entries: &[&str], others: &[&str]) -> Strin
             continue;
         }
         let definition = (|| {
-            if !(is_punct(src, tokens.get(i + 1)?, "[") && is_punct(src, tokens.get(i + 2)?, "{")) {
-                return None;
-            }
-            let (object, close) = object_entries(src, &tokens, &depth, i + 2)?;
+            let (object, close) = object_lookup(src, &tokens, &depth, i)?;
             let open = close + 2;
-            if !(is_punct(src, tokens.get(close + 1)?, "]") && *body.get(open)?) {
+            if !*body.get(open)? {
                 return None;
             }
             let end = matching_close(src, &tokens, &depth, open)?;
@@ -778,17 +790,8 @@ pub fn observed_keys_only(src: &str, entries: &[&str], others: &[&str]) -> Strin
                 continue;
             }
             references += 1;
-            let constants: Vec<(String, String)> = (|| {
-                if !(is_punct(src, tokens.get(j + 1)?, "[")
-                    && is_punct(src, tokens.get(j + 2)?, "{"))
-                {
-                    return None;
-                }
-                let (object, close) = object_entries(src, &tokens, &depth, j + 2)?;
-                if !is_punct(src, tokens.get(close + 1)?, "]") {
-                    return None;
-                }
-                Some(
+            let constants: Vec<(String, String)> = object_lookup(src, &tokens, &depth, j)
+                .map(|(object, _)| {
                     object
                         .into_iter()
                         .filter(|(_, v)| {
@@ -796,10 +799,9 @@ pub fn observed_keys_only(src: &str, entries: &[&str], others: &[&str]) -> Strin
                             t.kind == Kind::String && text(src, t).starts_with('"')
                         })
                         .map(|(k, v)| (k, text(src, &tokens[v]).to_string()))
-                        .collect(),
-                )
-            })()
-            .unwrap_or_default();
+                        .collect()
+                })
+                .unwrap_or_default();
             let keys = fixed.get_or_insert_with(|| {
                 constants
                     .iter()
