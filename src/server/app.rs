@@ -811,3 +811,47 @@ async fn read_body(
     }
     Ok((buffer, reservation))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve`'s runtime on one core: two workers, one turn. An evaluation stuck on its worker
+    /// (until its time limit, in `serve`) holds the only turn; the next review waits for it
+    /// [`WORKER_TURN_WAIT`], then is judged on a thread of its own while the first is still
+    /// stuck.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_evaluation_on_its_worker_holds_up_the_next_review_by_the_wait_only() {
+        let turns = Arc::new(Semaphore::new(1));
+        let (release, stuck_until) = std::sync::mpsc::channel::<()>();
+        let stuck = tokio::spawn({
+            let turns = turns.clone();
+            async move {
+                judge_off_the_lane(&turns, move || stuck_until.recv().ok().map(|()| "stuck")).await
+            }
+        });
+        while turns.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        let next = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::spawn({
+                let turns = turns.clone();
+                async move { judge_off_the_lane(&turns, || Some("next")).await }
+            }),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+        assert_eq!(next, Some("next"));
+        assert!(started.elapsed() >= WORKER_TURN_WAIT);
+        assert!(!stuck.is_finished(), "the first evaluation is still stuck");
+        release.send(()).ok();
+        assert_eq!(stuck.await.ok().flatten(), Some("stuck"));
+        // With the turn free again, a review takes it at once.
+        assert_eq!(judge_off_the_lane(&turns, || Some(1)).await, Some(1));
+        assert_eq!(turns.available_permits(), 1);
+    }
+}
