@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let cores = regate::server::cores();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .worker_threads(cores + 1)
+                .worker_threads(regate::server::async_workers())
                 .max_blocking_threads(cores * 2 + 2)
                 // A worker that read a large body keeps its pages until it collects, even once
                 // the body was dropped on another thread; one that then idles would keep them

@@ -48,7 +48,7 @@ pub struct AppState {
     /// Where large requests are parsed and judged.
     large: Arc<LargeLane>,
     /// Ordinary requests judged on the async worker that read them, one per core at most: see
-    /// [`judge_off_the_lane`].
+    /// [`judge_ordinary_review`].
     on_worker: Arc<Semaphore>,
     /// The candidate set judging requests after they are answered (`serve --shadow-policies`).
     pub shadow: Option<Arc<Shadow>>,
@@ -66,7 +66,7 @@ impl AppState {
             budgets: Arc::new(Budgets::new(&limits)),
             refusals: refusal_log(),
             large: LargeLane::start(cores()),
-            on_worker: Arc::new(Semaphore::new(cores())),
+            on_worker: Arc::new(Semaphore::new(worker_turns())),
             store,
             metrics,
             certs,
@@ -451,7 +451,7 @@ pub async fn admit(
     let answer = if large {
         state.large.run(evaluate).await.flatten()
     } else {
-        judge_off_the_lane(&state.on_worker, evaluate).await
+        judge_ordinary_review(&state.on_worker, evaluate).await
     };
     match answer {
         Some((status, review)) => (status, axum::Json(review)).into_response(),
@@ -467,17 +467,18 @@ pub async fn admit(
 const WORKER_TURN_WAIT: Duration = Duration::from_millis(50);
 
 /// Runs an ordinary request's `evaluate` on the async worker that read it, when one of the
-/// per-core turns is free or frees within [`WORKER_TURN_WAIT`]; otherwise (slow evaluations hold
-/// every turn) on a thread of its own (`block_in_place`, which hands the worker's other tasks to
-/// another thread). Elsewhere (a current-thread runtime in a test), on the blocking pool.
+/// per-core turns ([`worker_turns`]) is free or frees within [`WORKER_TURN_WAIT`]; otherwise
+/// (slow evaluations hold every turn) on a thread of its own (`block_in_place`, which hands the
+/// worker's other tasks to another thread). Elsewhere (a current-thread runtime in a test), on
+/// the blocking pool.
 ///
 /// Why on the worker: handing every request to another thread, as `block_in_place` does, cost
 /// 10–16 % of served throughput with the gatekeeper library loaded (docs/BENCHMARKS.md), in the
 /// hand-off itself and in the caches of the five threads that took turns, each with its own
-/// compiled engines. `serve` runs one worker more than there are cores, so a worker is always
-/// free for connections, probes and timers, even while every turn is held by an evaluation stuck
-/// until its time limit.
-async fn judge_off_the_lane<T: Send + 'static>(
+/// compiled engines. `serve` runs one worker more than there are turns ([`async_workers`]), so
+/// a worker is always free for connections, probes and timers, even while every turn is held by
+/// an evaluation stuck until its time limit.
+async fn judge_ordinary_review<T: Send + 'static>(
     turns: &Arc<Semaphore>,
     evaluate: impl FnOnce() -> Option<T> + Send + 'static,
 ) -> Option<T> {
@@ -505,6 +506,17 @@ async fn judge_off_the_lane<T: Send + 'static>(
 /// The cores this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Evaluations at once on the async workers: one per core.
+fn worker_turns() -> usize {
+    cores()
+}
+
+/// The async workers `serve`'s runtime runs: one more than there are turns, so that one is
+/// always free for connections, probes and timers (see [`judge_ordinary_review`]).
+pub fn async_workers() -> usize {
+    worker_turns() + 1
 }
 
 /// [`shape::scan`]; for a large body (milliseconds of CPU per MiB) with the worker's other tasks
@@ -827,7 +839,8 @@ mod tests {
         let stuck = tokio::spawn({
             let turns = turns.clone();
             async move {
-                judge_off_the_lane(&turns, move || stuck_until.recv().ok().map(|()| "stuck")).await
+                judge_ordinary_review(&turns, move || stuck_until.recv().ok().map(|()| "stuck"))
+                    .await
             }
         });
         while turns.available_permits() > 0 {
@@ -838,7 +851,7 @@ mod tests {
             Duration::from_secs(10),
             tokio::spawn({
                 let turns = turns.clone();
-                async move { judge_off_the_lane(&turns, || Some("next")).await }
+                async move { judge_ordinary_review(&turns, || Some("next")).await }
             }),
         )
         .await
@@ -851,7 +864,7 @@ mod tests {
         release.send(()).ok();
         assert_eq!(stuck.await.ok().flatten(), Some("stuck"));
         // With the turn free again, a review takes it at once.
-        assert_eq!(judge_off_the_lane(&turns, || Some(1)).await, Some(1));
+        assert_eq!(judge_ordinary_review(&turns, || Some(1)).await, Some(1));
         assert_eq!(turns.available_permits(), 1);
     }
 }
