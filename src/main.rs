@@ -46,18 +46,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if std::env::var_os("MIMALLOC_PAGE_RECLAIM_ON_FREE").is_none() {
                 alloc_release::reclaim_pages_of_ended_threads_on_free();
             }
-            // Evaluation is CPU-bound. An ordinary request is judged on the worker that read it
-            // while it holds one of one turn per core; one worker more than there are cores
-            // keeps connections, probes and timers served while every turn is taken. Past
-            // that, evaluation moves to a thread of its own (`block_in_place`), and the thread
-            // that takes over the worker's tasks comes from the blocking pool: a few threads
-            // per core use the cores fully; hundreds (tokio's default ceiling, reached under a
-            // burst of `max_in_flight` requests) only add memory, each with its own engines and
-            // heap.
-            let cores = regate::server::cores();
+            // Evaluation is CPU-bound: it turns its worker thread into a blocking one
+            // (`block_in_place`), and the thread that takes over the worker's tasks comes from the
+            // blocking pool. A few threads per core use the cores fully; hundreds (tokio's default ceiling, reached under a burst of
+            // `max_in_flight` requests) only add memory, each with its own engines and heap.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .worker_threads(regate::server::async_workers())
                 .max_blocking_threads(cores * 2 + 2)
                 // A worker that read a large body keeps its pages until it collects, even once
                 // the body was dropped on another thread; one that then idles would keep them

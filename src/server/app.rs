@@ -47,9 +47,6 @@ pub struct AppState {
     refusals: Arc<LogLimiter<RefusalKey>>,
     /// Where large requests are parsed and judged.
     large: Arc<LargeLane>,
-    /// Ordinary requests judged on the async worker that read them, one per core at most: see
-    /// [`judge_ordinary_review`].
-    on_worker: Arc<Semaphore>,
     /// The candidate set judging requests after they are answered (`serve --shadow-policies`).
     pub shadow: Option<Arc<Shadow>>,
 }
@@ -65,8 +62,7 @@ impl AppState {
             evaluations: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             budgets: Arc::new(Budgets::new(&limits)),
             refusals: refusal_log(),
-            large: LargeLane::start(cores()),
-            on_worker: Arc::new(Semaphore::new(worker_turns())),
+            large: LargeLane::start(std::thread::available_parallelism().map_or(1, |n| n.get())),
             store,
             metrics,
             certs,
@@ -448,75 +444,27 @@ pub async fn admit(
             answer.ok()
         }
     };
+    // Off the async worker either way. On the multi-threaded runtime `serve` builds,
+    // `block_in_place` evaluates on this thread and hands the worker's other tasks to another
+    // thread: no wake-up of a pool thread on the request's path. Elsewhere (a current-thread
+    // runtime in a test), the blocking pool.
+    // A large request on the large lane.
     let answer = if large {
         state.large.run(evaluate).await.flatten()
     } else {
-        judge_ordinary_review(&state.on_worker, evaluate).await
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
+            _ => tokio::task::spawn_blocking(evaluate)
+                .instrument(tracing::Span::current())
+                .await
+                .ok()
+                .flatten(),
+        }
     };
     match answer {
         Some((status, review)) => (status, axum::Json(review)).into_response(),
         None => evaluation_failed(state, endpoint, started),
     }
-}
-
-/// How long an ordinary request waits for a turn on its async worker before it is judged on a
-/// thread of its own. Longer than the queue of a saturated core takes to move (16 connections of
-/// library-sized reviews: 8–16 ms), so that under load nothing moves aside; short beside the API
-/// server's timeout (10 s by default), so that one evaluation stuck until its time limit holds
-/// up the next ones by this much at most.
-const WORKER_TURN_WAIT: Duration = Duration::from_millis(50);
-
-/// Runs an ordinary request's `evaluate` on the async worker that read it, when one of the
-/// per-core turns ([`worker_turns`]) is free or frees within [`WORKER_TURN_WAIT`]; otherwise
-/// (slow evaluations hold every turn) on a thread of its own (`block_in_place`, which hands the
-/// worker's other tasks to another thread). Elsewhere (a current-thread runtime in a test), on
-/// the blocking pool.
-///
-/// Why on the worker: handing every request to another thread, as `block_in_place` does, cost
-/// 10–16 % of served throughput with the gatekeeper library loaded (docs/BENCHMARKS.md), in the
-/// hand-off itself and in the caches of the five threads that took turns, each with its own
-/// compiled engines. `serve` runs one worker more than there are turns ([`async_workers`]), so
-/// a worker is always free for connections, probes and timers, even while every turn is held by
-/// an evaluation stuck until its time limit.
-async fn judge_ordinary_review<T: Send + 'static>(
-    turns: &Arc<Semaphore>,
-    evaluate: impl FnOnce() -> Option<T> + Send + 'static,
-) -> Option<T> {
-    let flavor = tokio::runtime::Handle::current().runtime_flavor();
-    if flavor != tokio::runtime::RuntimeFlavor::MultiThread {
-        return tokio::task::spawn_blocking(evaluate)
-            .instrument(tracing::Span::current())
-            .await
-            .ok()
-            .flatten();
-    }
-    let turn = match turns.clone().try_acquire_owned() {
-        Ok(turn) => Some(turn),
-        Err(_) => tokio::time::timeout(WORKER_TURN_WAIT, turns.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok),
-    };
-    match turn {
-        Some(_turn) => evaluate(),
-        None => tokio::task::block_in_place(evaluate),
-    }
-}
-
-/// The cores this process may run on.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Evaluations at once on the async workers: one per core.
-fn worker_turns() -> usize {
-    cores()
-}
-
-/// The async workers `serve`'s runtime runs: one more than there are turns, so that one is
-/// always free for connections, probes and timers (see [`judge_ordinary_review`]).
-pub fn async_workers() -> usize {
-    worker_turns() + 1
 }
 
 /// [`shape::scan`]; for a large body (milliseconds of CPU per MiB) with the worker's other tasks
@@ -822,49 +770,4 @@ async fn read_body(
         buffer.extend_from_slice(&data);
     }
     Ok((buffer, reservation))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `serve`'s runtime on one core: two workers, one turn. An evaluation stuck on its worker
-    /// (until its time limit, in `serve`) holds the only turn; the next review waits for it
-    /// [`WORKER_TURN_WAIT`], then is judged on a thread of its own while the first is still
-    /// stuck.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stuck_evaluation_on_its_worker_holds_up_the_next_review_by_the_wait_only() {
-        let turns = Arc::new(Semaphore::new(1));
-        let (release, stuck_until) = std::sync::mpsc::channel::<()>();
-        let stuck = tokio::spawn({
-            let turns = turns.clone();
-            async move {
-                judge_ordinary_review(&turns, move || stuck_until.recv().ok().map(|()| "stuck"))
-                    .await
-            }
-        });
-        while turns.available_permits() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let started = Instant::now();
-        let next = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::spawn({
-                let turns = turns.clone();
-                async move { judge_ordinary_review(&turns, || Some("next")).await }
-            }),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten();
-        assert_eq!(next, Some("next"));
-        assert!(started.elapsed() >= WORKER_TURN_WAIT);
-        assert!(!stuck.is_finished(), "the first evaluation is still stuck");
-        release.send(()).ok();
-        assert_eq!(stuck.await.ok().flatten(), Some("stuck"));
-        // With the turn free again, a review takes it at once.
-        assert_eq!(judge_ordinary_review(&turns, || Some(1)).await, Some(1));
-        assert_eq!(turns.available_permits(), 1);
-    }
 }

@@ -29,7 +29,7 @@ use crate::rollout::shadow::{Shadow, ShadowConfig, ShadowError};
 use crate::tls::{self, CertStore, TlsError};
 use connections::{AcceptBackoff, ConnectionCaps, LogLimiter, Reason, Rejections, Slots, Ticket};
 
-pub use app::{app, async_workers, cores, metrics_app, AppState};
+pub use app::{app, metrics_app, AppState};
 
 /// Everything `serve` needs to start.
 #[derive(Debug, Clone)]
