@@ -1,6 +1,8 @@
 //! Differential test of the evaluation backends on Gatekeeper's policy library: every suite
-//! case, and every admission and bench fixture through the whole library beside the default
-//! policies, decided on the interpreter, on per-policy bytecode and on grouped passes. The
+//! case, every admission and bench fixture, and reviews generated from the library's examples
+//! and the fixtures (`common::generate`, poking where the templates' Rego looks) through the
+//! whole library beside the default policies, decided on the interpreter, on per-policy
+//! bytecode and on grouped passes. The
 //! decisions must be identical (violations with their messages, warnings, failures, what was
 //! evaluated), not merely agree on allow/deny. A template that diverges must be refused by the
 //! bytecode compiler (`gatekeeper::bytecode::refusal`), never listed here as an exception.
@@ -11,6 +13,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use common::generate::{by_kind, cases, first_disagreement, Words};
 
 use regate::admission::decision::{judge, Decision};
 use regate::admission::review::Review;
@@ -152,6 +156,20 @@ fn library_sources(root: PathBuf) -> Vec<PolicySource> {
     sources
 }
 
+/// The set built from `sources`, once per backend of [`STRATEGIES`].
+fn sets_of(sources: &[PolicySource]) -> Vec<PolicySet> {
+    let set = regate::catalog::build(
+        sources,
+        Arc::new(Config::default()),
+        NamespaceLabels::default(),
+    )
+    .unwrap();
+    STRATEGIES
+        .iter()
+        .map(|&s| set.clone().with_strategy(s))
+        .collect()
+}
+
 fn reviews(dir: &str) -> Vec<(String, Review)> {
     raw_reviews(dir)
         .into_iter()
@@ -187,17 +205,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
     let Some(root) = library() else {
         return;
     };
-    let sources = library_sources(root);
-    let set = regate::catalog::build(
-        &sources,
-        Arc::new(Config::default()),
-        NamespaceLabels::default(),
-    )
-    .unwrap();
-    let sets: Vec<PolicySet> = STRATEGIES
-        .iter()
-        .map(|&s| set.clone().with_strategy(s))
-        .collect();
+    let sets = sets_of(&library_sources(root));
     let compiled = &sets[1];
     let on_bytecode = compiled.compiled_policies().len();
     let refused: Vec<String> = compiled
@@ -313,4 +321,83 @@ fn container_shapes(name: &str, raw: &serde_json::Value) -> Vec<(String, Review)
             (format!("{name} ({what})"), review)
         })
         .collect()
+}
+
+/// Namespaces the generated reviews move between: the library's samples exclude system ones.
+const NAMESPACES: [&str; 4] = ["default", "kube-system", "production", "gatekeeper-system"];
+
+/// Kubernetes objects of the library's examples (`samples/*/example_*.yaml`, not the
+/// constraints) and of the fixtures' reviews: what generation starts from.
+fn seed_objects(root: &Path) -> Vec<serde_json::Value> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "yaml")
+                && p.components().any(|c| c.as_os_str() == "samples")
+                && p.file_name().is_some_and(|n| n != "constraint.yaml")
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(root, &mut paths);
+    let mut objects: Vec<serde_json::Value> = paths
+        .iter()
+        .filter_map(|p| regate::manifest::read_file(p).ok())
+        .flatten()
+        .map(|m| m.object)
+        .filter(|o| o["kind"].is_string() && o["metadata"].is_object())
+        .collect();
+    for dir in ["fixtures/admission", "fixtures/bench"] {
+        for (_, raw) in raw_reviews(dir) {
+            let object = &raw["request"]["object"];
+            if object.is_object() {
+                objects.push(object.clone());
+            }
+        }
+    }
+    objects
+}
+
+#[test]
+fn generated_reviews_decide_alike_through_the_whole_library() {
+    let Some(root) = library() else {
+        return;
+    };
+    let sources = library_sources(root.clone());
+    let words = Words::of_rego(
+        sources
+            .iter()
+            .filter(|s| s.name.ends_with("template.yaml"))
+            .map(|s| s.text.as_str()),
+    );
+    let sets = sets_of(&sources);
+    let seeds = by_kind(seed_objects(&root));
+    assert!(seeds.len() >= 10, "only {} kinds of seeds", seeds.len());
+    let count = cases(4000, 1000);
+    let disagreement = first_disagreement(&seeds, &words, &NAMESPACES, count, |review| {
+        let want = summary(&judge(&sets[0], review, Wants::ALL));
+        STRATEGIES
+            .iter()
+            .zip(&sets)
+            .skip(1)
+            .find_map(|(strategy, set)| {
+                let got = summary(&judge(set, review, Wants::ALL));
+                (got != want).then(|| {
+                    format!("on {strategy:?}:\n  interpreter: {want}\n  {strategy:?}: {got}")
+                })
+            })
+    });
+    if let Some(d) = disagreement {
+        panic!("backends disagree on a generated review: {d}");
+    }
+    println!("{count} generated reviews decided alike through the library on every backend");
 }

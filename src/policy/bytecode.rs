@@ -510,6 +510,8 @@ fn harden(
     check_object_keys: bool,
 ) -> Result<Arc<Program>, String> {
     let mut program = Arc::try_unwrap(program).unwrap_or_else(|shared| (*shared).clone());
+    // Spans name their files first: the guards below find `:=` bindings by file and line.
+    crate::policy::source_table::repair(&mut program, modules)?;
     // `x := undefined` fails the body, as on the interpreter; so does a partial object key
     // given two values, when asked.
     crate::policy::undefined_bindings::guard(&mut program, modules, check_object_keys)?;

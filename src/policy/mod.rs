@@ -29,6 +29,7 @@ pub(crate) mod rego_error;
 pub mod reload;
 pub mod set;
 pub mod source;
+mod source_table;
 pub(crate) mod undefined_bindings;
 
 pub use compiled::CompiledPolicy;

@@ -281,6 +281,14 @@ fn simple_ref(expr: &Expr) -> Option<(String, Vec<String>)> {
 /// The path a rule defines (`package.name`, `package.a.b` for `a.b := …`, `package.p` for
 /// `p[k] := …`).
 fn rule_path(package: &Path, rule: &Rule) -> Option<Path> {
+    let mut path = package.clone();
+    path.extend(name_in_package(rule)?);
+    Some(path)
+}
+
+/// The path a rule defines below its package (`name`, `a.b` for `a.b := …`, `p` for
+/// `p[k] := …`).
+pub(crate) fn name_in_package(rule: &Rule) -> Option<Path> {
     let refr = match rule {
         Rule::Spec { head, .. } => match head {
             RuleHead::Compr { refr, .. }
@@ -290,10 +298,7 @@ fn rule_path(package: &Path, rule: &Rule) -> Option<Path> {
         Rule::Default { refr, .. } => refr,
     };
     let (root, segments) = head_ref(refr)?;
-    let mut path = package.clone();
-    path.push(root);
-    path.extend(segments);
-    Some(path)
+    Some(std::iter::once(root).chain(segments).collect())
 }
 
 /// A head's root and its constant segments up to the first variable index (`p[k]` → `p`).

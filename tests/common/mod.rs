@@ -1,6 +1,8 @@
 //! A real regate server on an ephemeral port with a generated CA, and clients that verify it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod generate;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
