@@ -205,7 +205,7 @@ fn every_backend_agrees_on_generated_reviews() {
         &vocabulary(),
         &NAMESPACES,
         count,
-        |review| backends.disagreement(review),
+        |review, _| backends.disagreement(review),
     );
     if let Some(d) = disagreement {
         panic!("backends disagree on a generated review: {d}");

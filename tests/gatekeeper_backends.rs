@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::generate::{by_kind, cases, first_disagreement, Words};
+use common::generate::{
+    apply, by_kind, cases, first_disagreement, odd_values, Edit as Generated, Words,
+};
 
 use regate::admission::decision::{judge, Decision};
 use regate::admission::review::Review;
@@ -108,34 +110,43 @@ fn suite_cases_decide_alike_on_every_backend() {
     );
 }
 
+/// The library's template directories (each with a suite and a `template.yaml`), in order.
+fn template_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = suite::find_suites(&[root.to_path_buf()])
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .filter(|d| d.join("template.yaml").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The sample constraints of a template directory (`samples/*/constraint.yaml`), in order.
+fn sample_constraints(dir: &Path) -> Vec<PathBuf> {
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(dir.join("samples"))
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path().join("constraint.yaml"))
+        .filter(|p| p.exists())
+        .collect();
+    samples.sort();
+    samples
+}
+
 /// Every template and sample constraint of the library, one constraint per name (the first),
 /// as policy sources beside the embedded defaults.
 fn library_sources(root: PathBuf) -> Vec<PolicySource> {
     let mut templates = Vec::new();
     let mut constraints = Vec::new();
     let mut names = Vec::new();
-    let mut dirs: Vec<PathBuf> = suite::find_suites(std::slice::from_ref(&root))
-        .unwrap()
-        .iter()
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .collect();
-    dirs.sort();
-    for dir in dirs {
+    for dir in template_dirs(&root) {
         let template = dir.join("template.yaml");
-        if !template.exists() {
-            continue;
-        }
         templates.push(PolicySource {
             name: template.display().to_string(),
             text: std::fs::read_to_string(&template).unwrap(),
         });
-        let mut samples: Vec<PathBuf> = std::fs::read_dir(dir.join("samples"))
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().path().join("constraint.yaml"))
-            .filter(|p| p.exists())
-            .collect();
-        samples.sort();
+        let samples = sample_constraints(dir.as_path());
         for sample in samples {
             let text = std::fs::read_to_string(&sample).unwrap();
             let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
@@ -383,7 +394,7 @@ fn generated_reviews_decide_alike_through_the_whole_library() {
     let seeds = by_kind(seed_objects(&root));
     assert!(seeds.len() >= 10, "only {} kinds of seeds", seeds.len());
     let count = cases(4000, 1000);
-    let disagreement = first_disagreement(&seeds, &words, &NAMESPACES, count, |review| {
+    let disagreement = first_disagreement(&seeds, &words, &NAMESPACES, count, |review, _| {
         let want = summary(&judge(&sets[0], review, Wants::ALL));
         STRATEGIES
             .iter()
@@ -400,4 +411,106 @@ fn generated_reviews_decide_alike_through_the_whole_library() {
         panic!("backends disagree on a generated review: {d}");
     }
     println!("{count} generated reviews decided alike through the library on every backend");
+}
+
+/// Each template of the library with each of its sample constraints, alone, the constraint's
+/// parameters edited as generated reviews are (the same edits, applied to the parameters where
+/// the template's Rego looks), judging the template's own examples and the fixtures, edited:
+/// the branches a template takes on its parameters (`MustRunAs`, `MayRunAs`, ranges, exempt
+/// images) meet the objects that reach them.
+#[test]
+fn generated_parameters_decide_alike_template_by_template() {
+    let Some(root) = library() else {
+        return;
+    };
+    let dirs = template_dirs(&root);
+    let mut constraints = 0u32;
+    let judged = std::cell::Cell::new(0u32);
+    // The generated cases shared out among the library's 69 sample constraints.
+    let per_constraint = (cases(4000, 1000) / 69).max(1);
+    for dir in &dirs {
+        let template = PolicySource {
+            name: dir.join("template.yaml").display().to_string(),
+            text: std::fs::read_to_string(dir.join("template.yaml")).unwrap(),
+        };
+        let words = Words::of_rego([template.text.as_str()]);
+        let values = odd_values(&words.fields);
+        let seeds = by_kind(seed_objects(&dir.join("samples")));
+        let samples = sample_constraints(dir.as_path());
+        for sample in samples {
+            constraints += 1;
+            let constraint: serde_json::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+            // Sets by the parameters they were built with: most edits leave them alone.
+            let built: std::cell::RefCell<BTreeMap<String, Option<Vec<PolicySet>>>> =
+                Default::default();
+            // The constraint with `edits` applied to its parameters, and its sets.
+            let sets_for = |edits: &[Generated]| -> (String, Option<Vec<PolicySet>>) {
+                let mut edited = constraint.clone();
+                if let Some(parameters) = edited["spec"].get_mut("parameters") {
+                    for e in edits {
+                        apply(parameters, e, &words, &values);
+                    }
+                }
+                let key = serde_json::to_string(&edited["spec"]["parameters"]).unwrap();
+                let sets = built
+                    .borrow_mut()
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        let sources = [
+                            template.clone(),
+                            PolicySource {
+                                name: sample.display().to_string(),
+                                text: serde_yaml::to_string(&edited).unwrap(),
+                            },
+                        ];
+                        // Parameters the template's schema refuses fail the set on every
+                        // backend alike: nothing to compare.
+                        let set = regate::catalog::build(
+                            &sources,
+                            Arc::new(Config::default()),
+                            NamespaceLabels::default(),
+                        )
+                        .ok()?;
+                        Some(
+                            STRATEGIES
+                                .iter()
+                                .map(|&s| set.clone().with_strategy(s))
+                                .collect(),
+                        )
+                    })
+                    .clone();
+                (key, sets)
+            };
+            let disagreement = first_disagreement(
+                &seeds,
+                &words,
+                &NAMESPACES,
+                per_constraint,
+                |review, edits| {
+                    let (parameters, sets) = sets_for(edits);
+                    let sets = sets?;
+                    judged.set(judged.get() + 1);
+                    let want = summary(&judge(&sets[0], review, Wants::ALL));
+                    STRATEGIES.iter().zip(&sets).skip(1).find_map(|(strategy, set)| {
+                        let got = summary(&judge(set, review, Wants::ALL));
+                        (got != want).then(|| {
+                            format!(
+                                "{} with parameters {parameters}\non {strategy:?}:\n  interpreter: {want}\n  {strategy:?}: {got}",
+                                sample.display()
+                            )
+                        })
+                    })
+                },
+            );
+            if let Some(d) = disagreement {
+                panic!("backends disagree: {d}");
+            }
+        }
+    }
+    assert!(constraints >= 60, "only {constraints} constraints");
+    println!(
+        "{constraints} constraints, {per_constraint} generated cases each: {} reviews judged on every backend",
+        judged.get()
+    );
 }

@@ -158,11 +158,16 @@ pub fn apply(object: &mut Value, edit: &Edit, words: &Words, values: &[Vec<Value
             }
             let at = maps[p % maps.len()].clone();
             // A ConfigMap's or Secret's keys are what its policies look up by name.
-            let keys = if at.ends_with("/data") || at.ends_with("/stringData") {
+            let keys = if (at.ends_with("/data") || at.ends_with("/stringData"))
+                && !words.keys.is_empty()
+            {
                 &words.keys
             } else {
                 &words.fields
             };
+            if keys.is_empty() {
+                return;
+            }
             if let Some(Value::Object(m)) = object.pointer_mut(&at) {
                 m.insert(keys[k % keys.len()].clone(), pick(values, c, v).clone());
             }
@@ -227,12 +232,13 @@ pub fn rng() -> proptest::test_runner::TestRng {
 /// the object it was found on, shrunk by proptest): each a seed object of a kind drawn first
 /// from `by_kind` (so that a few Services weigh as much as many Pods), edited one to five
 /// times where `words` say policies look, in one of `namespaces`, as a CREATE or an UPDATE.
+/// `check` also gets the edits, to make of the policies' parameters what it likes.
 pub fn first_disagreement(
     by_kind: &[Vec<Value>],
     words: &Words,
     namespaces: &[&str],
     count: u32,
-    check: impl Fn(&Review) -> Option<String>,
+    check: impl Fn(&Review, &[Edit]) -> Option<String>,
 ) -> Option<String> {
     use proptest::test_runner::{Config, TestRunner};
     let values = odd_values(&words.fields);
@@ -257,7 +263,7 @@ pub fn first_disagreement(
         let Some(review) = review_of(object.clone(), namespaces[ns], update) else {
             return Ok(());
         };
-        match check(&review) {
+        match check(&review, &edits) {
             None => Ok(()),
             Some(d) => Err(TestCaseError::fail(format!(
                 "object {}\n{d}",
