@@ -15,10 +15,10 @@
 
 mod common;
 
-use common::generate::{by_kind, cases, first_disagreement, review_of, Words};
-use common::{corpus, repo};
+use common::generate::{by_kind, cases, files, first_disagreement, review_of, seeds, Words};
+use common::repo;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::sync::Arc;
 
@@ -30,71 +30,9 @@ use regate::policy::bytecode::Strategy as Backend;
 use regate::policy::eval::Wants;
 use regate::policy::set::PolicySet;
 use regate::policy::source;
-use serde_json::Value;
 
 const CONFIG: &str = "environments:\n  default: production\n  namespaces: { prod: production, staging: staging, dev: development }\n";
 const NAMESPACES: [&str; 4] = ["dev", "staging", "prod", "elsewhere"];
-fn files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files(&p, exts, out);
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| exts.contains(&e))
-        {
-            out.push(p);
-        }
-    }
-}
-
-/// Kubernetes objects (not reviews) from manifests under `dir`.
-fn objects(dir: &Path) -> Vec<Value> {
-    let mut paths = Vec::new();
-    files(dir, &["yaml", "yml"], &mut paths);
-    paths
-        .iter()
-        .filter_map(|p| regate::manifest::read_file(p).ok())
-        .flatten()
-        .map(|m| m.object)
-        .filter(|o| o.get("kind").and_then(Value::as_str).is_some() && o.get("metadata").is_some())
-        .filter(|o| o.get("kind").and_then(Value::as_str) != Some("AdmissionReview"))
-        .collect()
-}
-
-/// The object of every seed review: what the generator starts from.
-fn seeds() -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut reviews = Vec::new();
-    for dir in ["fixtures/admission", "fixtures/bench"] {
-        files(&repo().join(dir), &["json"], &mut reviews);
-    }
-    if let Some(dir) = corpus("admissionreview") {
-        files(&dir, &["json"], &mut reviews);
-    }
-    for p in reviews {
-        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        let request = v.get("request").unwrap_or(&v);
-        for field in ["object", "oldObject"] {
-            if let Some(o) = request.get(field).filter(|o| o.is_object()) {
-                out.push(o.clone());
-            }
-        }
-    }
-    out.extend(objects(&repo().join("fixtures/manifests")));
-    out.extend(objects(&repo().join("tests/policies")));
-    for rel in ["pod-security-admission", "kyverno-policies/pod-security"] {
-        if let Some(dir) = corpus(rel) {
-            out.extend(objects(&dir));
-        }
-    }
-    out
-}
 
 /// Field names and string literals the default policies read.
 fn vocabulary() -> Words {

@@ -1,6 +1,6 @@
 //! Differential test of the evaluation backends on Gatekeeper's policy library: every suite
 //! case, every admission and bench fixture, and reviews generated from the library's examples
-//! and the fixtures (`common::generate`, poking where the templates' Rego looks) through the
+//! and the defaults' seeds (`common::generate`, poking where the templates' Rego looks) through the
 //! whole library beside the default policies, decided on the interpreter, on per-policy
 //! bytecode and on grouped passes. The
 //! decisions must be identical (violations with their messages, warnings, failures, what was
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::generate::{
-    apply, by_kind, cases, first_disagreement, odd_values, Edit as Generated, Words,
+    self, apply, by_kind, cases, first_disagreement, odd_values, Edit as Generated, Words,
 };
 
 use regate::admission::decision::{judge, Decision};
@@ -337,44 +337,23 @@ fn container_shapes(name: &str, raw: &serde_json::Value) -> Vec<(String, Review)
 /// Namespaces the generated reviews move between: the library's samples exclude system ones.
 const NAMESPACES: [&str; 4] = ["default", "kube-system", "production", "gatekeeper-system"];
 
-/// Kubernetes objects of the library's examples (`samples/*/example_*.yaml`, not the
-/// constraints) and of the fixtures' reviews: what generation starts from.
+/// Kubernetes objects of the library's examples under `root` (`samples/*/example_*.yaml`, not
+/// the constraints) and every seed of the defaults' generator (`generate::seeds`: fixtures,
+/// real apiserver payloads, Pod Security Admission and Kyverno corpora): what generation
+/// starts from.
 fn seed_objects(root: &Path) -> Vec<serde_json::Value> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "yaml")
-                && p.components().any(|c| c.as_os_str() == "samples")
-                && p.file_name().is_some_and(|n| n != "constraint.yaml")
-            {
-                out.push(p);
-            }
-        }
-    }
-    let mut paths = Vec::new();
-    walk(root, &mut paths);
-    let mut objects: Vec<serde_json::Value> = paths
-        .iter()
-        .filter_map(|p| regate::manifest::read_file(p).ok())
-        .flatten()
-        .map(|m| m.object)
-        .filter(|o| o["kind"].is_string() && o["metadata"].is_object())
+    let mut objects: Vec<serde_json::Value> = generate::objects(root)
+        .into_iter()
+        .filter(|o| {
+            // Gatekeeper's own objects (templates, constraints, suites) are not what it judges.
+            !o["apiVersion"].as_str().is_some_and(|v| {
+                v.starts_with("templates.gatekeeper.sh/")
+                    || v.starts_with("constraints.gatekeeper.sh/")
+                    || v.starts_with("test.gatekeeper.sh/")
+            })
+        })
         .collect();
-    for dir in ["fixtures/admission", "fixtures/bench"] {
-        for (_, raw) in raw_reviews(dir) {
-            let object = &raw["request"]["object"];
-            if object.is_object() {
-                objects.push(object.clone());
-            }
-        }
-    }
+    objects.extend(generate::seeds());
     objects
 }
 

@@ -3,6 +3,9 @@
 //! of every JSON type (null, numbers, empty and odd strings, lists and maps).
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{corpus, repo};
 
 use proptest::prelude::*;
 use regate::admission::review::{ManifestRequest, Review};
@@ -284,4 +287,68 @@ pub fn by_kind(objects: impl IntoIterator<Item = Value>) -> Vec<Vec<Value>> {
             .push(object);
     }
     by_kind.into_values().collect()
+}
+
+pub fn files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            files(&p, exts, out);
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| exts.contains(&e))
+        {
+            out.push(p);
+        }
+    }
+}
+
+/// Kubernetes objects (not reviews) from manifests under `dir`.
+pub fn objects(dir: &Path) -> Vec<Value> {
+    let mut paths = Vec::new();
+    files(dir, &["yaml", "yml"], &mut paths);
+    paths
+        .iter()
+        .filter_map(|p| regate::manifest::read_file(p).ok())
+        .flatten()
+        .map(|m| m.object)
+        .filter(|o| o.get("kind").and_then(Value::as_str).is_some() && o.get("metadata").is_some())
+        .filter(|o| o.get("kind").and_then(Value::as_str) != Some("AdmissionReview"))
+        .collect()
+}
+
+/// The objects the generator starts from: every review's of the fixtures and of the real
+/// apiserver payloads, the manifests of the fixtures and of the YAML cases, the Pod Security
+/// Admission and Kyverno corpora.
+pub fn seeds() -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut reviews = Vec::new();
+    for dir in ["fixtures/admission", "fixtures/bench"] {
+        files(&repo().join(dir), &["json"], &mut reviews);
+    }
+    if let Some(dir) = corpus("admissionreview") {
+        files(&dir, &["json"], &mut reviews);
+    }
+    for p in reviews {
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let request = v.get("request").unwrap_or(&v);
+        for field in ["object", "oldObject"] {
+            if let Some(o) = request.get(field).filter(|o| o.is_object()) {
+                out.push(o.clone());
+            }
+        }
+    }
+    out.extend(objects(&repo().join("fixtures/manifests")));
+    out.extend(objects(&repo().join("tests/policies")));
+    for rel in ["pod-security-admission", "kyverno-policies/pod-security"] {
+        if let Some(dir) = corpus(rel) {
+            out.extend(objects(&dir));
+        }
+    }
+    out
 }
