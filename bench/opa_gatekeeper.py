@@ -24,6 +24,13 @@ resource and operation where missing), and:
   OPA's violations are checked against the suite's assertions, and against regate's decision
   (allowed iff no violation); a template whose Rego does not convert or compile is listed, not
   timed, and every disagreement is printed.
+
+`--objects DIR` adds, to every test, the objects in DIR (one JSON object per file) as cases
+without assertions: regate's and OPA's decisions on them are compared, not timed against the
+suite. The differential tests write such a directory of generated objects:
+
+    REGATE_DIFFERENTIAL_DUMP=target/generated cargo test --test gatekeeper_backends generated
+    target/opa-venv/bin/python bench/opa_gatekeeper.py --objects target/generated --iterations 3 --regate-iterations 1
 """
 import argparse
 import copy
@@ -417,8 +424,13 @@ def run_regate(args, tpl, test, loader, work):
     params = copy.deepcopy(spec.get("parameters") or {})
     apply_defaults(tpl["schema"], params)
     pairs = {}
-    for n, case in enumerate(test["cases"]):
-        obj = load_yaml(os.path.join(tpl["dir"], case["object"]), loader)
+    for n, case in enumerate(test["cases"] + args.extra_cases):
+        path = os.path.join(tpl["dir"], case["object"])
+        if path.endswith(".json"):
+            with open(path) as f:
+                obj = json.load(f)
+        else:
+            obj = load_yaml(path, loader)
         if not isinstance(obj, dict):
             continue
         req = review_request(obj, f"bench-{n:04}")
@@ -427,7 +439,7 @@ def run_regate(args, tpl, test, loader, work):
         with open(os.path.join(fix, fname), "w") as f:
             json.dump(review, f)
         pairs[fname] = {"case": case.get("name", ""), "request": review["request"], "parameters": params,
-                        "assertions": case.get("assertions") or [],
+                        "assertions": case.get("assertions") or [], "generated": case.get("generated", False),
                         "action": spec.get("enforcementAction", "deny")}
     cmd = [args.regate, "bench", "policies", "-o", "json", "--policies", pol, "-f", fix,
            "--iterations", str(args.regate_iterations)]
@@ -445,7 +457,8 @@ def run_regate(args, tpl, test, loader, work):
     for fx in report["fixtures"]:
         p = pairs.get(fx["name"])
         if p is not None:
-            p.update(regate_us=fx["mean_us"], evaluated=bool(fx.get("policies")), allowed=fx.get("allowed"))
+            p.update(regate_us=fx["mean_us"], evaluated=bool(fx.get("policies")), allowed=fx.get("allowed"),
+                     failed=bool(fx.get("failed")))
     return [dict(p, fixture=k) for k, p in sorted(pairs.items()) if "regate_us" in p], None
 
 
@@ -481,7 +494,23 @@ def main(argv=None):
     ap.add_argument("--cpu", default="", help="taskset CPU list for the regate runs")
     ap.add_argument("--only", default="", help="regex on group/template: time only these")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--objects", default="", help="a directory of objects (JSON) judged by every test too")
     args = ap.parse_args(argv)
+    args.extra_cases = []
+    if args.objects:
+        for name in sorted(os.listdir(args.objects)):
+            path = os.path.abspath(os.path.join(args.objects, name))
+            if not name.endswith(".json"):
+                continue
+            with open(path) as f:
+                obj = json.load(f)
+            meta = obj.get("metadata") if isinstance(obj, dict) else None
+            # A request names the object with strings: others are not reviews an apiserver sends.
+            if not isinstance(meta, dict) or not all(
+                    isinstance(v, str) for v in (obj.get("kind"), obj.get("apiVersion"), meta.get("name", ""),
+                                                 meta.get("namespace", ""), meta.get("generateName", ""))):
+                continue
+            args.extra_cases.append({"name": f"generated {name}", "generated": True, "object": path})
 
     try:
         from opa_bindings import OpaEngine
@@ -512,7 +541,8 @@ def main(argv=None):
                 problems.append((key, f"not converted to Rego v1 / not compiled by OPA: {ex}"))
                 continue
             query = f"v := data.{package}.violation"
-            d = {"regate": [], "opa": [], "opa_gross": [], "handoff": [], "unmatched": 0, "disagree": 0}
+            d = {"regate": [], "opa": [], "opa_gross": [], "handoff": [], "unmatched": 0, "disagree": 0,
+                 "both_failed": 0}
             for test in tpl["tests"]:
                 pairs, err = run_regate(args, tpl, test, loader, work)
                 if err:
@@ -527,10 +557,19 @@ def main(argv=None):
                     try:
                         msgs = opa_messages(e, query, value)
                     except Exception as ex:  # noqa: BLE001 - OpaError at evaluation (compile errors)
-                        problems.append((key, f"{label}: OPA evaluation failed: {str(ex)[:600]}"))
+                        # OPA's builtins fail strictly here (a type error is an error); regate's
+                        # interpreter fails the policy on the same errors: agreement.
+                        if not p.get("failed"):
+                            problems.append((key, f"{label}: OPA evaluation failed, regate did not: {str(ex)[:600]}"))
+                            d["disagree"] += 1
+                        else:
+                            d["both_failed"] += 1
+                        continue
+                    if p.get("failed"):
+                        problems.append((key, f"{label}: regate's evaluation failed, OPA's did not ({msgs})"))
                         d["disagree"] += 1
                         continue
-                    why = assertions_hold(p["assertions"], msgs)
+                    why = None if p["generated"] else assertions_hold(p["assertions"], msgs)
                     regate_denies = p["allowed"] is False
                     opa_denies = bool(msgs) and p["action"] == "deny"
                     if why:
@@ -553,6 +592,8 @@ def main(argv=None):
                     d["handoff"].append(h)
                     d["opa"].append(max(g - h, 0.0))
             unmatched_total += d["unmatched"]
+            if d["both_failed"]:
+                log.append((key, f"{d['both_failed']} pair(s) failed on both engines (an error, as OPA's is)"))
             if d["unmatched"]:
                 log.append((key, f"{d['unmatched']} pair(s) excluded by the constraint's match, not timed"))
             if not d["regate"]:

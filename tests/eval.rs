@@ -857,3 +857,57 @@ fn errors_point_at_the_real_place_with_the_whole_reason() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("regate-bad.yaml:8:"), "{stderr}");
 }
+
+/// `regate bench policies -o json` keeps the fields users' scripts read (`mix.mean_us`, each
+/// fixture's `kind`, `mean_us`, `allowed`), and lists the policies that failed on a fixture
+/// (`failed`), which `bench/opa_gatekeeper.py` sets against OPA's evaluation errors.
+#[test]
+fn bench_policies_json_keeps_its_fields_and_lists_failed_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    let fixtures = dir.path().join("fixtures");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::write(
+        policies.join("broken.rego"),
+        "# METADATA\n# title: fails on every ConfigMap\n# custom:\n#   id: broken\n#   severity: high\n#   kinds: [ConfigMap]\n#   action: deny\npackage regate.policies.broken\n\nimport rego.v1\n\ndeny contains \"x\" if to_number(input.request.object.data.n) > 1\n",
+    )
+    .unwrap();
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "operation": "CREATE", "namespace": "shop", "name": "c", "userInfo": {},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "shop"}, "data": {"n": "abc"}}}
+    });
+    std::fs::write(fixtures.join("c.json"), review.to_string()).unwrap();
+    let (code, stdout, stderr) = regate(
+        dir.path(),
+        &[
+            "bench",
+            "policies",
+            "--policies",
+            "policies",
+            "-f",
+            "fixtures",
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["mix"]["mean_us"].is_number(), "{report}");
+    let fixture = &report["fixtures"][0];
+    assert_eq!(fixture["kind"], "ConfigMap");
+    assert!(fixture["mean_us"].is_number(), "{fixture}");
+    assert_eq!(fixture["allowed"], false, "{fixture}");
+    assert_eq!(
+        fixture["failed"],
+        serde_json::json!(["broken"]),
+        "{fixture}"
+    );
+}

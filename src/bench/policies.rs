@@ -61,6 +61,9 @@ pub struct FixtureRow {
     pub policies: Vec<String>,
     pub parse_mean_us: f64,
     pub allowed: bool,
+    /// The policies whose evaluation failed on it (a runtime error, the time limit): what
+    /// `bench/opa_gatekeeper.py` sets against OPA's evaluation errors.
+    pub failed: Vec<String>,
 }
 
 /// Mean time of one policy on one fixture.
@@ -109,6 +112,15 @@ fn mean_us(total: Duration, n: u64) -> f64 {
     }
 }
 
+/// A fixture's decision, taken from its first pass.
+#[derive(Debug, Clone)]
+struct FirstDecision {
+    allowed: bool,
+    environment: Environment,
+    evaluated: Vec<String>,
+    failed: Vec<String>,
+}
+
 /// What the timed passes gather.
 struct Acc {
     judged: Vec<Samples>,
@@ -116,7 +128,7 @@ struct Acc {
     per_policy: BTreeMap<String, Samples>,
     per_pair: BTreeMap<(String, usize), (Duration, u64)>,
     mix: Samples,
-    first: Vec<Option<(bool, Environment, Vec<String>)>>,
+    first: Vec<Option<FirstDecision>>,
 }
 
 impl Acc {
@@ -139,11 +151,12 @@ impl Acc {
             let decision = judge(set, &reviews[i], wants);
             let elapsed = t.elapsed();
             if self.first[i].is_none() {
-                self.first[i] = Some((
-                    decision.allowed,
-                    decision.environment,
-                    decision.evaluated.clone(),
-                ));
+                self.first[i] = Some(FirstDecision {
+                    allowed: decision.allowed,
+                    environment: decision.environment,
+                    evaluated: decision.evaluated.clone(),
+                    failed: decision.failures.iter().map(|f| f.policy.clone()).collect(),
+                });
             }
             if !timed {
                 continue;
@@ -228,10 +241,17 @@ pub fn run(set: &PolicySet, fixtures: &[Fixture], opts: &Options) -> Result<Repo
     let mut mismatches = Vec::new();
     let mut fixture_rows = Vec::with_capacity(n);
     for (i, fixture) in fixtures.iter().enumerate() {
-        let (allowed, environment, policies) =
-            first[i]
-                .clone()
-                .unwrap_or((true, Environment::Production, Vec::new()));
+        let FirstDecision {
+            allowed,
+            environment,
+            evaluated: policies,
+            failed,
+        } = first[i].clone().unwrap_or(FirstDecision {
+            allowed: true,
+            environment: Environment::Production,
+            evaluated: Vec::new(),
+            failed: Vec::new(),
+        });
         if opts.wants.validate {
             if let Some(expected) = fixture.expected_allowed {
                 if expected != allowed {
@@ -250,6 +270,7 @@ pub fn run(set: &PolicySet, fixtures: &[Fixture], opts: &Options) -> Result<Repo
             policies,
             parse_mean_us: mean_us(parsed[i], timed),
             allowed,
+            failed,
         });
     }
     let compiled = set.compiled_policies();

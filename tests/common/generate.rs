@@ -266,6 +266,7 @@ pub fn first_disagreement(
         let Some(review) = review_of(object.clone(), namespaces[ns], update) else {
             return Ok(());
         };
+        dump(&review);
         match check(&review, &edits) {
             None => Ok(()),
             Some(d) => Err(TestCaseError::fail(format!(
@@ -275,6 +276,26 @@ pub fn first_disagreement(
         }
     });
     result.err().map(|e| e.to_string())
+}
+
+/// With `REGATE_DIFFERENTIAL_DUMP=DIR`, writes the object of each generated review to `DIR`, for
+/// other engines to judge (`bench/opa_gatekeeper.py --objects DIR` asks OPA).
+fn dump(review: &Review) {
+    let Some(dir) = std::env::var_os("REGATE_DIFFERENTIAL_DUMP") else {
+        return;
+    };
+    let Some(object) = review.object() else {
+        return;
+    };
+    let text = serde_json::to_string(object).unwrap();
+    let name = format!("{:016x}.json", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        h.finish()
+    });
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(Path::new(&dir).join(name), text).unwrap();
 }
 
 /// `objects` grouped by kind, for [`first_disagreement`].
