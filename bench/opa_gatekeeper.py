@@ -425,12 +425,8 @@ def run_regate(args, tpl, test, loader, work):
     apply_defaults(tpl["schema"], params)
     pairs = {}
     for n, case in enumerate(test["cases"] + args.extra_cases):
-        path = os.path.join(tpl["dir"], case["object"])
-        if path.endswith(".json"):
-            with open(path) as f:
-                obj = json.load(f)
-        else:
-            obj = load_yaml(path, loader)
+        # A generated case carries its object, read once; a suite case names its file.
+        obj = case["value"] if "value" in case else load_yaml(os.path.join(tpl["dir"], case["object"]), loader)
         if not isinstance(obj, dict):
             continue
         req = review_request(obj, f"bench-{n:04}")
@@ -510,7 +506,7 @@ def main(argv=None):
                     isinstance(v, str) for v in (obj.get("kind"), obj.get("apiVersion"), meta.get("name", ""),
                                                  meta.get("namespace", ""), meta.get("generateName", ""))):
                 continue
-            args.extra_cases.append({"name": f"generated {name}", "generated": True, "object": path})
+            args.extra_cases.append({"name": f"generated {name}", "generated": True, "value": obj})
 
     try:
         from opa_bindings import OpaEngine

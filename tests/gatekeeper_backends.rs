@@ -12,6 +12,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use common::generate::{
@@ -146,8 +147,7 @@ fn library_sources(root: PathBuf) -> Vec<PolicySource> {
             name: template.display().to_string(),
             text: std::fs::read_to_string(&template).unwrap(),
         });
-        let samples = sample_constraints(dir.as_path());
-        for sample in samples {
+        for sample in sample_constraints(&dir) {
             let text = std::fs::read_to_string(&sample).unwrap();
             let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
             let name = doc["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -167,18 +167,36 @@ fn library_sources(root: PathBuf) -> Vec<PolicySource> {
     sources
 }
 
-/// The set built from `sources`, once per backend of [`STRATEGIES`].
-fn sets_of(sources: &[PolicySource]) -> Vec<PolicySet> {
+/// The set built from `sources`, once per backend of [`STRATEGIES`]; `None` when it does not
+/// build.
+fn sets_of(sources: &[PolicySource]) -> Option<Vec<PolicySet>> {
     let set = regate::catalog::build(
         sources,
         Arc::new(Config::default()),
         NamespaceLabels::default(),
     )
-    .unwrap();
+    .ok()?;
+    Some(
+        STRATEGIES
+            .iter()
+            .map(|&s| set.clone().with_strategy(s))
+            .collect(),
+    )
+}
+
+/// The first backend of `sets` (one per [`STRATEGIES`]) whose decision on `review` differs
+/// from the interpreter's, with both decisions.
+fn first_difference(sets: &[PolicySet], review: &Review) -> Option<String> {
+    let want = summary(&judge(&sets[0], review, Wants::ALL));
     STRATEGIES
         .iter()
-        .map(|&s| set.clone().with_strategy(s))
-        .collect()
+        .zip(sets)
+        .skip(1)
+        .find_map(|(strategy, set)| {
+            let got = summary(&judge(set, review, Wants::ALL));
+            (got != want)
+                .then(|| format!("on {strategy:?}:\n  interpreter: {want}\n  {strategy:?}: {got}"))
+        })
 }
 
 fn reviews(dir: &str) -> Vec<(String, Review)> {
@@ -216,7 +234,7 @@ fn fixtures_decide_alike_through_the_whole_library() {
     let Some(root) = library() else {
         return;
     };
-    let sets = sets_of(&library_sources(root));
+    let sets = sets_of(&library_sources(root)).unwrap();
     let compiled = &sets[1];
     let on_bytecode = compiled.compiled_policies().len();
     let refused: Vec<String> = compiled
@@ -369,22 +387,12 @@ fn generated_reviews_decide_alike_through_the_whole_library() {
             .filter(|s| s.name.ends_with("template.yaml"))
             .map(|s| s.text.as_str()),
     );
-    let sets = sets_of(&sources);
+    let sets = sets_of(&sources).unwrap();
     let seeds = by_kind(seed_objects(&root));
     assert!(seeds.len() >= 10, "only {} kinds of seeds", seeds.len());
     let count = cases(4000, 1000);
     let disagreement = first_disagreement(&seeds, &words, &NAMESPACES, count, |review, _| {
-        let want = summary(&judge(&sets[0], review, Wants::ALL));
-        STRATEGIES
-            .iter()
-            .zip(&sets)
-            .skip(1)
-            .find_map(|(strategy, set)| {
-                let got = summary(&judge(set, review, Wants::ALL));
-                (got != want).then(|| {
-                    format!("on {strategy:?}:\n  interpreter: {want}\n  {strategy:?}: {got}")
-                })
-            })
+        first_difference(&sets, review)
     });
     if let Some(d) = disagreement {
         panic!("backends disagree on a generated review: {d}");
@@ -415,16 +423,17 @@ fn generated_parameters_decide_alike_template_by_template() {
         let words = Words::of_rego([template.text.as_str()]);
         let values = odd_values(&words.fields);
         let seeds = by_kind(seed_objects(&dir.join("samples")));
-        let samples = sample_constraints(dir.as_path());
-        for sample in samples {
+        for sample in sample_constraints(dir) {
             constraints += 1;
             let constraint: serde_json::Value =
                 serde_yaml::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
             // Sets by the parameters they were built with: most edits leave them alone.
-            let built: std::cell::RefCell<BTreeMap<String, Option<Vec<PolicySet>>>> =
+            // Parameters the template's schema refuses fail the set on every backend alike:
+            // nothing to compare (`None`).
+            let built: std::cell::RefCell<BTreeMap<String, Option<Rc<Vec<PolicySet>>>>> =
                 Default::default();
-            // The constraint with `edits` applied to its parameters, and its sets.
-            let sets_for = |edits: &[Generated]| -> (String, Option<Vec<PolicySet>>) {
+            // The constraint's parameters with `edits` applied, and its sets.
+            let sets_for = |edits: &[Generated]| -> (String, Option<Rc<Vec<PolicySet>>>) {
                 let mut edited = constraint.clone();
                 if let Some(parameters) = edited["spec"].get_mut("parameters") {
                     for e in edits {
@@ -436,27 +445,11 @@ fn generated_parameters_decide_alike_template_by_template() {
                     .borrow_mut()
                     .entry(key.clone())
                     .or_insert_with(|| {
-                        let sources = [
-                            template.clone(),
-                            PolicySource {
-                                name: sample.display().to_string(),
-                                text: serde_yaml::to_string(&edited).unwrap(),
-                            },
-                        ];
-                        // Parameters the template's schema refuses fail the set on every
-                        // backend alike: nothing to compare.
-                        let set = regate::catalog::build(
-                            &sources,
-                            Arc::new(Config::default()),
-                            NamespaceLabels::default(),
-                        )
-                        .ok()?;
-                        Some(
-                            STRATEGIES
-                                .iter()
-                                .map(|&s| set.clone().with_strategy(s))
-                                .collect(),
-                        )
+                        let constraint = PolicySource {
+                            name: sample.display().to_string(),
+                            text: serde_yaml::to_string(&edited).unwrap(),
+                        };
+                        sets_of(&[template.clone(), constraint]).map(Rc::new)
                     })
                     .clone();
                 (key, sets)
@@ -470,16 +463,8 @@ fn generated_parameters_decide_alike_template_by_template() {
                     let (parameters, sets) = sets_for(edits);
                     let sets = sets?;
                     judged.set(judged.get() + 1);
-                    let want = summary(&judge(&sets[0], review, Wants::ALL));
-                    STRATEGIES.iter().zip(&sets).skip(1).find_map(|(strategy, set)| {
-                        let got = summary(&judge(set, review, Wants::ALL));
-                        (got != want).then(|| {
-                            format!(
-                                "{} with parameters {parameters}\non {strategy:?}:\n  interpreter: {want}\n  {strategy:?}: {got}",
-                                sample.display()
-                            )
-                        })
-                    })
+                    first_difference(&sets, review)
+                        .map(|d| format!("{} with parameters {parameters}\n{d}", sample.display()))
                 },
             );
             if let Some(d) = disagreement {
