@@ -344,7 +344,7 @@ fn judge_review(
         subject
     };
     let candidates: Vec<usize> = set
-        .for_kind(review.kind())
+        .for_object(review.kind(), || subject.placement())
         .into_iter()
         .filter(|&i| {
             let meta = &set.policies[i].meta;

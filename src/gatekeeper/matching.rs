@@ -8,6 +8,8 @@ pub use crate::environment::Labels;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::policy::RequiredLabel;
+
 /// A `spec.match` problem: the constraint is rejected, as Gatekeeper's schema would.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("spec.match.{field}: {message}")]
@@ -382,6 +384,42 @@ impl Match {
         out
     }
 
+    /// The namespaces to index the constraint under: the names of `namespaces` when every
+    /// entry is a literal name; empty (any namespace) when there are none or one is a pattern.
+    /// `excludedNamespaces` and the selectors narrow it further at match time.
+    pub fn index_namespaces(&self) -> Vec<String> {
+        if self.namespaces.iter().any(|w| w.form != Form::Exact) {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = self.namespaces.iter().map(|w| w.text.clone()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A label the constraint selects only objects carrying: the first `matchLabels` entry or
+    /// `In` expression of `labelSelector` (the key with its values), else its first `Exists`
+    /// expression (the key, any value), if any.
+    pub fn index_label(&self) -> Option<RequiredLabel> {
+        let requirements = &self.label_selector.as_ref()?.requirements;
+        let with_values = requirements.iter().find_map(|r| match r {
+            Requirement::In(key, values) => Some(RequiredLabel {
+                key: key.clone(),
+                values: values.clone(),
+            }),
+            _ => None,
+        });
+        with_values.or_else(|| {
+            requirements.iter().find_map(|r| match r {
+                Requirement::Exists(key) => Some(RequiredLabel {
+                    key: key.clone(),
+                    values: Vec::new(),
+                }),
+                _ => None,
+            })
+        })
+    }
+
     pub fn matches(&self, t: &Target<'_>) -> bool {
         let source_ok = match self.source {
             Source::All => true,
@@ -542,6 +580,41 @@ mod tests {
         // A Namespace is judged by its own name.
         assert!(m.matches(&target("Namespace", "prod-x", None, &l, None)));
         assert!(!m.matches(&target("Namespace", "dev", None, &l, None)));
+        // Indexed only under literal names: a pattern may select any namespace.
+        assert_eq!(m.index_namespaces(), Vec::<String>::new());
+        let exact = Match::parse(Some(&json!({"namespaces": ["b", "a", "b"]}))).unwrap();
+        assert_eq!(exact.index_namespaces(), vec!["a", "b"]);
+        let mixed = Match::parse(Some(&json!({"namespaces": ["a", "b*"]}))).unwrap();
+        assert_eq!(mixed.index_namespaces(), Vec::<String>::new());
+        assert_eq!(Match::default().index_namespaces(), Vec::<String>::new());
+        // The first label every selected object carries, if any.
+        let index_label = |selector: Value| {
+            Match::parse(Some(&json!({"labelSelector": selector})))
+                .unwrap()
+                .index_label()
+        };
+        let label = |key: &str, values: &[&str]| {
+            Some(RequiredLabel {
+                key: key.to_string(),
+                values: values.iter().map(|v| v.to_string()).collect(),
+            })
+        };
+        assert_eq!(
+            index_label(json!({"matchLabels": {"b": "1", "a": "2"}})),
+            label("a", &["2"])
+        );
+        let expressions = json!({"matchExpressions": [
+            {"key": "x", "operator": "NotIn", "values": ["1"]},
+            {"key": "y", "operator": "DoesNotExist"},
+            {"key": "z", "operator": "Exists"},
+            {"key": "w", "operator": "In", "values": ["1", "2"]},
+        ]});
+        assert_eq!(index_label(expressions), label("w", &["1", "2"]));
+        let exists = json!({"matchExpressions": [{"key": "z", "operator": "Exists"}]});
+        assert_eq!(index_label(exists), label("z", &[]));
+        let none = json!({"matchExpressions": [{"key": "y", "operator": "DoesNotExist"}]});
+        assert_eq!(index_label(none), None);
+        assert_eq!(index_label(json!({})), None);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::policy::error::LoadError;
 use crate::policy::flavor::{Flavor, PluggedPolicy};
 use crate::policy::loader::{LoadedYaml, YamlLoader};
 use crate::policy::metadata::PolicyMeta;
-use crate::policy::set::{PolicySet, SyncedData};
+use crate::policy::set::{Placement, PolicySet, SyncedData};
 use crate::policy::source::PolicySource;
 
 pub use constraint::{Constraint, Points};
@@ -277,6 +277,26 @@ impl<'a> MatchSubject<'a> {
     pub fn generated(mut self) -> Self {
         self.generated = true;
         self
+    }
+
+    /// What the set's index reads of the object: the namespace `spec.match`'s namespace
+    /// criteria look at (the object's, a Namespace's own name, `None` for other cluster-scoped
+    /// objects) and the labels its `labelSelector` reads.
+    pub fn placement(&self) -> Placement<'_> {
+        let facts = self.facts();
+        let namespace = if facts.kind == "Namespace" && facts.group.is_empty() {
+            Some(facts.name)
+        } else {
+            facts.namespace
+        };
+        Placement {
+            namespace,
+            labels: facts
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        }
     }
 
     fn facts(&self) -> &SubjectFacts<'a> {
@@ -587,6 +607,8 @@ pub fn compile_constraint(
         severity: constraint.severity,
         category: Some(constraint.category.clone()),
         kinds,
+        namespaces: constraint.matcher.index_namespaces(),
+        required_label: constraint.matcher.index_label(),
         action: PerEnvironment::Single(constraint.action),
         operations: vec!["CREATE".to_string(), "UPDATE".to_string()],
         subresources: Vec::new(),
@@ -855,6 +877,28 @@ mod tests {
         )
     }
 
+    /// Compiles `files` (name, text) as one policy directory.
+    fn compile<const N: usize>(
+        files: [(&str, String); N],
+    ) -> (Vec<CompiledPolicy>, Vec<LoadError>) {
+        let sources = files.map(|(name, text)| PolicySource {
+            name: name.to_string(),
+            text,
+        });
+        let refs: Vec<&PolicySource> = sources.iter().collect();
+        compile_sources(&refs, &Config::default(), Duration::from_secs(1))
+    }
+
+    fn assembled(policies: Vec<CompiledPolicy>) -> PolicySet {
+        PolicySet::assemble(
+            policies,
+            Arc::new(Config::default()),
+            crate::environment::NamespaceLabels::default(),
+            Vec::new(),
+            false,
+        )
+    }
+
     fn constraint(kind: &str, name: &str) -> String {
         format!("apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: {kind}\nmetadata:\n  name: {name}\n")
     }
@@ -869,13 +913,8 @@ mod tests {
             ("c/a.yaml", constraint("K8sA", "shared")),
             ("c/b.yaml", constraint("K8sB", "shared")),
             ("c/only.yaml", constraint("K8sA", "only")),
-        ]
-        .map(|(name, text)| PolicySource {
-            name: name.to_string(),
-            text,
-        });
-        let refs: Vec<&PolicySource> = sources.iter().collect();
-        let (policies, errors) = compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+        ];
+        let (policies, errors) = compile(sources);
         assert_eq!(errors, vec![]);
         let ids: Vec<&str> = policies.iter().map(|p| p.id()).collect();
         assert_eq!(ids, vec!["K8sA/shared", "K8sB/shared", "only"]);
@@ -884,13 +923,8 @@ mod tests {
             ("t/a.yaml", template("K8sA")),
             ("c/a.yaml", constraint("K8sA", "same")),
             ("c/a2.yaml", constraint("K8sA", "same")),
-        ]
-        .map(|(name, text)| PolicySource {
-            name: name.to_string(),
-            text,
-        });
-        let refs: Vec<&PolicySource> = twice.iter().collect();
-        let (_, errors) = compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+        ];
+        let (_, errors) = compile(twice);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].file, "c/a2.yaml");
         assert!(
@@ -899,6 +933,127 @@ mod tests {
                 .contains("K8sA \"same\" is already defined in c/a.yaml:1"),
             "{errors:?}"
         );
+    }
+
+    /// The set's namespace index hides a constraint only from objects its `spec.match` could
+    /// never select: one limited to literal namespaces is offered for objects in them, for
+    /// Namespaces of those names and for cluster-scoped objects; patterns and exclusions are
+    /// left to matching.
+    #[test]
+    fn namespace_index_offers_every_constraint_that_can_match() {
+        let limited =
+            |name: &str, spec: &str| format!("{}spec:\n  match:\n{spec}", constraint("K8sA", name));
+        let sources = [
+            ("t/a.yaml", template("K8sA")),
+            ("c/exact.yaml", limited("exact", "    namespaces: [a, c]\n")),
+            (
+                "c/pattern.yaml",
+                limited("pattern", "    namespaces: [a*]\n"),
+            ),
+            (
+                "c/excluded.yaml",
+                limited("excluded", "    excludedNamespaces: [a]\n"),
+            ),
+            ("c/open.yaml", constraint("K8sA", "open")),
+            (
+                "c/tier.yaml",
+                limited("tier", "    labelSelector: {matchLabels: {tier: web}}\n"),
+            ),
+            (
+                "c/untiered.yaml",
+                limited(
+                    "untiered",
+                    "    labelSelector:\n      matchExpressions: [{key: tier, operator: DoesNotExist}]\n",
+                ),
+            ),
+            (
+                "c/owned.yaml",
+                limited(
+                    "owned",
+                    "    labelSelector:\n      matchExpressions: [{key: owner, operator: Exists}]\n",
+                ),
+            ),
+            (
+                "c/pods.yaml",
+                limited(
+                    "pods",
+                    "    kinds: [{apiGroups: [\"\"], kinds: [Pod]}]\n    namespaces: [b]\n",
+                ),
+            ),
+        ];
+        let (policies, errors) = compile(sources);
+        assert_eq!(errors, vec![]);
+        let set = assembled(policies);
+        // "apiVersion kind namespace name [key=value…]" (`-`: cluster-scoped) → the
+        // constraints offered.
+        let cases = [
+            ("v1 Pod a p", "exact pattern excluded open untiered"),
+            ("v1 Pod b p", "pattern excluded open untiered pods"),
+            ("v1 Pod zz p", "pattern excluded open untiered"),
+            ("v1 Pod zz p tier=db", "pattern excluded open untiered"),
+            (
+                "v1 Pod zz p app=x tier=web",
+                "pattern excluded open tier untiered",
+            ),
+            (
+                "v1 Pod zz p owner=me tier=web",
+                "pattern excluded open tier untiered owned",
+            ),
+            (
+                "v1 Pod b p owner=",
+                "pattern excluded open untiered owned pods",
+            ),
+            ("v1 Namespace - c", "exact pattern excluded open untiered"),
+            ("v1 Namespace - zz", "pattern excluded open untiered"),
+            (
+                "rbac.authorization.k8s.io/v1 ClusterRole - r",
+                "exact pattern excluded open untiered",
+            ),
+        ];
+        for (object, expected) in cases {
+            let words: Vec<&str> = object.split(' ').collect();
+            let [api_version, kind, namespace, name, ..] = words[..] else {
+                panic!("{object}");
+            };
+            let labels: serde_json::Map<String, Value> = words[4..]
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            let namespace = Some(namespace).filter(|n| *n != "-");
+            let group = api_version.split_once('/').map_or("", |(g, _)| g);
+            let review = Review::from_value(json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u",
+                    "kind": {"group": group, "version": "v1", "kind": kind},
+                    "resource": {"group": group, "version": "v1", "resource": "things"},
+                    "name": name,
+                    "namespace": namespace,
+                    "operation": "CREATE",
+                    "userInfo": {},
+                    "object": {
+                        "apiVersion": api_version,
+                        "kind": kind,
+                        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                    },
+                },
+            }))
+            .map_err(|e| e.to_string());
+            let Ok(review) = review else {
+                panic!("{review:?}");
+            };
+            let subject = MatchSubject::new(&review, &set.resolver);
+            let offered = set.for_object(review.kind(), || subject.placement());
+            let ids: Vec<&str> = offered.iter().map(|&i| set.policies[i].id()).collect();
+            assert_eq!(ids.join(" "), expected, "{object}");
+            for (i, policy) in set.policies.iter().enumerate() {
+                if applies(policy, &subject) {
+                    assert!(offered.contains(&i), "{} hidden from {object}", policy.id());
+                }
+            }
+        }
     }
 
     /// Whether `managedFields` is kept in the input follows from the policies themselves, for
@@ -910,24 +1065,10 @@ mod tests {
             "input.review.object.metadata.managedFields",
         );
         for (text, expected) in [(template("K8sA"), false), (reading, true)] {
-            let sources =
-                [("t/a.yaml", text), ("c/a.yaml", constraint("K8sA", "a"))].map(|(name, text)| {
-                    PolicySource {
-                        name: name.to_string(),
-                        text,
-                    }
-                });
-            let refs: Vec<&PolicySource> = sources.iter().collect();
             let (policies, errors) =
-                compile_sources(&refs, &Config::default(), Duration::from_secs(1));
+                compile([("t/a.yaml", text), ("c/a.yaml", constraint("K8sA", "a"))]);
             assert_eq!(errors, vec![]);
-            let set = PolicySet::assemble(
-                policies,
-                Arc::new(Config::default()),
-                crate::environment::NamespaceLabels::default(),
-                Vec::new(),
-                false,
-            );
+            let set = assembled(policies);
             assert_eq!(set.reads_managed_fields, expected);
         }
     }

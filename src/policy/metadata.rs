@@ -154,6 +154,15 @@ struct RawMetadata {
     custom: Option<RawCustom>,
 }
 
+/// A label an object must carry for a policy to judge it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequiredLabel {
+    pub key: String,
+    /// The values it may have; empty when any value will do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
 /// What a policy declares about itself.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicyMeta {
@@ -165,6 +174,16 @@ pub struct PolicyMeta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     pub kinds: Vec<String>,
+    /// The only namespaces the policy can judge objects in (and Namespaces of these names),
+    /// when it is limited to some: the set's index then never offers it objects elsewhere.
+    /// Empty when objects in any namespace may concern it. No namespace limit keeps a
+    /// cluster-scoped object from a policy. An index only: the policy's own matching decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// A label the policy can judge only objects carrying, when there is one; an index like
+    /// `namespaces`, used for policies not limited to namespaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_label: Option<RequiredLabel>,
     pub action: PerEnvironment<Action>,
     pub operations: Vec<String>,
     pub subresources: Vec<String>,
@@ -349,6 +368,8 @@ pub fn parse_all(source: &str) -> Result<Option<PolicyMeta>, Vec<MetadataError>>
         severity: custom.severity,
         category: custom.category.filter(|c| !c.trim().is_empty()),
         kinds: custom.kinds,
+        namespaces: Vec::new(),
+        required_label: None,
         action: custom
             .action
             .unwrap_or(PerEnvironment::Single(Action::Deny)),

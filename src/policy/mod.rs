@@ -35,6 +35,6 @@ pub(crate) mod undefined_bindings;
 pub use compiled::CompiledPolicy;
 pub use error::{LoadError, LoadErrors};
 pub use eval::Wants;
-pub use metadata::{PolicyMeta, Severity};
-pub use set::PolicySet;
+pub use metadata::{PolicyMeta, RequiredLabel, Severity};
+pub use set::{Placement, PolicySet};
 pub use source::PolicySource;

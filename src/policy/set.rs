@@ -16,7 +16,7 @@ use crate::policy::compiled::{
 use crate::policy::error::{LoadError, LoadErrors};
 use crate::policy::flavor::Flavor;
 use crate::policy::loader::{Expansions, NoExpansions, YamlLoader};
-use crate::policy::metadata;
+use crate::policy::metadata::{self, PolicyMeta};
 use crate::policy::source::{PolicySource, SourceRole};
 
 /// Data synced from outside the policy directory (a cluster's objects) that every set built
@@ -29,12 +29,101 @@ pub trait SyncedData: Send + Sync + std::fmt::Debug + std::any::Any {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// What the set's index reads of an object under review.
+#[derive(Debug, Clone, Default)]
+pub struct Placement<'a> {
+    /// Its namespace; `None` for a cluster-scoped object, which no namespace limit rules out.
+    pub namespace: Option<&'a str>,
+    /// Its labels, key and value.
+    pub labels: Vec<(&'a str, &'a str)>,
+}
+
+/// The policies of one kind, indexed by what limits them (`PolicyMeta::namespaces`, else
+/// `PolicyMeta::required_label`), so that a review never looks at a policy limited to other
+/// namespaces or to objects with a label it does not carry.
+#[derive(Debug, Clone, Default)]
+struct PolicyIndex {
+    /// Policies without such a limit.
+    anywhere: Vec<usize>,
+    /// Policies limited to some namespaces, under each of their names.
+    by_namespace: HashMap<String, Vec<usize>>,
+    /// Every policy limited to some namespaces: a cluster-scoped object is offered to them all.
+    namespaced: Vec<usize>,
+    /// Policies limited to objects carrying a label (and not to namespaces), by its key.
+    by_label: HashMap<String, LabelIndex>,
+}
+
+/// The policies limited to objects carrying one label key.
+#[derive(Debug, Clone, Default)]
+struct LabelIndex {
+    /// Whatever its value.
+    any_value: Vec<usize>,
+    /// With one of some values, under each of them.
+    by_value: HashMap<String, Vec<usize>>,
+}
+
+impl PolicyIndex {
+    fn add(&mut self, policy: usize, meta: &PolicyMeta) {
+        fn push(list: &mut Vec<usize>, policy: usize) {
+            if list.last() != Some(&policy) {
+                list.push(policy);
+            }
+        }
+        if !meta.namespaces.is_empty() {
+            push(&mut self.namespaced, policy);
+            for ns in &meta.namespaces {
+                push(self.by_namespace.entry(ns.clone()).or_default(), policy);
+            }
+        } else if let Some(label) = &meta.required_label {
+            let index = self.by_label.entry(label.key.clone()).or_default();
+            if label.values.is_empty() {
+                push(&mut index.any_value, policy);
+            }
+            for value in &label.values {
+                push(index.by_value.entry(value.clone()).or_default(), policy);
+            }
+        } else {
+            push(&mut self.anywhere, policy);
+        }
+    }
+
+    fn limits(&self) -> bool {
+        !self.namespaced.is_empty() || !self.by_label.is_empty()
+    }
+
+    /// Appends the policies for an object at `placement`; returns how many non-empty runs (each
+    /// in load order) it appended.
+    fn extend_for(&self, placement: &Placement<'_>, out: &mut Vec<usize>) -> usize {
+        let namespaced = match placement.namespace {
+            Some(ns) => self.by_namespace.get(ns).map_or(&[][..], Vec::as_slice),
+            None => &self.namespaced,
+        };
+        let labelled = placement
+            .labels
+            .iter()
+            .filter_map(|(key, value)| self.by_label.get(*key).map(|index| (index, *value)))
+            .flat_map(|(index, value)| {
+                let with_value = index.by_value.get(value).map_or(&[][..], Vec::as_slice);
+                [&index.any_value[..], with_value]
+            });
+        let mut runs = 0;
+        for run in [&self.anywhere[..], namespaced].into_iter().chain(labelled) {
+            if !run.is_empty() {
+                out.extend_from_slice(run);
+                runs += 1;
+            }
+        }
+        runs
+    }
+}
+
 /// Everything one decision needs, built once and shared by every request until the next reload.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     pub policies: Vec<CompiledPolicy>,
-    by_kind: HashMap<String, Vec<usize>>,
-    all_kinds: Vec<usize>,
+    by_kind: HashMap<String, PolicyIndex>,
+    /// The policies of every kind (`*`).
+    all_kinds: PolicyIndex,
     pub config: Arc<Config>,
     pub resolver: EnvironmentResolver,
     pub exceptions: Vec<CompiledException>,
@@ -206,15 +295,16 @@ impl PolicySet {
         exceptions: Vec<CompiledException>,
         uses_embedded: bool,
     ) -> PolicySet {
-        let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut all_kinds = Vec::new();
+        let mut by_kind: HashMap<String, PolicyIndex> = HashMap::new();
+        let mut all_kinds = PolicyIndex::default();
         for (i, p) in policies.iter().enumerate() {
             for kind in &p.meta.kinds {
-                if kind == "*" {
-                    all_kinds.push(i);
+                let index = if kind == "*" {
+                    &mut all_kinds
                 } else {
-                    by_kind.entry(kind.clone()).or_default().push(i);
-                }
+                    by_kind.entry(kind.clone()).or_default()
+                };
+                index.add(i, &p.meta);
             }
         }
         let reads_managed_fields = policies.iter().any(|p| p.reads_managed_fields);
@@ -284,11 +374,28 @@ impl PolicySet {
         }
     }
 
-    /// Indices of the policies that judge `kind`, in load order.
-    pub fn for_kind(&self, kind: &str) -> Vec<usize> {
-        let mut out: Vec<usize> = self.by_kind.get(kind).cloned().unwrap_or_default();
-        if !self.all_kinds.is_empty() {
-            out.extend(self.all_kinds.iter().copied());
+    /// Indices of the policies that may judge an object of `kind` placed as `placement` says,
+    /// in load order. A policy limited to other namespaces, or to objects with a label this one
+    /// lacks, is not looked at, so it costs the review nothing. `placement` is asked only when
+    /// some policy of the kind has such a limit.
+    pub fn for_object<'a>(
+        &self,
+        kind: &str,
+        placement: impl FnOnce() -> Placement<'a>,
+    ) -> Vec<usize> {
+        let indexes = || self.by_kind.get(kind).into_iter().chain([&self.all_kinds]);
+        let placement = if indexes().any(PolicyIndex::limits) {
+            placement()
+        } else {
+            Placement::default()
+        };
+        let mut out = Vec::new();
+        let mut runs = 0;
+        for index in indexes() {
+            runs += index.extend_for(&placement, &mut out);
+        }
+        // Each run is in load order already; only runs from different lists need merging.
+        if runs > 1 {
             out.sort_unstable();
             out.dedup();
         }
