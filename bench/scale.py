@@ -272,7 +272,7 @@ def curves_of(report):
 def svg(series):
     """A plain line chart: Pod judge time (µs, log scale) against constraints (N); None without points."""
     import math
-    w, h, l, b, t, r = 720, 420, 70, 50, 30, 170
+    w, h, l, b, t, r = 760, 420, 70, 50, 30, 210
     all_pts = [pt for s in series.values() for pt in s if pt[1] and pt[1] > 0]
     if not all_pts:
         return None
