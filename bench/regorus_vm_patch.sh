@@ -14,10 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-registry=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/regorus-0.14.1 2>/dev/null | head -n1)
+registry() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/regorus-0.14.1 2>/dev/null | head -n1 || true; }
+registry=$(registry)
 if [[ -z "$registry" ]]; then
   cargo fetch --quiet
-  registry=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/regorus-0.14.1 | head -n1)
+  registry=$(registry)
+fi
+if [[ -z "$registry" ]]; then
+  echo "regorus 0.14.1's source is not in cargo's registry cache, even after cargo fetch" >&2
+  exit 1
 fi
 out=target/regorus-vm-patch
 copy=$out/regorus-0.14.1
