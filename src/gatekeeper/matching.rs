@@ -254,11 +254,22 @@ impl Target<'_> {
 
     /// The namespace the namespace criteria look at: a Namespace is judged by its own name.
     fn namespace_name(&self) -> Option<&str> {
-        if self.is_namespace() {
-            Some(self.name)
-        } else {
-            self.namespace
-        }
+        judged_namespace(self.group, self.kind, self.name, self.namespace)
+    }
+}
+
+/// The namespace `spec.match`'s namespace criteria look at for an object of `group` and
+/// `kind` named `name` in `namespace`: a Namespace is judged by its own name.
+pub fn judged_namespace<'a>(
+    group: &str,
+    kind: &str,
+    name: &'a str,
+    namespace: Option<&'a str>,
+) -> Option<&'a str> {
+    if kind == "Namespace" && group.is_empty() {
+        Some(name)
+    } else {
+        namespace
     }
 }
 

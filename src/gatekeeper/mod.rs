@@ -284,13 +284,13 @@ impl<'a> MatchSubject<'a> {
     /// objects) and the labels its `labelSelector` reads.
     pub fn placement(&self) -> Placement<'_> {
         let facts = self.facts();
-        let namespace = if facts.kind == "Namespace" && facts.group.is_empty() {
-            Some(facts.name)
-        } else {
-            facts.namespace
-        };
         Placement {
-            namespace,
+            namespace: matching::judged_namespace(
+                facts.group,
+                facts.kind,
+                facts.name,
+                facts.namespace,
+            ),
             labels: facts
                 .labels
                 .iter()
