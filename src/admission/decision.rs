@@ -368,9 +368,9 @@ fn judge_review(
         };
         return Decision::allowed(uid, environment, skip);
     }
-    let Some(object) = review.object() else {
+    if !review.has_object() {
         return Decision::allowed(uid, environment, Skip::NoObject);
-    };
+    }
 
     let input = policy_input(set, review);
     // Gatekeeper constraints judge a bare object as Gatekeeper's audit does, with the
@@ -518,7 +518,9 @@ fn judge_review(
             !decision.failures.is_empty() && set.config.policy_failure == FailurePolicy::Closed;
         decision.allowed = !(denied || failed_closed);
     }
-    if wants.mutate {
+    // The review's JSON is built only for mutation: validating reads the policies' input.
+    let object = if wants.mutate { review.object() } else { None };
+    if let Some(object) = object {
         // The policies' additions first, then the mutators until the object is stable: one
         // patch for both, and mutating its result again changes nothing.
         let mut patched = (!adds.is_empty()).then(|| patch::fill_missing(object, &adds));
@@ -588,7 +590,7 @@ fn judge_review(
 /// The JSON handed to policies, converted once per request. `managedFields` is dropped when no
 /// policy reads it: it is often the largest part of an object and never decides anything.
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
-    crate::admission::input::input_value(&review.input, !set.reads_managed_fields)
+    review.policy_input(!set.reads_managed_fields)
 }
 
 #[cfg(test)]

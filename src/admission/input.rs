@@ -1,34 +1,29 @@
 //! The input policies read: a review's JSON as a regorus value, built once per request.
+//!
+//! A webhook body is parsed straight into that value ([`parse`]): no `serde_json::Value` is
+//! built and dropped on the way. Reviews built from manifests convert their JSON
+//! ([`from_json`]). Both give the same value for the same JSON (the tests below check it on
+//! every fixture).
+
+use std::collections::BTreeMap;
 
 use regorus::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// The JSON of a review as policies see it (`input`), converted in one walk without copying the
-/// JSON first. With `drop_managed_fields`, `metadata.managedFields` of `request.object` and
-/// `request.oldObject` is left out: it is often the largest part of an object and no policy of
-/// the set reads it.
-pub fn input_value(review: &serde_json::Value, drop_managed_fields: bool) -> Value {
-    convert(
-        review,
-        if drop_managed_fields {
-            Level::Review
-        } else {
-            Level::Plain
-        },
-    )
+/// Parses a JSON text into the value policies read. Numbers, strings, duplicate keys (the last
+/// one wins), errors and the nesting limit are exactly those of `serde_json::from_str` then
+/// [`from_json`]: the same parser reads the text.
+pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let value = Document.deserialize(&mut parser)?;
+    parser.end()?;
+    Ok(value)
 }
 
-/// Where in the review a value sits, as far as dropping `managedFields` goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Plain,
-    Review,
-    Request,
-    Object,
-    Metadata,
-}
-
-fn convert(v: &serde_json::Value, level: Level) -> Value {
-    match v {
+/// The JSON of a review as policies see it, `managedFields` included: converted in one walk
+/// without copying the JSON first.
+pub fn from_json(review: &serde_json::Value) -> Value {
+    match review {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(*b),
         serde_json::Value::Number(n) => {
@@ -42,68 +37,272 @@ fn convert(v: &serde_json::Value, level: Level) -> Value {
             }
         }
         serde_json::Value::String(s) => Value::String(s.as_str().into()),
-        serde_json::Value::Array(items) => Value::from(
-            items
-                .iter()
-                .map(|i| convert(i, Level::Plain))
-                .collect::<Vec<_>>(),
-        ),
+        serde_json::Value::Array(items) => {
+            Value::from(items.iter().map(from_json).collect::<Vec<_>>())
+        }
         serde_json::Value::Object(map) => {
-            let mut out = std::collections::BTreeMap::new();
+            // One insert per key: faster here than collecting (measured, docs/BENCHMARKS.md).
+            let mut out = BTreeMap::new();
             for (k, v) in map {
-                let next = match (level, k.as_str()) {
-                    (Level::Review, "request") => Level::Request,
-                    (Level::Request, "object" | "oldObject") => Level::Object,
-                    (Level::Object, "metadata") => Level::Metadata,
-                    (Level::Metadata, "managedFields") => continue,
-                    _ => Level::Plain,
-                };
-                out.insert(Value::String(k.as_str().into()), convert(v, next));
+                out.insert(Value::String(k.as_str().into()), from_json(v));
             }
             Value::from(out)
         }
     }
 }
 
+/// `input` for one judgement of `document` (a whole review, as [`parse`] or [`from_json`] built
+/// it). Its top-level object is always a new one: the grouped pass recognises the request it
+/// ran for by that allocation (`policy::bytecode`), so each judgement must have its own. With
+/// `drop_managed_fields`, `metadata.managedFields` of `request.object` and `request.oldObject`
+/// is left out: it is often the largest part of an object and no policy of the set reads it.
+/// Only the objects on the way to it are copied, and of those only their entries.
+pub fn for_policies(document: &Value, drop_managed_fields: bool) -> Value {
+    let Value::Object(top) = document else {
+        return document.clone();
+    };
+    rebuilt(top, |key, value| {
+        if drop_managed_fields && key == "request" {
+            request_without_managed_fields(value)
+        } else {
+            value.clone()
+        }
+    })
+}
+
+/// The members of `request` that hold the objects under review.
+const OBJECTS: [&str; 2] = ["object", "oldObject"];
+
+/// `request` with its object and old object as [`object_without_managed_fields`] leaves them;
+/// shared as it is when neither holds any.
+fn request_without_managed_fields(request: &Value) -> Value {
+    let Value::Object(map) = request else {
+        return request.clone();
+    };
+    if !OBJECTS.iter().any(|f| holds_managed_fields(&request[*f])) {
+        return request.clone();
+    }
+    rebuilt(map, |key, value| {
+        if OBJECTS.contains(&key) {
+            object_without_managed_fields(value)
+        } else {
+            value.clone()
+        }
+    })
+}
+
+/// Whether `object.metadata` is an object with a `managedFields` member.
+fn holds_managed_fields(object: &Value) -> bool {
+    matches!(&object["metadata"], Value::Object(_))
+        && !matches!(&object["metadata"]["managedFields"], Value::Undefined)
+}
+
+fn object_without_managed_fields(object: &Value) -> Value {
+    match object {
+        Value::Object(map) if holds_managed_fields(object) => {
+            rebuilt(map, |key, value| match value {
+                Value::Object(metadata) if key == "metadata" => Value::from(
+                    metadata
+                        .iter()
+                        .filter(|(k, _)| k.as_string().map_or(true, |k| &**k != "managedFields"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                _ => value.clone(),
+            })
+        }
+        _ => object.clone(),
+    }
+}
+
+/// A new object with `map`'s entries, each value given by `value(key, value)`.
+fn rebuilt(map: &regorus::value::Object, value: impl Fn(&str, &Value) -> Value) -> Value {
+    Value::from(
+        map.iter()
+            .map(|(k, v)| {
+                let v = match k.as_string() {
+                    Ok(name) => value(name, v),
+                    Err(_) => v.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// Any JSON value, built as [`from_json`] converts it.
+struct Document;
+
+/// An object key: a string (JSON has no other).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Document {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Value, D::Error> {
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Value, D::Error> {
+        parser.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Key {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.into()))
+    }
+}
+
+impl<'de> Visitor<'de> for Document {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        // Finite: serde_json refuses a number out of range.
+        Ok(Value::from(n))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.into()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = items.next_element_seed(Document)? {
+            out.push(item);
+        }
+        Ok(Value::from(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(key) = members.next_key_seed(Key)? {
+            let value = members.next_value_seed(Document)?;
+            out.insert(key, value);
+        }
+        Ok(Value::from(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::Review;
 
-    #[test]
-    fn input_conversion_matches_regorus() {
-        for dir in ["fixtures/admission", "fixtures/bench"] {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-            for entry in std::fs::read_dir(&root).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "json") {
-                    continue;
-                }
-                let name = path.display().to_string();
-                let review = Review::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                let mut stripped = review.input.clone();
-                for field in ["object", "oldObject"] {
-                    if let Some(meta) = stripped
-                        .pointer_mut(&format!("/request/{field}/metadata"))
-                        .and_then(|m| m.as_object_mut())
-                    {
-                        meta.remove("managedFields");
-                    }
-                }
-                assert_eq!(
-                    input_value(&review.input, false),
-                    Value::from(review.input.clone()),
-                    "{name}"
-                );
-                assert_eq!(
-                    input_value(&review.input, true),
-                    Value::from(stripped),
-                    "{name} without managedFields"
-                );
+    /// `json` with `metadata.managedFields` of the request's object and old object removed.
+    fn stripped(json: &serde_json::Value) -> serde_json::Value {
+        let mut out = json.clone();
+        for field in OBJECTS {
+            if let Some(meta) = out
+                .pointer_mut(&format!("/request/{field}/metadata"))
+                .and_then(|m| m.as_object_mut())
+            {
+                meta.remove("managedFields");
             }
         }
-        let odd =
-            serde_json::json!({"a": [1, -2, 2.5, 1e300, 18446744073709551615u64, null, true, "x"]});
-        assert_eq!(input_value(&odd, true), Value::from(odd.clone()));
+        out
+    }
+
+    /// Every way of building the input agrees with regorus's own conversion of the JSON.
+    fn check(name: &str, text: &str) {
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        let parsed = parse(text).unwrap();
+        assert_eq!(parsed, Value::from(json.clone()), "{name}: parsed");
+        assert_eq!(from_json(&json), parsed, "{name}: converted");
+        assert_eq!(for_policies(&parsed, false), parsed, "{name}: kept");
+        assert_eq!(
+            for_policies(&parsed, true),
+            Value::from(stripped(&json)),
+            "{name}: without managedFields"
+        );
+    }
+
+    #[test]
+    fn every_fixture_parses_as_regorus_converts_it() {
+        for (name, text) in crate::admission::fixture_bodies() {
+            check(&name, &text);
+        }
+    }
+
+    #[test]
+    fn odd_values_and_managed_fields() {
+        let meta = r#"{"name":"n","managedFields":[{"manager":"kubectl"}],"labels":{"a":"b"}}"#;
+        let cases = [
+            r#"{"a": [1, -2, 2.5, -0, 0.0, 1e300, -1e-300, 18446744073709551615, 18446744073709551616, -9223372036854775808, null, true, "x"]}"#.to_string(),
+            r#"{"a": 1, "a": 2, "\u00e9\ud83d\ude00": "\n\"", "": {}}"#.to_string(),
+            format!(r#"{{"request": {{"object": {{"metadata": {meta}, "spec": {{"metadata": {meta}}}}}, "oldObject": {{"metadata": {meta}}}, "metadata": {meta}}}}}"#),
+            r#"{"request": {"object": {"metadata": {"managedFields": null}}, "oldObject": null}}"#.to_string(),
+            format!(r#"{{"request": {{"object": {{"metadata": [1]}}, "oldObject": [{{"metadata": {meta}}}]}}}}"#),
+            format!(r#"{{"request": [{{"object": {{"metadata": {meta}}}}}]}}"#),
+            r#"[1, {"request": 2}]"#.to_string(),
+            r#""text""#.to_string(),
+        ];
+        for (i, text) in cases.iter().enumerate() {
+            check(&format!("case {i}: {text}"), text);
+        }
+    }
+
+    #[test]
+    fn each_judgement_gets_its_own_input() {
+        let parsed = parse(r#"{"request": {"object": {}}}"#).unwrap();
+        let (Value::Object(a), Value::Object(b), Value::Object(original)) = (
+            for_policies(&parsed, false),
+            for_policies(&parsed, true),
+            &parsed,
+        ) else {
+            panic!("not objects");
+        };
+        assert!(!regorus::Rc::ptr_eq(&a, &b));
+        assert!(!regorus::Rc::ptr_eq(&a, original));
+    }
+
+    #[test]
+    fn parse_errors_are_serde_json_s() {
+        let deep = "[".repeat(200);
+        for text in [
+            "",
+            "{",
+            "[1,]",
+            r#"{"a":1} x"#,
+            "1e999",
+            "\"\\ud800\"",
+            &deep,
+        ] {
+            let ours = parse(text).err().map(|e| e.to_string());
+            let theirs = serde_json::from_str::<serde_json::Value>(text)
+                .err()
+                .map(|e| e.to_string());
+            assert!(ours.is_some(), "{text}");
+            assert_eq!(ours, theirs, "{text}");
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! Bytes or manifests → a `Review`: kube-core's `AdmissionRequest` for the request's attributes,
-//! plus the AdmissionReview JSON that policies see as `input`. The webhook, `eval`, `test` and
-//! `audit` all build their reviews here, so a manifest is judged exactly like the apiserver's call.
+//! plus the whole AdmissionReview, both as the value policies see as `input` and as JSON (each
+//! built when first needed: a webhook's body is parsed into the first). The webhook, `eval`,
+//! `test` and `audit` all build their reviews here, so a manifest is judged exactly like the
+//! apiserver's call.
+
+use std::sync::OnceLock;
 
 use kube::core::admission::{AdmissionRequest, Operation};
 use kube::core::{DynamicObject, TypeMeta};
@@ -97,13 +101,104 @@ fn uid_of(top: &Map<String, Value>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Members of `request` that are not deserialised into its attributes.
+const LEFT_IN_INPUT: [&str; 3] = ["object", "oldObject", "options"];
+
+/// The request's attributes (all of `request` but [`LEFT_IN_INPUT`]) as kube-core's type;
+/// `misshapen` names `object` or `oldObject` when it is neither an object nor null.
+fn request_of(
+    uid: String,
+    mut attributes: Map<String, Value>,
+    misshapen: Option<&str>,
+) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
+    attributes
+        .entry("userInfo")
+        .or_insert_with(|| Value::Object(Map::new()));
+    for field in ["kind", "resource", "operation"] {
+        if !attributes.contains_key(field) {
+            return Err(ReviewError::InvalidRequest {
+                uid,
+                message: format!("request.{field} is missing"),
+            });
+        }
+    }
+    if let Some(field) = misshapen {
+        return Err(ReviewError::InvalidRequest {
+            uid,
+            message: format!("request.{field} must be an object or null"),
+        });
+    }
+    let mut parsed: AdmissionRequest<DynamicObject> =
+        match serde_json::from_value(Value::Object(attributes)) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return Err(ReviewError::InvalidRequest {
+                    uid,
+                    // serde quotes the value it could not use; the review's fields may hold a
+                    // copy of anything, a Secret's value included.
+                    message: format!(
+                        "request: {}",
+                        crate::secrets::without_quoted_values(&e.to_string())
+                    ),
+                });
+            }
+        };
+    // The response copies these from the request (kube-core fills them when converting a
+    // whole review; here only the request is deserialised).
+    parsed.types = TypeMeta {
+        api_version: API_VERSION.to_string(),
+        kind: "AdmissionReview".to_string(),
+    };
+    Ok(parsed)
+}
+
+/// The attributes of a review parsed straight into the policies' value, when it is one that
+/// [`Review::from_value`] accepts: the same checks, on the other representation. `None` for
+/// anything else, which then goes the JSON way for its precise error.
+fn attributes_of(document: &regorus::Value) -> Option<AdmissionRequest<DynamicObject>> {
+    let text = |v: &regorus::Value| v.as_string().ok().map(|s| s.to_string());
+    if text(&document["apiVersion"])? != API_VERSION
+        || text(&document["kind"])? != "AdmissionReview"
+    {
+        return None;
+    }
+    let regorus::Value::Object(request) = &document["request"] else {
+        return None;
+    };
+    let uid = text(&document["request"]["uid"]).filter(|uid| !uid.is_empty())?;
+    let mut attributes = Map::with_capacity(request.len());
+    for (k, v) in request.iter() {
+        let key = k.as_string().ok()?;
+        match (LEFT_IN_INPUT.iter().position(|f| *f == &**key), v) {
+            // `object` or `oldObject`, as `from_value` requires them.
+            (Some(0 | 1), regorus::Value::Null | regorus::Value::Object(_)) => {}
+            (Some(0 | 1), _) => return None,
+            (Some(_), _) => {}
+            // The attributes hold no number that deserialises (no field of kube-core's type is
+            // one), so the value's own serialisation, which writes numbers its way, is exact.
+            (None, _) => {
+                attributes.insert(key.to_string(), serde_json::to_value(v).ok()?);
+            }
+        }
+    }
+    request_of(uid, attributes, None).ok()
+}
+
 /// A parsed admission request.
 #[derive(Debug, Clone)]
 pub struct Review {
-    /// The request's attributes (object and oldObject are left in `input`, not copied here).
+    /// The request's attributes (object and oldObject are left in the review, not copied here).
     pub request: AdmissionRequest<DynamicObject>,
-    /// The whole AdmissionReview as JSON: the policies' `input`.
-    pub input: Value,
+    /// The whole AdmissionReview as policies read it, `managedFields` included
+    /// ([`Review::document`]): parsed from a webhook's body, or converted from `json` when first
+    /// asked for.
+    document: OnceLock<regorus::Value>,
+    /// The whole AdmissionReview as JSON ([`Review::input`]): given, or parsed from `text` when
+    /// first asked for. A webhook's review needs it only for mutation patches, Gatekeeper's
+    /// expansion and the values of a Secret under review. One of the two is always set.
+    json: OnceLock<Value>,
+    /// The body a webhook review was parsed from, kept for `json`.
+    text: Option<String>,
     /// Built by regate around a bare object (`eval`, `audit`, `verify`), not sent by an
     /// apiserver: Gatekeeper constraints then see Gatekeeper's bare-object review.
     pub synthesized: bool,
@@ -112,14 +207,49 @@ pub struct Review {
 impl Review {
     /// Parses a webhook request body.
     pub fn from_slice(body: &[u8]) -> Result<Review, ReviewError> {
+        Self::from_body(body.to_vec())
+    }
+
+    /// Parses a webhook request body, keeping it for [`Review::input`].
+    pub fn from_body(body: Vec<u8>) -> Result<Review, ReviewError> {
         // UTF-8 checked once for the whole body: parsing bytes checks every string on its own.
-        let parsed = match std::str::from_utf8(body) {
+        match String::from_utf8(body) {
+            Ok(text) => Self::from_text(text),
+            Err(e) => Self::from_json_text(Err(e.as_bytes())),
+        }
+    }
+
+    /// The body parsed straight into the policies' value. Anything short of a well-formed
+    /// review goes the JSON way instead ([`Review::from_value`]), which says precisely what is
+    /// wrong; so does a body that is not JSON, for serde_json's error.
+    fn from_text(text: String) -> Result<Review, ReviewError> {
+        let Ok(document) = crate::admission::input::parse(&text) else {
+            return Self::from_json_text(Ok(&text));
+        };
+        match attributes_of(&document) {
+            Some(request) => Ok(Review {
+                request,
+                document: OnceLock::from(document),
+                json: OnceLock::new(),
+                text: Some(text),
+                synthesized: false,
+            }),
+            None => Self::from_json_text(Ok(&text)),
+        }
+    }
+
+    /// A body (text, or bytes that are not UTF-8) parsed as JSON, then [`Review::from_value`].
+    fn from_json_text(body: Result<&str, &[u8]>) -> Result<Review, ReviewError> {
+        let parsed = match body {
             Ok(text) => serde_json::from_str(text),
-            Err(_) => serde_json::from_slice(body),
+            Err(bytes) => serde_json::from_slice(bytes),
         };
         let value: Value = parsed.map_err(|source| ReviewError::NotJson {
             source,
-            uid: probe_uid(body),
+            uid: probe_uid(match body {
+                Ok(text) => text.as_bytes(),
+                Err(bytes) => bytes,
+            }),
         })?;
         Self::from_value(value)
     }
@@ -188,53 +318,24 @@ impl Review {
             Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
             _ => return Err(ReviewError::MissingUid),
         };
-        let invalid = |message: String| ReviewError::InvalidRequest {
-            uid: uid.clone(),
-            message,
-        };
+        let misshapen = ["object", "oldObject"].into_iter().find(|field| {
+            !matches!(
+                request.get(*field),
+                None | Some(Value::Null) | Some(Value::Object(_))
+            )
+        });
         // Deserialize the attributes without the (possibly large) objects; they stay in `input`.
-        let mut attributes = Map::with_capacity(request.len());
-        for (k, v) in request {
-            if k != "object" && k != "oldObject" && k != "options" {
-                attributes.insert(k.clone(), v.clone());
-            }
-        }
-        attributes
-            .entry("userInfo")
-            .or_insert_with(|| Value::Object(Map::new()));
-        for field in ["kind", "resource", "operation"] {
-            if !attributes.contains_key(field) {
-                return Err(invalid(format!("request.{field} is missing")));
-            }
-        }
-        for field in ["object", "oldObject"] {
-            match request.get(field) {
-                None | Some(Value::Null) | Some(Value::Object(_)) => {}
-                Some(_) => {
-                    return Err(invalid(format!(
-                        "request.{field} must be an object or null"
-                    )))
-                }
-            }
-        }
-        let mut parsed: AdmissionRequest<DynamicObject> =
-            serde_json::from_value(Value::Object(attributes)).map_err(|e| {
-                // serde quotes the value it could not use; the review's fields may hold a
-                // copy of anything, a Secret's value included.
-                invalid(format!(
-                    "request: {}",
-                    crate::secrets::without_quoted_values(&e.to_string())
-                ))
-            })?;
-        // The response copies these from the request (kube-core fills them when converting a
-        // whole review; here only the request is deserialised).
-        parsed.types = TypeMeta {
-            api_version: API_VERSION.to_string(),
-            kind: "AdmissionReview".to_string(),
-        };
+        let attributes = request
+            .iter()
+            .filter(|(k, _)| !LEFT_IN_INPUT.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let parsed = request_of(uid, attributes, misshapen)?;
         Ok(Review {
             request: parsed,
-            input: value,
+            document: OnceLock::new(),
+            json: OnceLock::from(value),
+            text: None,
             synthesized: false,
         })
     }
@@ -255,13 +356,12 @@ impl Review {
         if !self.request.name.is_empty() {
             return &self.request.name;
         }
-        self.object()
-            .and_then(|o| {
-                o.pointer("/metadata/name")
-                    .or_else(|| o.pointer("/metadata/generateName"))
-            })
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        let metadata = &self.document()["request"]["object"]["metadata"];
+        let name = match &metadata["name"] {
+            regorus::Value::Undefined => &metadata["generateName"],
+            name => name,
+        };
+        name.as_string().map_or("", |name| name)
     }
 
     pub fn operation(&self) -> &'static str {
@@ -283,12 +383,56 @@ impl Review {
     /// The values of this review's Secrets, its object's and its old object's: what every
     /// text about it is scrubbed of.
     pub fn secret_values(&self) -> crate::secrets::SecretValues {
-        let old = self.input.pointer("/request/oldObject");
+        let request = &self.document()["request"];
+        let secret = |field: &str| {
+            request[field]["kind"]
+                .as_string()
+                .is_ok_and(|kind| &**kind == "Secret")
+        };
+        if !secret("object") && !secret("oldObject") {
+            // Nothing to scrub, and no need for the review's JSON.
+            return crate::secrets::SecretValues::default();
+        }
+        let old = self.input().pointer("/request/oldObject");
         crate::secrets::SecretValues::of_objects(self.object().into_iter().chain(old))
     }
 
+    /// The whole AdmissionReview as JSON.
+    pub fn input(&self) -> &Value {
+        self.json.get_or_init(|| {
+            // Unset only for a webhook's review, whose `text` parsed once already, into
+            // `document`: it cannot fail to parse now.
+            self.text
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or(Value::Null)
+        })
+    }
+
+    /// The whole AdmissionReview as policies read it, `managedFields` included.
+    pub fn document(&self) -> &regorus::Value {
+        self.document
+            .get_or_init(|| crate::admission::input::from_json(self.input()))
+    }
+
+    /// The policies' `input` for one judgement: see [`crate::admission::input::for_policies`].
+    pub fn policy_input(&self, drop_managed_fields: bool) -> regorus::Value {
+        crate::admission::input::for_policies(self.document(), drop_managed_fields)
+    }
+
+    /// Whether the request carries an object (`request.object` is a JSON object).
+    pub fn has_object(&self) -> bool {
+        matches!(
+            &self.document()["request"]["object"],
+            regorus::Value::Object(_)
+        )
+    }
+
     pub fn object(&self) -> Option<&Value> {
-        self.input
+        if !self.has_object() {
+            return None;
+        }
+        self.input()
             .get("request")
             .and_then(|r| r.get("object"))
             .filter(|o| o.is_object())
@@ -473,6 +617,72 @@ mod tests {
             err.as_deref(),
             Some("AdmissionReview request has no uid (request.uid)")
         );
+    }
+
+    /// A webhook's body and the same review given as JSON make the same review.
+    fn same_review(name: &str, text: &str) {
+        let json: Value = serde_json::from_str(text).unwrap();
+        let from_body = Review::from_slice(text.as_bytes()).map_err(|e| e.to_string());
+        let from_json = Review::from_value(json).map_err(|e| e.to_string());
+        match (&from_body, &from_json) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    format!("{:?}", a.request),
+                    format!("{:?}", b.request),
+                    "{name}"
+                );
+                assert_eq!(a.document(), b.document(), "{name}");
+                assert_eq!(a.input(), b.input(), "{name}");
+                assert_eq!(a.name(), b.name(), "{name}");
+                assert_eq!(a.has_object(), b.has_object(), "{name}");
+                assert_eq!(a.object(), b.object(), "{name}");
+                assert_eq!(
+                    a.secret_values().is_empty(),
+                    b.secret_values().is_empty(),
+                    "{name}"
+                );
+            }
+            _ => assert_eq!(from_body.err(), from_json.err(), "{name}"),
+        }
+    }
+
+    #[test]
+    fn every_fixture_makes_the_same_review_from_its_body() {
+        for (name, text) in crate::admission::fixture_bodies() {
+            same_review(&name, &text);
+        }
+    }
+
+    #[test]
+    fn odd_reviews_get_the_same_answer_from_their_body() {
+        let review = |request: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#
+            )
+        };
+        let gvk = r#""kind":{"group":"","version":"v1","kind":"Secret"},"resource":{"group":"","version":"v1","resource":"secrets"},"operation":"CREATE""#;
+        let cases = [
+            r#"{"kind":"AdmissionReview","request":{"uid":"u"}}"#.to_string(),
+            r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u"}}"#.to_string(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"Review","request":{"uid":"u"}}"#.to_string(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_string(),
+            r#"[1]"#.to_string(),
+            review("null"),
+            review(r#"{"uid":""}"#),
+            review(r#"{"uid":"u","object":1}"#),
+            review(&format!(r#"{{"uid":"u",{gvk},"object":1}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"oldObject":[]}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"userInfo":5}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"name":1.5}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"dryRun":"s3cr3t"}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"dryRun":1,"options":[2.5]}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"name":"","object":{{"kind":"Secret","metadata":{{"generateName":"g-"}},"data":{{"k":"dmFsdWU="}}}}}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"object":{{"metadata":{{"name":7,"generateName":"g"}}}},"oldObject":{{"kind":"Secret","stringData":{{"k":"v"}}}}}}"#)),
+            review(&format!(r#"{{"uid":"u",{gvk},"userInfo":{{"username":"me","extra":{{"x":["y"]}}}},"extra":{{"n":1.0}}}}"#)),
+        ];
+        for (i, text) in cases.iter().enumerate() {
+            same_review(&format!("case {i}: {text}"), text);
+        }
     }
 
     #[test]

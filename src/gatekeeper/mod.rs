@@ -315,42 +315,31 @@ impl<'a> MatchSubject<'a> {
 }
 
 fn subject_facts(review: &Review) -> SubjectFacts<'_> {
+    // Read from the policies' value, which every review has: its JSON is built only on demand.
+    let request = &review.document()["request"];
     // Gatekeeper matches the object itself (its apiVersion and kind), the old object on DELETE.
-    let object = review.object().or_else(|| {
-        review
-            .input
-            .pointer("/request/oldObject")
-            .filter(|o| o.is_object())
-    });
-    let api_version = object
-        .and_then(|o| o.get("apiVersion"))
-        .and_then(Value::as_str);
-    let (group, kind) = match (
-        api_version,
-        object.and_then(|o| o.get("kind")).and_then(Value::as_str),
-    ) {
-        (Some(v), Some(k)) => (v.split_once('/').map(|(g, _)| g).unwrap_or(""), k),
+    let object = [&request["object"], &request["oldObject"]]
+        .into_iter()
+        .find(|o| matches!(o, RValue::Object(_)));
+    let (group, kind) = match object.map(|o| (text(&o["apiVersion"]), text(&o["kind"]))) {
+        Some((Some(v), Some(k))) => (v.split_once('/').map(|(g, _)| g).unwrap_or(""), k),
         _ => (review.request.kind.group.as_str(), review.kind()),
     };
-    let meta = object.and_then(|o| o.get("metadata"));
+    let meta = object.map(|o| &o["metadata"]);
     let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
+        .and_then(|m| text(&m["name"]))
         .unwrap_or_else(|| review.name());
     let namespace = review.namespace().or_else(|| {
-        meta.and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
+        meta.and_then(|m| text(&m["namespace"]))
             .filter(|n| !n.is_empty())
     });
-    let labels: matching::Labels = meta
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .map(|l| {
-            l.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels: matching::Labels = match meta.map(|m| &m["labels"]) {
+        Some(RValue::Object(labels)) => labels
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?.to_string(), text(v)?.to_string())))
+            .collect(),
+        _ => matching::Labels::default(),
+    };
     SubjectFacts {
         group,
         kind,
@@ -358,6 +347,11 @@ fn subject_facts(review: &Review) -> SubjectFacts<'_> {
         namespace,
         labels,
     }
+}
+
+/// A string value's text.
+fn text(value: &RValue) -> Option<&str> {
+    value.as_string().ok().map(|s| &**s)
 }
 
 /// Whether a policy's `spec.match` selects the review's object (native policies: always).

@@ -428,11 +428,11 @@ pub async fn admit(
             // The evaluation time budget starts here: parsing and converting the body count.
             let budget_start = Instant::now();
             // A panic inside evaluation fails this request, not the server.
+            // The review keeps the body (for its JSON, built only if asked for) until judged.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decide_shaped(&state, endpoint, &bytes, &shape, started, budget_start)
+                decide_shaped(&state, endpoint, bytes, &shape, started, budget_start)
             }));
             state.metrics.in_flight.dec();
-            drop(bytes);
             drop(reservation);
             drop(parsing);
             drop(permit);
@@ -533,7 +533,7 @@ fn retry_later(message: &str) -> Response {
 /// budget counts from `started`.
 pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Instant) -> Answer {
     let shape = shape::scan(bytes);
-    decide_shaped(state, endpoint, bytes, &shape, started, started)
+    decide_shaped(state, endpoint, bytes.to_vec(), &shape, started, started)
 }
 
 /// [`decide`] for a body already scanned: refused when its shape is too large, otherwise parsed
@@ -542,13 +542,13 @@ pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Insta
 fn decide_shaped(
     state: &AppState,
     endpoint: Endpoint,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     shape: &Shape,
     started: Instant,
     budget_start: Instant,
 ) -> Answer {
-    let review = match Review::check_shape(bytes, shape, state.budgets.max_parsed_bytes)
-        .and_then(|()| Review::from_slice(bytes))
+    let review = match Review::check_shape(&bytes, shape, state.budgets.max_parsed_bytes)
+        .and_then(|()| Review::from_body(bytes))
     {
         Ok(review) => review,
         Err(error) => return invalid_review(state, endpoint, &error, started),
