@@ -1,7 +1,7 @@
 //! The whole admission path under test, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`)
 //! and the stable mutation loop (`tests/properties.rs`):
 //!
-//! body bytes ──► `server::app::decide` (Review::from_slice → judge → respond) ──► AdmissionReview
+//! body bytes ──► `server::app::decide` (Review::from_body → judge → respond) ──► AdmissionReview
 //!
 //! [`Harness::check`] runs one body through `/validate` and `/mutate` and checks what must hold
 //! for any input: an HTTP status of 200 or 400, a well-formed `admission.k8s.io/v1`
