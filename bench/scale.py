@@ -291,8 +291,14 @@ def svg(series):
         y = Y(10 ** e)
         out.append(f'<line x1="{l}" x2="{w - r}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{l - 6}" y="{y + 4:.1f}" text-anchor="end">{10 ** e:g} µs</text>')
+    # A tick at every measured N; a label only where it clears the last one (the axis is linear,
+    # so 0, 10, 25 and 50 would print over each other).
+    labelled = None
     for x in sorted({p[0] for p in all_pts}):
-        out.append(f'<text x="{X(x):.1f}" y="{h - b + 16}" text-anchor="middle">{x}</text>')
+        out.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{h - b}" y2="{h - b + 4}" stroke="black"/>')
+        if labelled is None or X(x) - labelled >= 28:
+            out.append(f'<text x="{X(x):.1f}" y="{h - b + 16}" text-anchor="middle">{x}</text>')
+            labelled = X(x)
     out.append(f'<text x="{(l + w - r) / 2:.0f}" y="{h - 12}" text-anchor="middle">constraints in the set (N)</text>')
     out.append(f'<line x1="{l}" x2="{l}" y1="{t}" y2="{h - b}" stroke="black"/>')
     out.append(f'<line x1="{l}" x2="{w - r}" y1="{h - b}" y2="{h - b}" stroke="black"/>')
