@@ -6,8 +6,8 @@
 #   bench/callgrind.sh --check   # fails when it exceeds the baseline in docs/BENCHMARKS.md by >2%
 #
 # What is counted: one timed pass of `regate bench policies` over fixtures/bench (parse each
-# AdmissionReview, then judge it with the default policies: input conversion, every matching
-# policy, the decision), after one warm-up pass that fills the per-thread engines. Startup
+# AdmissionReview into the value policies read, then judge it with the default policies: every
+# matching policy, the decision), after one warm-up pass that fills the per-thread engines. Startup
 # (loading and compiling the policies) and the warm-up are not counted (--toggle-collect).
 # Needs valgrind and a release build (cargo build --release).
 set -euo pipefail

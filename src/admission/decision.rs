@@ -587,8 +587,9 @@ fn judge_review(
     decision
 }
 
-/// The JSON handed to policies, converted once per request. `managedFields` is dropped when no
-/// policy reads it: it is often the largest part of an object and never decides anything.
+/// The review as policies read it, for this judgement (built once per review, when its body was
+/// parsed). `managedFields` is dropped when no policy reads it: it is often the largest part of
+/// an object and never decides anything.
 fn policy_input(set: &PolicySet, review: &Review) -> regorus::Value {
     review.policy_input(!set.reads_managed_fields)
 }

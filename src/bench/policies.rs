@@ -1,7 +1,8 @@
 //! `regate bench policies`: every fixture through the decision path, in process, many times.
 //!
-//! Per fixture it times the parse ([`Review::from_slice`]) and the judgement ([`judge`]: the
-//! input conversion plus every matching policy); per policy, the evaluation of that policy alone
+//! Per fixture it times the parse ([`Review::from_slice`]: the body straight into the value
+//! policies read) and the judgement ([`judge`]: every matching policy); per policy, the
+//! evaluation of that policy alone
 //! as `judge` measures it (the `timings` of each [`Decision`](crate::admission::decision::Decision)).
 
 use std::collections::BTreeMap;
@@ -359,7 +360,7 @@ impl Report {
         let _ = writeln!(
             out,
             "\n{:<44} {:>8} {:>10} {:>10} {:>12} {:>10}",
-            "FIXTURE (judge: input + matching policies)",
+            "FIXTURE (judge: matching policies)",
             "POLICIES",
             "MEAN µs",
             "P99 µs",

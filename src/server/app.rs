@@ -425,7 +425,7 @@ pub async fn admit(
         move || {
             let _enter = span.enter();
             state.metrics.in_flight.inc();
-            // The evaluation time budget starts here: parsing and converting the body count.
+            // The evaluation time budget starts here: parsing the body counts.
             let budget_start = Instant::now();
             // A panic inside evaluation fails this request, not the server.
             // The review keeps the body (for its JSON, built only if asked for) until judged.
