@@ -93,8 +93,10 @@ fn request_without_managed_fields(request: &Value) -> Value {
 
 /// Whether `object.metadata` is an object with a `managedFields` member.
 fn holds_managed_fields(object: &Value) -> bool {
-    matches!(&object["metadata"], Value::Object(_))
-        && !matches!(&object["metadata"]["managedFields"], Value::Undefined)
+    match &object["metadata"] {
+        metadata @ Value::Object(_) => !matches!(&metadata["managedFields"], Value::Undefined),
+        _ => false,
+    }
 }
 
 fn object_without_managed_fields(object: &Value) -> Value {

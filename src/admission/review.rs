@@ -156,16 +156,19 @@ fn request_of(
 /// [`Review::from_value`] accepts: the same checks, on the other representation. `None` for
 /// anything else, which then goes the JSON way for its precise error.
 fn attributes_of(document: &regorus::Value) -> Option<AdmissionRequest<DynamicObject>> {
-    let text = |v: &regorus::Value| v.as_string().ok().map(|s| s.to_string());
-    if text(&document["apiVersion"])? != API_VERSION
-        || text(&document["kind"])? != "AdmissionReview"
-    {
+    let is = |v: &regorus::Value, expected: &str| v.as_string().is_ok_and(|s| &**s == expected);
+    if !is(&document["apiVersion"], API_VERSION) || !is(&document["kind"], "AdmissionReview") {
         return None;
     }
-    let regorus::Value::Object(request) = &document["request"] else {
+    let request_value = &document["request"];
+    let regorus::Value::Object(request) = request_value else {
         return None;
     };
-    let uid = text(&document["request"]["uid"]).filter(|uid| !uid.is_empty())?;
+    let uid = request_value["uid"]
+        .as_string()
+        .ok()
+        .filter(|uid| !uid.is_empty())?
+        .to_string();
     let mut attributes = Map::with_capacity(request.len());
     for (k, v) in request.iter() {
         let key = k.as_string().ok()?;
