@@ -106,6 +106,11 @@ test_length_counts_characters_not_bytes if {
 	# 40 two-byte characters.
 	accents := testing.repeat("é", 40)
 	testing.msgs(deny(testing.create(secret({"data": {"HMAC_KEY": b64(accents)}})))) == {length_msg("HMAC_KEY", 40, "production", 64)}
+
+	# Mixed: 10 letters, then 10 emoji, then 10 letters: 30 characters, 40 UTF-16 code units.
+	mixed := concat("", [testing.repeat("a", 10), testing.repeat("🔑", 10), testing.repeat("b", 10)])
+	testing.msgs(deny(testing.create(secret({"stringData": {"HMAC_KEY": mixed}})))) == {length_msg("HMAC_KEY", 30, "production", 64)}
+	testing.msgs(deny(testing.create(secret({"data": {"HMAC_KEY": b64(mixed)}})))) == {length_msg("HMAC_KEY", 30, "production", 64)}
 }
 
 test_binary_value_counts_bytes if {

@@ -96,6 +96,17 @@ test_repeated_7_times_allowed if allowed("aaaaaaa")
 
 test_two_characters_alternating_allowed if allowed("abababab")
 
+test_repeated_only_at_the_start_allowed if allowed("aaaaaaaab")
+
+# Counted in characters: an emoji is two UTF-16 units in regorus's count, one character here.
+test_repeated_emoji_8_times if placeholder("🔑🔑🔑🔑🔑🔑🔑🔑")
+
+test_repeated_emoji_4_times_allowed if allowed("🔑🔑🔑🔑")
+
+test_repeated_accented_letter_8_times if placeholder("éééééééé")
+
+test_repeated_accented_letter_7_times_allowed if allowed("ééééééé")
+
 # --- not placeholders -----------------------------------------------------------------------
 
 test_empty_and_whitespace_allowed if {

@@ -18,12 +18,13 @@ import data.regate.lib.workload
 import rego.v1
 
 # Not the init or ephemeral containers: they run to completion or for a debugging session.
-app_containers contains entry if {
+# An array, as workload.containers: building a set would compare whole containers.
+app_containers := [entry |
 	workload.is_workload
 	regate.subresource == ""
 	some entry in workload.containers
 	entry.list == "containers"
-}
+]
 
 resource_fields := [["requests", "cpu"], ["requests", "memory"], ["limits", "cpu"], ["limits", "memory"]]
 

@@ -97,6 +97,13 @@ else := sprintf("%v", [x]) if {
 }
 
 # char_count(s): the number of characters (Unicode code points) of a string.
-# regorus's count(s) counts UTF-16 code units (an emoji counts 2), unlike OPA's; splitting
-# on "" yields one element per code point in both.
-char_count(s) := count(split(s, ""))
+# regorus's count(s) counts UTF-16 code units (an emoji counts 2), unlike OPA's, which counts
+# code points. The last character sits at offset count(s) - 1 only when count(s) counts
+# characters: always in OPA, and in regorus when no character needs two UTF-16 units (then
+# both counts agree). Otherwise splitting on "" yields one element per code point in both;
+# it builds a string per character, so it is kept for the rare text that needs it.
+char_count(s) := n if {
+	n := count(s)
+	n > 0
+	substring(s, n - 1, 1) != ""
+} else := count(split(s, ""))

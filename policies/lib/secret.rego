@@ -69,13 +69,21 @@ entries contains entry if {
 	}
 }
 
-# data: base64 values.
-entries contains entry if {
+# data: base64 values, each decoded once (the key's entry, valid or not, is one function
+# call: checking validity in one rule and its absence in another decoded every value twice).
+entries contains data_entry(k, v) if {
 	judged
 	some k, v in data_values
 	not k in string_data_keys
-	valid_base64(v)
+}
+
+# Standard, padded base64, as the API server decodes it: line breaks (a manifest's wrapped
+# `base64` output) are ignored, any other whitespace is invalid.
+# (base64.is_valid errors, aborting the evaluation in regorus, on a non-string: check first.)
+data_entry(k, v) := entry if {
+	is_string(v)
 	b64 := unwrapped(v)
+	base64.is_valid(b64)
 	text := base64.decode(b64)
 	utf8 := base64.encode(text) == b64
 	entry := {
@@ -86,23 +94,7 @@ entries contains entry if {
 		"utf8": utf8,
 		"length": decoded_length(b64, text, utf8),
 	}
-}
-
-entries contains entry if {
-	judged
-	some k, v in data_values
-	not k in string_data_keys
-	not valid_base64(v)
-	entry := {"key": k, "source": "data", "valid": false}
-}
-
-# Standard, padded base64, as the API server decodes it: line breaks (a manifest's wrapped
-# `base64` output) are ignored, any other whitespace is invalid.
-# (base64.is_valid errors, aborting the evaluation in regorus, on a non-string: check first.)
-valid_base64(v) if {
-	is_string(v)
-	base64.is_valid(unwrapped(v))
-}
+} else := {"key": k, "source": "data", "valid": false}
 
 unwrapped(v) := replace(replace(v, "\n", ""), "\r", "")
 
