@@ -76,7 +76,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// `regate policies | head` closes stdout early; println! then panics. Exit quietly with the
-/// shell's SIGPIPE status instead, as other command-line tools do.
+/// shell's SIGPIPE status instead, as other command-line tools do. A panic inside a policy's
+/// evaluation is caught and reported as that policy's failure (`policy::panics`): print nothing.
 fn quiet_on_closed_stdout() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -88,6 +89,14 @@ fn quiet_on_closed_stdout() {
             .unwrap_or("");
         if message.contains("failed printing to stdout") {
             std::process::exit(141);
+        }
+        if regate::policy::panics::is_caught() {
+            // A policy's evaluation: reported as that policy's failure, where its message
+            // is withheld or scrubbed as any engine error is (it may quote a Secret's value).
+            if let Some(location) = info.location() {
+                regate::policy::panics::note_location(location);
+            }
+            return;
         }
         default_hook(info);
     }));

@@ -911,3 +911,86 @@ fn bench_policies_json_keeps_its_fields_and_lists_failed_policies() {
         "{fixture}"
     );
 }
+
+/// A builtin that panics (regorus 0.14's `strings.count(s, "")`) fails the policy that called
+/// it, in every command, and nothing else: `eval` and `audit` report that policy's failure and
+/// judge the rest, `test` reports that test as an error and runs the others, and no panic is
+/// printed (its message may quote the input; for a Secret it is withheld).
+#[test]
+fn a_panicking_builtin_fails_its_policy_not_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("count.rego"),
+        "# METADATA\n# title: Counts\n# custom:\n#   id: count-chars\n#   severity: low\n#   kinds: [ConfigMap, Secret]\n#   action: deny\npackage regate.policies.count_chars\n\nimport rego.v1\n\ndeny contains \"many\" if {\n\tstrings.count(input.request.object.metadata.name, \"\") > 1\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("count_test.rego"),
+        "package regate.policies.count_chars_test\n\nimport data.regate.policies.count_chars\nimport rego.v1\n\ntest_panics if {\n\tcount_chars.deny with input as {\"request\": {\"object\": {\"metadata\": {\"name\": \"a\"}}}}\n}\n\ntest_runs_after if {\n\t1 == 1\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("objects.yaml"),
+        format!("{CONFIGMAP}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: canary, namespace: shop}}\nstringData: {{TOKEN: panic-canary-7f3a}}\n"),
+    )
+    .unwrap();
+
+    let (code, stdout, stderr) = regate(
+        dir.path(),
+        &[
+            "eval",
+            "-f",
+            "objects.yaml",
+            "--policies",
+            "policies",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    let results: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(results.len(), 2, "{stdout}");
+    for result in &results {
+        let failures = result["failures"].as_array().unwrap();
+        assert_eq!(failures.len(), 1, "{result}");
+        assert_eq!(failures[0]["policy"], "count-chars");
+        assert_eq!(failures[0]["reason"], "runtime_error");
+    }
+    assert!(
+        results[0]["failures"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the evaluator panicked at regorus-0.14.1/src/builtins/strings.rs"),
+        "{stdout}"
+    );
+    assert!(
+        results[1]["failures"][0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "withheld for a Secret: {stdout}"
+    );
+    assert!(!stdout.contains("panic-canary-7f3a") && !stderr.contains("panic-canary-7f3a"));
+
+    let (code, stdout, stderr) = regate(
+        dir.path(),
+        &["audit", "-f", "objects.yaml", "--policies", "policies"],
+    );
+    assert!(code == 0 || code == 1, "{stdout}{stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    assert!(stdout.contains("count-chars"), "{stdout}");
+
+    let (code, stdout, stderr) = regate(dir.path(), &["test", "policies"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "test_panics: the evaluator panicked at regorus-0.14.1/src/builtins/strings.rs"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+}

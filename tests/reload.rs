@@ -373,6 +373,50 @@ async fn a_recursive_edit_keeps_the_last_good_set() {
     );
 }
 
+/// A policy whose builtin panics (regorus 0.14's `strings.count(s, "")`) fails for the requests
+/// that reach it, and only it: the other policy's answer stands, every request is answered,
+/// over and over, on the same connection.
+#[tokio::test]
+async fn a_panicking_policy_fails_alone_and_the_server_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("forbidden-key.rego"), policy("DEBUG")).unwrap();
+    std::fs::write(
+        dir.path().join("counts.rego"),
+        "# METADATA\n# title: Counts\n# custom:\n#   id: counts\n#   severity: low\n#   kinds: [ConfigMap]\n#   action: deny\npackage regate.policies.counts\n\nimport rego.v1\n\ndeny contains \"many\" if {\n\tsome k, _ in input.request.object.data\n\tstrings.count(k, \"\") > 1\n}\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        config: Some(String::new()),
+        include_defaults: false,
+    })
+    .await;
+    let client = server.http1();
+    for _ in 0..3 {
+        let (allowed, body) = allowed(&client, &server, "DEBUG").await;
+        assert!(!allowed);
+        let message = response(&body)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("[forbidden-key] key \"DEBUG\" is forbidden"),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                "[counts] policy evaluation failed: runtime error: the evaluator panicked"
+            ),
+            "{message}"
+        );
+        assert!(
+            !message.contains("[forbidden-key] policy evaluation failed"),
+            "{message}"
+        );
+    }
+    server.stop().await;
+}
+
 /// A real `regate serve` process on ephemeral ports, its addresses read from its start-up log.
 struct ServeProcess {
     child: std::process::Child,

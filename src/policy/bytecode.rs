@@ -958,11 +958,19 @@ fn from_pass(
             let Some((entry, paths)) = part.as_ref().filter(|_| wanted) else {
                 continue;
             };
-            match vm.execute_entry_point_by_name(entry) {
-                Ok(Value::Array(items)) if items.len() == paths.len() => {
+            // A panic fails the pass as an error does: each policy is then evaluated on its
+            // own, so that only the policy that panics fails (`PolicySet::evaluate` catches it).
+            match crate::policy::panics::caught(|| vm.execute_entry_point_by_name(entry)) {
+                Ok(Ok(Value::Array(items))) if items.len() == paths.len() => {
                     values.extend(paths.iter().cloned().zip(items.iter().cloned()));
                 }
-                _ => ok = false,
+                Ok(_) => ok = false,
+                Err(_) => {
+                    ok = false;
+                    // The VM stopped halfway: it is not used again.
+                    vms[e] = None;
+                    break;
+                }
             }
         }
         let share = started.elapsed() / u32::try_from(group.members.len()).unwrap_or(1).max(1);
@@ -1128,6 +1136,16 @@ pub fn release_thread_input() {
             for vm in group.iter_mut().flatten() {
                 vm.set_input(Value::Null);
             }
+        }
+    });
+}
+
+/// Drops every engine, VM and pass this thread cached: after a panic, one of them may have
+/// stopped halfway through an evaluation, and none is trusted again.
+pub(crate) fn forget_thread_engines() {
+    let _ = CACHE.try_with(|cell| {
+        if let Ok(mut cache) = cell.try_borrow_mut() {
+            *cache = ThreadCache::default();
         }
     });
 }
@@ -1324,6 +1342,68 @@ mod tests {
         );
         assert_eq!(d.failures[0].reason, FailureReason::TimeLimit);
         assert!(!d.allowed);
+    }
+
+    /// A builtin that panics (regorus 0.14's `strings.count(s, "")`) fails its own policy on
+    /// every strategy, and only that policy: the pass it shares with another policy falls back
+    /// to each policy alone, and the thread's engines keep working for the next request.
+    #[test]
+    fn a_panicking_policy_fails_alone_on_every_strategy() {
+        let policy = |id: &str, body: &str| {
+            format!(
+                "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.rego"),
+            policy("a", "input.request.object.data.x"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.rego"),
+            policy("b", "strings.count(input.request.object.data.x, \"\") > 0"),
+        )
+        .unwrap();
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let review = Review::from_slice(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
+        )
+        .unwrap();
+        for strategy in [
+            Strategy::Grouped,
+            Strategy::Compiled,
+            Strategy::Interpreter,
+            Strategy::CloneEach,
+        ] {
+            let set = PolicySet::build_with_rego_only(
+                &sources,
+                std::sync::Arc::new(Config::default()),
+                NamespaceLabels::default(),
+            )
+            .unwrap()
+            .with_strategy(strategy);
+            if strategy == Strategy::Grouped {
+                assert_eq!(set.accel.groups(), vec![vec!["a", "b"]]);
+            }
+            for _ in 0..2 {
+                let d = judge(&set, &review, Wants::VALIDATE);
+                let denied: Vec<&str> = d.violations.iter().map(|v| v.policy.as_str()).collect();
+                assert_eq!(denied, vec!["a"], "{strategy:?}");
+                let failed: Vec<&str> = d.failures.iter().map(|f| f.policy.as_str()).collect();
+                assert_eq!(failed, vec!["b"], "{strategy:?}");
+                assert_eq!(d.failures[0].reason, FailureReason::RuntimeError);
+                assert!(
+                    d.failures[0].detail.contains("the evaluator panicked")
+                        && d.failures[0]
+                            .detail
+                            .contains("window size must be non-zero"),
+                    "{strategy:?}: {}",
+                    d.failures[0].detail
+                );
+                assert!(!d.allowed);
+            }
+        }
     }
 
     /// A runaway policy (10^10 steps) is stopped by the time limit on every strategy: the

@@ -6,8 +6,9 @@
 use regorus::Value;
 
 use crate::config::Environment;
-use crate::policy::bytecode::{Accel, Backend, Strategy};
-use crate::policy::eval::{PolicyOutput, Wants};
+use crate::policy::bytecode::{self, Accel, Backend, Strategy};
+use crate::policy::eval::{EvalFailure, FailureReason, PolicyOutput, Wants};
+use crate::policy::panics;
 use crate::policy::set::PolicySet;
 
 impl PolicySet {
@@ -26,8 +27,37 @@ impl PolicySet {
         wants: Wants,
         redact: bool,
     ) -> PolicyOutput {
-        self.accel
-            .evaluate(&self.policies, index, selected, env, input, wants, redact)
+        let started = std::time::Instant::now();
+        let evaluated = panics::caught(|| {
+            self.accel
+                .evaluate(&self.policies, index, selected, env, input, wants, redact)
+        });
+        match evaluated {
+            Ok(output) => output,
+            Err(panicked) => {
+                // Whatever this thread cached may have stopped halfway: start afresh.
+                bytecode::forget_thread_engines();
+                let policy = self.policies.get(index).map_or("", |p| p.meta.id.as_str());
+                tracing::error!(
+                    policy,
+                    at = panicked.location.as_deref().unwrap_or(""),
+                    "the evaluator panicked; the policy fails for this request"
+                );
+                PolicyOutput {
+                    failure: Some(EvalFailure {
+                        reason: FailureReason::RuntimeError,
+                        // The message may quote the input, as an engine error may.
+                        detail: if redact {
+                            String::new()
+                        } else {
+                            panicked.to_string()
+                        },
+                    }),
+                    duration: started.elapsed(),
+                    ..PolicyOutput::default()
+                }
+            }
+        }
     }
 
     /// Ids of the policies that run as compiled bytecode in this set.

@@ -23,6 +23,7 @@ pub(crate) mod instructions;
 pub mod loader;
 pub mod metadata;
 pub(crate) mod mutators;
+pub mod panics;
 pub(crate) mod patch;
 pub(crate) mod recursion;
 pub(crate) mod rego_error;

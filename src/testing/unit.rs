@@ -87,18 +87,27 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
             .cloned()
             .unwrap_or_else(|| json!({}));
         let data = json!({"regate": {"environment": Environment::Production.as_str(), "parameters": parameters}});
-        let _ = file_engine.add_data(Value::from(data));
+        let _ = file_engine.add_data(Value::from(data.clone()));
         for (line, name) in test_rules(&test_file.text) {
             let started = Instant::now();
-            let value = file_engine.eval_rule(format!("data.{package}.{name}"));
+            let value = crate::policy::panics::caught(|| {
+                file_engine.eval_rule(format!("data.{package}.{name}"))
+            });
             let output = file_engine.take_prints().unwrap_or_default();
             let outcome = match value {
-                Ok(Value::Bool(true)) => Outcome::Pass,
-                Ok(Value::Undefined) => {
+                Ok(Ok(Value::Bool(true))) => Outcome::Pass,
+                Ok(Ok(Value::Undefined)) => {
                     Outcome::Fail("a body expression was false or undefined".to_string())
                 }
-                Ok(other) => Outcome::Fail(format!("result is {other:?}, not true")),
-                Err(e) => Outcome::Error(crate::policy::rego_error::located(&e.to_string())),
+                Ok(Ok(other)) => Outcome::Fail(format!("result is {other:?}, not true")),
+                Ok(Err(e)) => Outcome::Error(crate::policy::rego_error::located(&e.to_string())),
+                Err(panicked) => {
+                    // The engine may have stopped halfway: the file's next tests get a fresh one.
+                    file_engine = engine.clone();
+                    let _ = file_engine.add_policy(test_file.name.clone(), test_file.text.clone());
+                    let _ = file_engine.add_data(Value::from(data.clone()));
+                    Outcome::Error(panicked.to_string())
+                }
             };
             results.push(TestResult {
                 file: test_file.name.clone(),
