@@ -28,6 +28,13 @@ pub const REDACTED: &str = "[redacted]";
 /// value is rarely an ordinary word of a message.
 pub const MIN_SUBSTRING_CHARS: usize = 8;
 
+/// No long value occurs in a text ([`SecretValues::matcher_unless_absent`]).
+struct Absent;
+
+/// Up to this many long values, a text is searched for each before the matcher is built
+/// ([`SecretValues::matcher_for`]); past it, the matcher is cheaper than the searches.
+const PREFILTER_MAX_VALUES: usize = 64;
+
 /// Columns base64 text is commonly wrapped at: MIME and `base64(1)` (76), PEM (64).
 const WRAP_WIDTHS: [usize; 2] = [76, 64];
 
@@ -78,8 +85,9 @@ impl SecretValues {
 
     /// `text` with every value replaced by [`REDACTED`].
     pub fn scrub(&self, text: &str) -> String {
-        let mut out = match self.matcher() {
-            Some(m) if m.is_match(text) => {
+        let mut out = match self.matcher_unless_absent(text) {
+            Err(Absent) => text.to_string(),
+            Ok(Some(m)) if m.is_match(text) => {
                 let mut dst = String::with_capacity(text.len());
                 m.replace_all_with(text, &mut dst, |_, _, dst| {
                     dst.push_str(REDACTED);
@@ -87,10 +95,10 @@ impl SecretValues {
                 });
                 dst
             }
-            Some(_) => text.to_string(),
+            Ok(Some(_)) => text.to_string(),
             // No matcher could be built (past aho-corasick's limits): value by value, longest
             // first, rather than not at all.
-            None => self.long.iter().fold(text.to_string(), |out, value| {
+            Ok(None) => self.long.iter().fold(text.to_string(), |out, value| {
                 out.replace(value.as_str(), REDACTED)
             }),
         };
@@ -154,6 +162,22 @@ impl SecretValues {
             short,
             matcher: OnceLock::new(),
         }
+    }
+
+    /// The matcher, or `Absent` when it is not built yet and `text` holds no long value: a
+    /// search per value tells that for a Secret's few forms at a small part of the matcher's
+    /// cost, and most texts hold none (the matcher is built only once one of them quotes a value).
+    fn matcher_unless_absent(&self, text: &str) -> Result<Option<&AhoCorasick>, Absent> {
+        if self.matcher.get().is_none()
+            && self.long.len() <= PREFILTER_MAX_VALUES
+            && !self
+                .long
+                .iter()
+                .any(|value| memchr::memmem::find(text.as_bytes(), value.as_bytes()).is_some())
+        {
+            return Err(Absent);
+        }
+        Ok(self.matcher())
     }
 
     /// The matcher of the long values. Leftmost-longest: where values overlap, the longest is
@@ -412,6 +436,44 @@ mod tests {
     fn secret(data: Value, string_data: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
                "data": data, "stringData": string_data})
+    }
+
+    /// A text that holds no value is answered without building the matcher, and the answer is
+    /// the matcher's; past `PREFILTER_MAX_VALUES` values the matcher is built at once.
+    #[test]
+    fn texts_without_values_do_not_build_the_matcher() {
+        let values = SecretValues::of_objects([&secret(
+            json!({"TOKEN": b64("hunter2-canary-token")}),
+            json!({"PASSWORD": "correct-horse-battery"}),
+        )]);
+        assert_eq!(
+            values.scrub("key \"TOKEN\" is 20 characters"),
+            "key \"TOKEN\" is 20 characters"
+        );
+        assert!(values.matcher.get().is_none());
+        assert_eq!(
+            values.scrub("got hunter2-canary-token and correct-horse-battery"),
+            format!("got {REDACTED} and {REDACTED}")
+        );
+        assert!(values.matcher.get().is_some());
+        assert_eq!(values.scrub("nothing here"), "nothing here");
+
+        let many: serde_json::Map<String, Value> = (0..PREFILTER_MAX_VALUES + 1)
+            .map(|i| {
+                (
+                    format!("K{i}"),
+                    Value::String(format!("value-number-{i:04}")),
+                )
+            })
+            .collect();
+        let values = SecretValues::of_objects([&secret(json!({}), Value::Object(many))]);
+        assert!(values.long.len() > PREFILTER_MAX_VALUES);
+        assert_eq!(values.scrub("nothing here"), "nothing here");
+        assert!(values.matcher.get().is_some());
+        assert_eq!(
+            values.scrub("a value-number-0007."),
+            format!("a {REDACTED}.")
+        );
     }
 
     #[test]
