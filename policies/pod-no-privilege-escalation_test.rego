@@ -157,6 +157,38 @@ test_controllers_judged_on_update if {
 	}
 }
 
+# The rules walk the containers only when some container fails the policy's one-pass test;
+# then they judge each container on its own.
+test_one_failing_container_among_hardened_ones if {
+	r := testing.create(testing.pod({"containers": [
+		good(app),
+		sc({"name": "priv", "image": "busybox:1.36"}, object.union(hardened, {"privileged": true})),
+		good({"name": "sidecar", "image": "envoy:1.31"}),
+	]}))
+	deny(r) == {{"msg": privileged_msg("priv"), "path": "spec.containers[1].securityContext.privileged"}}
+}
+
+test_allowed_added_capability_beside_hardened_containers if {
+	r := testing.create(testing.pod({"containers": [
+		good(app),
+		sc({"name": "web", "image": "nginx:1.27"}, {
+			"allowPrivilegeEscalation": false,
+			"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+		}),
+	]}))
+	count(deny(r)) == 0
+}
+
+test_capability_lists_that_are_no_arrays if {
+	r := testing.create(testing.pod({"containers": [
+		sc({"name": "a", "image": "a:1"}, {"allowPrivilegeEscalation": false, "capabilities": "ALL"}),
+		sc({"name": "b", "image": "b:1"}, {"allowPrivilegeEscalation": false, "capabilities": {"drop": {"x": "ALL"}}}),
+		sc({"name": "c", "image": "c:1"}, {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": "SYS_ADMIN"}}),
+		sc({"name": "d", "image": "d:1"}, {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": false}}),
+	]}))
+	testing.msgs(deny(r)) == {drop_msg("a"), drop_msg("b")}
+}
+
 # --- special cases --------------------------------------------------------------------------
 
 test_windows_pod_exempt if {

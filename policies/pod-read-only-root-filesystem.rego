@@ -16,11 +16,20 @@ package regate.policies.pod_read_only_root_filesystem
 import data.regate.lib.workload
 import rego.v1
 
+# The judged containers the deny rules below walk: none when every one sets
+# readOnlyRootFilesystem=true, else all of them. One pass decides it; the VM pays for every
+# loop iteration, and the two rules would each walk every container.
+checked := [] if {
+	every entry in workload.judged_containers {
+		entry.security_context.readOnlyRootFilesystem == true
+	}
+} else := workload.judged_containers
+
 deny contains {
 	"msg": sprintf("container %q must set securityContext.readOnlyRootFilesystem=true", [entry.name]),
 	"path": workload.container_field_path(entry, "securityContext.readOnlyRootFilesystem"),
 } if {
-	some entry in workload.judged_containers
+	some entry in checked
 	object.get(entry.security_context, "readOnlyRootFilesystem", null) == null
 }
 
@@ -31,7 +40,7 @@ deny contains {
 	),
 	"path": workload.container_field_path(entry, "securityContext.readOnlyRootFilesystem"),
 } if {
-	some entry in workload.judged_containers
+	some entry in checked
 	value := object.get(entry.security_context, "readOnlyRootFilesystem", null)
 	value != null
 	value != true

@@ -18,59 +18,50 @@ package regate.policies.pod_run_as_non_root
 import data.regate.lib.workload
 import rego.v1
 
-# effective(entry, field): the container's securityContext value when set, else the pod's;
-# {"value": v, "from": "container" | "pod"}, or {"value": null, "from": "none"}.
-effective(entry, field) := {"value": v, "from": "container"} if {
-	v := object.get(entry.security_context, field, null)
-	v != null
-} else := {"value": v, "from": "pod"} if {
-	v := object.get(workload.pod_security_context, field, null)
-	v != null
-} else := {"value": null, "from": "none"}
+# A container's own securityContext value wins; the pod's applies where the container leaves
+# the field unset (null counts as unset). The pod's values are read once; each rule tests them
+# before it walks the containers, so a pod that sets runAsNonRoot=true skips the rules about
+# inherited values outright, and a container costs one lookup per rule, not a function call.
+pod_run_as_non_root := object.get(workload.pod_security_context, "runAsNonRoot", null)
 
-# Each judged container with its effective runAsNonRoot and runAsUser, worked out once.
-judged := [{"entry": entry, "non_root": effective(entry, "runAsNonRoot"), "user": effective(entry, "runAsUser")} |
-	some entry in workload.judged_containers
-]
+pod_run_as_user := object.get(workload.pod_security_context, "runAsUser", null)
 
 # runAsNonRoot: set by nobody.
 deny contains {
 	"msg": sprintf("container %q must set securityContext.runAsNonRoot=true", [entry.name]),
 	"path": workload.container_field_path(entry, "securityContext.runAsNonRoot"),
 } if {
-	some c in judged
-	entry := c.entry
-	c.non_root.from == "none"
+	pod_run_as_non_root == null
+	some entry in workload.judged_containers
+	object.get(entry.security_context, "runAsNonRoot", null) == null
 }
 
 # runAsNonRoot: the container's own value is not true.
 deny contains {
 	"msg": sprintf(
 		"container %q must set securityContext.runAsNonRoot=true (it is %v)",
-		[entry.name, eff.value],
+		[entry.name, value],
 	),
 	"path": workload.container_field_path(entry, "securityContext.runAsNonRoot"),
 } if {
-	some c in judged
-	entry := c.entry
-	eff := c.non_root
-	eff.from == "container"
-	eff.value != true
+	some entry in workload.judged_containers
+	value := object.get(entry.security_context, "runAsNonRoot", null)
+	value != null
+	value != true
 }
 
 # runAsNonRoot: inherited from the pod and not true.
 deny contains {
 	"msg": sprintf(
 		"container %q must set securityContext.runAsNonRoot=true (the pod's securityContext.runAsNonRoot is %v)",
-		[entry.name, eff.value],
+		[entry.name, pod_run_as_non_root],
 	),
 	"path": workload.pod_field_path("securityContext.runAsNonRoot"),
 } if {
-	some c in judged
-	entry := c.entry
-	eff := c.non_root
-	eff.from == "pod"
-	eff.value != true
+	pod_run_as_non_root != null
+	pod_run_as_non_root != true
+	some entry in workload.judged_containers
+	object.get(entry.security_context, "runAsNonRoot", null) == null
 }
 
 # runAsUser 0, set on the container.
@@ -78,11 +69,8 @@ deny contains {
 	"msg": sprintf("container %q must not run as root: securityContext.runAsUser is 0", [entry.name]),
 	"path": workload.container_field_path(entry, "securityContext.runAsUser"),
 } if {
-	some c in judged
-	entry := c.entry
-	eff := c.user
-	eff.from == "container"
-	eff.value == 0
+	some entry in workload.judged_containers
+	object.get(entry.security_context, "runAsUser", null) == 0
 }
 
 # runAsUser 0, inherited from the pod.
@@ -93,11 +81,9 @@ deny contains {
 	),
 	"path": workload.pod_field_path("securityContext.runAsUser"),
 } if {
-	some c in judged
-	entry := c.entry
-	eff := c.user
-	eff.from == "pod"
-	eff.value == 0
+	pod_run_as_user == 0
+	some entry in workload.judged_containers
+	object.get(entry.security_context, "runAsUser", null) == null
 }
 
 # Patch: the pod does not set runAsNonRoot and at least one container leaves it unset.
@@ -108,7 +94,7 @@ patch contains {
 	"value": true,
 } if {
 	workload.patchable
-	object.get(workload.pod_security_context, "runAsNonRoot", null) == null
+	pod_run_as_non_root == null
 	some entry in workload.patch_containers
 	object.get(entry.security_context, "runAsNonRoot", null) == null
 }

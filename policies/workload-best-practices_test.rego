@@ -140,6 +140,30 @@ test_every_container_of_the_list_checked if {
 }
 
 # Only the pod-* policies skip bare Pod updates and Windows pods.
+# The rules walk the containers only when some container fails the policy's one-pass test
+# (a digest-pinned image fails it); then they judge each container on its own.
+test_digest_pinned_image_beside_a_container_without_resources if {
+	r := testing.create(testing.workload("Deployment", {"containers": [
+		with_image(sprintf("registry.example.com/app@%s", [digest])),
+		object.union(object.remove(good, ["resources"]), {"name": "sidecar"}),
+	]}))
+	testing.msgs(deny(r)) == {
+		"container \"sidecar\" should set resources.requests.cpu",
+		"container \"sidecar\" should set resources.requests.memory",
+		"container \"sidecar\" should set resources.limits.cpu",
+		"container \"sidecar\" should set resources.limits.memory",
+	}
+}
+
+test_job_without_probes_beside_an_unpinned_image if {
+	no_probes := object.remove(good, ["livenessProbe", "readinessProbe"])
+	r := testing.create(testing.workload("Job", {"containers": [
+		no_probes,
+		object.union(no_probes, {"name": "sidecar", "image": "envoy"}),
+	]}))
+	testing.msgs(deny(r)) == {"container \"sidecar\" should pin its image \"envoy\" by a digest (@sha256:...) or a tag other than latest"}
+}
+
 test_pod_update_and_windows_still_checked if {
 	r := testing.update(testing.pod({"os": {"name": "windows"}, "containers": [with_image("nginx")]}))
 	testing.msgs(deny(r)) == {image_msg("nginx")}

@@ -91,19 +91,26 @@ is_ephemeral_update if {
 
 # Arrays, not sets: iterating a set compares whole entries, and nothing here can repeat. The
 # paths and pointers of messages and patches are built only when one is needed.
+# A list that is no array has no containers, as array_or_empty would make it; a securityContext
+# that is no object reads as {}, as object_or_empty would make it. Both are written out here
+# (the second as a lookup in {true: ..., false: ...}), not called: this runs for every list and
+# container of every request, and each function call costs the VM more than the test in it.
 containers := [entry |
 	some list in container_lists
-	some i, c in regate.array_or_empty(object.get(pod_spec, list, []))
+	specs := object.get(pod_spec, list, [])
+	is_array(specs)
+	some i, c in specs
 	is_object(c)
+	sc := object.get(c, "securityContext", {})
 	entry := {
 		"list": list,
 		"index": i,
 		"name": container_name(c, list, i),
 		"container": c,
-		"security_context": regate.object_or_empty(object.get(c, "securityContext", {})),
+		"security_context": {true: sc, false: {}}[is_object(sc)],
 	}
-	# Always true (both functions always answer); stated so that the bytecode path can see
-	# that no row of the comprehension is undefined (see regate's policy::undefined_bindings).
+	# Always true (every field above always has a value); stated so that the bytecode path can
+	# see that no row of the comprehension is undefined (see regate's policy::undefined_bindings).
 	is_object(entry)
 ]
 
@@ -137,9 +144,13 @@ pod_security_judged if {
 	is_ephemeral_update
 }
 
+# The first body is the common case, pod_security_judged on the main resource, spelled out so
+# that it looks up the fewest rules (each lookup costs the VM a rule call, cached or not). It
+# leaves out is_workload: for an object that is no workload, containers is [] anyway.
 judged_containers := containers if {
-	pod_security_judged
-	not is_ephemeral_update
+	regate.subresource == ""
+	not is_pod_update
+	not is_windows
 } else := [entry | some entry in containers; entry.list == "ephemeralContainers"] if {
 	pod_security_judged
 	is_ephemeral_update
