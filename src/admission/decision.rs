@@ -630,6 +630,39 @@ mod tests {
         .unwrap()
     }
 
+    /// A webhook's review is parsed without `managedFields`; a set whose policy reads them
+    /// still sees them (the whole review is parsed again, once), and one that does not judges
+    /// the same without them.
+    #[test]
+    fn a_policy_that_reads_managed_fields_sees_them_in_a_webhook_review() {
+        let policy = |id: &str, condition: &str| {
+            format!("# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {condition}\n")
+        };
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"UPDATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c","managedFields":[{"manager":"kubectl"}]}},"oldObject":{"kind":"ConfigMap","metadata":{"name":"c","managedFields":[{"manager":"helm"}]}}}}"#;
+        let reading = PolicySet::of_one_rego_file(&policy(
+            "managers",
+            "{\n\tinput.request.object.metadata.managedFields[0].manager == \"kubectl\"\n\tinput.request.oldObject.metadata.managedFields[0].manager == \"helm\"\n}",
+        ))
+        .unwrap();
+        assert!(reading.reads_managed_fields);
+        let review = Review::from_slice(body).unwrap();
+        let denied = judge(&reading, &review, Wants::VALIDATE);
+        assert_eq!(denied.violations.len(), 1, "{:?}", denied.failures);
+
+        let named = PolicySet::of_one_rego_file(&policy(
+            "named",
+            "input.request.object.metadata.name == \"c\"",
+        ))
+        .unwrap();
+        assert!(!named.reads_managed_fields);
+        let review = Review::from_slice(body).unwrap();
+        assert_eq!(judge(&named, &review, Wants::VALIDATE).violations.len(), 1);
+        assert!(matches!(
+            &review.policy_input(true)["request"]["object"]["metadata"]["managedFields"],
+            regorus::Value::Undefined
+        ));
+    }
+
     #[test]
     fn prints_are_gathered_per_evaluation_and_scrubbed() {
         let set = set();

@@ -20,6 +20,17 @@ pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// [`parse`] with `metadata.managedFields` of `request.object` and `request.oldObject` left out:
+/// the value [`for_policies`] gives without them, with [`parse`]'s errors (what is left out is
+/// still read and checked as JSON, only not built). `managedFields` is often the largest part of
+/// an object, and most policy sets never read it.
+pub fn parse_without_managed_fields(text: &str) -> Result<Value, serde_json::Error> {
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let value = Toward(Step::Review).deserialize(&mut parser)?;
+    parser.end()?;
+    Ok(value)
+}
+
 /// The JSON of a review as policies see it, `managedFields` included: converted in one walk
 /// without copying the JSON first.
 pub fn from_json(review: &serde_json::Value) -> Value {
@@ -216,6 +227,150 @@ impl<'de> Visitor<'de> for Document {
     }
 }
 
+/// Where a value sits on the way from the review to a `managedFields` that
+/// [`parse_without_managed_fields`] leaves out.
+#[derive(Clone, Copy)]
+enum Step {
+    /// The review itself.
+    Review,
+    /// `request`.
+    Request,
+    /// `request.object` or `request.oldObject`.
+    Object,
+    /// Their `metadata`.
+    Metadata,
+}
+
+/// A value on the way to a `managedFields`: built as [`Document`] builds it, except for the one
+/// member it leaves out.
+struct Toward(Step);
+
+/// A value read and checked as JSON, and not built.
+struct Skipped;
+
+impl<'de> DeserializeSeed<'de> for Toward {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Value, D::Error> {
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Toward {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        Document.expecting(f)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Document.visit_unit()
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        Document.visit_bool(b)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Value, E> {
+        Document.visit_u64(n)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Value, E> {
+        Document.visit_i64(n)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
+        Document.visit_f64(n)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        Document.visit_str(s)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Value, A::Error> {
+        // No `managedFields` the policies could lose sits in an array.
+        Document.visit_seq(items)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(key) = members.next_key_seed(Key)? {
+            let name = key.as_string().map(|k| &**k).unwrap_or("");
+            let next = match (self.0, name) {
+                (Step::Review, "request") => Some(Step::Request),
+                (Step::Request, "object" | "oldObject") => Some(Step::Object),
+                (Step::Object, "metadata") => Some(Step::Metadata),
+                (Step::Metadata, "managedFields") => {
+                    members.next_value_seed(Skipped)?;
+                    continue;
+                }
+                _ => None,
+            };
+            let value = match next {
+                Some(step) => members.next_value_seed(Toward(step))?,
+                None => members.next_value_seed(Document)?,
+            };
+            out.insert(key, value);
+        }
+        Ok(Value::from(out))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Skipped {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<(), D::Error> {
+        // `deserialize_any`, not serde's `IgnoredAny`: serde_json skips an ignored value
+        // without checking that its numbers are in range, and the text must be refused here
+        // exactly when [`parse`] refuses it.
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skipped {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while items.next_element_seed(Skipped)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+        while members.next_key_seed(Skipped)?.is_some() {
+            members.next_value_seed(Skipped)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +400,11 @@ mod tests {
             for_policies(&parsed, true),
             Value::from(stripped(&json)),
             "{name}: without managedFields"
+        );
+        assert_eq!(
+            parse_without_managed_fields(text).unwrap(),
+            Value::from(stripped(&json)),
+            "{name}: parsed without managedFields"
         );
     }
 
@@ -305,6 +465,32 @@ mod tests {
                 .map(|e| e.to_string());
             assert!(ours.is_some(), "{text}");
             assert_eq!(ours, theirs, "{text}");
+        }
+    }
+
+    /// What is left out is still read as JSON: the same text is refused, with the same error,
+    /// wherever the fault sits inside a `managedFields`.
+    #[test]
+    fn left_out_values_are_refused_as_parse_refuses_them() {
+        let deep = "[".repeat(200);
+        for fault in [
+            "1e999",
+            "\"\\ud800\"",
+            "[1,]",
+            "{\"a\" 1}",
+            "tru",
+            &deep,
+            "{\"f:x\":{}}",
+        ] {
+            for place in [
+                "{\"request\":{\"object\":{\"metadata\":{\"managedFields\":FAULT}}}}",
+                "{\"request\":{\"oldObject\":{\"metadata\":{\"name\":\"n\",\"managedFields\":[{\"fieldsV1\":FAULT}]}}}}",
+            ] {
+                let text = place.replace("FAULT", fault);
+                let ours = parse_without_managed_fields(&text).err().map(|e| e.to_string());
+                let full = parse(&text).err().map(|e| e.to_string());
+                assert_eq!(ours, full, "{text}");
+            }
         }
     }
 }

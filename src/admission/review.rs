@@ -193,12 +193,16 @@ pub struct Review {
     /// The request's attributes (object and oldObject are left in the review, not copied here).
     pub request: AdmissionRequest<DynamicObject>,
     /// The whole AdmissionReview as policies read it, `managedFields` included
-    /// ([`Review::document`]): parsed from a webhook's body, or converted from `json` when first
-    /// asked for.
+    /// ([`Review::document`]): converted from `json`, or for a webhook's review parsed from its
+    /// body, when first asked for (only a set whose policies read `managedFields` asks).
     document: OnceLock<regorus::Value>,
+    /// A webhook's review as policies read it without `managedFields`, parsed from its body
+    /// ([`crate::admission::input::parse_without_managed_fields`]): `managedFields` is often the
+    /// larger part of an object, and most sets never read it.
+    lean: Option<regorus::Value>,
     /// The whole AdmissionReview as JSON ([`Review::input`]): given, or parsed from `text` when
     /// first asked for. A webhook's review needs it only for mutation patches, Gatekeeper's
-    /// expansion and the values of a Secret under review. One of the two is always set.
+    /// expansion and the values of a Secret under review. Either this or `lean` is set.
     json: OnceLock<Value>,
     /// The body a webhook review was parsed from, kept for `json`.
     text: Option<String>,
@@ -226,13 +230,14 @@ impl Review {
     /// review goes the JSON way instead ([`Review::from_value`]), which says precisely what is
     /// wrong; so does a body that is not JSON, for serde_json's error.
     fn from_text(text: String) -> Result<Review, ReviewError> {
-        let Ok(document) = crate::admission::input::parse(&text) else {
+        let Ok(lean) = crate::admission::input::parse_without_managed_fields(&text) else {
             return Self::from_json_text(Ok(&text));
         };
-        match attributes_of(&document) {
+        match attributes_of(&lean) {
             Some(request) => Ok(Review {
                 request,
-                document: OnceLock::from(document),
+                document: OnceLock::new(),
+                lean: Some(lean),
                 json: OnceLock::new(),
                 text: Some(text),
                 synthesized: false,
@@ -337,6 +342,7 @@ impl Review {
         Ok(Review {
             request: parsed,
             document: OnceLock::new(),
+            lean: None,
             json: OnceLock::from(value),
             text: None,
             synthesized: false,
@@ -359,7 +365,7 @@ impl Review {
         if !self.request.name.is_empty() {
             return &self.request.name;
         }
-        let metadata = &self.document()["request"]["object"]["metadata"];
+        let metadata = &self.document_except_managed_fields()["request"]["object"]["metadata"];
         let name = match &metadata["name"] {
             regorus::Value::Undefined => &metadata["generateName"],
             name => name,
@@ -386,7 +392,7 @@ impl Review {
     /// The values of this review's Secrets, its object's and its old object's: what every
     /// text about it is scrubbed of.
     pub fn secret_values(&self) -> crate::secrets::SecretValues {
-        let request = &self.document()["request"];
+        let request = &self.document_except_managed_fields()["request"];
         let secret = |field: &str| {
             request[field]["kind"]
                 .as_string()
@@ -414,19 +420,38 @@ impl Review {
 
     /// The whole AdmissionReview as policies read it, `managedFields` included.
     pub fn document(&self) -> &regorus::Value {
-        self.document
-            .get_or_init(|| crate::admission::input::from_json(self.input()))
+        self.document.get_or_init(|| {
+            // A webhook's body parsed once already (without `managedFields`, which are read
+            // and checked all the same): it cannot fail to parse now.
+            self.text
+                .as_deref()
+                .and_then(|text| crate::admission::input::parse(text).ok())
+                .unwrap_or_else(|| crate::admission::input::from_json(self.input()))
+        })
+    }
+
+    /// The review as policies read it, for reading anything but `managedFields`: a webhook's
+    /// review has them left out, one built from JSON keeps them.
+    pub fn document_except_managed_fields(&self) -> &regorus::Value {
+        match &self.lean {
+            Some(lean) => lean,
+            None => self.document(),
+        }
     }
 
     /// The policies' `input` for one judgement: see [`crate::admission::input::for_policies`].
     pub fn policy_input(&self, drop_managed_fields: bool) -> regorus::Value {
-        crate::admission::input::for_policies(self.document(), drop_managed_fields)
+        if drop_managed_fields {
+            crate::admission::input::for_policies(self.document_except_managed_fields(), true)
+        } else {
+            crate::admission::input::for_policies(self.document(), false)
+        }
     }
 
     /// Whether the request carries an object (`request.object` is a JSON object).
     pub fn has_object(&self) -> bool {
         matches!(
-            &self.document()["request"]["object"],
+            &self.document_except_managed_fields()["request"]["object"],
             regorus::Value::Object(_)
         )
     }
@@ -635,6 +660,9 @@ mod tests {
                     "{name}"
                 );
                 assert_eq!(a.document(), b.document(), "{name}");
+                for drop in [true, false] {
+                    assert_eq!(a.policy_input(drop), b.policy_input(drop), "{name}");
+                }
                 assert_eq!(a.input(), b.input(), "{name}");
                 assert_eq!(a.name(), b.name(), "{name}");
                 assert_eq!(a.has_object(), b.has_object(), "{name}");

@@ -316,7 +316,7 @@ impl<'a> MatchSubject<'a> {
 
 fn subject_facts(review: &Review) -> SubjectFacts<'_> {
     // Read from the policies' value, which every review has: its JSON is built only on demand.
-    let request = &review.document()["request"];
+    let request = &review.document_except_managed_fields()["request"];
     // Gatekeeper matches the object itself (its apiVersion and kind), the old object on DELETE.
     let object = [&request["object"], &request["oldObject"]]
         .into_iter()
