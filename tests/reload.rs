@@ -51,6 +51,16 @@ async fn allowed(client: &reqwest::Client, server: &TestServer, key: &str) -> (b
     (response(&body)["allowed"] == true, body)
 }
 
+/// A server judging with the policies in `dir` only, and an empty config.
+async fn serving(dir: &std::path::Path) -> TestServer {
+    TestServer::start_with(Options {
+        policies: dir.to_path_buf(),
+        config: Some(String::new()),
+        include_defaults: false,
+    })
+    .await
+}
+
 async fn wait_until<F: std::future::Future<Output = bool>>(
     mut check: impl FnMut() -> F,
 ) -> Duration {
@@ -69,12 +79,7 @@ async fn policy_edits_are_picked_up_and_broken_edits_are_survived() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("forbidden-key.rego");
     std::fs::write(&file, policy("DEBUG")).unwrap();
-    let server = TestServer::start_with(Options {
-        policies: dir.path().to_path_buf(),
-        config: Some(String::new()),
-        include_defaults: false,
-    })
-    .await;
+    let server = serving(dir.path()).await;
     let client = server.http1();
     assert!(!allowed(&client, &server, "DEBUG").await.0);
     assert!(allowed(&client, &server, "TRACE").await.0);
@@ -275,12 +280,7 @@ async fn a_vanished_policy_directory_keeps_the_last_good_set() {
     let dir = parent.path().join("policies");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("forbidden-key.rego"), policy("DEBUG")).unwrap();
-    let server = TestServer::start_with(Options {
-        policies: dir.clone(),
-        config: Some(String::new()),
-        include_defaults: false,
-    })
-    .await;
+    let server = serving(&dir).await;
     let client = server.http1();
     assert!(!allowed(&client, &server, "DEBUG").await.0);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -314,12 +314,7 @@ async fn a_recursive_edit_keeps_the_last_good_set() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("forbidden-key.rego");
     std::fs::write(&file, policy("DEBUG")).unwrap();
-    let server = TestServer::start_with(Options {
-        policies: dir.path().to_path_buf(),
-        config: Some(String::new()),
-        include_defaults: false,
-    })
-    .await;
+    let server = serving(dir.path()).await;
     let client = server.http1();
     assert!(!allowed(&client, &server, "DEBUG").await.0);
 
@@ -385,12 +380,7 @@ async fn a_panicking_policy_fails_alone_and_the_server_keeps_answering() {
         "# METADATA\n# title: Counts\n# custom:\n#   id: counts\n#   severity: low\n#   kinds: [ConfigMap]\n#   action: deny\npackage regate.policies.counts\n\nimport rego.v1\n\ndeny contains \"many\" if {\n\tsome k, _ in input.request.object.data\n\tstrings.count(k, \"\") > 1\n}\n",
     )
     .unwrap();
-    let server = TestServer::start_with(Options {
-        policies: dir.path().to_path_buf(),
-        config: Some(String::new()),
-        include_defaults: false,
-    })
-    .await;
+    let server = serving(dir.path()).await;
     let client = server.http1();
     for _ in 0..3 {
         let (allowed, body) = allowed(&client, &server, "DEBUG").await;

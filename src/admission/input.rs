@@ -217,13 +217,8 @@ impl<'de> Visitor<'de> for Document {
         Ok(Value::from(out))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some(key) = members.next_key_seed(Key)? {
-            let value = members.next_value_seed(Document)?;
-            out.insert(key, value);
-        }
-        Ok(Value::from(out))
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Value, A::Error> {
+        object_of(members, None)
     }
 }
 
@@ -292,11 +287,23 @@ impl<'de> Visitor<'de> for Toward {
         Document.visit_seq(items)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some(key) = members.next_key_seed(Key)? {
-            let name = key.as_string().map(|k| &**k).unwrap_or("");
-            let next = match (self.0, name) {
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Value, A::Error> {
+        object_of(members, Some(self.0))
+    }
+}
+
+/// An object's members, each built as [`Document`] builds it; at a `step` on the way to a
+/// `managedFields` ([`Toward`]), the member that leads on is built as [`Toward`] builds it, and
+/// `managedFields` itself is read and left out.
+fn object_of<'de, A: MapAccess<'de>>(
+    mut members: A,
+    step: Option<Step>,
+) -> Result<Value, A::Error> {
+    let mut out = BTreeMap::new();
+    while let Some(key) = members.next_key_seed(Key)? {
+        let next = match step {
+            None => None,
+            Some(step) => match (step, key.as_string().map(|k| &**k).unwrap_or("")) {
                 (Step::Review, "request") => Some(Step::Request),
                 (Step::Request, "object" | "oldObject") => Some(Step::Object),
                 (Step::Object, "metadata") => Some(Step::Metadata),
@@ -305,15 +312,15 @@ impl<'de> Visitor<'de> for Toward {
                     continue;
                 }
                 _ => None,
-            };
-            let value = match next {
-                Some(step) => members.next_value_seed(Toward(step))?,
-                None => members.next_value_seed(Document)?,
-            };
-            out.insert(key, value);
-        }
-        Ok(Value::from(out))
+            },
+        };
+        let value = match next {
+            Some(step) => members.next_value_seed(Toward(step))?,
+            None => members.next_value_seed(Document)?,
+        };
+        out.insert(key, value);
     }
+    Ok(Value::from(out))
 }
 
 impl<'de> DeserializeSeed<'de> for Skipped {

@@ -1261,22 +1261,13 @@ mod tests {
                 "# METADATA\n# title: t\n# custom:\n#   id: p\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.p\n\nimport rego.v1\n\ndeny contains \"{msg}\" if input.request.object.data.x\n"
             )
         };
-        let review = Review::from_slice(
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
-        )
-        .unwrap();
+        let review = configmap_review(r#"{"x":"1"}"#);
         for strategy in [Strategy::Grouped, Strategy::Compiled, Strategy::Interpreter] {
             for msg in ["first", "second", "third"] {
                 let dir = tempfile::tempdir().unwrap();
                 std::fs::write(dir.path().join("p.rego"), policy(msg)).unwrap();
                 let (sources, _) = source::resolve(dir.path(), false).unwrap();
-                let set = PolicySet::build_with_rego_only(
-                    &sources,
-                    std::sync::Arc::new(Config::default()),
-                    NamespaceLabels::default(),
-                )
-                .unwrap()
-                .with_strategy(strategy);
+                let set = built(&sources, strategy);
                 let d = judge(&set, &review, Wants::VALIDATE);
                 assert_eq!(d.violations.len(), 1, "{strategy:?}");
                 assert_eq!(d.violations[0].message, msg, "{strategy:?}");
@@ -1284,10 +1275,9 @@ mod tests {
         }
     }
 
-    /// When the pass of a group fails (here: one policy runs over the time limit), each policy
-    /// is evaluated on its own: the failure is the failing policy's alone.
-    #[test]
-    fn a_failing_pass_falls_back_to_each_policy() {
+    /// Two ConfigMap policies that share a grouped pass: `a` denies when `data.x` is set, `b`
+    /// when `b_body` holds. The directory lives as long as the first value.
+    fn policies_a_and_b(b_body: &str) -> (tempfile::TempDir, Vec<source::PolicySource>) {
         let policy = |id: &str, body: &str| {
             format!(
                 "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
@@ -1299,15 +1289,37 @@ mod tests {
             policy("a", "input.request.object.data.x"),
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("b.rego"),
-            policy(
-                "b",
-                "count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x == y]) > 1",
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("b.rego"), policy("b", b_body)).unwrap();
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        (dir, sources)
+    }
+
+    /// The set of `sources` with the default config, evaluated with `strategy`.
+    fn built(sources: &[source::PolicySource], strategy: Strategy) -> PolicySet {
+        PolicySet::build_with_rego_only(
+            sources,
+            std::sync::Arc::new(Config::default()),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+        .with_strategy(strategy)
+    }
+
+    /// A webhook review of a CREATE of ConfigMap `c` with `data` (JSON).
+    fn configmap_review(data: &str) -> Review {
+        Review::from_slice(
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"namespace":"n","operation":"CREATE","userInfo":{{}},"object":{{"kind":"ConfigMap","metadata":{{"name":"c"}},"data":{data}}}}}}}"#).as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// When the pass of a group fails (here: one policy runs over the time limit), each policy
+    /// is evaluated on its own: the failure is the failing policy's alone.
+    #[test]
+    fn a_failing_pass_falls_back_to_each_policy() {
+        let (_dir, sources) = policies_a_and_b(
+            "count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x == y]) > 1",
+        );
         let config = Config::parse(
             "limits:\n  evaluationTimeoutMs: 100\n",
             std::path::Path::new("regate.yaml"),
@@ -1321,10 +1333,7 @@ mod tests {
         .unwrap()
         .with_strategy(Strategy::Grouped);
         assert_eq!(set.accel.groups(), vec![vec!["a", "b"]]);
-        let review = Review::from_slice(
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1","n":5}}}}"#,
-        )
-        .unwrap();
+        let review = configmap_review(r#"{"x":"1","n":5}"#);
         let d = judge(&set, &review, Wants::VALIDATE);
         assert_eq!(
             d.violations
@@ -1349,40 +1358,16 @@ mod tests {
     /// to each policy alone, and the thread's engines keep working for the next request.
     #[test]
     fn a_panicking_policy_fails_alone_on_every_strategy() {
-        let policy = |id: &str, body: &str| {
-            format!(
-                "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
-            )
-        };
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("a.rego"),
-            policy("a", "input.request.object.data.x"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("b.rego"),
-            policy("b", "strings.count(input.request.object.data.x, \"\") > 0"),
-        )
-        .unwrap();
-        let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        let review = Review::from_slice(
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
-        )
-        .unwrap();
+        let (_dir, sources) =
+            policies_a_and_b("strings.count(input.request.object.data.x, \"\") > 0");
+        let review = configmap_review(r#"{"x":"1"}"#);
         for strategy in [
             Strategy::Grouped,
             Strategy::Compiled,
             Strategy::Interpreter,
             Strategy::CloneEach,
         ] {
-            let set = PolicySet::build_with_rego_only(
-                &sources,
-                std::sync::Arc::new(Config::default()),
-                NamespaceLabels::default(),
-            )
-            .unwrap()
-            .with_strategy(strategy);
+            let set = built(&sources, strategy);
             if strategy == Strategy::Grouped {
                 assert_eq!(set.accel.groups(), vec![vec!["a", "b"]]);
             }
