@@ -46,7 +46,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if std::env::var_os("MIMALLOC_PAGE_RECLAIM_ON_FREE").is_none() {
                 alloc_release::reclaim_pages_of_ended_threads_on_free();
             }
-            // Evaluation is CPU-bound: it turns its worker thread into a blocking one
+            // Evaluation is CPU-bound: a judgement that needs longer than the worker may be held
+            // (`server::in_place`) turns its worker thread into a blocking one
             // (`block_in_place`), and the thread that takes over the worker's tasks comes from the
             // blocking pool. A few threads per core use the cores fully; hundreds (tokio's default ceiling, reached under a burst of
             // `max_in_flight` requests) only add memory, each with its own engines and heap.

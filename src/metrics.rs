@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::admission::decision::Decision;
@@ -30,6 +30,9 @@ pub struct Metrics {
     pub audit_duration: Gauge,
     pub audit_objects: IntGauge,
     pub in_flight: IntGauge,
+    /// Judgements stopped on the async worker that read their request, and made again off it
+    /// (`server::in_place`).
+    pub evaluations_moved: IntCounter,
     pub rejected_overload: IntCounterVec,
     pub certificate_reload_rejected: IntCounterVec,
     pub connections_rejected: IntCounterVec,
@@ -255,6 +258,12 @@ impl Metrics {
         registry.register(Box::new(audit_duration.clone()))?;
         registry.register(Box::new(audit_objects.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        let evaluations_moved = IntCounter::new(
+            "regate_evaluations_moved_total",
+            "Judgements that needed longer than a request may hold the worker that read it: \
+             made again from the start on a thread of their own.",
+        )?;
+        registry.register(Box::new(evaluations_moved.clone()))?;
         registry.register(Box::new(rejected_overload.clone()))?;
         let budget_rejections = IntCounterVec::new(
             Opts::new(
@@ -305,6 +314,7 @@ impl Metrics {
             audit_duration,
             audit_objects,
             in_flight,
+            evaluations_moved,
             rejected_overload,
             certificate_reload_rejected,
             connections_rejected,

@@ -814,6 +814,59 @@ fn assert_cut_by_time_limit(status: u16, body: &Value) {
     );
 }
 
+/// A policy slower than a judgement may hold the async worker that read the request (`serve`
+/// stops it there after 2 ms, `server::in_place`) and faster than its time limit: 22,500 steps.
+const UNHURRIED_POLICY: &str = r#"# METADATA
+# title: Takes its time
+# custom:
+#   id: unhurried
+#   severity: medium
+#   kinds: [ConfigMap]
+package regate.policies.unhurried
+
+deny contains "slow, and finished" if {
+  input.request.object.data.SLOW
+  count([x | some x in numbers.range(1, 150); some y in numbers.range(1, 150); x == y]) == 150
+}
+"#;
+
+/// A judgement stopped on the worker is made again off it, whole: the answer is the one its
+/// policy gives, never a time-limit failure, for the request that overran and for those
+/// after it (handed off at once for a while), and ordinary reviews are judged as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_slower_than_the_worker_allows_is_judged_in_full() {
+    let regate = Regate::start(BinaryOptions {
+        config: format!("{TEST_CONFIG}limits:\n  evaluationTimeoutMs: 18000\n"),
+        extra_policies: vec![("unhurried.rego".into(), UNHURRIED_POLICY.into())],
+        ..BinaryOptions::default()
+    });
+    let client = regate.http1();
+    let url = regate.url("/validate");
+    for i in 0..3 {
+        let uid = format!("slow-{i}");
+        let (status, _, body) = post(&client, &url, configmap_review(&uid, "prod")).await;
+        assert_eq!(status, 200, "{body}");
+        let r = &body["response"];
+        assert_eq!(r["uid"], uid.as_str(), "{body}");
+        assert_eq!(r["allowed"], false, "{body}");
+        let message = r["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("[unhurried] slow, and finished") && !message.contains("time limit"),
+            "{message}"
+        );
+    }
+    let (status, _, body) = post(&client, &url, fixture_bytes("pod-secure.json")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    // At least the first was stopped on its worker and made again (the others may have been
+    // handed off at once).
+    let moved = sample(
+        &regate.metrics_text().await,
+        "regate_evaluations_moved_total",
+    );
+    assert!((1.0..=3.0).contains(&moved), "{moved}");
+}
+
 /// A policy that never finishes is cut off by the evaluation time limit (failing closed) and
 /// never blocks requests for other objects; past `maxInFlight`, requests wait `queueTimeoutMs`
 /// and are answered with a clear 503 (an AdmissionReview naming the limits, Retry-After), not

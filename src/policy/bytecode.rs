@@ -28,6 +28,7 @@ use regorus::{Engine, Value};
 use tracing::{debug, info};
 
 use crate::config::Environment;
+use crate::policy::allowance;
 use crate::policy::bytecode_errors;
 use crate::policy::compiled::CompiledPolicy;
 use crate::policy::eval::{self, Evaluator, FailureReason, PolicyOutput, Wants};
@@ -854,11 +855,15 @@ fn new_vm(compiled: &Compiled, env: Environment, timeout: Duration) -> Result<Re
     // reach the caller either way, through the guards of `bytecode_errors`.
     vm.set_strict_builtin_errors(false);
     vm.set_max_instructions(usize::MAX);
-    vm.set_execution_timer_config(Some(ExecutionTimerConfig {
-        limit: timeout,
-        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
-    }));
+    vm.set_execution_timer_config(vm_timer(timeout));
     Ok(vm)
+}
+
+fn vm_timer(limit: Duration) -> Option<ExecutionTimerConfig> {
+    Some(ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+    })
 }
 
 struct Vm<'a>(&'a mut RegoVM);
@@ -870,6 +875,10 @@ impl Evaluator for Vm<'_> {
 
     fn eval_rule(&mut self, path: String) -> anyhow::Result<Value> {
         Ok(self.0.execute_entry_point_by_name(&path)?)
+    }
+
+    fn set_time_limit(&mut self, limit: Duration) {
+        self.0.set_execution_timer_config(vm_timer(limit));
     }
 }
 
@@ -909,6 +918,9 @@ impl Evaluator for Precomputed<'_> {
             .cloned()
             .ok_or_else(|| anyhow::Error::msg(format!("{path} is not in the pass")))
     }
+
+    /// The pass has run: nothing left to limit.
+    fn set_time_limit(&mut self, _: Duration) {}
 }
 
 fn same_request(a: &Value, b: &Value) -> bool {
@@ -949,6 +961,12 @@ fn from_pass(
         let vm = vms[e].as_mut()?;
         let started = Instant::now();
         vm.set_input(input.clone());
+        // An allowance that ends sooner than the pass's limit shortens it (`policy::allowance`);
+        // a pass it stops fails, and each policy then meets the spent allowance on its own.
+        let shorter = allowance::shorter_limit(accel.timeout);
+        if let Some(shorter) = shorter {
+            vm.set_execution_timer_config(vm_timer(shorter));
+        }
         let mut values = std::collections::HashMap::new();
         let mut ok = true;
         for (wanted, part) in [
@@ -973,6 +991,11 @@ fn from_pass(
                 }
             }
         }
+        if shorter.is_some() {
+            if let Some(vm) = vms[e].as_mut() {
+                vm.set_execution_timer_config(vm_timer(accel.timeout));
+            }
+        }
         let share = started.elapsed() / u32::try_from(group.members.len()).unwrap_or(1).max(1);
         cache.pass = Some(Pass {
             group: g,
@@ -992,6 +1015,7 @@ fn from_pass(
         wants,
         redact,
         Instant::now(),
+        accel.timeout,
     );
     // A rule missing from the pass is for the policy's own evaluation to report; an invalid
     // output would only be found again.
@@ -1042,7 +1066,7 @@ impl Accel {
             {
                 slot
             }
-            _ => return eval::evaluate(policy, env, input, wants, redact),
+            _ => return eval::evaluate(policy, env, input, wants, redact, accel.timeout),
         };
         let cached = CACHE.try_with(|cell| {
             let Ok(mut cache) = cell.try_borrow_mut() else {
@@ -1088,7 +1112,15 @@ impl Accel {
                     // The VM is kept whatever happens: each execution starts from a clean state
                     // (regorus resets registers, rule cache and stacks at every entry point), so
                     // a policy that errs on every request does not rebuild it every time.
-                    let out = eval::evaluate_with(&mut Vm(vm), policy, input, wants, redact, started);
+                    let out = eval::evaluate_with(
+                        &mut Vm(vm),
+                        policy,
+                        input,
+                        wants,
+                        redact,
+                        started,
+                        accel.timeout,
+                    );
                     match &out.failure {
                         Some(f) if f.reason == FailureReason::RuntimeError => {
                             // The interpreter is the reference: a VM error gets a second opinion.
@@ -1100,7 +1132,8 @@ impl Accel {
             }
             let mine = cache.slots.get_mut(index)?;
             let engine = mine.engines[e].get_or_insert_with(|| policy.engine(env).clone());
-            let out = eval::evaluate_with(engine, policy, input, wants, redact, started);
+            let out =
+                eval::evaluate_with(engine, policy, input, wants, redact, started, accel.timeout);
             if out.failure.is_some() {
                 // Whatever state a failed evaluation left behind is not carried to the next one.
                 mine.engines[e] = None;
@@ -1109,7 +1142,7 @@ impl Accel {
         });
         match cached {
             Ok(Some(out)) => out,
-            _ => eval::evaluate(policy, env, input, wants, redact),
+            _ => eval::evaluate(policy, env, input, wants, redact, accel.timeout),
         }
     }
 }
@@ -1351,6 +1384,59 @@ mod tests {
         );
         assert_eq!(d.failures[0].reason, FailureReason::TimeLimit);
         assert!(!d.allowed);
+    }
+
+    /// An allowance (`policy::allowance`, how long `serve` lets a judgement hold the async
+    /// worker it runs on) stops a judgement that needs longer on every strategy, and reports
+    /// it; the engines it shortened get their own limit back, so the judgement made again
+    /// without an allowance, on the same thread, is whole: the same as one never stopped.
+    #[test]
+    fn an_allowance_stops_a_judgement_and_leaves_the_engines_their_own_limit() {
+        let (_dir, sources) = policies_a_and_b(
+            "count([x | some x in numbers.range(1, 150); some y in numbers.range(1, 150); x == y]) == 150",
+        );
+        let config = Config::parse(
+            "limits:\n  evaluationTimeoutMs: 60000\n",
+            std::path::Path::new("regate.yaml"),
+        )
+        .unwrap();
+        let review = configmap_review(r#"{"x":"1"}"#);
+        let outcome = |d: &Decision| {
+            let denied: Vec<String> = d.violations.iter().map(|v| v.policy.clone()).collect();
+            let failed: Vec<String> = d.failures.iter().map(|f| f.policy.clone()).collect();
+            (denied, failed, d.allowed)
+        };
+        let whole = (vec!["a".to_string(), "b".to_string()], Vec::new(), false);
+        for strategy in STRATEGIES {
+            let set = PolicySet::build_with_rego_only(
+                &sources,
+                std::sync::Arc::new(config.clone()),
+                NamespaceLabels::default(),
+            )
+            .unwrap()
+            .with_strategy(strategy);
+            for allowance in [Duration::ZERO, Duration::from_micros(200)] {
+                let stopped =
+                    allowance::within(allowance, || judge(&set, &review, Wants::VALIDATE));
+                assert!(stopped.is_none(), "{strategy:?}, {allowance:?}");
+                let d = judge(&set, &review, Wants::VALIDATE);
+                assert_eq!(outcome(&d), whole, "{strategy:?}, after {allowance:?}");
+                if strategy == Strategy::Grouped {
+                    // Answered by the group's pass, not by the fallback to each policy.
+                    let passed = CACHE
+                        .with(|c| c.borrow().pass.as_ref().is_some_and(|p| p.values.is_some()));
+                    assert!(passed, "after {allowance:?}");
+                }
+            }
+            let within = allowance::within(Duration::from_secs(600), || {
+                judge(&set, &review, Wants::VALIDATE)
+            });
+            assert_eq!(
+                within.map(|d| outcome(&d)),
+                Some(whole.clone()),
+                "{strategy:?}"
+            );
+        }
     }
 
     /// A builtin that panics (regorus 0.14's `strings.count(s, "")`) fails its own policy on

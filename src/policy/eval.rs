@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use regorus::{LimitError, Value};
 
 use crate::config::Environment;
+use crate::policy::allowance;
 use crate::policy::compiled::CompiledPolicy;
 use crate::policy::flavor::Flavor;
 use crate::policy::patch::AddOp;
@@ -89,17 +90,19 @@ pub struct PolicyOutput {
     pub prints: Vec<String>,
 }
 
-/// Evaluates `policy` for `env` on `input`. `redact` withholds engine error text (Secrets).
+/// Evaluates `policy` for `env` on `input`, within `limit` (the time limit its engine was
+/// built with). `redact` withholds engine error text (Secrets).
 pub fn evaluate(
     policy: &CompiledPolicy,
     env: Environment,
     input: &Value,
     wants: Wants,
     redact: bool,
+    limit: Duration,
 ) -> PolicyOutput {
     let started = Instant::now();
     let mut engine = policy.engine(env).clone();
-    evaluate_with(&mut engine, policy, input, wants, redact, started)
+    evaluate_with(&mut engine, policy, input, wants, redact, started, limit)
 }
 
 /// What evaluation needs from an engine: the interpreter (`regorus::Engine`), or a compiled
@@ -107,6 +110,8 @@ pub fn evaluate(
 pub(crate) trait Evaluator {
     fn set_input(&mut self, input: Value);
     fn eval_rule(&mut self, path: String) -> anyhow::Result<Value>;
+    /// Sets the time limit of the evaluations that follow.
+    fn set_time_limit(&mut self, limit: Duration);
     /// Drains what `print()` gathered (regorus's bytecode has no `print`: nothing).
     fn take_prints(&mut self) -> Vec<String> {
         Vec::new()
@@ -122,12 +127,18 @@ impl Evaluator for regorus::Engine {
         regorus::Engine::eval_rule(self, path)
     }
 
+    fn set_time_limit(&mut self, limit: Duration) {
+        self.set_execution_timer_config(crate::policy::compiled::timer(limit));
+    }
+
     fn take_prints(&mut self) -> Vec<String> {
         regorus::Engine::take_prints(self).unwrap_or_default()
     }
 }
 
 /// [`evaluate`] on a given engine; `started` is when the caller began (its duration counts).
+/// `limit` is the engine's own time limit; an allowance that ends sooner (`policy::allowance`)
+/// shortens it for this evaluation only.
 pub(crate) fn evaluate_with<E: Evaluator>(
     engine: &mut E,
     policy: &CompiledPolicy,
@@ -135,7 +146,12 @@ pub(crate) fn evaluate_with<E: Evaluator>(
     wants: Wants,
     redact: bool,
     started: Instant,
+    limit: Duration,
 ) -> PolicyOutput {
+    let shorter = allowance::shorter_limit(limit);
+    if let Some(shorter) = shorter {
+        engine.set_time_limit(shorter);
+    }
     // A plugged-in flavor reads its own input (built from regate's) and names its own rule.
     let deny_rule = match &policy.flavor {
         Flavor::Native => {
@@ -197,6 +213,17 @@ pub(crate) fn evaluate_with<E: Evaluator>(
         }
     }
     out.prints = engine.take_prints();
+    if shorter.is_some() {
+        // The engine may be reused, by a judgement that has its full time.
+        engine.set_time_limit(limit);
+        if out
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.reason == FailureReason::TimeLimit)
+        {
+            allowance::overran();
+        }
+    }
     out.duration = started.elapsed();
     out
 }

@@ -6,6 +6,7 @@
 use regorus::Value;
 
 use crate::config::Environment;
+use crate::policy::allowance;
 use crate::policy::bytecode::{self, Accel, Backend, Strategy};
 use crate::policy::eval::{EvalFailure, FailureReason, PolicyOutput, Wants};
 use crate::policy::panics;
@@ -28,6 +29,17 @@ impl PolicySet {
         redact: bool,
     ) -> PolicyOutput {
         let started = std::time::Instant::now();
+        if allowance::spent() {
+            // Stopped before it starts: the judgement is made again with its full time.
+            allowance::overran();
+            return PolicyOutput {
+                failure: Some(EvalFailure {
+                    reason: FailureReason::TimeLimit,
+                    detail: String::new(),
+                }),
+                ..PolicyOutput::default()
+            };
+        }
         let evaluated = panics::caught(|| {
             self.accel
                 .evaluate(&self.policies, index, selected, env, input, wants, redact)

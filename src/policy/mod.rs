@@ -6,11 +6,13 @@
 //! than regate's own Rego plug in from above through `flavor.rs` (one policy) and `loader.rs`
 //! (a set's YAML documents); nothing here names them.
 //!
-//! The files are layered so that each imports only those below it: `error.rs` and `flavor.rs`
-//! at the bottom, then `compiled.rs` (one compiled policy), then the backends (`eval.rs`,
-//! `bytecode.rs`), the recursion check and `loader.rs`, then `set.rs` (the `PolicySet` and its
-//! build), and `evaluate.rs` and `reload.rs` on top.
+//! The files are layered so that each imports only those below it: `error.rs`, `flavor.rs` and
+//! `allowance.rs` (how long an evaluation in place may take, set by the server) at the bottom,
+//! then `compiled.rs` (one compiled policy), then the backends (`eval.rs`, `bytecode.rs`), the
+//! recursion check and `loader.rs`, then `set.rs` (the `PolicySet` and its build), and
+//! `evaluate.rs` and `reload.rs` on top.
 
+pub mod allowance;
 pub(crate) mod builtins;
 pub mod bytecode;
 pub(crate) mod bytecode_errors;

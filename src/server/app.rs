@@ -27,6 +27,7 @@ use crate::policy::reload::PolicyStore;
 use crate::rollout::shadow::Shadow;
 use crate::server::budget::{Budgets, ConnectionShare, Exhausted, Reservation, SMALL_PARSE_BYTES};
 use crate::server::connections::{LogLimiter, LOG_INTERVAL};
+use crate::server::in_place::{InPlace, IN_PLACE_BODY_BYTES};
 use crate::server::lane::{LargeLane, LARGE_BODY_BYTES};
 use crate::tls::CertStore;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     refusals: Arc<LogLimiter<RefusalKey>>,
     /// Where large requests are parsed and judged.
     large: Arc<LargeLane>,
+    /// Whether ordinary requests are judged on the worker that read them.
+    in_place: Arc<InPlace>,
     /// The candidate set judging requests after they are answered (`serve --shadow-policies`).
     pub shadow: Option<Arc<Shadow>>,
 }
@@ -63,6 +66,7 @@ impl AppState {
             budgets: Arc::new(Budgets::new(&limits)),
             refusals: refusal_log(),
             large: LargeLane::start(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            in_place: Arc::new(InPlace::new(metrics.evaluations_moved.clone())),
             store,
             metrics,
             certs,
@@ -420,9 +424,10 @@ pub async fn admit(
         }
     };
     let span = tracing::info_span!("admission", endpoint = endpoint.as_str());
+    let in_place_size = bytes.len() <= IN_PLACE_BODY_BYTES;
     let evaluate = {
         let state = state.clone();
-        move || {
+        move |in_place: bool| {
             let _enter = span.enter();
             state.metrics.in_flight.inc();
             // The evaluation time budget starts here: parsing the body counts.
@@ -430,7 +435,12 @@ pub async fn admit(
             // A panic inside evaluation fails this request, not the server.
             // The review keeps the body (for its JSON, built only if asked for) until judged.
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decide_shaped(&state, endpoint, bytes, &shape, started, budget_start)
+                let judged = Judged {
+                    started,
+                    budget_start,
+                    in_place,
+                };
+                decide_shaped(&state, endpoint, bytes, &shape, judged)
             }));
             state.metrics.in_flight.dec();
             drop(reservation);
@@ -444,17 +454,20 @@ pub async fn admit(
             answer.ok()
         }
     };
-    // Off the async worker either way. On the multi-threaded runtime `serve` builds,
-    // `block_in_place` evaluates on this thread and hands the worker's other tasks to another
-    // thread: no wake-up of a pool thread on the request's path. Elsewhere (a current-thread
-    // runtime in a test), the blocking pool.
-    // A large request on the large lane.
+    // A large request on the large lane. On the multi-threaded runtime `serve` builds, an
+    // ordinary one on this worker: judged here within an allowance (`server::in_place`), parsed
+    // here when it is small, else on this thread with the worker's other tasks handed to another
+    // thread (`block_in_place`): no wake-up of a pool thread on the request's path either way.
+    // Elsewhere (a current-thread runtime in a test), the blocking pool.
     let answer = if large {
-        state.large.run(evaluate).await.flatten()
+        state.large.run(move || evaluate(false)).await.flatten()
     } else {
         match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
-            _ => tokio::task::spawn_blocking(evaluate)
+            tokio::runtime::RuntimeFlavor::MultiThread if in_place_size => evaluate(true),
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(move || evaluate(false))
+            }
+            _ => tokio::task::spawn_blocking(move || evaluate(false))
                 .instrument(tracing::Span::current())
                 .await
                 .ok()
@@ -533,20 +546,39 @@ fn retry_later(message: &str) -> Response {
 /// budget counts from `started`.
 pub fn decide(state: &AppState, endpoint: Endpoint, bytes: &[u8], started: Instant) -> Answer {
     let shape = shape::scan(bytes);
-    decide_shaped(state, endpoint, bytes.to_vec(), &shape, started, started)
+    let judged = Judged {
+        started,
+        budget_start: started,
+        in_place: false,
+    };
+    decide_shaped(state, endpoint, bytes.to_vec(), &shape, judged)
+}
+
+/// When and where a request is judged.
+#[derive(Clone, Copy)]
+struct Judged {
+    /// When the request arrived (for its duration metric).
+    started: Instant,
+    /// When its evaluation time budget started.
+    budget_start: Instant,
+    /// On the async worker that read it, within an allowance (`server::in_place`).
+    in_place: bool,
 }
 
 /// [`decide`] for a body already scanned: refused when its shape is too large, otherwise parsed
-/// and judged with the evaluation time budget counted from `budget_start`; `started` is when the
-/// request arrived (for its duration metric).
+/// and judged as `judged` says.
 fn decide_shaped(
     state: &AppState,
     endpoint: Endpoint,
     bytes: Vec<u8>,
     shape: &Shape,
-    started: Instant,
-    budget_start: Instant,
+    judged: Judged,
 ) -> Answer {
+    let Judged {
+        started,
+        budget_start,
+        in_place,
+    } = judged;
     let review = match Review::check_shape(&bytes, shape, state.budgets.max_parsed_bytes)
         .and_then(|()| Review::from_body(bytes))
     {
@@ -558,7 +590,12 @@ fn decide_shaped(
         Endpoint::Validate => Wants::VALIDATE,
         Endpoint::Mutate => Wants::MUTATE,
     };
-    let decision = judge_within(&set, &review, wants, budget_start);
+    let judge = || judge_within(&set, &review, wants, budget_start);
+    let decision = if in_place {
+        state.in_place.judge(review.kind(), judge)
+    } else {
+        judge()
+    };
     if shape.estimated_parsed_bytes() > SMALL_PARSE_BYTES {
         // The engines on this thread would otherwise keep this input until their next request.
         crate::policy::bytecode::release_thread_input();

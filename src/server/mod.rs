@@ -3,6 +3,7 @@
 pub mod app;
 pub mod budget;
 pub mod connections;
+mod in_place;
 pub mod inventory;
 mod lane;
 pub mod namespaces;
