@@ -1338,6 +1338,22 @@ mod tests {
         .with_strategy(strategy)
     }
 
+    /// The set of `sources` with the configuration `regate_yaml`, evaluated with `strategy`.
+    fn built_with(
+        sources: &[source::PolicySource],
+        regate_yaml: &str,
+        strategy: Strategy,
+    ) -> PolicySet {
+        let config = Config::parse(regate_yaml, std::path::Path::new("regate.yaml")).unwrap();
+        PolicySet::build_with_rego_only(
+            sources,
+            std::sync::Arc::new(config),
+            NamespaceLabels::default(),
+        )
+        .unwrap()
+        .with_strategy(strategy)
+    }
+
     /// A webhook review of a CREATE of ConfigMap `c` with `data` (JSON).
     fn configmap_review(data: &str) -> Review {
         Review::from_slice(
@@ -1353,18 +1369,11 @@ mod tests {
         let (_dir, sources) = policies_a_and_b(
             "count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x == y]) > 1",
         );
-        let config = Config::parse(
-            "limits:\n  evaluationTimeoutMs: 100\n",
-            std::path::Path::new("regate.yaml"),
-        )
-        .unwrap();
-        let set = PolicySet::build_with_rego_only(
+        let set = built_with(
             &sources,
-            std::sync::Arc::new(config),
-            NamespaceLabels::default(),
-        )
-        .unwrap()
-        .with_strategy(Strategy::Grouped);
+            "limits:\n  evaluationTimeoutMs: 100\n",
+            Strategy::Grouped,
+        );
         assert_eq!(set.accel.groups(), vec![vec!["a", "b"]]);
         let review = configmap_review(r#"{"x":"1","n":5}"#);
         let d = judge(&set, &review, Wants::VALIDATE);
@@ -1395,11 +1404,6 @@ mod tests {
         let (_dir, sources) = policies_a_and_b(
             "count([x | some x in numbers.range(1, 150); some y in numbers.range(1, 150); x == y]) == 150",
         );
-        let config = Config::parse(
-            "limits:\n  evaluationTimeoutMs: 60000\n",
-            std::path::Path::new("regate.yaml"),
-        )
-        .unwrap();
         let review = configmap_review(r#"{"x":"1"}"#);
         let outcome = |d: &Decision| {
             let denied: Vec<String> = d.violations.iter().map(|v| v.policy.clone()).collect();
@@ -1408,13 +1412,11 @@ mod tests {
         };
         let whole = (vec!["a".to_string(), "b".to_string()], Vec::new(), false);
         for strategy in STRATEGIES {
-            let set = PolicySet::build_with_rego_only(
+            let set = built_with(
                 &sources,
-                std::sync::Arc::new(config.clone()),
-                NamespaceLabels::default(),
-            )
-            .unwrap()
-            .with_strategy(strategy);
+                "limits:\n  evaluationTimeoutMs: 60000\n",
+                strategy,
+            );
             for allowance in [Duration::ZERO, Duration::from_micros(200)] {
                 let stopped =
                     allowance::within(allowance, || judge(&set, &review, Wants::VALIDATE));
@@ -1489,17 +1491,11 @@ mod tests {
         )
         .unwrap();
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        let config = Config::parse(
-            "limits:\n  evaluationTimeoutMs: 100\n",
-            std::path::Path::new("regate.yaml"),
-        )
-        .unwrap();
-        let set = PolicySet::build_with_rego_only(
+        let set = built_with(
             &sources,
-            std::sync::Arc::new(config),
-            NamespaceLabels::default(),
-        )
-        .unwrap();
+            "limits:\n  evaluationTimeoutMs: 100\n",
+            Strategy::Grouped,
+        );
         for strategy in STRATEGIES {
             let d = judge(
                 &set.clone().with_strategy(strategy),
@@ -1537,18 +1533,11 @@ mod tests {
             std::fs::write(dir.path().join(format!("{id}.rego")), policy(id, body)).unwrap();
         }
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
-        let config = Config::parse(
-            "limits:\n  evaluationTimeoutMs: 100\nexceptions:\n  - name: slow\n    policies: [b]\n    match: { namespace: n }\n    reason: testing\n    expires: \"2099-01-01T00:00:00Z\"\n",
-            std::path::Path::new("regate.yaml"),
-        )
-        .unwrap();
-        let set = PolicySet::build_with_rego_only(
+        let set = built_with(
             &sources,
-            std::sync::Arc::new(config),
-            NamespaceLabels::default(),
-        )
-        .unwrap()
-        .with_strategy(Strategy::Grouped);
+            "limits:\n  evaluationTimeoutMs: 100\nexceptions:\n  - name: slow\n    policies: [b]\n    match: { namespace: n }\n    reason: testing\n    expires: \"2099-01-01T00:00:00Z\"\n",
+            Strategy::Grouped,
+        );
         assert_eq!(set.accel.groups(), vec![vec!["a", "b", "c"]]);
         let review = Review::from_slice(
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"ConfigMap"},"resource":{"group":"","version":"v1","resource":"configmaps"},"namespace":"n","operation":"CREATE","userInfo":{},"object":{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"x":"1"}}}}"#,
