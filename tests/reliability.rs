@@ -867,6 +867,53 @@ async fn a_policy_slower_than_the_worker_allows_is_judged_in_full() {
     assert!((1.0..=3.0).contains(&moved), "{moved}");
 }
 
+const HUGE_RANGE_POLICY: &str = r#"# METADATA
+# title: Counts to a billion
+# custom:
+#   id: huge-range
+#   severity: medium
+#   kinds: [ConfigMap]
+package regate.policies.huge_range
+
+deny contains "counted" if {
+  input.request.object.data.COUNT
+  count(numbers.range(1, 1e9)) > 0
+}
+"#;
+
+/// A policy asking for a range of a billion numbers (24 GB, which regorus reserves at once, so
+/// the process used to abort) fails that review with a message naming the call, and the server
+/// answers every review before and after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_too_large_to_build_fails_its_policy_not_the_server() {
+    let regate = Regate::start(BinaryOptions {
+        extra_policies: vec![("huge-range.rego".into(), HUGE_RANGE_POLICY.into())],
+        ..BinaryOptions::default()
+    });
+    let client = regate.http1();
+    let url = regate.url("/validate");
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&configmap_review("count", "prod")).unwrap();
+    review["request"]["object"]["data"]["COUNT"] = "yes".into();
+    let review = serde_json::to_vec(&review).unwrap();
+    for _ in 0..2 {
+        let (status, _, body) = post(&client, &url, review.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let r = &body["response"];
+        assert_eq!(r["uid"], "count", "{body}");
+        assert_eq!(r["allowed"], false, "{body}");
+        let message = r["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("[huge-range] policy evaluation failed")
+                && message.contains("would make 1000000000 numbers"),
+            "{message}"
+        );
+        let (status, _, body) = post(&client, &url, fixture_bytes("pod-secure.json")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"]["allowed"], true, "{body}");
+    }
+}
+
 /// A policy that never finishes is cut off by the evaluation time limit (failing closed) and
 /// never blocks requests for other objects; past `maxInFlight`, requests wait `queueTimeoutMs`
 /// and are answered with a clear 503 (an AdmissionReview naming the limits, Retry-After), not

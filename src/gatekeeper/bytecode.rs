@@ -52,27 +52,14 @@ fn opa_sprintf(
 
 /// Builtins whose OPA-compatible version differs from regorus's: the name and the version the
 /// interpreter of a template calls (see [`rego_compat::install`]).
-type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
-
-const OPA_BUILTINS: &[(&str, Builtin)] = &[("sprintf", opa_sprintf)];
+const OPA_BUILTINS: &[(&str, crate::policy::bytecode_errors::Builtin)] =
+    &[("sprintf", opa_sprintf)];
 
 /// Points the builtins of `program` that Gatekeeper templates call in their OPA-compatible form
 /// at that form. Called on a program whose builtins are already guarded: the replacement is
 /// its own guard.
 pub fn install_opa_builtins(program: &mut Program) -> Result<(), String> {
-    if program.resolved_builtins.len() != program.builtin_info_table.len() {
-        return Err("the program's builtins are not resolved".to_string());
-    }
-    for (info, resolved) in program
-        .builtin_info_table
-        .iter()
-        .zip(program.resolved_builtins.iter_mut())
-    {
-        if let Some((_, opa)) = OPA_BUILTINS.iter().find(|(name, _)| *name == info.name) {
-            resolved.0 = *opa;
-        }
-    }
-    Ok(())
+    crate::policy::bytecode_errors::replace_builtins(program, OPA_BUILTINS)
 }
 
 /// The template's modules as they are compiled to bytecode, or `None` when they compile as

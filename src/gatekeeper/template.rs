@@ -249,7 +249,9 @@ impl Template {
         engine.set_execution_timer_config(crate::policy::compiled::timer(timeout));
         // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
         engine.set_gather_prints(true);
-        if let Err(e) = rego_compat::install(&mut engine) {
+        if let Err(e) = rego_compat::install(&mut engine)
+            .and_then(|()| crate::policy::ranges::install(&mut engine))
+        {
             return Err(vec![
                 origin.error(format!("ConstraintTemplate {}: {e}", self.name))
             ]);

@@ -31,7 +31,7 @@ type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
 
 /// What an arithmetic error becomes: see `bytecode_errors` (no memory limit is configured for
 /// the VM, so this value is never a real one).
-fn escalated() -> anyhow::Error {
+pub(crate) fn escalated() -> anyhow::Error {
     anyhow::Error::new(LimitError::MemoryLimitExceeded {
         usage: u64::MAX,
         limit: 0,

@@ -527,6 +527,7 @@ fn harden(
         return Err(reason);
     }
     bytecode_errors::guard_builtins(&mut program)?;
+    crate::policy::ranges::install_in_program(&mut program)?;
     Ok(Arc::new(program))
 }
 
@@ -1311,18 +1312,13 @@ mod tests {
     /// Two ConfigMap policies that share a grouped pass: `a` denies when `data.x` is set, `b`
     /// when `b_body` holds. The directory lives as long as the first value.
     fn policies_a_and_b(b_body: &str) -> (tempfile::TempDir, Vec<source::PolicySource>) {
-        let policy = |id: &str, body: &str| {
-            format!(
-                "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
-            )
-        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("a.rego"),
-            policy("a", "input.request.object.data.x"),
+            configmap_policy("a", "input.request.object.data.x"),
         )
         .unwrap();
-        std::fs::write(dir.path().join("b.rego"), policy("b", b_body)).unwrap();
+        std::fs::write(dir.path().join("b.rego"), configmap_policy("b", b_body)).unwrap();
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
         (dir, sources)
     }
@@ -1512,15 +1508,68 @@ mod tests {
         }
     }
 
+    /// A ConfigMap policy `id` denying with its id when `body` holds.
+    fn configmap_policy(id: &str, body: &str) -> String {
+        format!(
+            "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
+        )
+    }
+
+    /// A range too large to build (24 GB for `numbers.range(1, 1e9)`, which aborted the
+    /// process) fails the policy on every strategy with an error naming the call, and the
+    /// policy beside it still answers; a range within the limit gives the same numbers on each.
+    #[test]
+    fn a_range_too_large_fails_its_policy_on_every_strategy() {
+        let dir = tempfile::tempdir().unwrap();
+        for (id, body) in [
+            ("huge", "{\n\tcount(numbers.range(1, 1e9)) > 0\n}"),
+            ("stepped", "{\n\tcount(numbers.range_step(-1e12, 0, 7)) > 0\n}"),
+            (
+                "small",
+                "{\n\tnumbers.range(3, 1) == [3, 2, 1]\n\tnumbers.range_step(10, 1, 4) == [10, 6, 2]\n\tcount(numbers.range(1, 1000000)) == 1000000\n}",
+            ),
+        ] {
+            std::fs::write(dir.path().join(format!("{id}.rego")), configmap_policy(id, body)).unwrap();
+        }
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let set = built_with(&sources, "", Strategy::Grouped);
+        for strategy in STRATEGIES {
+            let d = judge(
+                &set.clone().with_strategy(strategy),
+                &odd_review(),
+                Wants::VALIDATE,
+            );
+            let mut failed: Vec<(&str, &str)> = d
+                .failures
+                .iter()
+                .map(|f| (f.policy.as_str(), f.reason.as_str()))
+                .collect();
+            failed.sort_unstable();
+            assert_eq!(
+                failed,
+                [("huge", "runtime_error"), ("stepped", "runtime_error")],
+                "{strategy:?}: {}",
+                summary(&d)
+            );
+            for f in &d.failures {
+                assert!(
+                    f.detail.contains("would make") && f.detail.contains("at most 1000000"),
+                    "{strategy:?}: {}",
+                    f.detail
+                );
+            }
+            assert!(
+                d.violations.iter().any(|v| v.policy == "small"),
+                "{strategy:?}: {}",
+                summary(&d)
+            );
+        }
+    }
+
     /// A policy waived by an exception is not evaluated, not even inside a pass: here it would
     /// run over the request's time budget, and every policy judged after it would fail closed.
     #[test]
     fn a_waived_policy_never_runs_in_a_pass() {
-        let policy = |id: &str, body: &str| {
-            format!(
-                "# METADATA\n# title: t\n# custom:\n#   id: {id}\n#   severity: low\n#   kinds: [ConfigMap]\npackage regate.policies.{id}\n\nimport rego.v1\n\ndeny contains \"{id}\" if {body}\n"
-            )
-        };
         let dir = tempfile::tempdir().unwrap();
         for (id, body) in [
             ("a", "input.request.object.data.missing"),
@@ -1530,7 +1579,7 @@ mod tests {
             ),
             ("c", "input.request.object.data.missing"),
         ] {
-            std::fs::write(dir.path().join(format!("{id}.rego")), policy(id, body)).unwrap();
+            std::fs::write(dir.path().join(format!("{id}.rego")), configmap_policy(id, body)).unwrap();
         }
         let (sources, _) = source::resolve(dir.path(), false).unwrap();
         let set = built_with(

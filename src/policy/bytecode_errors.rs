@@ -18,7 +18,7 @@ use regorus::{LimitError, Value};
 
 use crate::policy::instructions::{classify, Class};
 
-type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
+pub(crate) type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
 
 /// Distinct builtins that can be guarded in one process (regorus has about 200; a policy set
 /// rarely uses 40). A program needing more stays on the interpreter.
@@ -93,6 +93,28 @@ pub fn guard_builtins(program: &mut Program) -> Result<(), String> {
         // here, so the first function seen for a name is the one every guard of it calls.
         ORIGINALS[slot].get_or_init(|| resolved.0);
         resolved.0 = GUARDS[slot];
+    }
+    Ok(())
+}
+
+/// Points the calls `program` makes of each builtin named in `replacements` at the function
+/// given for it. For a program whose builtins are already guarded: each replacement must be
+/// its own guard (escalate every error).
+pub(crate) fn replace_builtins(
+    program: &mut Program,
+    replacements: &[(&str, Builtin)],
+) -> Result<(), String> {
+    if program.resolved_builtins.len() != program.builtin_info_table.len() {
+        return Err("the program's builtins are not resolved".to_string());
+    }
+    for (info, resolved) in program
+        .builtin_info_table
+        .iter()
+        .zip(program.resolved_builtins.iter_mut())
+    {
+        if let Some((_, replacement)) = replacements.iter().find(|(name, _)| *name == info.name) {
+            resolved.0 = *replacement;
+        }
     }
     Ok(())
 }

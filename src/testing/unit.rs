@@ -39,6 +39,9 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
     let mut results = Vec::new();
     let mut engine = Engine::new();
     engine.set_gather_prints(true);
+    if let Err(e) = crate::policy::ranges::install(&mut engine) {
+        results.push(compile_error("numbers.range", &e));
+    }
     engine.set_enable_coverage(coverage);
     for m in &modules {
         if let Err(e) = engine.add_policy(m.name.clone(), m.text.clone()) {
