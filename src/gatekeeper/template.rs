@@ -250,7 +250,7 @@ impl Template {
         // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
         engine.set_gather_prints(true);
         if let Err(e) = rego_compat::install(&mut engine)
-            .and_then(|()| crate::policy::ranges::install(&mut engine))
+            .and_then(|()| crate::policy::bounded_builtins::install(&mut engine))
         {
             return Err(vec![
                 origin.error(format!("ConstraintTemplate {}: {e}", self.name))

@@ -527,7 +527,7 @@ fn harden(
         return Err(reason);
     }
     bytecode_errors::guard_builtins(&mut program)?;
-    crate::policy::ranges::install_in_program(&mut program)?;
+    crate::policy::bounded_builtins::install_in_program(&mut program)?;
     Ok(Arc::new(program))
 }
 
@@ -1516,17 +1516,19 @@ mod tests {
     }
 
     /// A range too large to build (24 GB for `numbers.range(1, 1e9)`, which aborted the
-    /// process) fails the policy on every strategy with an error naming the call, and the
-    /// policy beside it still answers; a range within the limit gives the same numbers on each.
+    /// process) or a shift of 4e9 bits (512 MiB) fails the policy on every strategy with an
+    /// error naming the call, and the policy beside it still answers; calls within the limits
+    /// give the same values on each.
     #[test]
-    fn a_range_too_large_fails_its_policy_on_every_strategy() {
+    fn a_call_too_large_to_build_fails_its_policy_on_every_strategy() {
         let dir = tempfile::tempdir().unwrap();
         for (id, body) in [
             ("huge", "{\n\tcount(numbers.range(1, 1e9)) > 0\n}"),
             ("stepped", "{\n\tcount(numbers.range_step(-1e12, 0, 7)) > 0\n}"),
+            ("shifted", "{\n\tbits.lsh(1, 4e9) > 0\n}"),
             (
                 "small",
-                "{\n\tnumbers.range(3, 1) == [3, 2, 1]\n\tnumbers.range_step(10, 1, 4) == [10, 6, 2]\n\tcount(numbers.range(1, 1000000)) == 1000000\n}",
+                "{\n\tnumbers.range(3, 1) == [3, 2, 1]\n\tnumbers.range_step(10, 1, 4) == [10, 6, 2]\n\tcount(numbers.range(1, 1000000)) == 1000000\n\tbits.lsh(3, 4) == 48\n}",
             ),
         ] {
             std::fs::write(dir.path().join(format!("{id}.rego")), configmap_policy(id, body)).unwrap();
@@ -1547,13 +1549,19 @@ mod tests {
             failed.sort_unstable();
             assert_eq!(
                 failed,
-                [("huge", "runtime_error"), ("stepped", "runtime_error")],
+                [
+                    ("huge", "runtime_error"),
+                    ("shifted", "runtime_error"),
+                    ("stepped", "runtime_error")
+                ],
                 "{strategy:?}: {}",
                 summary(&d)
             );
             for f in &d.failures {
                 assert!(
-                    f.detail.contains("would make") && f.detail.contains("at most 1000000"),
+                    f.detail.contains("would make 1000000000 numbers")
+                        || f.detail.contains("would make 142857142858 numbers")
+                        || f.detail.contains("would shift by 4000000000 bits"),
                     "{strategy:?}: {}",
                     f.detail
                 );

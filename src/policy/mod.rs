@@ -8,12 +8,13 @@
 //!
 //! The files are layered so that each imports only those below it: `error.rs`, `flavor.rs` and
 //! `allowance.rs` (how long an evaluation in place may take, set by the server) at the bottom,
-//! then `compiled.rs` (one compiled policy) and `ranges.rs` (`numbers.range` bounded on both
-//! backends), then the backends (`eval.rs`, `bytecode.rs`), the
+//! then `compiled.rs` (one compiled policy) and `bounded_builtins.rs` (builtins whose size a
+//! number sets, bounded on both backends), then the backends (`eval.rs`, `bytecode.rs`), the
 //! recursion check and `loader.rs`, then `set.rs` (the `PolicySet` and its build), and
 //! `evaluate.rs` and `reload.rs` on top.
 
 pub mod allowance;
+pub(crate) mod bounded_builtins;
 pub(crate) mod builtins;
 pub mod bytecode;
 pub(crate) mod bytecode_errors;
@@ -28,7 +29,6 @@ pub mod metadata;
 pub(crate) mod mutators;
 pub mod panics;
 pub(crate) mod patch;
-pub(crate) mod ranges;
 pub(crate) mod recursion;
 pub(crate) mod rego_error;
 pub mod reload;

@@ -570,7 +570,7 @@ pub(crate) fn new_engine(
     // Gathered, never written to stderr: a print may quote a Secret (see `crate::secrets`).
     engine.set_gather_prints(true);
     let mut errors = Vec::new();
-    if let Err(e) = crate::policy::ranges::install(&mut engine) {
+    if let Err(e) = crate::policy::bounded_builtins::install(&mut engine) {
         errors.push(LoadError::new("numbers.range", 1, 1, e.to_string()));
     }
     for lib in libraries {

@@ -39,7 +39,7 @@ pub fn run(sources: &[PolicySource], coverage: bool) -> (Vec<TestResult>, Vec<Fi
     let mut results = Vec::new();
     let mut engine = Engine::new();
     engine.set_gather_prints(true);
-    if let Err(e) = crate::policy::ranges::install(&mut engine) {
+    if let Err(e) = crate::policy::bounded_builtins::install(&mut engine) {
         results.push(compile_error("numbers.range", &e));
     }
     engine.set_enable_coverage(coverage);

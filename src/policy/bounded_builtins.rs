@@ -1,15 +1,18 @@
-//! `numbers.range` and `numbers.range_step`, refused past [`MAX_RANGE_NUMBERS`] numbers.
+//! Builtins whose output a number argument sizes, refused past a limit: `numbers.range` and
+//! `numbers.range_step` past [`MAX_RANGE_NUMBERS`] numbers, `bits.lsh` past a shift of
+//! [`MAX_SHIFT_BITS`].
 //!
 //! regorus 0.14.1 reserves room for a whole range in one allocation before its own memory
 //! guard runs: `numbers.range(1, 1e9)` asks for 24 GB. The allocation fails and Rust aborts the
 //! process, or, where memory is overcommitted, the range fills memory until the kernel kills
-//! it. One careless policy would take down every replica on the first request that reaches it.
-//! So both backends refuse such a call with an error that names it, before anything is
-//! allocated: the interpreter calls [`install`]'s extensions instead of the builtins (an
-//! extension is found before a builtin of the same name), and the VM's programs call
-//! [`install_in_program`]'s checks, which stop the VM on any error so that the policy is
-//! evaluated on the interpreter, which reports it (see `bytecode_errors`). Below the limit both
-//! give what regorus gives.
+//! it. One careless policy (`numbers.range(1, input.request.object.spec.replicas)`) would take
+//! down every replica on the first request that reaches it. `bits.lsh(1, 4e9)` builds a number
+//! of 512 MiB, past the memory limit the chart sets for the pod. So both backends refuse such a
+//! call with an error that names it, before anything is allocated: the interpreter calls
+//! [`install`]'s extensions instead of the builtins (an extension is found before a builtin of
+//! the same name), and the VM's programs call [`install_in_program`]'s checks, which stop the
+//! VM on any error so that the policy is evaluated on the interpreter, which reports it (see
+//! `bytecode_errors`). Within the limits both give what regorus gives.
 
 use regorus::rvm::program::Program;
 use regorus::unstable::{Expr, Ref, Span};
@@ -19,49 +22,50 @@ use regorus::{Engine, Value};
 /// ports (65,536) and test helpers stay far below it.
 pub const MAX_RANGE_NUMBERS: u64 = 1_000_000;
 
-/// Installs the bounded ranges on an engine that evaluates policies.
+/// The widest shift `bits.lsh` may make: numbers of 1 MiB. Bit flags need 64.
+pub const MAX_SHIFT_BITS: u64 = 8 * 1024 * 1024;
+
+/// Installs the bounded builtins on an engine that evaluates policies.
 pub fn install(engine: &mut Engine) -> anyhow::Result<()> {
-    engine.add_extension("numbers.range".to_string(), 2, Box::new(range))?;
-    engine.add_extension("numbers.range_step".to_string(), 3, Box::new(range_step))
+    engine.add_extension(BOUNDED[0].to_string(), 2, Box::new(range))?;
+    engine.add_extension(BOUNDED[1].to_string(), 3, Box::new(range_step))?;
+    engine.add_extension(BOUNDED[2].to_string(), 2, Box::new(lsh))
 }
 
-/// Points a program's calls of the ranges at checks that stop the VM on a range that is too
-/// large. Called on a program whose builtins are already guarded: the replacement is its own
-/// guard.
+/// Points a program's calls of the bounded builtins at checks that stop the VM on a call past
+/// its limit. Called on a program whose builtins are already guarded: the replacement is its
+/// own guard.
 pub fn install_in_program(program: &mut Program) -> Result<(), String> {
     crate::policy::bytecode_errors::replace_builtins(
         program,
         &[
-            ("numbers.range", vm_range),
-            ("numbers.range_step", vm_range_step),
+            (BOUNDED[0], vm_bounded::<0>),
+            (BOUNDED[1], vm_bounded::<1>),
+            (BOUNDED[2], vm_bounded::<2>),
         ],
     )
 }
 
-fn vm_range(
+/// The bounded builtins, in the order of [`vm_bounded`]'s index.
+const BOUNDED: [&str; 3] = ["numbers.range", "numbers.range_step", "bits.lsh"];
+
+/// The VM's call of the bounded builtin `BOUNDED[I]`.
+fn vm_bounded<const I: usize>(
     span: &Span,
     params: &[Ref<Expr>],
     args: &[Value],
     _strict: bool,
 ) -> anyhow::Result<Value> {
-    vm_call("numbers.range", span, params, args)
+    vm_call(BOUNDED[I], span, params, args)
 }
 
-fn vm_range_step(
-    span: &Span,
-    params: &[Ref<Expr>],
-    args: &[Value],
-    _strict: bool,
-) -> anyhow::Result<Value> {
-    vm_call("numbers.range_step", span, params, args)
-}
-
-/// regorus's builtin `name`, called strictly as the interpreter calls it, when the range is
-/// within the limit; any error, and a range past it, stops the VM.
+/// regorus's builtin `name`, called strictly as the interpreter calls it, when the call is
+/// within its limit; any error, and a call past the limit, stops the VM.
 fn vm_call(name: &str, span: &Span, params: &[Ref<Expr>], args: &[Value]) -> anyhow::Result<Value> {
-    let within = match args {
-        [from, to] => bounds(name, from, to, None).is_ok(),
-        [from, to, step] => bounds(name, from, to, Some(step)).is_ok(),
+    let within = match (name, args) {
+        ("bits.lsh", [value, by]) => shift(value, by).is_ok(),
+        (_, [from, to]) => bounds(name, from, to, None).is_ok(),
+        (_, [from, to, step]) => bounds(name, from, to, Some(step)).is_ok(),
         _ => false,
     };
     match regorus::unstable::BUILTINS.get(name) {
@@ -155,15 +159,63 @@ fn range_step(args: Vec<Value>) -> anyhow::Result<Value> {
     numbers(&first, &last, step)
 }
 
+/// `value` and the shift when `bits.lsh` may shift it by `by`; else the error, as regorus
+/// words it (a shift past 2^32 - 1, which regorus answers with undefined and no allocation, is
+/// let through).
+fn shift<'a>(value: &'a Value, by: &'a Value) -> Result<(&'a Value, &'a Value), String> {
+    const NAME: &str = "bits.lsh";
+    for v in [value, by] {
+        if !matches!(v, Value::Number(_)) {
+            return Err(format!(
+                "`{NAME}` expects numeric argument. Got `{v}` instead"
+            ));
+        }
+    }
+    for v in [value, by] {
+        if let Value::Number(n) = v {
+            if !n.is_integer() {
+                return Err(format!("`{NAME}` expects integer arguments. Got `{v}`"));
+            }
+        }
+    }
+    if *by < Value::from(0i64) {
+        return Err(format!(
+            "`{NAME}` expects non-negative integer arguments. Got `{by}`"
+        ));
+    }
+    if let Value::Number(n) = by {
+        if let Some(bits) = n.as_u64() {
+            if bits > MAX_SHIFT_BITS && bits <= u64::from(u32::MAX) {
+                return Err(format!(
+                    "`{NAME}` would shift by {bits} bits; regate allows at most {MAX_SHIFT_BITS}"
+                ));
+            }
+        }
+    }
+    Ok((value, by))
+}
+
+fn lsh(args: Vec<Value>) -> anyhow::Result<Value> {
+    let [value, by] = &args[..] else {
+        anyhow::bail!("`bits.lsh` takes 2 arguments");
+    };
+    match shift(value, by).map_err(anyhow::Error::msg)? {
+        (Value::Number(value), Value::Number(by)) => {
+            Ok(value.lsh(by).map_or(Value::Undefined, Value::Number))
+        }
+        _ => Ok(Value::Undefined),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `numbers.range` and `numbers.range_step` over a grid of arguments, odd ones included:
-    /// the same value from the bounded extensions as from regorus's builtins, or an error from
-    /// both.
+    /// `numbers.range`, `numbers.range_step` and `bits.lsh` over a grid of arguments, odd ones
+    /// included: the same value from the bounded extensions as from regorus's builtins, or an
+    /// error from both.
     #[test]
-    fn within_the_limit_the_ranges_are_regorus_s() {
+    fn within_the_limits_the_answers_are_regorus_s() {
         let values = [
             "-3",
             "0",
@@ -185,6 +237,14 @@ mod tests {
                     queries.push(format!("numbers.range_step({a}, {b}, {step})"));
                 }
             }
+        }
+        for a in values {
+            for b in values {
+                queries.push(format!("bits.lsh({a}, {b})"));
+            }
+        }
+        for by in ["0", "-1", "63", "8388608", "4294967296", "4294967297"] {
+            queries.push(format!("bits.lsh(3, {by})"));
         }
         let answer = |bounded: bool, query: &str| {
             let mut engine = Engine::new();
@@ -218,7 +278,11 @@ mod tests {
     }
 
     #[test]
-    fn past_the_limit_a_range_is_refused_before_it_is_built() {
+    fn past_the_limit_a_call_is_refused_before_anything_is_built() {
+        let error = lsh(vec![Value::from(1i64), Value::from(4_000_000_000u64)])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("would shift by 4000000000 bits"), "{error}");
         for (args, numbers) in [
             (
                 vec![Value::from(1u64), Value::from(1_000_000_000u64)],
