@@ -76,20 +76,14 @@ fn vm_call(name: &str, span: &Span, params: &[Ref<Expr>], args: &[Value]) -> any
     }
 }
 
-/// A range's first number, last bound and step (negative when it counts down), when it makes
-/// at most [`MAX_RANGE_NUMBERS`] numbers; else the error, as regorus words those it shares.
-fn bounds(
-    name: &str,
-    from: &Value,
-    to: &Value,
-    step: Option<&Value>,
-) -> Result<(Value, Value, i64), String> {
+/// A range's step (negative when it counts down), when it makes at most [`MAX_RANGE_NUMBERS`]
+/// numbers; else the error, as regorus words those it shares (never quoting an argument: one
+/// may be a Secret's value).
+fn bounds(name: &str, from: &Value, to: &Value, step: Option<&Value>) -> Result<i64, String> {
     let integer = |v: &Value| match v {
         Value::Number(n) if n.is_integer() => Ok(()),
         Value::Number(_) => Err(format!("`{name}`: operand must be integer")),
-        other => Err(format!(
-            "`{name}` expects numeric argument. Got `{other}` instead"
-        )),
+        _ => Err(format!("`{name}` expects numeric arguments")),
     };
     integer(from)?;
     integer(to)?;
@@ -99,11 +93,7 @@ fn bounds(
             .as_i64()
             .ok_or_else(|| format!("`{name}`: could not determine number of elements"))?,
         Some(Value::Number(_)) => return Err(format!("`{name}`: step must be a positive integer")),
-        Some(other) => {
-            return Err(format!(
-                "`{name}` expects numeric argument. Got `{other}` instead"
-            ))
-        }
+        Some(_) => return Err(format!("`{name}` expects numeric arguments")),
     };
     let (Value::Number(first), Value::Number(last)) = (from, to) else {
         return Err(format!("`{name}` expects numeric argument"));
@@ -119,8 +109,7 @@ fn bounds(
             "`{name}` would make {numbers} numbers; regate allows at most {MAX_RANGE_NUMBERS} in one call"
         ));
     }
-    let step = if span < 0 { -step } else { step };
-    Ok((from.clone(), to.clone(), step))
+    Ok(if span < 0 { -step } else { step })
 }
 
 /// The numbers from `first` to `last` by `step`, as regorus's builtins make them.
@@ -145,43 +134,37 @@ fn range(args: Vec<Value>) -> anyhow::Result<Value> {
     let [from, to] = &args[..] else {
         anyhow::bail!("`numbers.range` takes 2 arguments");
     };
-    let (first, last, step) =
-        bounds("numbers.range", from, to, None).map_err(anyhow::Error::msg)?;
-    numbers(&first, &last, step)
+    let step = bounds("numbers.range", from, to, None).map_err(anyhow::Error::msg)?;
+    numbers(from, to, step)
 }
 
 fn range_step(args: Vec<Value>) -> anyhow::Result<Value> {
     let [from, to, step] = &args[..] else {
         anyhow::bail!("`numbers.range_step` takes 3 arguments");
     };
-    let (first, last, step) =
-        bounds("numbers.range_step", from, to, Some(step)).map_err(anyhow::Error::msg)?;
-    numbers(&first, &last, step)
+    let step = bounds("numbers.range_step", from, to, Some(step)).map_err(anyhow::Error::msg)?;
+    numbers(from, to, step)
 }
 
 /// `value` and the shift when `bits.lsh` may shift it by `by`; else the error, as regorus
-/// words it (a shift past 2^32 - 1, which regorus answers with undefined and no allocation, is
-/// let through).
+/// words it without quoting an argument (a shift past 2^32 - 1, which regorus answers with
+/// undefined and no allocation, is let through).
 fn shift<'a>(value: &'a Value, by: &'a Value) -> Result<(&'a Value, &'a Value), String> {
     const NAME: &str = "bits.lsh";
     for v in [value, by] {
         if !matches!(v, Value::Number(_)) {
-            return Err(format!(
-                "`{NAME}` expects numeric argument. Got `{v}` instead"
-            ));
+            return Err(format!("`{NAME}` expects numeric arguments"));
         }
     }
     for v in [value, by] {
         if let Value::Number(n) = v {
             if !n.is_integer() {
-                return Err(format!("`{NAME}` expects integer arguments. Got `{v}`"));
+                return Err(format!("`{NAME}` expects integer arguments"));
             }
         }
     }
     if *by < Value::from(0i64) {
-        return Err(format!(
-            "`{NAME}` expects non-negative integer arguments. Got `{by}`"
-        ));
+        return Err(format!("`{NAME}` expects a non-negative shift"));
     }
     if let Value::Number(n) = by {
         if let Some(bits) = n.as_u64() {
