@@ -1,12 +1,11 @@
 //! Wiring only: install the rustls provider, parse the CLI, init tracing, dispatch.
 
 use clap::Parser;
-use mimalloc::MiMalloc;
 
 use regate::cli::{self, Cli, Command};
 
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+// The global allocator is declared by regorus (its `allocator-memory-limits` feature):
+// mimalloc v3, counting the bytes each thread holds (`crates/regorus-mimalloc`).
 
 fn main() -> std::process::ExitCode {
     tune_process();
@@ -35,6 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(strategy) = cli.eval_strategy {
         regate::policy::bytecode::set_strategy(strategy.into());
     }
+    regate::policy::memory::set_limits(cli.evaluation_memory_mib, cli.memory_ceiling_mib);
     match cli.command {
         Command::Serve(args) => {
             // Memory freed after a burst of large requests goes back to the OS at once instead
@@ -59,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 // the body was dropped on another thread; one that then idles would keep them
                 // for good. One atomic load per park unless a large body was released since.
                 .on_thread_park(alloc_release::collect_if_released_elsewhere)
+                .on_thread_stop(regate::policy::memory::thread_ends)
                 .build()?;
             runtime.block_on(cli::serve::run(args))
         }

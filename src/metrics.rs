@@ -174,7 +174,7 @@ impl Metrics {
         let policy_errors = IntCounterVec::new(
             Opts::new(
                 "regate_policy_errors_total",
-                "Policy evaluations that failed, by policy and reason (runtime_error, time_limit, invalid_output).",
+                "Policy evaluations that failed, by policy and reason (runtime_error, time_limit, memory_limit, invalid_output).",
             ),
             &["policy", "reason"],
         )?;

@@ -890,28 +890,95 @@ async fn a_range_too_large_to_build_fails_its_policy_not_the_server() {
         extra_policies: vec![("huge-range.rego".into(), HUGE_RANGE_POLICY.into())],
         ..BinaryOptions::default()
     });
+    fails_closed_then_answers(
+        &regate,
+        "COUNT",
+        "huge-range",
+        "would make 1000000000 numbers",
+    )
+    .await;
+}
+
+/// Twice: a ConfigMap whose `data` has `key` fails closed, the message naming `policy`'s failure
+/// and `reason`; a Pod review after it is allowed.
+async fn fails_closed_then_answers(regate: &Regate, key: &str, policy: &str, reason: &str) {
     let client = regate.http1();
     let url = regate.url("/validate");
     let mut review: serde_json::Value =
-        serde_json::from_slice(&configmap_review("count", "prod")).unwrap();
-    review["request"]["object"]["data"]["COUNT"] = "yes".into();
+        serde_json::from_slice(&configmap_review("careless", "prod")).unwrap();
+    review["request"]["object"]["data"][key] = "yes".into();
     let review = serde_json::to_vec(&review).unwrap();
     for _ in 0..2 {
         let (status, _, body) = post(&client, &url, review.clone()).await;
         assert_eq!(status, 200, "{body}");
         let r = &body["response"];
-        assert_eq!(r["uid"], "count", "{body}");
+        assert_eq!(r["uid"], "careless", "{body}");
         assert_eq!(r["allowed"], false, "{body}");
         let message = r["status"]["message"].as_str().unwrap_or("");
         assert!(
-            message.contains("[huge-range] policy evaluation failed")
-                && message.contains("would make 1000000000 numbers"),
+            message.contains(&format!("[{policy}] policy evaluation failed"))
+                && message.contains(reason),
             "{message}"
         );
         let (status, _, body) = post(&client, &url, fixture_bytes("pod-secure.json")).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["response"]["allowed"], true, "{body}");
     }
+}
+
+const MEMORY_HOG_POLICY: &str = r#"# METADATA
+# title: Pairs every number with every other
+# custom:
+#   id: memory-hog
+#   severity: medium
+#   kinds: [ConfigMap]
+package regate.policies.memory_hog
+
+deny contains "paired" if {
+  input.request.object.data.PAIRS
+  count([[x, y] | some x in numbers.range(1, 1000000); some y in numbers.range(1, 1000000)]) > 0
+}
+"#;
+
+/// A policy that builds memory step by step (each range is within `numbers.range`'s bound; the
+/// pairs are not: 1.2 GB in the 2 s the time limit allows, past the chart's 512 MiB) is stopped
+/// by the memory limits on either backend: the review fails closed naming the limit, the server
+/// stays up, answers the next review, and its peak resident memory stays bounded.
+/// The interpreter's case has a time limit long enough that memory is what stops it.
+#[rstest::rstest]
+#[case::bytecode_budget_per_evaluation(&[], "", 400)]
+#[case::interpreter_process_ceiling(
+    &[("REGATE_EVAL_STRATEGY", "interpreter"), ("REGATE_MEMORY_CEILING_MIB", "128")],
+    "limits:\n  evaluationTimeoutMs: 30000\n",
+    512
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_policy_builds_step_by_step_is_bounded(
+    #[case] env: &[(&str, &str)],
+    #[case] limits: &str,
+    #[case] peak_mib: u64,
+) {
+    let regate = Regate::start(BinaryOptions {
+        config: format!("{TEST_CONFIG}{limits}"),
+        extra_policies: vec![("memory-hog.rego".into(), MEMORY_HOG_POLICY.into())],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..BinaryOptions::default()
+    });
+    fails_closed_then_answers(
+        &regate,
+        "PAIRS",
+        "memory-hog",
+        "evaluation memory limit exceeded",
+    )
+    .await;
+    let (_, peak_kib) = regate.rss_kib();
+    assert!(
+        peak_kib > 0 && peak_kib < peak_mib * 1024,
+        "peak resident memory {peak_kib} KiB, bound {peak_mib} MiB"
+    );
 }
 
 /// A policy that never finishes is cut off by the evaluation time limit (failing closed) and

@@ -45,6 +45,25 @@ pub struct Cli {
     /// strategy gives the same decisions; an unknown value is an error.
     #[arg(long, global = true, env = "REGATE_EVAL_STRATEGY", value_enum)]
     pub eval_strategy: Option<EvalStrategy>,
+    /// Memory one evaluation on the bytecode VM may build, in MiB, before it is stopped and its
+    /// policy fails (default 128; 0: no budget).
+    #[arg(
+        long,
+        global = true,
+        env = "REGATE_EVALUATION_MEMORY_MIB",
+        value_name = "MIB"
+    )]
+    pub evaluation_memory_mib: Option<u64>,
+    /// Memory the process may hold while it evaluates, in MiB: past it, every evaluation (on
+    /// either backend) stops and its policy fails (default: half the cgroup's memory limit, else
+    /// half the machine's memory; 0: no ceiling).
+    #[arg(
+        long,
+        global = true,
+        env = "REGATE_MEMORY_CEILING_MIB",
+        value_name = "MIB"
+    )]
+    pub memory_ceiling_mib: Option<u64>,
 }
 
 /// `--eval-strategy`: see [`crate::policy::bytecode::Strategy`].

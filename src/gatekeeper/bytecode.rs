@@ -15,18 +15,14 @@ use regorus::rvm::Program;
 use std::collections::BTreeMap;
 
 use regorus::unstable::{Expr, Ref, Rule, RuleHead, Span};
-use regorus::{Engine, LimitError, Value};
+use regorus::{Engine, Value};
 
 use crate::gatekeeper::rego_compat;
 
 /// What an OPA-compatible builtin's error becomes on the VM: the one kind of error a rule body
-/// does not swallow (as `policy::bytecode_errors` escalates the errors of guarded builtins). No
-/// memory limit is configured for the VM, so this value is never a real one.
+/// does not swallow, as `policy::bytecode_errors` escalates the errors of guarded builtins.
 fn escalated() -> anyhow::Error {
-    anyhow::Error::new(LimitError::MemoryLimitExceeded {
-        usage: u64::MAX,
-        limit: 0,
-    })
+    crate::policy::builtins::escalated()
 }
 
 /// OPA's `sprintf` (Go's formatting of missing arguments, `%!v(MISSING)`) over regorus's, called

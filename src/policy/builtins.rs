@@ -29,8 +29,8 @@ use regorus::{LimitError, Value};
 
 type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
 
-/// What an arithmetic error becomes: see `bytecode_errors` (no memory limit is configured for
-/// the VM, so this value is never a real one).
+/// What an arithmetic error becomes: see `bytecode_errors` (a real memory limit is never 0, so
+/// this value is never a real one: `policy::memory`).
 pub(crate) fn escalated() -> anyhow::Error {
     anyhow::Error::new(LimitError::MemoryLimitExceeded {
         usage: u64::MAX,

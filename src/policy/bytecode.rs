@@ -857,6 +857,7 @@ fn new_vm(compiled: &Compiled, env: Environment, timeout: Duration) -> Result<Re
     vm.set_strict_builtin_errors(false);
     vm.set_max_instructions(usize::MAX);
     vm.set_execution_timer_config(vm_timer(timeout));
+    vm.set_memory_budget_config(crate::policy::memory::vm_budget());
     Ok(vm)
 }
 
@@ -1566,6 +1567,54 @@ mod tests {
                     f.detail
                 );
             }
+            assert!(
+                d.violations.iter().any(|v| v.policy == "small"),
+                "{strategy:?}: {}",
+                summary(&d)
+            );
+        }
+    }
+
+    /// A policy on the VM that builds more than an evaluation's memory budget (9 million pairs,
+    /// each within every other bound) is stopped there, fails as `memory_limit` without being
+    /// run again on the interpreter, and the policy beside it answers.
+    #[test]
+    fn a_policy_building_past_its_memory_budget_fails_on_the_vm() {
+        let dir = tempfile::tempdir().unwrap();
+        for (id, body) in [
+            (
+                "pairs",
+                "{\n\tcount([[x, y] | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000)]) > 0\n}",
+            ),
+            ("small", "{\n\tcount(numbers.range(1, 1000)) == 1000\n}"),
+        ] {
+            std::fs::write(dir.path().join(format!("{id}.rego")), configmap_policy(id, body)).unwrap();
+        }
+        let (sources, _) = source::resolve(dir.path(), false).unwrap();
+        let set = built_with(&sources, "", Strategy::Grouped);
+        assert!(crate::policy::memory::limits().evaluation.is_some());
+        for strategy in [Strategy::Grouped, Strategy::Compiled] {
+            let d = judge(
+                &set.clone().with_strategy(strategy),
+                &odd_review(),
+                Wants::VALIDATE,
+            );
+            let failed: Vec<(&str, &str)> = d
+                .failures
+                .iter()
+                .map(|f| (f.policy.as_str(), f.reason.as_str()))
+                .collect();
+            assert_eq!(
+                failed,
+                [("pairs", "memory_limit")],
+                "{strategy:?}: {}",
+                summary(&d)
+            );
+            assert!(
+                d.failures[0].detail.contains("memory budget"),
+                "{strategy:?}: {}",
+                d.failures[0].detail
+            );
             assert!(
                 d.violations.iter().any(|v| v.policy == "small"),
                 "{strategy:?}: {}",

@@ -29,7 +29,7 @@ static ORIGINALS: [OnceLock<Builtin>; SLOTS] = [const { OnceLock::new() }; SLOTS
 static NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// What a guarded builtin's error becomes: the one kind of error a VM rule body does not
-/// swallow. No memory limit is configured for the VM, so this value is never a real one.
+/// swallow. A real memory limit is never 0 (`policy::memory`), so this value is never a real one.
 const ESCALATED: LimitError = LimitError::MemoryLimitExceeded {
     usage: u64::MAX,
     limit: 0,

@@ -48,6 +48,8 @@ pub struct RuleItem {
 pub enum FailureReason {
     RuntimeError,
     TimeLimit,
+    /// Stopped by the memory limits of `policy::memory`.
+    MemoryLimit,
     InvalidOutput,
 }
 
@@ -56,6 +58,7 @@ impl FailureReason {
         match self {
             FailureReason::RuntimeError => "runtime_error",
             FailureReason::TimeLimit => "time_limit",
+            FailureReason::MemoryLimit => "memory_limit",
             FailureReason::InvalidOutput => "invalid_output",
         }
     }
@@ -64,6 +67,7 @@ impl FailureReason {
         match self {
             FailureReason::RuntimeError => "runtime error",
             FailureReason::TimeLimit => "evaluation time limit exceeded",
+            FailureReason::MemoryLimit => "evaluation memory limit exceeded",
             FailureReason::InvalidOutput => "invalid rule output",
         }
     }
@@ -237,6 +241,8 @@ fn failure_of(error: &anyhow::Error, redact: bool) -> EvalFailure {
     }) || error.to_string().contains("time limit");
     let reason = if is_time {
         FailureReason::TimeLimit
+    } else if crate::policy::memory::is_memory_limit(error) {
+        FailureReason::MemoryLimit
     } else {
         FailureReason::RuntimeError
     };

@@ -7,7 +7,8 @@
 //! (a set's YAML documents); nothing here names them.
 //!
 //! The files are layered so that each imports only those below it: `error.rs`, `flavor.rs` and
-//! `allowance.rs` (how long an evaluation in place may take, set by the server) at the bottom,
+//! `allowance.rs` (how long an evaluation in place may take, set by the server) and `memory.rs`
+//! (how much memory evaluations may build, set at start) at the bottom,
 //! then `compiled.rs` (one compiled policy) and `bounded_builtins.rs` (builtins whose size a
 //! number sets, bounded on both backends), then the backends (`eval.rs`, `bytecode.rs`), the
 //! recursion check and `loader.rs`, then `set.rs` (the `PolicySet` and its build), and
@@ -25,6 +26,7 @@ mod evaluate;
 pub mod flavor;
 pub(crate) mod instructions;
 pub mod loader;
+pub mod memory;
 pub mod metadata;
 pub(crate) mod mutators;
 pub mod panics;

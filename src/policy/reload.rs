@@ -356,8 +356,11 @@ fn build_on_a_thread_of_its_own<T: Send>(build: impl Fn() -> T + Sync) -> T {
     std::thread::scope(|scope| {
         match std::thread::Builder::new()
             .name("regate-policy-build".into())
-            .spawn_scoped(scope, &build)
-        {
+            .spawn_scoped(scope, || {
+                let built = build();
+                crate::policy::memory::thread_ends();
+                built
+            }) {
             Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),

@@ -174,6 +174,8 @@ fn work(shared: &Shared) {
         }
     }
     state.live -= 1;
+    drop(state);
+    crate::policy::memory::thread_ends();
     // The thread ends here: mimalloc frees its heap's free pages and hands the rest to the
     // threads that free them (`mi_thread_done`), and the thread-local engines are dropped.
 }

@@ -244,6 +244,8 @@ impl Server {
             exempt_namespaces = %set.config.exempt_namespaces.join(","),
             policy_failure = ?set.config.policy_failure,
             exceptions = set.config.exceptions.len(),
+            evaluation_memory_bytes = crate::policy::memory::limits().evaluation.unwrap_or(0),
+            memory_ceiling_bytes = crate::policy::memory::limits().ceiling.unwrap_or(0),
             "regate serving"
         );
         if let Some(shadow) = &state.shadow {

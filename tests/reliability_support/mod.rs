@@ -124,6 +124,8 @@ pub struct BinaryOptions {
     pub as_nobody: bool,
     /// Run under `prlimit --nofile=N:N` (util-linux): a low open-files limit.
     pub nofile: Option<u64>,
+    /// Extra environment variables (name, value).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for BinaryOptions {
@@ -136,6 +138,7 @@ impl Default for BinaryOptions {
             metrics_port: None,
             as_nobody: false,
             nofile: None,
+            env: Vec::new(),
         }
     }
 }
@@ -235,6 +238,7 @@ impl Regate {
             .args(&args)
             .env_remove("RUST_LOG")
             .env("REGATE_WATCH_NAMESPACES", "false")
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(root.join("regate.stdout")).unwrap())
