@@ -22,7 +22,7 @@ use crate::gatekeeper::rego_compat;
 /// What an OPA-compatible builtin's error becomes on the VM: the one kind of error a rule body
 /// does not swallow, as `policy::bytecode_errors` escalates the errors of guarded builtins.
 fn escalated() -> anyhow::Error {
-    crate::policy::builtins::escalated()
+    crate::policy::bytecode_errors::escalated()
 }
 
 /// OPA's `sprintf` (Go's formatting of missing arguments, `%!v(MISSING)`) over regorus's, called

@@ -70,9 +70,9 @@ fn vm_call(name: &str, span: &Span, params: &[Ref<Expr>], args: &[Value]) -> any
     };
     match regorus::unstable::BUILTINS.get(name) {
         Some(&(builtin, _)) if within => {
-            builtin(span, params, args, true).map_err(|_| crate::policy::builtins::escalated())
+            builtin(span, params, args, true).map_err(crate::policy::bytecode_errors::escalate)
         }
-        _ => Err(crate::policy::builtins::escalated()),
+        _ => Err(crate::policy::bytecode_errors::escalated()),
     }
 }
 

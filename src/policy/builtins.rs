@@ -25,18 +25,12 @@ use regorus::rvm::instructions::BuiltinCallParams;
 use regorus::rvm::program::BuiltinInfo;
 use regorus::rvm::{Instruction, Program};
 use regorus::unstable::{ArithOp, Expr, Ref, Span};
-use regorus::{LimitError, Value};
+use regorus::Value;
+
+// What an arithmetic error becomes: see `bytecode_errors`.
+use crate::policy::bytecode_errors::{escalate, escalated};
 
 type Builtin = fn(&Span, &[Ref<Expr>], &[Value], bool) -> anyhow::Result<Value>;
-
-/// What an arithmetic error becomes: see `bytecode_errors` (a real memory limit is never 0, so
-/// this value is never a real one: `policy::memory`).
-pub(crate) fn escalated() -> anyhow::Error {
-    anyhow::Error::new(LimitError::MemoryLimitExceeded {
-        usage: u64::MAX,
-        limit: 0,
-    })
-}
 
 fn arithmetic(
     op: ArithOp,
@@ -61,7 +55,7 @@ fn arithmetic(
             true,
         ),
     };
-    result.map_err(|_| escalated())
+    result.map_err(escalate)
 }
 
 fn add(span: &Span, params: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {

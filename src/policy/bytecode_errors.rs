@@ -35,11 +35,18 @@ const ESCALATED: LimitError = LimitError::MemoryLimitExceeded {
     limit: 0,
 };
 
-fn escalate(error: anyhow::Error) -> anyhow::Error {
+/// [`ESCALATED`], as an error: for a builtin that replaces a program's own to return.
+pub(crate) fn escalated() -> anyhow::Error {
+    anyhow::Error::new(ESCALATED)
+}
+
+/// A builtin's error, escalated; a limit error (a real memory limit reached inside the
+/// builtin) stays what it is.
+pub(crate) fn escalate(error: anyhow::Error) -> anyhow::Error {
     if error.downcast_ref::<LimitError>().is_some() {
         error
     } else {
-        anyhow::Error::new(ESCALATED)
+        escalated()
     }
 }
 
@@ -53,7 +60,7 @@ fn guard<const I: usize>(
 ) -> anyhow::Result<Value> {
     match ORIGINALS[I].get() {
         Some(builtin) => builtin(span, params, args, true).map_err(escalate),
-        None => Err(anyhow::Error::new(ESCALATED)),
+        None => Err(escalated()),
     }
 }
 

@@ -149,6 +149,8 @@ mod tests {
             anyhow::Error::new(regorus::LimitError::MemoryLimitExceeded { usage: 2, limit: 1 });
         assert!(is_memory_limit(&vm) && is_memory_limit(&engine));
         assert!(!is_memory_limit(&anyhow::anyhow!("memory")));
-        assert!(!is_memory_limit(&crate::policy::builtins::escalated()));
+        assert!(!is_memory_limit(
+            &crate::policy::bytecode_errors::escalated()
+        ));
     }
 }

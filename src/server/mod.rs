@@ -225,6 +225,7 @@ impl Server {
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let memory = crate::policy::memory::limits();
         info!(
             listen = %listen,
             metrics_listen = %metrics_listen,
@@ -244,8 +245,8 @@ impl Server {
             exempt_namespaces = %set.config.exempt_namespaces.join(","),
             policy_failure = ?set.config.policy_failure,
             exceptions = set.config.exceptions.len(),
-            evaluation_memory_bytes = crate::policy::memory::limits().evaluation.unwrap_or(0),
-            memory_ceiling_bytes = crate::policy::memory::limits().ceiling.unwrap_or(0),
+            evaluation_memory_bytes = memory.evaluation.unwrap_or(0),
+            memory_ceiling_bytes = memory.ceiling.unwrap_or(0),
             "regate serving"
         );
         if let Some(shadow) = &state.shadow {

@@ -19,8 +19,8 @@ pub mod limits;
 pub mod mimalloc;
 
 pub use limits::{
-    allocation_stats_snapshot, current_thread_allocation_stats, current_thread_live_bytes,
-    global_allocation_stats_snapshot, GlobalAllocationStats, ThreadAllocationStats,
+    allocation_stats_snapshot, current_thread_live_bytes, GlobalAllocationStats,
+    ThreadAllocationStats,
 };
 
 /// Declares [`mimalloc::Mimalloc`] the global allocator (regorus calls this in its crate root).

@@ -171,16 +171,6 @@ pub fn allocation_stats_snapshot() -> (GlobalAllocationStats, ThreadAllocationSt
         .unwrap_or_default()
 }
 
-/// The process-wide figures (flushing this thread first).
-pub fn global_allocation_stats_snapshot() -> GlobalAllocationStats {
-    allocation_stats_snapshot().0
-}
-
-/// This thread's figures (flushing it first).
-pub fn current_thread_allocation_stats() -> ThreadAllocationStats {
-    allocation_stats_snapshot().1
-}
-
 /// Bytes this thread allocated minus bytes it freed, without flushing: what a VM execution's
 /// budget is measured against.
 #[inline]
