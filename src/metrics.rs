@@ -40,6 +40,10 @@ pub struct Metrics {
     pub budget_rejections: IntCounterVec,
     /// Bytes held in each memory budget (buffered, parsing), set when /metrics is read.
     pub budget_bytes: IntGaugeVec,
+    /// Bytes the process holds through its allocator, set when /metrics is read.
+    pub memory_held: IntGauge,
+    /// The evaluation memory ceiling in force, set when /metrics is read.
+    pub memory_ceiling: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -283,6 +287,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(budget_rejections.clone()))?;
         registry.register(Box::new(budget_bytes.clone()))?;
+        let memory_held = IntGauge::new(
+            "regate_memory_held_bytes",
+            "Bytes the process holds through its allocator, as the evaluation memory ceiling counts them.",
+        )?;
+        let memory_ceiling = IntGauge::new(
+            "regate_memory_ceiling_bytes",
+            "Evaluations fail for memory while the process holds more than this: the ceiling set \
+             plus the request bodies the memory budgets hold (0: no ceiling).",
+        )?;
+        registry.register(Box::new(memory_held.clone()))?;
+        registry.register(Box::new(memory_ceiling.clone()))?;
         for reason in ["buffered", "connection", "parsing", "parse_size"] {
             budget_rejections.with_label_values(&[reason]);
         }
@@ -320,6 +335,8 @@ impl Metrics {
             connections_rejected,
             budget_rejections,
             budget_bytes,
+            memory_held,
+            memory_ceiling,
         })
     }
 
@@ -332,6 +349,10 @@ impl Metrics {
         self.budget_bytes
             .with_label_values(&["parsing"])
             .set(gauge(parsing));
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.memory_held.set(bytes(crate::policy::memory::held()));
+        self.memory_ceiling
+            .set(crate::policy::memory::ceiling_now().map_or(0, bytes));
     }
 
     /// The text exposition format.

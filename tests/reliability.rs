@@ -981,6 +981,108 @@ async fn memory_a_policy_builds_step_by_step_is_bounded(
     );
 }
 
+/// The evaluation memory ceiling leaves out what request bodies hold under the body budgets: a
+/// flood of large unfinished bodies that alone holds more than the ceiling set does not fail the
+/// reviews judged meanwhile (with a fixed ceiling every one of them failed closed as
+/// `memory_limit`), and the ceiling in force is the one set again once the bodies are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_held_do_not_fail_evaluations_for_memory() {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let ceiling_mib = 16.0;
+    let regate = Regate::start(BinaryOptions {
+        config: format!("{TEST_CONFIG}limits:\n  bodyReadTimeoutMs: 30000\n"),
+        env: vec![("REGATE_MEMORY_CEILING_MIB".into(), "16".into())],
+        ..BinaryOptions::default()
+    });
+    let metric = |text: &str, name: &str| sample(text, name);
+    let idle = regate.metrics_text().await;
+    assert_eq!(
+        metric(&idle, "regate_memory_ceiling_bytes"),
+        ceiling_mib * MIB,
+        "{idle}"
+    );
+
+    // Three connections, each with a body of 7 MiB declared and 6 MiB sent, then held.
+    let declared: usize = 7 << 20;
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let config = client_config(
+            &regate.pki.ca_pem,
+            &[&rustls::version::TLS13],
+            &[b"http/1.1"],
+        );
+        let mut tls = tls_connect(regate.addr, config).await.unwrap();
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&vec![b' '; 6 << 20]).await.unwrap();
+        tls.flush().await.unwrap();
+        bodies.push(tls);
+    }
+    let mut text = String::new();
+    for _ in 0..400 {
+        text = regate.metrics_text().await;
+        if metric(&text, "regate_memory_held_bytes") > ceiling_mib * MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        metric(&text, "regate_memory_held_bytes") > ceiling_mib * MIB,
+        "the bodies alone hold more than the ceiling set: {text}"
+    );
+    assert_eq!(
+        metric(&text, "regate_memory_ceiling_bytes"),
+        ceiling_mib * MIB + metric(&text, "regate_memory_budget_bytes{budget=\"buffered\"}"),
+        "{text}"
+    );
+
+    // Meanwhile reviews are judged as usual, none failing for memory.
+    let client = regate.http1();
+    for _ in 0..5 {
+        let (status, _, body) = post(
+            &client,
+            &regate.url("/validate"),
+            fixture_bytes("pod-secure.json"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"]["allowed"], true, "{body}");
+    }
+    let (status, _, body) = post(
+        &client,
+        &regate.url("/validate"),
+        fixture_bytes("pod-privileged.json"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+    assert!(
+        !body.to_string().contains("memory limit"),
+        "denied by its policies, not for memory: {body}"
+    );
+    let text = regate.metrics_text().await;
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("regate_policy_errors_total") && l.contains("memory_limit"))
+            .all(|l| l.ends_with(" 0")),
+        "{text}"
+    );
+
+    // The bodies go; the ceiling in force is the one set again.
+    drop(bodies);
+    let mut ceiling = 0.0;
+    for _ in 0..400 {
+        ceiling = metric(&regate.metrics_text().await, "regate_memory_ceiling_bytes");
+        if ceiling == ceiling_mib * MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ceiling, ceiling_mib * MIB);
+}
+
 /// A policy that never finishes is cut off by the evaluation time limit (failing closed) and
 /// never blocks requests for other objects; past `maxInFlight`, requests wait `queueTimeoutMs`
 /// and are answered with a clear 503 (an AdmissionReview naming the limits, Retry-After), not

@@ -17,9 +17,17 @@
 //! Either way the policy fails as a policy that runs out of time does (`memory_limit`), its
 //! failure policy decides, and the memory it built is freed. Both are process-wide settings,
 //! made once at start.
+//!
+//! The allocator cannot tell an evaluation's bytes from a request body's, and the server's body
+//! budgets let a flood of large bodies hold more than half the chart's limit on their own (up to
+//! 360 MiB by their estimates): with a fixed ceiling, every ordinary review judged during such a
+//! flood failed for memory. So the ceiling in force is the one set plus what the body budgets
+//! hold at the moment ([`BodyMemory`]): it bounds what evaluations build beyond the bodies,
+//! which their own budgets bound.
 
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use regorus::MemoryBudgetConfig;
 
@@ -32,6 +40,15 @@ const MIB: u64 = 1024 * 1024;
 
 /// The budget of one VM evaluation, in bytes (0: none).
 static EVALUATION_BUDGET: AtomicU64 = AtomicU64::new(DEFAULT_EVALUATION_MIB * MIB);
+
+/// The ceiling set, in bytes ([`NO_CEILING`]: none); regorus is given this plus [`BODIES`].
+static CEILING: AtomicU64 = AtomicU64::new(NO_CEILING);
+const NO_CEILING: u64 = u64::MAX;
+/// Bytes request bodies hold now under the server's body budgets (all servers of the process).
+static BODIES: AtomicU64 = AtomicU64::new(0);
+/// Serialises the reads of [`BODIES`] with the writes of regorus's limit: each write then
+/// carries a value read after every change before it, so the last write is never a stale one.
+static PUBLISH: Mutex<()> = Mutex::new(());
 
 /// The limits in force, for `regate serve`'s start-up log and `regate check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,18 +70,83 @@ pub fn set_limits(evaluation_mib: Option<u64>, ceiling_mib: Option<u64>) -> Limi
         Some(mib) => Some(mib.saturating_mul(MIB)).filter(|&b| b > 0),
         None => default_ceiling(),
     };
-    regorus::set_global_memory_limit(ceiling);
+    CEILING.store(ceiling.unwrap_or(NO_CEILING), Ordering::Relaxed);
+    publish_ceiling();
     // A thread adds what it holds to the process's count every 256 KiB (regorus's default:
     // 1 MiB), so that a thread that ends without flushing loses less.
     regorus::set_thread_flush_threshold_override(Some(256 * 1024));
     limits()
 }
 
-/// The limits in force.
+/// The limits in force (the ceiling as set, without the bodies held now).
 pub fn limits() -> Limits {
     Limits {
         evaluation: Some(EVALUATION_BUDGET.load(Ordering::Relaxed)).filter(|&b| b > 0),
-        ceiling: regorus::global_memory_limit(),
+        ceiling: Some(CEILING.load(Ordering::Relaxed)).filter(|&b| b != NO_CEILING),
+    }
+}
+
+/// The ceiling regorus compares the process's memory with now: the one set plus the bodies
+/// held (`None`: no ceiling).
+pub fn ceiling_now() -> Option<u64> {
+    regorus::global_memory_limit()
+}
+
+/// The bytes the process holds through the global allocator, as the ceiling counts them (each
+/// thread's count as of its last flush, this thread's flushed first).
+pub fn held() -> u64 {
+    regorus_mimalloc::allocation_stats_snapshot().0.allocated
+}
+
+/// Gives regorus the ceiling set plus the bodies held now.
+fn publish_ceiling() {
+    let _serial = PUBLISH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ceiling = CEILING.load(Ordering::Relaxed);
+    regorus::set_global_memory_limit(
+        (ceiling != NO_CEILING)
+            .then(|| ceiling.saturating_add(BODIES.load(Ordering::Relaxed)))
+            // regorus reads u64::MAX as no limit.
+            .map(|c| c.min(NO_CEILING - 1)),
+    );
+}
+
+/// Memory that request bodies hold under the server's body budgets (bytes buffered as they
+/// arrive, or a parsed body's estimated size), which the ceiling does not count against
+/// evaluations while it is held. Dropping it gives the bytes back.
+#[derive(Debug, Default)]
+#[must_use = "the bytes are held only while this lives"]
+pub struct BodyMemory {
+    bytes: u64,
+}
+
+impl BodyMemory {
+    /// Holds `bytes`.
+    pub fn new(bytes: usize) -> BodyMemory {
+        let mut held = BodyMemory::default();
+        held.grow(bytes);
+        held
+    }
+
+    /// Holds `more` bytes besides.
+    pub fn grow(&mut self, more: usize) {
+        let more = u64::try_from(more).unwrap_or(u64::MAX);
+        if more == 0 {
+            return;
+        }
+        self.bytes = self.bytes.saturating_add(more);
+        BODIES.fetch_add(more, Ordering::Relaxed);
+        publish_ceiling();
+    }
+}
+
+impl Drop for BodyMemory {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            BODIES.fetch_sub(self.bytes, Ordering::Relaxed);
+            publish_ceiling();
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::shape::{Shape, MAX_PARSED_PER_BODY_BYTE};
 use crate::config::Limits;
+use crate::policy::memory::BodyMemory;
 
 /// Bodies buffered at once, all connections together, in multiples of `maxBodyBytes`.
 pub const BUFFERED_BODIES: usize = 12;
@@ -141,6 +142,7 @@ impl Budgets {
             reserved: None,
             connection,
             bytes: 0,
+            memory: BodyMemory::default(),
         }
     }
 
@@ -161,15 +163,19 @@ impl Budgets {
         // Never more than the whole pool, so that one request can always run alone.
         let wanted = estimate.min(limit).min(MAX_CALL) as u32;
         match tokio::time::timeout(wait, pool.clone().acquire_many_owned(wanted)).await {
-            Ok(Ok(permit)) => Ok(ParsingPermit(permit)),
+            Ok(Ok(permit)) => Ok(ParsingPermit(permit, BodyMemory::new(wanted as usize))),
             _ => Err(Exhausted::Parsing),
         }
     }
 }
 
-/// Held while a request is parsed and judged; gives its estimate back when dropped.
+/// Held while a request is parsed and judged; gives its estimate back when dropped. The
+/// estimate is also memory the evaluation ceiling leaves to the body (`policy::memory`).
 #[derive(Debug)]
-pub struct ParsingPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct ParsingPermit(
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    #[allow(dead_code)] BodyMemory,
+);
 
 /// One connection's buffered bytes, shared by its requests (HTTP/2 streams). The webhook port
 /// puts one in every request's extensions.
@@ -199,6 +205,8 @@ pub struct Reservation {
     reserved: Option<OwnedSemaphorePermit>,
     connection: Option<ConnectionShare>,
     bytes: usize,
+    /// The same bytes, left out of what the evaluation ceiling counts (`policy::memory`).
+    memory: BodyMemory,
 }
 
 impl Reservation {
@@ -246,6 +254,7 @@ impl Reservation {
             return Err(Exhausted::Buffered);
         }
         self.bytes += more;
+        self.memory.grow(more);
         Ok(())
     }
 }

@@ -118,9 +118,7 @@ pub fn take_thread_flushed_since_check_flag() -> bool {
 /// This thread's difference not yet added to the process-wide total.
 #[inline]
 pub fn thread_allocation_pending_delta() -> i64 {
-    THREAD
-        .try_with(|t| t.pending.get())
-        .unwrap_or(0)
+    THREAD.try_with(|t| t.pending.get()).unwrap_or(0)
 }
 
 /// Sets the threshold at which threads flush (`None`: 1 MiB; `Some(0)`: only when asked).
@@ -217,7 +215,10 @@ pub fn with_memory_budget_usage_scope<R>(
     updated: &mut Option<MemoryBudgetUsage>,
     operation: impl FnOnce() -> R,
 ) -> R {
-    let previous = THREAD.try_with(|t| t.budget.replace(initial)).ok().flatten();
+    let previous = THREAD
+        .try_with(|t| t.budget.replace(initial))
+        .ok()
+        .flatten();
     let _scope = Scope { previous, updated };
     operation()
 }
