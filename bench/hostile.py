@@ -12,7 +12,8 @@ While the server's resident memory is sampled every 20 ms from /proc/PID/status:
        a stream the server answers or resets is replaced by a new one;
      - an ordinary review (fixtures/admission/pod-secure.json) every 100 ms on one kept-alive
        HTTP/1.1 connection, timed, from a process of its own (--probe-in-process: from a
-       thread of this one, whose wait for the GIL then counts as latency);
+       thread of this one, whose wait for the GIL then counts as latency); it must be answered
+       200 and allowed (`ordinary:200-not-allowed` counts the answers that deny it);
   3. after: the attack stops; RSS is sampled until it settles (ordinary reviews once a second).
 Prints one JSON object: RSS idle / peak / after, the answers by status, ordinary review latency.
 
@@ -212,6 +213,14 @@ def h2_flood_connection(args, stats, stop):
             time.sleep(0.1)
 
 
+def admitted(answer):
+    """Whether an AdmissionReview answer allows its object."""
+    try:
+        return json.loads(answer)["response"]["allowed"] is True
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def ordinary(args, body, stats, stop, interval):
     ctx = tls_context(args.ca, "http/1.1")
     conn = None
@@ -222,10 +231,14 @@ def ordinary(args, body, stats, stop, interval):
                 conn = http.client.HTTPSConnection("localhost", args.port, context=ctx, timeout=30)
             conn.request("POST", "/validate", body=body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
-            response.read()
+            answer = response.read()
             elapsed = time.monotonic() - started
-            stats.status("ordinary", response.status)
-            if response.status == 200:
+            # The ordinary Pod is one the default policies allow: an answer that denies it (a
+            # policy failing for memory or time during the attack) counts as a failure too.
+            allowed = response.status == 200 and admitted(answer)
+            stats.status("ordinary", response.status if allowed or response.status != 200
+                         else "200-not-allowed")
+            if allowed:
                 with stats.lock:
                     stats.latencies.append(elapsed * 1000)
         except Exception as e:  # noqa: BLE001

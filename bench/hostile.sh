@@ -8,6 +8,7 @@
 #
 #   bench/hostile.sh                                  # target/release/regate, 20 s of attack
 #   REGATE=/path/to/other/regate SECONDS_OF_ATTACK=10 bench/hostile.sh
+#   MEMORY_CEILING_MIB=256 bench/hostile.sh           # the evaluation memory ceiling under the chart
 #
 # Needs a release build (cargo build --release), curl, and Python 3 with the h2 package
 # (pip install h2). Prints hostile.py's JSON report on stdout, with `uptime` before and after on
@@ -23,6 +24,8 @@ METRICS_PORT=${METRICS_PORT:-19190}
 POLICIES=${POLICIES:-policies}
 KILL_ABOVE_MIB=${KILL_ABOVE_MIB:-6144}
 H2_CONNECTIONS=${H2_CONNECTIONS:-8}
+# The chart's 512 Mi limit makes the ceiling 256 MiB; unset, it is half this machine's memory.
+MEMORY_CEILING_MIB=${MEMORY_CEILING_MIB:-}
 BIG=${BIG:-16}
 # 1: time the ordinary reviews from a thread of the attacking Python process, as the figures
 # before 2026-12-06 16:00 did (that thread's wait for the GIL then counts as latency).
@@ -42,7 +45,8 @@ trap cleanup EXIT
 "$REGATE" certs generate --out "$work/certs" >/dev/null
 "$REGATE" serve --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
     --policies "$POLICIES" --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
-    --log-level warn 2>"$work/serve.log" &
+    --log-level warn ${MEMORY_CEILING_MIB:+--memory-ceiling-mib "$MEMORY_CEILING_MIB"} \
+    2>"$work/serve.log" &
 server_pid=$!
 for _ in $(seq 1 400); do
     curl -sf -o /dev/null "http://127.0.0.1:$METRICS_PORT/readyz" && break
