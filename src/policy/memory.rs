@@ -23,7 +23,9 @@
 //! 360 MiB by their estimates): with a fixed ceiling, every ordinary review judged during such a
 //! flood failed for memory. So the ceiling in force is the one set plus what the body budgets
 //! hold at the moment ([`BodyMemory`]): it bounds what evaluations build beyond the bodies,
-//! which their own budgets bound.
+//! which their own budgets bound. The bodies raise it to three quarters of the memory the
+//! process may use at most, so that a flood and a careless policy at once still stop short of
+//! the limit (a flood under the chart's budgets held 307 MiB counted).
 
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,9 @@ static EVALUATION_BUDGET: AtomicU64 = AtomicU64::new(DEFAULT_EVALUATION_MIB * MI
 /// The ceiling set, in bytes ([`NO_CEILING`]: none); regorus is given this plus [`BODIES`].
 static CEILING: AtomicU64 = AtomicU64::new(NO_CEILING);
 const NO_CEILING: u64 = u64::MAX;
+/// The most the bodies raise the ceiling to ([`NO_CEILING`]: no bound): three quarters of the
+/// memory the process may use.
+static CEILING_CAP: AtomicU64 = AtomicU64::new(NO_CEILING);
 /// Bytes request bodies hold now under the server's body budgets (all servers of the process).
 static BODIES: AtomicU64 = AtomicU64::new(0);
 /// Serialises the reads of [`BODIES`] with the writes of regorus's limit: each write then
@@ -57,6 +62,8 @@ pub struct Limits {
     pub evaluation: Option<u64>,
     /// Ceiling on the memory the process holds while evaluating, in bytes.
     pub ceiling: Option<u64>,
+    /// The most request bodies held raise the ceiling to, in bytes (`None`: no bound).
+    pub ceiling_with_bodies: Option<u64>,
 }
 
 /// Sets both limits, in MiB (`None`: the default; `Some(0)`: no limit), for every evaluation
@@ -66,11 +73,16 @@ pub fn set_limits(evaluation_mib: Option<u64>, ceiling_mib: Option<u64>) -> Limi
         .unwrap_or(DEFAULT_EVALUATION_MIB)
         .saturating_mul(MIB);
     EVALUATION_BUDGET.store(evaluation, Ordering::Relaxed);
+    let available = available();
     let ceiling = match ceiling_mib {
         Some(mib) => Some(mib.saturating_mul(MIB)).filter(|&b| b > 0),
-        None => default_ceiling(),
+        None => available.map(|bytes| bytes / 2),
     };
     CEILING.store(ceiling.unwrap_or(NO_CEILING), Ordering::Relaxed);
+    CEILING_CAP.store(
+        available.map_or(NO_CEILING, |bytes| bytes / 4 * 3),
+        Ordering::Relaxed,
+    );
     publish_ceiling();
     // A thread adds what it holds to the process's count every 256 KiB (regorus's default:
     // 1 MiB), so that a thread that ends without flushing loses less.
@@ -83,6 +95,10 @@ pub fn limits() -> Limits {
     Limits {
         evaluation: Some(EVALUATION_BUDGET.load(Ordering::Relaxed)).filter(|&b| b > 0),
         ceiling: Some(CEILING.load(Ordering::Relaxed)).filter(|&b| b != NO_CEILING),
+        ceiling_with_bodies: Some(CEILING.load(Ordering::Relaxed))
+            .filter(|&b| b != NO_CEILING)
+            .zip(Some(CEILING_CAP.load(Ordering::Relaxed)).filter(|&c| c != NO_CEILING))
+            .map(|(base, cap)| base.max(cap)),
     }
 }
 
@@ -104,12 +120,21 @@ fn publish_ceiling() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ceiling = CEILING.load(Ordering::Relaxed);
-    regorus::set_global_memory_limit(
-        (ceiling != NO_CEILING)
-            .then(|| ceiling.saturating_add(BODIES.load(Ordering::Relaxed)))
-            // regorus reads u64::MAX as no limit.
-            .map(|c| c.min(NO_CEILING - 1)),
-    );
+    regorus::set_global_memory_limit((ceiling != NO_CEILING).then(|| {
+        in_force(
+            ceiling,
+            BODIES.load(Ordering::Relaxed),
+            CEILING_CAP.load(Ordering::Relaxed),
+        )
+    }));
+}
+
+/// The ceiling in force: the one set (`base`) raised by the bodies held, to `cap` at most (or
+/// not at all when the one set is higher); below `u64::MAX`, which regorus reads as none.
+fn in_force(base: u64, bodies: u64, cap: u64) -> u64 {
+    base.saturating_add(bodies)
+        .min(cap.max(base))
+        .min(NO_CEILING - 1)
 }
 
 /// Memory that request bodies hold under the server's body budgets (bytes buffered as they
@@ -182,20 +207,52 @@ pub fn thread_ends() {
     regorus::flush_thread_memory_counters();
 }
 
-/// Half the memory this process may use.
-fn default_ceiling() -> Option<u64> {
-    available().map(|bytes| bytes / 2)
-}
-
-/// The memory this process may use: its cgroup's limit (v2, then v1), else the machine's.
+/// The memory this process may use: the lowest limit of its cgroup and the cgroups above it
+/// (v2, then v1), else the machine's.
 fn available() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        // v1 reports "no limit" as a number near 2^63.
-        .filter(|&bytes| bytes < (1 << 60));
-    cgroup.or_else(|| read("/proc/meminfo").and_then(|text| mem_total(&text)))
+    let own = read("/proc/self/cgroup").unwrap_or_default();
+    cgroup_limit(&own, |path| read(path))
+        .or_else(|| read("/proc/meminfo").and_then(|text| mem_total(&text)))
+}
+
+/// The lowest memory limit on the way from this process's cgroup (as `/proc/self/cgroup`
+/// names it) up to the root of its hierarchy, read through `read`. Inside a container with its
+/// own cgroup namespace, the process's cgroup is the root, and the path is `/`; without one, a
+/// limit may be set on an ancestor; where the named path is not mounted, only the root is read.
+fn cgroup_limit(own: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    // v2: `0::/path`; v1: `N:memory:/path` (or `N:...,memory,...:/path`).
+    let v2 = own.lines().find_map(|l| l.strip_prefix("0::"));
+    let v1 = own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let controllers = parts.nth(1)?;
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| parts.next())
+            .flatten()
+    });
+    let limits = |root: &str, file: &str, path: Option<&str>| -> Option<u64> {
+        let mut lowest: Option<u64> = None;
+        let mut dir = path.unwrap_or("/").trim_end_matches('/').to_string();
+        loop {
+            let limit = read(&format!("{root}{dir}/{file}"))
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                // "max" (v2) does not parse; v1 reports "no limit" as a number near 2^63.
+                .filter(|&bytes| bytes < (1 << 60));
+            lowest = match (lowest, limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match dir.rfind('/') {
+                Some(i) if !dir.is_empty() => dir.truncate(i),
+                _ => break,
+            }
+        }
+        lowest
+    };
+    limits("/sys/fs/cgroup", "memory.max", v2)
+        .or_else(|| limits("/sys/fs/cgroup/memory", "memory.limit_in_bytes", v1))
 }
 
 /// `MemTotal` of `/proc/meminfo`, in bytes.
@@ -218,6 +275,69 @@ mod tests {
             available().is_some_and(|b| b > 0),
             "Linux has /proc/meminfo"
         );
+    }
+
+    #[test]
+    fn the_lowest_limit_from_the_processs_cgroup_up_is_the_one() {
+        let files = |entries: &'static [(&'static str, &'static str)]| {
+            move |path: &str| {
+                entries
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        // v1, a child cgroup with 512 MiB under a parent without a limit.
+        let v1 = "4:memory:/pa/child\n3:cpuset:/\n";
+        let read = files(&[
+            (
+                "/sys/fs/cgroup/memory/pa/child/memory.limit_in_bytes",
+                "536870912\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/pa/memory.limit_in_bytes",
+                "9223372036854771712\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "9223372036854771712\n",
+            ),
+        ]);
+        assert_eq!(cgroup_limit(v1, read), Some(512 * MIB));
+        // v2 inside a cgroup namespace: the root is the container's.
+        let read = files(&[("/sys/fs/cgroup/memory.max", "536870912\n")]);
+        assert_eq!(cgroup_limit("0::/\n", read), Some(512 * MIB));
+        // v2, a limit on an ancestor lower than the process's own; "max" is none.
+        let read = files(&[
+            ("/sys/fs/cgroup/a/b/memory.max", "max\n"),
+            ("/sys/fs/cgroup/a/memory.max", "268435456\n"),
+        ]);
+        assert_eq!(cgroup_limit("0::/a/b\n", read), Some(256 * MIB));
+        // The named path is not mounted here: the root's limit.
+        let read = files(&[(
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "1073741824\n",
+        )]);
+        assert_eq!(
+            cgroup_limit("7:memory:/docker/abc\n", read),
+            Some(1024 * MIB)
+        );
+        // No limit anywhere.
+        assert_eq!(cgroup_limit("0::/\n", files(&[])), None);
+    }
+
+    #[test]
+    fn bodies_raise_the_ceiling_up_to_its_cap() {
+        const M: u64 = MIB;
+        // The chart: 512 MiB, so 256 set and 384 at most.
+        assert_eq!(in_force(256 * M, 0, 384 * M), 256 * M);
+        assert_eq!(in_force(256 * M, 100 * M, 384 * M), 356 * M);
+        assert_eq!(in_force(256 * M, 300 * M, 384 * M), 384 * M);
+        // A ceiling set above the cap is not raised, nor lowered.
+        assert_eq!(in_force(450 * M, 100 * M, 384 * M), 450 * M);
+        // No cap known.
+        assert_eq!(in_force(16 * M, 7 * M, NO_CEILING), 23 * M);
+        assert_eq!(in_force(NO_CEILING - 5, 10, NO_CEILING), NO_CEILING - 1);
     }
 
     #[test]

@@ -247,6 +247,7 @@ impl Server {
             exceptions = set.config.exceptions.len(),
             evaluation_memory_bytes = memory.evaluation.unwrap_or(0),
             memory_ceiling_bytes = memory.ceiling.unwrap_or(0),
+            memory_ceiling_with_bodies_bytes = memory.ceiling_with_bodies.unwrap_or(0),
             "regate serving"
         );
         if let Some(shadow) = &state.shadow {
