@@ -54,9 +54,10 @@ pub struct Cli {
         value_name = "MIB"
     )]
     pub evaluation_memory_mib: Option<u64>,
-    /// Memory the process may hold while it evaluates, in MiB: past it, every evaluation (on
-    /// either backend) stops and its policy fails (default: half the cgroup's memory limit, else
-    /// half the machine's memory; 0: no ceiling).
+    /// Memory the process may hold while it evaluates, in MiB, beyond the request bodies its
+    /// body budgets hold: past it, every evaluation (on either backend) stops and its policy
+    /// fails (default: half the cgroup's memory limit, else half the machine's memory; the
+    /// bodies raise it to three quarters at most; 0: no ceiling).
     #[arg(
         long,
         global = true,

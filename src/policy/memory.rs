@@ -21,9 +21,9 @@
 //! The allocator cannot tell an evaluation's bytes from a request body's, and the server's body
 //! budgets let a flood of large bodies hold more than half the chart's limit on their own (up to
 //! 360 MiB by their estimates): with a fixed ceiling, most ordinary reviews judged during such
-//! a flood failed for memory (74 of 98 in `bench/hostile.sh`'s attack). So the ceiling in force is the one set plus what the body budgets
-//! hold at the moment ([`BodyMemory`]): it bounds what evaluations build beyond the bodies,
-//! which their own budgets bound. The bodies raise it to three quarters of the memory the
+//! a flood failed for memory (74 of 98 in `bench/hostile.sh`'s attack). So the ceiling in force
+//! is the one set plus what the body budgets hold at the moment ([`BodyMemory`]): it bounds
+//! what evaluations build beyond the bodies, which their own budgets bound. The bodies raise it to three quarters of the memory the
 //! process may use at most, so that a flood and a careless policy at once still stop short of
 //! the limit (a flood under the chart's budgets held 307 MiB counted).
 
@@ -92,12 +92,13 @@ pub fn set_limits(evaluation_mib: Option<u64>, ceiling_mib: Option<u64>) -> Limi
 
 /// The limits in force (the ceiling as set, without the bodies held now).
 pub fn limits() -> Limits {
+    let set = |value: &AtomicU64| Some(value.load(Ordering::Relaxed)).filter(|&b| b != NO_CEILING);
+    let ceiling = set(&CEILING);
     Limits {
         evaluation: Some(EVALUATION_BUDGET.load(Ordering::Relaxed)).filter(|&b| b > 0),
-        ceiling: Some(CEILING.load(Ordering::Relaxed)).filter(|&b| b != NO_CEILING),
-        ceiling_with_bodies: Some(CEILING.load(Ordering::Relaxed))
-            .filter(|&b| b != NO_CEILING)
-            .zip(Some(CEILING_CAP.load(Ordering::Relaxed)).filter(|&c| c != NO_CEILING))
+        ceiling,
+        ceiling_with_bodies: ceiling
+            .zip(set(&CEILING_CAP))
             .map(|(base, cap)| base.max(cap)),
     }
 }
